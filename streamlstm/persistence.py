@@ -1,0 +1,138 @@
+"""A versioned, pickle-free container for named numpy arrays and a JSON header.
+
+Layout of a file (all integers little-endian)::
+
+    b"STREAMLSTM\\0"            11 bytes, magic
+    format version            uint32
+    header length             uint64
+    header                    UTF-8 JSON: {"kind", "meta", "arrays": [{name, dtype, shape}]}
+    array bytes               concatenated, in header order, C order
+    CRC-32                    uint32 of everything above
+
+A truncated, corrupt, foreign or newer file raises :class:`FormatError` saying which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"STREAMLSTM\x00"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<IQ")
+_CRC = struct.Struct("<I")
+_DTYPES = {"float64", "float32", "int64", "uint8", "bool"}
+
+
+class FormatError(ValueError):
+    """A file or byte string that is not a readable streamlstm container."""
+
+
+def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise ``arrays`` and the JSON-able ``meta`` under the label ``kind``.
+
+    >>> blob = dumps("demo", {"a": 1}, {"w": np.arange(3.0)})
+    >>> kind, meta, arrays = loads(blob)
+    >>> kind, meta, arrays["w"].tolist()
+    ('demo', {'a': 1}, [0.0, 1.0, 2.0])
+    """
+    entries = []
+    chunks = []
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype.name not in _DTYPES:
+            raise TypeError(f"array {name!r} has unsupported dtype {arr.dtype}")
+        entries.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
+        chunks.append(arr.tobytes())
+    header = json.dumps({"kind": kind, "meta": meta, "arrays": entries}).encode("utf-8")
+    body = MAGIC + _PREFIX.pack(FORMAT_VERSION, len(header)) + header + b"".join(chunks)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def loads(blob: bytes, expect_kind: str | None = None) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`dumps`; returns ``(kind, meta, arrays)``; arrays are writable copies."""
+    blob = bytes(blob)
+    if not blob.startswith(MAGIC):
+        raise FormatError("not a streamlstm file (bad magic bytes)")
+    head = len(MAGIC) + _PREFIX.size
+    if len(blob) < head + _CRC.size:
+        raise FormatError(f"truncated streamlstm file: {len(blob)} bytes")
+    version, header_len = _PREFIX.unpack_from(blob, len(MAGIC))
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"file format version {version} was written by a newer streamlstm; "
+            f"this one reads versions up to {FORMAT_VERSION}: upgrade streamlstm"
+        )
+    if head + header_len + _CRC.size > len(blob):
+        raise FormatError(f"truncated streamlstm file: header wants {header_len} bytes, file has {len(blob)}")
+    try:
+        header = json.loads(blob[head:head + header_len].decode("utf-8"))
+        entries = header["arrays"]
+        sizes = [int(np.prod(e["shape"], dtype=np.int64)) * np.dtype(e["dtype"]).itemsize for e in entries]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"corrupt streamlstm file: unreadable header ({exc})") from None
+    expected = head + header_len + sum(sizes) + _CRC.size
+    if len(blob) < expected:
+        raise FormatError(f"truncated streamlstm file: {len(blob)} of {expected} bytes")
+    if len(blob) > expected:
+        raise FormatError(f"corrupt streamlstm file: {len(blob) - expected} unexpected trailing bytes")
+    (crc,) = _CRC.unpack_from(blob, expected - _CRC.size)
+    if zlib.crc32(blob[:expected - _CRC.size]) != crc:
+        raise FormatError("corrupt streamlstm file: checksum mismatch")
+    if expect_kind is not None and header["kind"] != expect_kind:
+        raise FormatError(f"this file holds a {header['kind']!r}, not a {expect_kind!r}")
+    arrays = {}
+    pos = head + header_len
+    for entry, size in zip(entries, sizes):
+        arr = np.frombuffer(blob, dtype=entry["dtype"], count=size // np.dtype(entry["dtype"]).itemsize, offset=pos)
+        arrays[entry["name"]] = arr.reshape(entry["shape"]).copy()
+        pos += size
+    return header["kind"], header["meta"], arrays
+
+
+def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
+    """Write ``blob`` so that ``path`` holds either its old content or all of ``blob``.
+
+    A temporary file in the same folder is written, flushed to disk, then renamed over
+    ``path`` (an atomic step on POSIX), and the folder entry itself is synced.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_file(path: str | os.PathLike[str], expect_kind: str | None = None) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Read and check a container written by :func:`write_atomic` (or any copy of its bytes)."""
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    try:
+        return loads(blob, expect_kind)
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc}") from None
