@@ -123,13 +123,25 @@ def cell_forward(cell, W, b, xh, c_prev, act, tc, h, c):
     RNN:   h = tanh(b + xh @ W)
     ``act`` receives the activated gates (needed by the backward pass), ``tc`` = tanh(c).
     """
-    G = act.shape[0]
+    preactivation(W, b, xh, act)
+    cell_activate(cell, c_prev, act, tc, h, c)
+
+
+@_jit
+def preactivation(W, b, xh, z):
+    """z = b + xh @ W, summed over k in ascending order (batched callers keep that order)."""
+    G = z.shape[0]
     for r in range(G):
-        act[r] = b[r]
+        z[r] = b[r]
     for k in range(xh.shape[0]):
         xk = xh[k]
         for r in range(G):
-            act[r] += xk * W[k, r]
+            z[r] += xk * W[k, r]
+
+
+@_jit
+def cell_activate(cell, c_prev, act, tc, h, c):
+    """Turn the pre-activations in ``act`` into gates, then the new c and h."""
     H = h.shape[0]
     if cell == CELL_RNN:
         for j in range(H):
