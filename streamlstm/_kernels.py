@@ -30,6 +30,7 @@ I_DZ, I_DXH, I_DH, I_DC, I_DOUT, I_SOUT, I_SY, I_SFLAG = range(20, 28)
 I_FX, I_FY, I_FOUT, I_FLAB, I_STATE_END = range(28, 33)
 I_NSTEPS, I_NUPD, I_NSKIP, I_ADAMT, I_STATUS, I_ERRPOS, I_NDROP = range(33, 40)
 I_T, I_SINCE = 40, 41  # per-stream counters: travel with the state
+I_FXS = 42  # scratch copy of the input statistics, for pure look-aheads
 I_LAYERS = 48
 I_PER_LAYER = 7
 L_OFFW, L_OFFB, L_IN, L_SXH, L_SACT, L_SCP, L_STC = range(I_PER_LAYER)
@@ -292,16 +293,15 @@ def check_input(x, I):
 
 # ----------------------------------------------------------------- forward step
 @_jit
-def forward_step(x, P, R, F, I, slot_base, h_base, c_base, learn):
+def forward_step(x, P, R, F, I, slot_base, h_base, c_base, fx):
     """Advance the state stored at R[h_base:], R[c_base:] by input x.
 
-    Activations go to the ring slot at ``slot_base``. ``learn`` updates the input
-    statistics first (so the first value standardises to 0). Returns nothing; the
-    standardised output is left in the slot's ``out`` field.
+    Activations go to the ring slot at ``slot_base``. The input statistics at F[fx:] take
+    x in first (so the very first value standardises to 0); a pure look-ahead passes a
+    scratch copy of them. The standardised output is left in the slot's ``out`` field.
     """
     n_in, H, L, cell = I[I_NIN], I[I_H], I[I_L], I[I_CELL]
-    fx = I[I_FX]
-    if learn and I[I_STDX]:
+    if I[I_STDX]:
         for k in range(n_in):
             welford(F, fx, n_in, x[k], k)
     for l in range(L):
@@ -371,7 +371,7 @@ def advance(x, P, R, F, I):
     if R[flag] != 0.0:  # a label that no update used falls off the window
         I[I_NDROP] += 1
     R[flag] = 0.0
-    forward_step(x, P, R, F, I, slot_base, 0, I[I_L] * I[I_H], True)
+    forward_step(x, P, R, F, I, slot_base, 0, I[I_L] * I[I_H], I[I_FX])
     I[I_T] = t + 1
     I[I_SINCE] += 1
     I[I_NSTEPS] += 1
@@ -379,14 +379,23 @@ def advance(x, P, R, F, I):
 
 
 @_jit
-def peek(x, P, R, F, I):
-    """Pure look-ahead: the output advance(x) would give; nothing is changed but scratch."""
+def begin_lookahead(R, F, I):
+    """Copy h, c and the input statistics to scratch, where look-aheads may change them."""
     L, H = I[I_L], I[I_H]
     sh, sc = I[I_SH], I[I_SC]
     for k in range(L * H):
         R[sh + k] = R[k]
         R[sc + k] = R[L * H + k]
-    forward_step(x, P, R, F, I, I[I_SCR], sh, sc, False)
+    fx, fxs = I[I_FX], I[I_FXS]
+    for k in range(3 * I[I_NIN]):
+        F[fxs + k] = F[fx + k]
+
+
+@_jit
+def peek(x, P, R, F, I):
+    """Pure look-ahead: exactly the output advance(x) would give; only scratch changes."""
+    begin_lookahead(R, F, I)
+    forward_step(x, P, R, F, I, I[I_SCR], I[I_SH], I[I_SC], I[I_FXS])
     return emit_output(R, F, I, I[I_SCR])
 
 
@@ -686,17 +695,14 @@ def k_learn_many(X, Y, mask, out, P, R, F, I):
 @_jit
 def k_predict_many(X, out, P, R, F, I):
     """Pure: roll a scratch copy of the state through the rows of X."""
-    L, H = I[I_L], I[I_H]
     sh, sc = I[I_SH], I[I_SC]
     n_out = I[I_NOUT]
     for t in range(X.shape[0]):
         if not check_input(X[t], I):
             return t
-    for k in range(L * H):
-        R[sh + k] = R[k]
-        R[sc + k] = R[L * H + k]
+    begin_lookahead(R, F, I)
     for t in range(X.shape[0]):
-        forward_step(X[t], P, R, F, I, I[I_SCR], sh, sc, False)
+        forward_step(X[t], P, R, F, I, I[I_SCR], sh, sc, I[I_FXS])
         emit_output(R, F, I, I[I_SCR])
         for m in range(n_out):
             out[t, m] = F[I[I_FOUT] + m]

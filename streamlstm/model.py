@@ -119,6 +119,8 @@ def _layout(n_in: int, n_out: int, H: int, L: int, cell: int, k2: int) -> tuple[
     f = K.F_HEADER
     I[K.I_FX] = f
     f += 3 * n_in
+    I[K.I_FXS] = f
+    f += 3 * n_in
     I[K.I_FY] = f
     f += 3 * n_out
     I[K.I_FOUT] = f
@@ -316,9 +318,9 @@ class OnlineLSTM:
             want = self.n_inputs if what == "input" else (1 if self._is_ce else self.n_outputs)
             return ValueError(f"{where}{what} has {pos} values, expected {want}")
         if status == K.ST_NOT_FINITE:
-            return ValueError(f"{where}{what} position {pos} is {values[pos]!r}: not a finite number")
+            return ValueError(f"{where}{what} position {pos} is {float(values[pos])!r}: not a finite number")
         if status == K.ST_BAD_CLASS:
-            return ValueError(f"{where}{what} {values[0]!r} is not a class index in [0, {self.n_outputs})")
+            return ValueError(f"{where}{what} {float(values[0])!r} is not a class index in [0, {self.n_outputs})")
         if status == K.ST_BAD_LAG:
             return ValueError(f"lag {pos} is out of range: a label may go to one of the last "
                               f"min(steps={self.n_steps_stream}, bptt={self.bptt}) steps")
@@ -405,7 +407,7 @@ class OnlineLSTM:
         y = self._target(y)
         first = K.k_learn_one(x, y, self._P, self._R, self._F, self._I)
         if first != first:
-            bad_input = not K.check_input(x, self._I)
+            bad_input = not K.check_input(x, self._I.copy())
             raise self._refused("input" if bad_input else "target", x if bad_input else y)
         return self._output(first)
 
@@ -449,7 +451,7 @@ class OnlineLSTM:
         out = np.empty((T, self.n_outputs), dtype=np.float64)
         done = K.k_learn_many(X, Y, M, out, self._P, self._R, self._F, self._I)
         if done < T:
-            bad_input = not K.check_input(X[done], self._I)
+            bad_input = not K.check_input(X[done], self._I.copy())
             err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
             raise InputError(str(err), done, out[:done].copy())
         return out
