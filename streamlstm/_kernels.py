@@ -37,7 +37,8 @@ L_OFFW, L_OFFB, L_IN, L_SXH, L_SACT, L_SCP, L_STC = range(I_PER_LAYER)
 
 # Indices into F (hyper-parameters and running values).
 F_LR, F_MOM, F_B1, F_B2, F_RHO, F_EPS, F_CLIP, F_L2, F_DELTA = range(9)
-F_B1T, F_B2T, F_LOSS, F_GNORM = range(9, 13)
+F_B1T, F_B2T, F_LOSS, F_GNORM, F_GLIMIT = range(9, 14)
+INPUT_LIMIT = 1e15  # |network input or target| beyond this is clipped: no finite value can overflow a step
 F_HEADER = 16
 
 CELL_LSTM, CELL_RNN = 0, 1
@@ -310,10 +311,8 @@ def forward_step(x, P, R, F, I, slot_base, h_base, c_base, fx):
         n_x = xh.shape[0] - H
         if l == 0:
             for k in range(n_in):
-                if I[I_STDX]:
-                    xh[k] = standardise(F, fx, n_in, x[k], k)
-                else:
-                    xh[k] = x[k]
+                v = standardise(F, fx, n_in, x[k], k) if I[I_STDX] else x[k]
+                xh[k] = min(max(v, -INPUT_LIMIT), INPUT_LIMIT)
         hl = R[h_base + l * H:h_base + (l + 1) * H]
         cl = R[c_base + l * H:c_base + (l + 1) * H]
         for j in range(H):
@@ -450,9 +449,10 @@ def label(y, lag, P, R, F, I):
         for m in range(n_out):
             if I[I_STDY]:
                 welford(F, fy, n_out, y[m], m)
-                ys[m] = standardise(F, fy, n_out, y[m], m)
+                v = standardise(F, fy, n_out, y[m], m)
             else:
-                ys[m] = y[m]
+                v = y[m]
+            ys[m] = min(max(v, -INPUT_LIMIT), INPUT_LIMIT)
     R[slot_base + I[I_SFLAG]] = 1.0
     if I[I_SINCE] >= I[I_K1]:
         update(P, R, F, I)
@@ -578,7 +578,7 @@ def optimizer_step(P, F, I):
     for k in range(n):
         g = P[n + k] + l2 * P[k]
         sq += g * g
-    if not np.isfinite(sq):
+    if not sq <= F[F_GLIMIT]:  # also catches NaN; the limit keeps moments finite in the dtype
         I[I_NSKIP] += 1
         F[F_GNORM] = sq
         return False

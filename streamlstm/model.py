@@ -270,6 +270,8 @@ class OnlineLSTM:
         F[K.F_LR], F[K.F_MOM], F[K.F_B1], F[K.F_B2] = self.lr, self.momentum, self.betas[0], self.betas[1]
         F[K.F_RHO], F[K.F_EPS], F[K.F_CLIP], F[K.F_L2] = self.rho, self.eps, self.clip or 0.0, self.l2
         F[K.F_DELTA], F[K.F_B1T], F[K.F_B2T] = self.huber_delta, 1.0, 1.0
+        # a squared gradient norm above this is treated as non-finite: g² must fit the dtype
+        F[K.F_GLIMIT] = 1e30 if self.dtype == "float32" else 1e300
 
     def _init_weights(self, rng: np.random.Generator) -> None:
         """PyTorch's U(-1/√H, 1/√H) for the cells, forget-gate bias 1, zero readout.
@@ -358,7 +360,7 @@ class OnlineLSTM:
         if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
             x = self._vector(x)
         first = K.k_predict(x, self._P, self._R, self._F, self._I)
-        if first != first:
+        if first != first and self._I[K.I_STATUS]:
             raise self._refused("input", x)
         return self._output(first)
 
@@ -373,7 +375,7 @@ class OnlineLSTM:
         if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
             x = self._vector(x)
         first = K.k_advance(x, self._P, self._R, self._F, self._I)
-        if first != first:
+        if first != first and self._I[K.I_STATUS]:
             raise self._refused("input", x)
         return self._output(first)
 
@@ -406,7 +408,7 @@ class OnlineLSTM:
             x = self._vector(x)
         y = self._target(y)
         first = K.k_learn_one(x, y, self._P, self._R, self._F, self._I)
-        if first != first:
+        if first != first and self._I[K.I_STATUS]:
             bad_input = not K.check_input(x, self._I.copy())
             raise self._refused("input" if bad_input else "target", x if bad_input else y)
         return self._output(first)
