@@ -279,7 +279,13 @@ GEMM_SNIPPET = textwrap.dedent(
     """
     import time, json, statistics, sys, os
     import numpy as np
-    from threadpoolctl import threadpool_limits, threadpool_info
+    try:
+        from threadpoolctl import threadpool_limits, threadpool_info
+    except ImportError:  # OPENBLAS_NUM_THREADS=1 is set by the parent anyway
+        import contextlib
+        threadpool_limits = lambda **kw: contextlib.nullcontext()
+        threadpool_info = lambda: [{"user_api": "blas", "internal_api": "openblas",
+                                    "architecture": "unknown (threadpoolctl not installed)"}]
     sizes = [int(s) for s in sys.argv[1].split(",")]
     reps = int(sys.argv[2])
     res = {"sizes": {}}

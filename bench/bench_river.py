@@ -53,7 +53,32 @@ DEEPRIVER_PYTHON = os.environ.get("DEEPRIVER_PYTHON", "/work/venv-deepriver/bin/
 #          note="hidden 32, Adam 1e-3, bptt 16, built-in input/target standardisation"),
 # ]
 # ------------------------------------------------------------------------------------------------
-OURS: list = []
+try:
+    from streamlstm.adapters.river import LSTMForecaster, LSTMRegressor
+except ImportError as exc:  # river missing or streamlstm not installed: peers only
+    print(f"streamlstm River adapters not importable ({exc}): our rows are left out", file=sys.stderr)
+    OURS: list = []
+else:
+    _SEASON = peers.FORECAST_DATASETS  # dataset -> season (= horizon), as given to the peers
+    OURS = [
+        Peer("streamlstm LSTM (ours, defaults)",
+             forecaster=lambda ds: LSTMForecaster(season=_SEASON[ds]),
+             regressor=lambda: LSTMRegressor(),
+             speed=lambda: LSTMRegressor(hidden=32),
+             note="class defaults (regressor: residual on the last target, inputs = feature changes, "
+                  "hidden 16, Adam 3e-3, bptt 16; forecaster: residual on the last value or a smoothed "
+                  "seasonal base, whichever erred less lately, 24 lagged changes, robust scaling, hidden 16, "
+                  "Adam 3e-3, bptt 16), seed 0; season = m as for SNARIMAX/HoltWinters. Speed row: "
+                  "LSTMRegressor(hidden=32) to match deep-river's"),
+        Peer("streamlstm LSTM (ours, no season)",
+             forecaster=lambda ds: LSTMForecaster(),
+             note="forecaster defaults without the season (base = last value)"),
+        Peer("streamlstm base only (ours, lr=0 ablation)",
+             forecaster=lambda ds: LSTMForecaster(season=_SEASON[ds], lr=0.0),
+             regressor=lambda: LSTMRegressor(lr=0.0),
+             note="same, with the network frozen at its zero readout: what the bases alone give "
+                  "(the difference to the first row is the LSTM's contribution)"),
+    ]
 
 
 class DeepRiverPeer:

@@ -5,8 +5,18 @@
 >>> y_hat = model.learn_one([0.1, 0.2, 0.3], 1.0)
 """
 
+import builtins as _builtins
+import sys as _sys
+
+# PyFlink's Python worker swaps ``print`` in its main module, and numba's import-time check
+# then fails ("module ... has no attribute 'print'"). Restore it before numba is imported.
+_main = _sys.modules.get(getattr(_builtins.print, "__module__", "builtins"))
+if _main is not None and getattr(_main, "print", None) is not _builtins.print:
+    _main.print = _builtins.print
+
 from .model import InputError, LSTMState, OnlineLSTM
 from .persistence import FormatError
+from .keyed import KeyedLSTM
 
-__all__ = ["OnlineLSTM", "LSTMState", "InputError", "FormatError", "__version__"]
+__all__ = ["OnlineLSTM", "LSTMState", "InputError", "FormatError", "KeyedLSTM", "__version__"]
 __version__ = "0.1.0"

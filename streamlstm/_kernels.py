@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 # ---------------------------------------------------------------------------- layout
 # Indices into I. Per-layer records start at I_LAYERS, I_PER_LAYER entries each.
@@ -59,12 +61,28 @@ _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 
 
+@intrinsic
+def _pow2(typingctx, n):
+    """2.0**n for an int64 n in [-1022, 1023], exactly: the bits (n + 1023) << 52."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = llvm_ir.IntType(64)
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        bits = builder.shl(builder.add(v, llvm_ir.Constant(i64, 1023)), llvm_ir.Constant(i64, 52))
+        return builder.bitcast(bits, llvm_ir.DoubleType())
+
+    return types.float64(n), codegen
+
+
 @_jit
 def exp_clamped(x):
     """exp(x) for x clamped to [-44, 44] (enough for σ and tanh in float64), 1 ulp.
 
     exp(x) = 2^n · exp(r), n = round(x / ln 2), |r| <= ln(2)/2; exp(r) by its Taylor series
-    to degree 13 (truncation < 1e-17); 2^n by binary expansion of |n| <= 64.
+    to degree 13 (truncation < 1e-17); 2^n (|n| <= 64) exactly from its bit pattern, so the
+    scaling p · 2^n is exact (the same bits as p / 2^-n) and vectorises without a division.
     """
     x = min(max(x, -44.0), 44.0)
     n = np.floor(x * _LOG2E + 0.5)
@@ -83,26 +101,8 @@ def exp_clamped(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    a = abs(n)
-    e = 1.0
-    if a >= 32.0:
-        e *= 4294967296.0
-        a -= 32.0
-    if a >= 16.0:
-        e *= 65536.0
-        a -= 16.0
-    if a >= 8.0:
-        e *= 256.0
-        a -= 8.0
-    if a >= 4.0:
-        e *= 16.0
-        a -= 4.0
-    if a >= 2.0:
-        e *= 4.0
-        a -= 2.0
-    if a >= 1.0:
-        e *= 2.0
-    return p * e if n >= 0.0 else p / e
+    # n is NaN only when x is (then p is NaN too); keep the integer conversion defined
+    return p * _pow2(np.int64(n) if n == n else np.int64(0))
 
 
 @_jit
@@ -294,6 +294,39 @@ def check_input(x, I):
 
 # ----------------------------------------------------------------- forward step
 @_jit
+def take_inputs(x, F, I, fx, add, xs):
+    """The network's inputs for raw input x into xs[:n_in]: x first enters the input
+    statistics at F[fx:] (when standardising and ``add``), then each value is
+    standardised and clipped to ±INPUT_LIMIT. Shared by every forward path."""
+    n_in = I[I_NIN]
+    if I[I_STDX] and add:
+        for k in range(n_in):
+            welford(F, fx, n_in, x[k], k)
+    for k in range(n_in):
+        v = standardise(F, fx, n_in, x[k], k) if I[I_STDX] else x[k]
+        xs[k] = min(max(v, -INPUT_LIMIT), INPUT_LIMIT)
+
+
+@_jit
+def take_target(y, F, I, ys):
+    """The network's target for raw target y into ys: a class index for cross-entropy;
+    else y first enters the target statistics (when standardising), then each value is
+    standardised and clipped to ±INPUT_LIMIT. Shared by every labelling path."""
+    n_out = I[I_NOUT]
+    if I[I_LOSS] == LOSS_CE:
+        ys[0] = y[0]
+        return
+    fy = I[I_FY]
+    for m in range(n_out):
+        if I[I_STDY]:
+            welford(F, fy, n_out, y[m], m)
+            v = standardise(F, fy, n_out, y[m], m)
+        else:
+            v = y[m]
+        ys[m] = min(max(v, -INPUT_LIMIT), INPUT_LIMIT)
+
+
+@_jit
 def forward_step(x, P, R, F, I, slot_base, h_base, c_base, fx):
     """Advance the state stored at R[h_base:], R[c_base:] by input x.
 
@@ -301,18 +334,13 @@ def forward_step(x, P, R, F, I, slot_base, h_base, c_base, fx):
     x in first (so the very first value standardises to 0); a pure look-ahead passes a
     scratch copy of them. The standardised output is left in the slot's ``out`` field.
     """
-    n_in, H, L, cell = I[I_NIN], I[I_H], I[I_L], I[I_CELL]
-    if I[I_STDX]:
-        for k in range(n_in):
-            welford(F, fx, n_in, x[k], k)
+    H, L, cell = I[I_H], I[I_L], I[I_CELL]
     for l in range(L):
         W, b = layer_params(P, I, l, 0)
         xh, act, cp, tc = slot_views(R, I, l, slot_base)
         n_x = xh.shape[0] - H
         if l == 0:
-            for k in range(n_in):
-                v = standardise(F, fx, n_in, x[k], k) if I[I_STDX] else x[k]
-                xh[k] = min(max(v, -INPUT_LIMIT), INPUT_LIMIT)
+            take_inputs(x, F, I, fx, True, xh)
         hl = R[h_base + l * H:h_base + (l + 1) * H]
         cl = R[c_base + l * H:c_base + (l + 1) * H]
         for j in range(H):
@@ -442,17 +470,7 @@ def label(y, lag, P, R, F, I):
     n_out = I[I_NOUT]
     slot_base = I[I_RING] + ((I[I_T] - 1 - lag) % I[I_K2]) * I[I_SLOT]
     ys = R[slot_base + I[I_SY]:slot_base + I[I_SY] + n_out]
-    if I[I_LOSS] == LOSS_CE:
-        ys[0] = y[0]
-    else:
-        fy = I[I_FY]
-        for m in range(n_out):
-            if I[I_STDY]:
-                welford(F, fy, n_out, y[m], m)
-                v = standardise(F, fy, n_out, y[m], m)
-            else:
-                v = y[m]
-            ys[m] = min(max(v, -INPUT_LIMIT), INPUT_LIMIT)
+    take_target(y, F, I, ys)
     R[slot_base + I[I_SFLAG]] = 1.0
     if I[I_SINCE] >= I[I_K1]:
         update(P, R, F, I)

@@ -729,6 +729,46 @@ class OnlineLSTM:
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
         return cls._from_parts(meta, arrays)
 
+    def copy(self) -> "OnlineLSTM":
+        """An independent twin (weights, state, moments, statistics), in microseconds.
+
+        >>> m = OnlineLSTM(n_inputs=1, hidden=4); twin = m.copy()
+        >>> _ = twin.learn_one([1.0], 2.0)
+        >>> m.n_steps, twin.n_steps
+        (0, 1)
+        """
+        twin = OnlineLSTM.__new__(OnlineLSTM)
+        twin.__dict__.update(self.__dict__)
+        for name in ("_P", "_R", "_F", "_I", "_ybuf"):
+            setattr(twin, name, getattr(self, name).copy())
+        twin._y1 = twin._ybuf[:1]
+        return twin
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "OnlineLSTM":
+        return self.copy()
+
+    def input_statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Running ``(count, mean, variance)`` of every input feature (copies).
+
+        >>> m = OnlineLSTM(n_inputs=2, hidden=3)
+        >>> for x in ([1.0, 10.0], [3.0, 30.0]):
+        ...     _ = m.advance(x)
+        >>> m.input_statistics()[1].tolist(), m.input_statistics()[2].tolist()
+        ([2.0, 20.0], [1.0, 100.0])
+        """
+        return self._statistics(K.I_FX, self.n_inputs)
+
+    def target_statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Running ``(count, mean, variance)`` of every target (regression losses)."""
+        return self._statistics(K.I_FY, self.n_outputs)
+
+    def _statistics(self, key: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        o = int(self._I[key])
+        block = self._F[o:o + 3 * n].reshape(3, n)
+        count, mean, m2 = block[0].copy(), block[1].copy(), block[2]
+        var = np.divide(m2, count, out=np.zeros(n), where=count > 0)
+        return count, mean, var
+
     def __getstate__(self) -> dict[str, Any]:
         return {"blob": self.to_bytes()}
 

@@ -1,0 +1,498 @@
+"""CSV input for the ``streamlstm`` command line: records, header, typed blocks.
+
+Standard library only at import time (numpy is imported by :meth:`Schema.parse`), so that
+``streamlstm --help`` stays fast.
+
+:class:`RecordReader` reads raw bytes from a file descriptor and yields CSV records with
+their physical line numbers. It never waits for more input than it needs: every record
+whose line is complete is handed out before the next blocking read, so a pipe fed one
+line at a time (``tail -f``) gets one record at a time, and a regular file gets large
+blocks. Accepted: quoted fields (with embedded commas, quotes and newlines), CRLF or CR
+line ends, a UTF-8 byte-order mark, blank lines (skipped). Bytes that are not UTF-8 are
+kept (``surrogateescape``) and written back unchanged; in a number they are a bad value.
+
+:class:`Schema` maps the header onto the roles (target, features, key, time) and turns a
+block of records into arrays, reporting each bad row as ``(position, message)``.
+
+>>> import io
+>>> r = RecordReader(io.BytesIO(b'\\xef\\xbb\\xbfa,"b, c"\\r\\n1,2\\r\\n\\r\\n3,"x\\ny"\\r\\n'))
+>>> r.read_header()
+['a', 'b, c']
+>>> r.next_batch(10)
+([2, 4], [['1', '2'], ['3', 'x\\ny']])
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import math
+import os
+from operator import itemgetter
+from typing import Any, Callable, Sequence
+
+__all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "sniff_features", "reading_guard"]
+
+MAX_LINE = 1 << 20  # a "line" longer than this without a newline is refused (1 MiB)
+LIMIT = 1e100       # larger magnitudes are refused: the core's running statistics would overflow
+csv.field_size_limit(MAX_LINE)
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as ``streamlstm: <message>``, exit ``code``, no traceback."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+class BadRecord:
+    """A record that is not valid CSV (stands in the record list in place of its fields)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __len__(self) -> int:  # never the header's width: a bad record fails the width check
+        return 0
+
+    def __repr__(self) -> str:
+        return f"BadRecord({self.message!r})"
+
+
+class _Guard:
+    """Whether the process is blocked in a read (signal handlers may then raise)."""
+
+    reading = False
+
+
+reading_guard = _Guard()
+
+
+def _read_fn(source: Any) -> tuple[Callable[[int], bytes], bool]:
+    """A ``read(n)`` returning what is available (at most one system call) and whether the
+    source is a regular file."""
+    if isinstance(source, int):
+        fd = source
+        return (lambda n: os.read(fd, n)), _is_regular(fd)
+    regular = False
+    try:
+        regular = _is_regular(source.fileno())
+    except (AttributeError, OSError, ValueError):
+        pass
+    return getattr(source, "read1", None) or source.read, regular
+
+
+def _is_regular(fd: int) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class RecordReader:
+    """CSV records from a byte source: a file descriptor (``int``) or a binary file object.
+
+    ``next_batch(n)`` returns ``(line_numbers, records)``, at most ``n`` records, each a list
+    of field strings or a :class:`BadRecord`; blank lines are not records. With
+    ``fill=True`` (the default for regular files) it reads until it has ``n`` records or
+    the input ends; otherwise it blocks only when no complete record is ready. An empty
+    result means the input has ended.
+    """
+
+    def __init__(self, source: Any, chunk: int | None = None, fill: bool | None = None):
+        self._read, regular = _read_fn(source)
+        self.regular = regular
+        self.fill = regular if fill is None else fill
+        self.chunk = chunk or ((1 << 20) if regular else (1 << 16))
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self._tail = ""            # text after the last complete line
+        self._started = False      # BOM handled
+        self._eof = False
+        self._next_line = 0        # number of the last physical line split off
+        self._pending: list[str] = []   # lines of a quoted record still open
+        self._pending_line = 0
+        self._pending_size = 0
+        self._lines: list[int] = []     # ready records
+        self._recs: list[Any] = []
+        self._head = 0
+        self.records_read = 0      # records handed out by next_batch (not the header)
+
+    # ------------------------------------------------------------------ reading
+    def _fill_once(self) -> None:
+        """One read; the complete records it brings are appended to the ready list."""
+        if self._eof:
+            return
+        reading_guard.reading = True
+        try:
+            data = self._read(self.chunk)
+        finally:
+            reading_guard.reading = False
+        final = not data
+        text = self._decoder.decode(data or b"", final=final)
+        if not self._started and (text or final):
+            if text.startswith("\ufeff"):
+                text = text[1:]
+            self._started = bool(text) or final
+        text = self._tail + text
+        hold = ""
+        if not final and text.endswith("\r"):
+            hold, text = "\r", text[:-1]
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        parts = text.split("\n")
+        self._tail = parts.pop() + hold
+        if final:
+            self._eof = True
+            if self._tail:
+                parts.append(self._tail)
+                self._tail = ""
+        elif len(self._tail) > MAX_LINE:
+            parts.append(self._tail)
+            self._tail = ""
+        if parts:
+            self._split(parts)
+        if final and self._pending:
+            self._emit(self._pending_line, BadRecord("unterminated quoted field (a '\"' is never closed)"))
+            self._pending = []
+
+    def _emit(self, line: int, rec: Any) -> None:
+        self._lines.append(line)
+        self._recs.append(rec)
+
+    def _split(self, lines: list[str]) -> None:
+        first = self._next_line + 1
+        self._next_line += len(lines)
+        if not self._pending and '"' not in "\n".join(lines):
+            # fast path: no quotes anywhere in these lines
+            recs = [s.split(",") for s in lines]
+            if all(lines) and not any(len(r) == 1 and r[0].isspace() for r in recs if len(r) == 1):
+                self._lines.extend(range(first, first + len(lines)))
+                self._recs.extend(recs)
+                return
+            for i, (s, r) in enumerate(zip(lines, recs)):
+                if s and not s.isspace():
+                    self._lines.append(first + i)
+                    self._recs.append(r)
+            return
+        for i, s in enumerate(lines):
+            n = first + i
+            if self._pending:
+                self._pending.append(s)
+                self._pending_size += len(s) + 1
+                if '"' in s:  # only a quote can close the open field
+                    self._quoted(self._pending_line)
+                elif self._pending_size > MAX_LINE:
+                    self._pending = []
+                    self._emit(self._pending_line, BadRecord(
+                        f"malformed CSV (a quoted field runs over {MAX_LINE} characters: is a '\"' never closed?)"))
+            elif '"' in s:
+                self._pending = [s]
+                self._pending_size = len(s)
+                self._pending_line = n
+                self._quoted(n)
+            elif s and not s.isspace():
+                self._emit(n, s.split(","))
+
+    def _quoted(self, line: int) -> None:
+        """Parse the pending lines as one record, unless its quoted field is still open."""
+        lines = self._pending
+        starved = False
+
+        def feed():
+            nonlocal starved
+            last = len(lines) - 1
+            for i, s in enumerate(lines):
+                yield s if i == last else s + "\n"
+            starved = True
+
+        try:
+            rec = next(csv.reader(feed(), strict=True), [])
+        except csv.Error as exc:
+            if starved and self._pending_size <= MAX_LINE:
+                return  # the record goes on in the next line
+            self._pending = []
+            self._emit(line, BadRecord(f"malformed CSV ({exc})"))
+            return
+        if starved:
+            return
+        self._pending = []
+        if rec:
+            self._emit(line, rec)
+
+    def _ready(self) -> int:
+        return len(self._recs) - self._head
+
+    def next_batch(self, n: int) -> tuple[list[int], list[Any]]:
+        """Up to ``n`` records (see the class doc); ``([], [])`` at the end of the input."""
+        while not self._eof and (self._ready() == 0 or (self.fill and self._ready() < n)):
+            self._fill_once()
+        h = self._head
+        end = min(len(self._recs), h + n)
+        lines, recs = self._lines[h:end], self._recs[h:end]
+        if end == len(self._recs):
+            self._lines, self._recs, self._head = [], [], 0
+        else:
+            self._head = end
+            if end > 4096 and end * 2 > len(self._recs):
+                self._lines, self._recs, self._head = self._lines[end:], self._recs[end:], 0
+        self.records_read += len(recs)
+        return lines, recs
+
+    def peek(self) -> tuple[int, Any] | None:
+        """The next record without consuming it (reads if none is ready); None at the end."""
+        while not self._eof and self._ready() == 0:
+            self._fill_once()
+        if self._ready() == 0:
+            return None
+        return self._lines[self._head], self._recs[self._head]
+
+    def read_header(self) -> list[str]:
+        """The first record, as column names (raises :class:`CliError` if there is none)."""
+        lines, recs = self.next_batch(1)
+        self.records_read = 0
+        if not recs:
+            raise CliError("the input is empty: expected a CSV header line (column names)")
+        if isinstance(recs[0], BadRecord):
+            raise CliError(f"line {lines[0]}: the header is not valid CSV: {recs[0].message}")
+        return [s.strip() for s in recs[0]]
+
+    def skip(self, n: int) -> int:
+        """Consume ``n`` records without looking at them (resume); returns how many there were."""
+        done = 0
+        while done < n:
+            _, recs = self.next_batch(min(n - done, 65536))
+            if not recs:
+                break
+            done += len(recs)
+        return done
+
+    @property
+    def line_no(self) -> int:
+        """Physical lines read so far (for messages)."""
+        return self._next_line
+
+
+# ---------------------------------------------------------------------- values
+def _show(s: str, limit: int = 40) -> str:
+    text = repr(s if len(s) <= limit else s[:limit] + "...")
+    return text
+
+
+def _number_error(col: str, s: str) -> str:
+    if not s.strip():
+        return f"column {col!r} is empty: a number is required"
+    try:
+        v = float(s)
+    except ValueError:
+        return f"column {col!r}: {_show(s)} is not a number"
+    if math.isnan(v):
+        return f"column {col!r}: {_show(s)} is NaN: a finite number is required"
+    if math.isinf(v):
+        return f"column {col!r}: {_show(s)} is not a finite number"
+    return f"column {col!r}: {_show(s)} is out of range (|value| > {LIMIT:g})"
+
+
+def sniff_features(header: Sequence[str], record: Sequence[str] | None, exclude: set[str]) -> list[str]:
+    """Named columns of ``header`` (other than ``exclude``) whose value in ``record`` is a finite number.
+
+    >>> sniff_features(["t", "a", "name", "b", "y"], ["1", "0.5", "x", "2e3", "3"], {"t", "y"})
+    ['a', 'b']
+    """
+    out = []
+    for j, name in enumerate(header):
+        if name in exclude or not name:  # an unnamed column is most likely a row index
+            continue
+        if record is None:
+            out.append(name)
+            continue
+        if j >= len(record):
+            continue
+        try:
+            v = float(record[j])
+        except ValueError:
+            continue
+        if math.isfinite(v):
+            out.append(name)
+    return out
+
+
+class Block:
+    """Typed rows of one batch: ``X`` (n, features), ``y`` (NaN = no label), ``known``,
+    pass-through strings, key strings, line numbers and positions in the batch."""
+
+    __slots__ = ("X", "y", "known", "keys", "passthrough", "target_text", "lines", "pos", "quoted")
+
+    def __init__(self, X, y, known, keys, passthrough, target_text, lines, pos, quoted):
+        self.X, self.y, self.known, self.keys = X, y, known, keys
+        self.passthrough, self.target_text, self.lines, self.pos, self.quoted = (
+            passthrough, target_text, lines, pos, quoted)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+class Schema:
+    """Where the target, features, key and time columns are in the header.
+
+    ``target`` may be absent from the header only when ``target_optional`` (inference on
+    unlabelled data); ``passthrough`` columns (key, time) are copied to the output.
+    """
+
+    def __init__(self, header: Sequence[str], target: str, features: Sequence[str], key: str | None = None,
+                 time: str | None = None, target_optional: bool = False):
+        self.header = list(header)
+        self.ncol = len(header)
+        seen: dict[str, int] = {}
+        dup: set[str] = set()
+        for j, name in enumerate(header):
+            if name in seen:
+                dup.add(name)
+            seen.setdefault(name, j)
+
+        def where(name: str, role: str, optional: bool = False) -> int | None:
+            if name in dup:
+                raise CliError(f"column {name!r} ({role}) appears more than once in the header")
+            if name not in seen:
+                if optional:
+                    return None
+                cols = ", ".join(repr(c) for c in header[:20]) + (", ..." if len(header) > 20 else "")
+                raise CliError(f"column {name!r} ({role}) is not in the header; the columns are: {cols}")
+            return seen[name]
+
+        self.target = target
+        self.features = list(features)
+        self.key = key
+        self.time = time
+        self.t_idx = where(target, "--target", optional=target_optional)
+        self.f_idx = [where(f, "feature") for f in self.features]
+        for f in self.features:
+            if f in (target, key, time):
+                raise CliError(f"column {f!r} cannot be a feature and the target, key or time column")
+        self.k_idx = where(key, "--key") if key else None
+        self.time_idx = where(time, "--time") if time else None
+        self.pass_names = [c for c in (key, time) if c]
+        self.pass_idx = [i for i in (self.k_idx, self.time_idx) if i is not None]
+        self._getters = [itemgetter(j) for j in self.f_idx]
+
+    @property
+    def has_target(self) -> bool:
+        return self.t_idx is not None
+
+    def parse(self, lines: list[int], recs: list[Any]) -> tuple[Block, list[tuple[int, str]]]:
+        """Typed rows and the bad ones ``(position in recs, message)`` in input order."""
+        import numpy as np
+
+        n = len(recs)
+        ncol = self.ncol
+        fast = n > 0 and set(map(len, recs)) == {ncol}
+        if fast:
+            try:
+                X = np.empty((n, len(self.f_idx)), dtype=np.float64)
+                for k, g in enumerate(self._getters):
+                    X[:, k] = list(map(float, map(g, recs)))
+                fast = bool((np.abs(X) <= LIMIT).all())  # False for NaN and inf too
+            except ValueError:
+                fast = False
+        if fast and self.t_idx is not None:
+            t_text = list(map(itemgetter(self.t_idx), recs))
+            try:
+                y = np.array(list(map(float, t_text)), dtype=np.float64)
+                known = np.ones(n, dtype=bool)
+            except ValueError:
+                y = np.array([float(s) if s.strip() else math.nan for s in t_text]) if all(
+                    _floatish(s) for s in t_text) else None
+                known = None if y is None else np.array([bool(s.strip()) for s in t_text], dtype=bool)
+            fast = y is not None and bool((np.abs(y[known]) <= LIMIT).all())
+        if fast:
+            if self.t_idx is None:
+                t_text = None
+                y = np.full(n, np.nan)
+                known = np.zeros(n, dtype=bool)
+            passthrough = [list(map(itemgetter(j), recs)) for j in self.pass_idx]
+            keys = list(map(itemgetter(self.k_idx), recs)) if self.k_idx is not None else None
+            return Block(X, y, known, keys, passthrough, t_text, list(lines), np.arange(n),
+                         _needs_quoting(passthrough)), []
+        return self._parse_slow(lines, recs)
+
+    def _parse_slow(self, lines: list[int], recs: list[Any]) -> tuple[Block, list[tuple[int, str]]]:
+        import numpy as np
+
+        bad: list[tuple[int, str]] = []
+        rows_x: list[list[float]] = []
+        ys: list[float] = []
+        kn: list[bool] = []
+        good: list[int] = []
+        for p, (ln, r) in enumerate(zip(lines, recs)):
+            if isinstance(r, BadRecord):
+                bad.append((p, f"line {ln}: {r.message}"))
+                continue
+            if len(r) != self.ncol:
+                missing = self.header[len(r)] if len(r) < self.ncol else None
+                what = f" (no value for column {missing!r})" if missing is not None else ""
+                bad.append((p, f"line {ln}: {len(r)} fields where the header has {self.ncol}{what}"))
+                continue
+            x = []
+            err = None
+            for name, j in zip(self.features, self.f_idx):
+                s = r[j]
+                try:
+                    v = float(s)
+                except ValueError:
+                    err = _number_error(name, s)
+                    break
+                if not abs(v) <= LIMIT:
+                    err = _number_error(name, s)
+                    break
+                x.append(v)
+            yv, k = math.nan, False
+            if err is None and self.t_idx is not None:
+                s = r[self.t_idx]
+                if s.strip():
+                    try:
+                        yv = float(s)
+                    except ValueError:
+                        err = _number_error(self.target, s)
+                    else:
+                        if abs(yv) <= LIMIT:
+                            k = True
+                        else:
+                            err = _number_error(self.target, s)
+            if err is not None:
+                bad.append((p, f"line {ln}, {err}"))
+                continue
+            rows_x.append(x)
+            ys.append(yv)
+            kn.append(k)
+            good.append(p)
+        m = len(good)
+        X = np.array(rows_x, dtype=np.float64).reshape(m, len(self.f_idx))
+        kept = [recs[p] for p in good]
+        t_text = [r[self.t_idx] for r in kept] if self.t_idx is not None else None
+        keys = [r[self.k_idx] for r in kept] if self.k_idx is not None else None
+        passthrough = [[r[j] for r in kept] for j in self.pass_idx]
+        block = Block(X, np.array(ys, dtype=np.float64), np.array(kn, dtype=bool), keys, passthrough, t_text,
+                      [lines[p] for p in good], np.array(good, dtype=np.int64), _needs_quoting(passthrough))
+        return block, bad
+
+
+def _floatish(s: str) -> bool:
+    if not s.strip():
+        return True
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _needs_quoting(columns: list[list[str]]) -> bool:
+    """Could a pass-through field hold a comma, quote or line break (it came from a quoted field)?"""
+    for col in columns:
+        joined = "\x00".join(col)
+        if '"' in joined or "," in joined or "\n" in joined:
+            return True
+    return False

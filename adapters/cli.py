@@ -1,0 +1,542 @@
+"""``streamlstm``: predict and learn a CSV stream row by row from the shell.
+
+::
+
+    cat sensors.csv | streamlstm run --target temp --key sensor_id --save model.slstm > preds.csv
+    tail -n +1 -f live.csv | streamlstm run --target load --ahead 1 --checkpoint state.slstm --resume
+    streamlstm run new.csv --load model.slstm --no-learn         # inference only
+    streamlstm demo                                               # River's WaterFlow series
+    streamlstm info model.slstm                                   # what a saved model is
+
+Only click and the standard library are imported at start-up; numpy, numba and the core
+are imported inside the commands, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from ._csvio import BadRecord, CliError, RecordReader, Schema, sniff_features
+
+__all__ = ["main"]
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+# name, default, click type, help  (the OnlineLSTM settings exposed as options)
+_MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
+    (["--hidden"], dict(default=32, show_default=True, type=click.IntRange(1), help="LSTM units per layer.")),
+    (["--layers"], dict(default=1, show_default=True, type=click.IntRange(1), help="Stacked layers.")),
+    (["--cell"], dict(default="lstm", show_default=True, type=click.Choice(["lstm", "rnn"]), help="Cell type.")),
+    (["--bptt"], dict(default=None, type=click.IntRange(1),
+                      help="Steps a gradient travels back (TBPTT k2). Default 16; with --ahead H, H+15.")),
+    (["--update-every"], dict(default=1, show_default=True, type=click.IntRange(1),
+                              help="An update every N labelled rows (TBPTT k1).")),
+    (["--optimizer"], dict(default="adam", show_default=True, type=click.Choice(["adam", "sgd", "rmsprop"]))),
+    (["--lr"], dict(default=1e-3, show_default=True, type=click.FloatRange(0), help="Learning rate.")),
+    (["--momentum"], dict(default=0.9, show_default=True, type=click.FloatRange(0), help="SGD momentum.")),
+    (["--beta1"], dict(default=0.9, show_default=True, type=click.FloatRange(0, 1), help="Adam beta1.")),
+    (["--beta2"], dict(default=0.999, show_default=True, type=click.FloatRange(0, 1), help="Adam beta2.")),
+    (["--rho"], dict(default=0.99, show_default=True, type=click.FloatRange(0, 1), help="RMSprop decay.")),
+    (["--eps"], dict(default=1e-8, show_default=True, type=click.FloatRange(0), help="Optimizer epsilon.")),
+    (["--clip"], dict(default=1.0, show_default=True, type=click.FloatRange(0),
+                      help="Clip the gradient's global norm to this (0: no clipping).")),
+    (["--l2"], dict(default=0.0, show_default=True, type=click.FloatRange(0), help="L2 penalty.")),
+    (["--loss"], dict(default="squared", show_default=True, type=click.Choice(["squared", "huber"]))),
+    (["--huber-delta"], dict(default=1.0, show_default=True, type=click.FloatRange(0))),
+    (["--standardize/--no-standardize"], dict(default=True, show_default=True,
+                                              help="Online standardisation of the inputs.")),
+    (["--standardize-target/--no-standardize-target"], dict(default=True, show_default=True,
+                                                            help="Online standardisation of the target.")),
+    (["--dtype"], dict(default="float64", show_default=True, type=click.Choice(["float64", "float32"]))),
+    (["--seed"], dict(default=0, show_default=True, type=int, help="Seed of the initial weights.")),
+]
+_MODEL_NAMES = ["hidden", "layers", "cell", "bptt", "update_every", "optimizer", "lr", "momentum", "beta1", "beta2",
+                "rho", "eps", "clip", "l2", "loss", "huber_delta", "standardize", "standardize_target", "dtype", "seed"]
+
+
+def _model_options(fn: Any) -> Any:
+    for decls, kw in reversed(_MODEL_OPTIONS):
+        fn = click.option(*decls, **kw)(fn)
+    return fn
+
+
+def _echo(msg: str) -> None:
+    click.echo(f"streamlstm: {msg}", err=True)
+
+
+def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a command: user errors become one line on stderr and an exit code, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except CliError as exc:
+        _echo(str(exc))
+        sys.exit(exc.code)
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.exit(141)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except MemoryError:
+        _echo("out of memory")
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if os.environ.get("STREAMLSTM_DEBUG"):
+            raise
+        _echo(f"internal error: {type(exc).__name__}: {exc} (set STREAMLSTM_DEBUG=1 for the traceback)")
+        sys.exit(1)
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(package_name="streamlstm", prog_name="streamlstm")
+def main() -> None:
+    """Stateful LSTMs that predict and learn one CSV row at a time.
+
+    \b
+      streamlstm run data.csv --target temp > preds.csv     regression: predict temp from the other columns
+      streamlstm run --target load --ahead 3 < data.csv     forecasting: the load 3 rows ahead
+      streamlstm demo                                       forecast River's WaterFlow series
+      streamlstm info model.slstm                           describe a saved model
+
+    `streamlstm run --help` lists every option.
+    """
+
+
+# ---------------------------------------------------------------------------- run
+@main.command(context_settings=_CONTEXT)
+@click.argument("input", default="-", metavar="[INPUT]")
+@click.option("-t", "--target", metavar="COL", help="Column to predict (regression) or forecast (--ahead).")
+@click.option("--features", metavar="A,B,...", help="Comma-separated input columns. Default: every numeric column of the first "
+                                 "row other than the target, key and time columns.")
+@click.option("-k", "--key", metavar="COL", help="Column naming independent streams (sensor, user...): each key keeps its own "
+                                  "state; keys share one set of weights unless --per-key-models.")
+@click.option("--time", "time_col", metavar="COL", help="Time column: copied to the output, never an input.")
+@click.option("--ahead", default=0, type=click.IntRange(0), metavar="H",
+              help="Forecast the target H rows (of the same key) ahead, from its own history plus the "
+                   "features; learn when the true value arrives. 0 (default): regression.")
+@click.option("--difference", is_flag=True,
+              help="With --ahead: learn the change y[t+H] - y[t] and write y[t] + that change as the forecast "
+                   "(often much better on level series that wander, like a random walk).")
+@click.option("--per-key-models", is_flag=True, help="Give every key its own weights (memory grows per key).")
+@click.option("--no-learn", is_flag=True, help="Inference only: states advance, weights stay.")
+@click.option("--load", type=click.Path(dir_okay=False), help="Start from a model saved with --save/--checkpoint "
+                                                               "(or OnlineLSTM.save); its settings and columns apply.")
+@click.option("--fresh-state", is_flag=True, help="With --load: start every key's recurrent state at zero.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Save the model(s) here at the end of the input.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Keep a resumable checkpoint here: at the end, on SIGINT/SIGTERM, at a bad row, and per "
+                   "--checkpoint-every/--checkpoint-seconds. Written atomically.")
+@click.option("--checkpoint-every", type=click.IntRange(1), metavar="N", help="Checkpoint every N input rows.")
+@click.option("--checkpoint-seconds", type=click.FloatRange(0, min_open=True), metavar="S",
+              help="Checkpoint at least every S seconds (checked after each row or block).")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists: the same input's rows "
+                                             "already consumed are skipped (a fresh start otherwise).")
+@click.option("--on-bad-row", type=click.Choice(["error", "skip", "warn"]), default="error", show_default=True,
+              help="A row that does not parse: stop (exit 2), skip it silently, or skip it with a warning.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--digits", type=click.IntRange(1, 17), metavar="N", help="Significant digits of the numbers written "
+                                                         "(default: shortest exact representation).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs predicted (and error) to this "
+                                                              "PNG at the end (needs matplotlib).")
+@click.option("--block-size", default=4096, show_default=True, type=click.IntRange(1), metavar="N",
+              help="Most rows per core call; a pipe is read as lines arrive whatever this is.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary on stderr.")
+@_model_options
+@click.pass_context
+def run(ctx: click.Context, **o: Any) -> None:
+    """Predict (and learn) every row of a CSV stream; write one output row per input row.
+
+    INPUT is a CSV file with a header, or - (default) for stdin. From a pipe, every row's
+    output is written and flushed before the next line is read (works behind `tail -f`);
+    a regular file is processed in blocks, with the same results.
+
+    \b
+    Output columns (CSV, or JSON lines with --format jsonl):
+      regression:   [key] [time] TARGET  pred_TARGET  error
+      forecasting:  [key] [time] TARGET  forecast_TARGET_t  error  forecast_TARGET_t+H
+    error = actual - predicted for that row (empty when the target is empty or unknown);
+    forecast_TARGET_t is the forecast made H rows earlier for this row. An empty target
+    cell means "no label": the state advances, nothing is learned.
+
+    Exit status: 0 done, 2 bad input or usage, 1 other failure, 128+N stopped by signal N.
+    """
+    explicit = {name for name in o if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    _guard(_run, o, explicit)
+
+
+def _job_from_options(o: dict[str, Any]) -> dict[str, Any]:
+    feats = None
+    if o.get("features"):
+        feats = [f.strip() for f in o["features"].split(",") if f.strip()]
+    return {"target": o.get("target"), "features": feats, "key": o.get("key"), "time": o.get("time_col"),
+            "ahead": int(o.get("ahead") or 0), "per_key_models": bool(o.get("per_key_models")),
+            "difference": bool(o.get("difference"))}
+
+
+def _params_from_options(o: dict[str, Any], ahead: int) -> dict[str, Any]:
+    bptt = o.get("bptt")
+    if bptt is None:
+        bptt = 16 if not ahead else ahead + 15
+    elif ahead and bptt < ahead:
+        raise CliError(f"--bptt {bptt} is shorter than --ahead {ahead}: the true value must reach back to the "
+                       "step that made its forecast (use --bptt >= H; default H+15)")
+    return {"hidden": o["hidden"], "layers": o["layers"], "cell": o["cell"], "bptt": bptt,
+            "update_every": o["update_every"], "optimizer": o["optimizer"], "lr": o["lr"],
+            "momentum": o["momentum"], "betas": [o["beta1"], o["beta2"]], "rho": o["rho"], "eps": o["eps"],
+            "clip": o["clip"] if o["clip"] > 0 else None, "l2": o["l2"], "loss": o["loss"],
+            "huber_delta": o["huber_delta"], "standardize_inputs": o["standardize"],
+            "standardize_targets": o["standardize_target"], "dtype": o["dtype"], "seed": o["seed"]}
+
+
+def _read_saved(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    from streamlstm import persistence
+
+    try:
+        kind, meta, arrays = persistence.read_file(path)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise CliError(f"{path}: permission denied") from None
+    except persistence.FormatError as exc:
+        raise CliError(str(exc)) from None
+    if kind not in ("streamlstm.cli", "OnlineLSTM"):
+        raise CliError(f"{path} holds a {kind!r}, not a streamlstm model")
+    return kind, meta, arrays
+
+
+def _open_input(path: Any) -> Any:
+    """A file descriptor or binary file object for the reader (stdin for ``-``)."""
+    if not isinstance(path, str):  # in-process callers may hand over a binary file object
+        return path
+    if path == "-":
+        try:
+            return sys.stdin.fileno()
+        except (AttributeError, OSError, ValueError):  # stdin replaced (click's test runner)
+            return sys.stdin.buffer
+    try:
+        return open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise CliError(f"input file {path!r} not found") from None
+    except IsADirectoryError:
+        raise CliError(f"input {path!r} is a directory, not a CSV file") from None
+    except PermissionError:
+        raise CliError(f"input file {path!r}: permission denied") from None
+
+
+def _require_matplotlib() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CliError("--plot needs matplotlib, which is not installed: pip install 'streamlstm[plot]' "
+                       "(or: pip install matplotlib)")
+
+
+def _describe(job: dict[str, Any], learn: bool, ncols: int) -> str:
+    feats = job["features"]
+    shown = ", ".join(feats[:6]) + (", ..." if len(feats) > 6 else "")
+    what = (f"forecasting {job['target']!r} {job['ahead']} row(s) ahead from its history"
+            + (f" and {len(feats)} feature(s) ({shown})" if feats else "")
+            + (" (learning the change, --difference)" if job.get("difference") else "")
+            if job["ahead"] else f"regression of {job['target']!r} on {len(feats)} feature(s) ({shown})")
+    if job["key"]:
+        what += f"; key {job['key']!r} ({'own weights per key' if job['per_key_models'] else 'shared weights'})"
+    return what + ("; learning" if learn else "; inference only")
+
+
+def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: bool = False) -> Any:
+    """The `run` command; returns the outcome (``demo`` calls it too)."""
+    if o.get("resume") and not o.get("checkpoint"):
+        raise CliError("--resume needs --checkpoint PATH (the checkpoint to resume from)")
+    if (o.get("checkpoint_every") or o.get("checkpoint_seconds")) and not o.get("checkpoint"):
+        raise CliError("--checkpoint-every/--checkpoint-seconds need --checkpoint PATH")
+    if o.get("difference") and not o.get("ahead"):
+        raise CliError("--difference goes with --ahead H (forecasting)")
+    if o.get("fresh_state") and not o.get("load"):
+        raise CliError("--fresh-state goes with --load")
+    if o.get("plot"):
+        _require_matplotlib()
+    learn = not o.get("no_learn")
+
+    # a saved model or checkpoint: its job and settings apply
+    saved = None
+    saved_path = None
+    resuming = False
+    if o.get("resume") and os.path.exists(o["checkpoint"]):
+        saved, saved_path, resuming = _read_saved(o["checkpoint"]), o["checkpoint"], True
+        if saved[0] != "streamlstm.cli":
+            raise CliError(f"{o['checkpoint']} is a bare model, not a checkpoint of `streamlstm run`")
+    elif o.get("load"):
+        saved, saved_path = _read_saved(o["load"]), o["load"]
+    job = _job_from_options(o)
+    if saved is not None and saved[0] == "streamlstm.cli":
+        old = saved[1]["job"]
+        flags = {"target": "--target", "features": "--features", "key": "--key", "time": "--time",
+                 "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference"}
+        opt_names = {"target": "target", "features": "features", "key": "key", "time": "time_col",
+                     "ahead": "ahead", "per_key_models": "per_key_models", "difference": "difference"}
+        for name, flag in flags.items():
+            if opt_names[name] in explicit and job[name] != old.get(name):
+                raise CliError(f"{flag} {job[name]!r} differs from {saved_path}, which was made with "
+                               f"{flag} {old.get(name)!r}")
+        if "time_col" not in explicit:
+            job["time"] = old.get("time")
+        job = {**old, "time": job["time"]}
+    if saved is not None:
+        ignored = [n for n in _MODEL_NAMES if n in explicit]
+        if ignored:
+            _echo(f"ignoring {', '.join('--' + n.replace('_', '-') for n in ignored)}: "
+                  f"the model's settings come from {saved_path}")
+    if not job["target"]:
+        raise CliError("--target COL is required (the column to predict)")
+    params = _params_from_options(o, job["ahead"]) if (saved is None or saved[0] == "OnlineLSTM") else None
+
+    # input and header
+    source = _open_input(o.get("input", "-"))
+    reader = RecordReader(source)
+    header = reader.read_header()
+    if job["features"] is None:
+        exclude = {c for c in (job["target"], job["key"], job["time"]) if c}
+        first = reader.peek()
+        rec = first[1] if first is not None and not isinstance(first[1], BadRecord) \
+            and len(first[1]) == len(header) else None
+        job["features"] = sniff_features(header, rec, exclude)
+    schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
+                    target_optional=not learn and not job["ahead"])
+    if not job["features"] and not job["ahead"]:
+        raise CliError("no numeric feature columns besides the target: give --features, or --ahead H to "
+                       "forecast the target from its own history")
+
+    # the core (numba) from here on
+    from . import _runner as R
+
+    stats = R.Stats()
+    if saved is not None and saved[0] == "streamlstm.cli":
+        kind, meta, arrays = saved
+        engine = R.Engine.restore(meta, arrays, learn)
+        if resuming:
+            if meta.get("header") != header:
+                raise CliError(f"the input's header differs from the one {saved_path} was made on: "
+                               "--resume needs the same input")
+            stats = R.Stats.from_meta(meta.get("stats", {}))
+            want = int(meta.get("consumed", 0))
+            got = reader.skip(want)
+            if got < want:
+                raise CliError(f"the input has {got} rows but {saved_path} has consumed {want}: "
+                               "--resume needs the same input")
+            if not o.get("quiet"):
+                _echo(f"resuming from {saved_path} after {want:,} input rows")
+        else:
+            engine.learned = 0
+        if not resuming and o.get("fresh_state"):
+            engine.states.clear()
+            engine.last.clear()
+            engine.ring.clear()
+            engine.ring_v.clear()
+            for m in ([engine.model] if engine.model is not None else []) + list(engine.models.values()):
+                m.reset_state()
+    else:
+        template = None
+        if saved is not None:
+            from streamlstm import OnlineLSTM
+
+            template = OnlineLSTM.load(saved_path)
+            if o.get("fresh_state"):
+                template.reset_state()
+            params = template.get_params()
+            params.pop("n_inputs", None)
+        engine = R.Engine(job, params, learn, template=template)
+    if not learn and saved is None and not o.get("quiet"):
+        _echo("warning: --no-learn without --load predicts with an untrained model")
+    if not o.get("quiet"):
+        _echo(_describe(job, learn, len(header)))
+
+    out_stream = stream
+    if out_stream is None:
+        try:
+            sys.stdout.reconfigure(encoding="utf-8", errors="surrogateescape", newline="\n")  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+        out_stream = sys.stdout
+    writer = R.Writer(out_stream, o.get("fmt", "csv"), schema, job["ahead"], o.get("digits"))
+    if not resuming:
+        writer.header()
+    opts = R.RunOptions(
+        on_bad_row=o.get("on_bad_row", "error"), block_size=o.get("block_size", 4096),
+        checkpoint=o.get("checkpoint"), checkpoint_every=o.get("checkpoint_every"),
+        checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"), quiet=bool(o.get("quiet")),
+        progress=not o.get("quiet") and stream is None and sys.stderr.isatty(),
+        collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header)
+    outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)
+    if not o.get("quiet"):
+        _echo(R.summary(outcome))
+    if o.get("plot") and outcome.actual:
+        import numpy as np
+
+        actual = np.concatenate(outcome.actual)
+        predicted = np.concatenate(outcome.predicted)
+        label = f"forecast made {job['ahead']} rows earlier" if job["ahead"] else "prediction"
+        R.plot(o["plot"], actual, predicted, f"{job['target']}: actual vs {label}", label)
+        if not o.get("quiet"):
+            _echo(f"plot written to {o['plot']}")
+    if outcome.bad_row is not None:
+        _echo(outcome.bad_row)
+        saved_note = f"; {o['checkpoint']} holds the rows before it" if o.get("checkpoint") else ""
+        raise CliError(f"stopped at this bad row (--on-bad-row skip or warn goes past bad rows){saved_note}", 2)
+    if outcome.stopped_by is not None:
+        sys.exit(128 + outcome.stopped_by)
+    return outcome
+
+
+# --------------------------------------------------------------------------- info
+@main.command(context_settings=_CONTEXT)
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(path: str, as_json: bool) -> None:
+    """Describe a model or checkpoint saved by `streamlstm run` (or OnlineLSTM.save)."""
+    _guard(_info, path, as_json)
+
+
+def _info(path: str, as_json: bool) -> None:
+    import json
+
+    kind, meta, arrays = _read_saved(path)
+    from streamlstm import OnlineLSTM
+
+    d: dict[str, Any] = {"file": path, "bytes": os.path.getsize(path)}
+    if kind == "OnlineLSTM":
+        model = OnlineLSTM.load(path)
+        d.update({"kind": "bare OnlineLSTM (OnlineLSTM.save)", "settings": model.get_params(),
+                  "steps": model.n_steps, "updates": model.n_updates})
+    else:
+        job = meta["job"]
+        d["kind"] = "streamlstm run " + ("checkpoint/model")
+        d["task"] = (f"forecast {job['target']!r} {job['ahead']} row(s) ahead" if job["ahead"]
+                     else f"regression of {job['target']!r}")
+        d["features"] = job["features"]
+        d["key"] = job["key"]
+        d["time"] = job["time"]
+        d["weights"] = "one set per key" if job.get("per_key_models") and job["key"] else "shared"
+        d["keys"] = len(meta["keys"]) if job["key"] else 0
+        d["settings"] = {"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]}
+        if "model" in arrays:
+            model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
+            d["steps"], d["updates"] = model.n_steps, model.n_updates
+        elif "model_sizes" in arrays:
+            sizes = arrays["model_sizes"].tolist()
+            blob = arrays["models"].tobytes()
+            steps = updates = pos = 0
+            for s in sizes:
+                m = OnlineLSTM.from_bytes(blob[pos:pos + s])
+                steps, updates, pos = steps + m.n_steps, updates + m.n_updates, pos + s
+            d["steps"], d["updates"] = steps, updates
+        d["input_rows_consumed"] = meta.get("consumed", 0)
+        st = meta.get("stats", {})
+        if st.get("scored"):
+            d["mae"] = st["sum_abs"] / st["scored"]
+            d["rmse"] = (st["sum_sq"] / st["scored"]) ** 0.5
+        d["header"] = meta.get("header")
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+        return
+    for k, v in d.items():
+        if k == "settings":
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
+        elif isinstance(v, list):
+            v = ", ".join(map(str, v)) if v else "-"
+        elif isinstance(v, float):
+            v = f"{v:.6g}"
+        elif isinstance(v, int) and not isinstance(v, bool):
+            v = f"{v:,}"
+        click.echo(f"{k.replace('_', ' ')}: {v}")
+
+
+# --------------------------------------------------------------------------- demo
+@main.command(context_settings=_CONTEXT)
+@click.option("--ahead", default=1, show_default=True, type=click.IntRange(1), help="Hours ahead.")
+@click.option("--hidden", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the forecasts (CSV) here.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs forecast to this PNG.")
+def demo(**o: Any) -> None:
+    """Forecast River's WaterFlow series online (the `run` job on a bundled file).
+
+    Learns while it forecasts, one hourly reading at a time, and compares its mean
+    absolute error with the last-value baseline on the same hours.
+    """
+    _guard(_demo, o)
+
+
+def _demo(o: dict[str, Any]) -> None:
+    try:
+        from river.datasets import WaterFlow
+    except ImportError:
+        raise CliError("the demo forecasts River's WaterFlow series, and River is not installed: "
+                       "pip install 'streamlstm[river]' (or: pip install river)") from None
+    import io
+
+    import numpy as np
+
+    path = str(WaterFlow().path)
+    target = "Water flow [l/s]"
+    H = o["ahead"]
+    if o.get("plot"):
+        _require_matplotlib()
+    base = ["--target", target, "--time", "Time", "--ahead", str(H)]
+    extra = (["--hidden", str(o["hidden"])] if o["hidden"] != 32 else []) + \
+        (["--lr", repr(o["lr"])] if o["lr"] != 1e-3 else []) + (["--seed", str(o["seed"])] if o["seed"] else [])
+    results = []
+    for variant in ([], ["--difference"]):
+        args = [path, *base, *extra, *variant, "--quiet"]
+        if o.get("plot") and variant:
+            args += ["--plot", o["plot"]]
+        with run.make_context("run", list(args)) as ctx:
+            opts = dict(ctx.params)
+        sink: Any = io.StringIO()
+        if o.get("out") and variant:
+            sink = open(o["out"], "w", encoding="utf-8", newline="\n")
+        try:
+            outcome = _run(opts, set(), stream=sink, collect=True)
+        finally:
+            if sink is not None and not isinstance(sink, io.StringIO):
+                sink.close()
+        results.append((" ".join(extra + variant), outcome))
+    actual = np.concatenate(results[0][1].actual)
+    naive = np.full_like(actual, np.nan)
+    naive[H:] = actual[:-H]  # the value known H hours earlier
+    fcs = [np.concatenate(out.predicted) for _, out in results]
+    ok = ~np.isnan(actual) & ~np.isnan(naive)
+    for f in fcs:
+        ok &= ~np.isnan(f)
+    mae_naive = float(np.abs(actual[ok] - naive[ok]).mean())
+    n = results[0][1].stats.rows
+    click.echo(f"River WaterFlow: {n:,} hourly readings of {target}; each hour, forecast the flow {H} hour(s) "
+               f"ahead, then learn from the true value (online, one pass; LSTM hidden {o['hidden']}, "
+               f"lr {o['lr']:g}, seed {o['seed']})")
+    click.echo(f"  MAE over the {int(ok.sum()):,} hours with a forecast:")
+    for (opts_text, out), f in zip(results, fcs):
+        mae = float(np.abs(actual[ok] - f[ok]).mean())
+        label = "streamlstm run" + (" --difference" if "--difference" in opts_text else "")
+        rate = out.stats.rows / max(out.elapsed, 1e-9)
+        click.echo(f"  {label:<29} {mae:8.4f}   ({mae / mae_naive:.2f}x the last value; {rate:,.0f} rows/s)")
+    click.echo(f"  {'last value (baseline)':<29} {mae_naive:8.4f}")
+    click.echo("the same job from the shell:")
+    click.echo(f"  streamlstm run {path} --target '{target}' --time Time --ahead {H} --difference"
+               + ("" if not extra else " " + " ".join(extra)))
+    if o.get("out"):
+        click.echo(f"forecasts (--difference) written to {o['out']}")
+    if o.get("plot"):
+        click.echo(f"plot (--difference) written to {o['plot']}")
+
+
+if __name__ == "__main__":
+    main(prog_name="streamlstm")

@@ -1,0 +1,384 @@
+#!/usr/bin/env python
+"""KeyedLSTM benchmark: one model serving (and learning from) many keyed streams.
+
+Measured in one process, one thread (NUMBA/OPENBLAS/OMP threads = 1), float32, n_inputs=1,
+n_outputs=1, layers=1, default OnlineLSTM settings (online standardisation, Adam, clip 1.0,
+bptt=16, update_every=1):
+
+* for 1, 1,000, 100,000 and 1,000,000 keys at H=32: events/s of ``step_many`` (inference)
+  and ``learn_many`` (every event labelled) on micro-batches of B events whose keys are
+  drawn uniformly from the key population (all keys exist beforehand), and of the
+  single-stream API in a Python loop with state swapping (``model.state = s;
+  model.advance(x)`` / ``learn_one(x, y)``; ``states[k] = model.state``) on the same key
+  distribution, in the same run;
+* bytes per key: tracemalloc's count of everything the engine allocates while the keys
+  are created (state rows, counters, the key dictionary and the key objects), divided by
+  the number of keys; and the state row alone (``state_nbytes_per_key``);
+* learning keys are capped by a memory budget (``--learn-mem-gb``): a learning key keeps
+  the core's whole TBPTT history (``bptt`` steps of inputs and activations);
+* GFLOP/s of ``step_many`` at H = 32, 64, 128 (2·4H·(1+H) + 2H flops per event, the
+  count of bench_core.py) against the one-thread float32 GEMM ceiling (numpy matmul,
+  threadpoolctl limit 1, best of n×n sizes).
+
+Writes a section between ``<!-- keyed:start -->`` and ``<!-- keyed:end -->`` into
+bench/RESULTS.md (other sections are kept) and the raw numbers to bench/keyed_results.json.
+
+    python bench/bench_keyed.py            # full run (a few minutes)
+    python bench/bench_keyed.py --quick    # smoke run
+"""
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from streamlstm import KeyedLSTM, LSTMState, OnlineLSTM  # noqa: E402
+
+START, END = "<!-- keyed:start -->", "<!-- keyed:end -->"
+# CPU time of this (single-threaded) process: on the shared 2-core machine other jobs take
+# turns on our core, which wall time would count and CPU time does not (cache and memory
+# contention remain). Wall-clock numbers go to the JSON too.
+clock = time.process_time
+
+
+def flops_per_event(H, n_in=1, n_out=1):
+    return 2 * 4 * H * (n_in + H) + 2 * H * n_out
+
+
+def make_model(H, seed=0):
+    return OnlineLSTM(n_inputs=1, n_outputs=1, hidden=H, dtype="float32", seed=seed)
+
+
+def gemm_ceiling(quick):
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:  # OPENBLAS_NUM_THREADS=1 is set above anyway
+        import contextlib
+        threadpool_limits = lambda **kw: contextlib.nullcontext()  # noqa: E731
+        threadpool_info = lambda: []  # noqa: E731
+    sizes = (256, 512) if quick else (256, 512, 1024)
+    reps = 5 if quick else 9
+    res = {}
+    rng = np.random.default_rng(0)
+    with threadpool_limits(limits=1, user_api="blas"):
+        info = [d for d in threadpool_info() if d.get("user_api") == "blas"]
+        for n in sizes:
+            a = rng.standard_normal((n, n), dtype=np.float32)
+            b = rng.standard_normal((n, n), dtype=np.float32)
+            c = a @ b
+            ts = []
+            for _ in range(reps):
+                t = clock()
+                np.matmul(a, b, out=c)
+                ts.append(clock() - t)
+            res[n] = 2.0 * n ** 3 / statistics.median(ts) / 1e9
+    blas = [{k: d.get(k) for k in ("internal_api", "architecture", "version", "num_threads")} for d in info]
+    return {"sizes": res, "peak_gflops": max(res.values()), "blas": blas}
+
+
+def key_batches(rng, n_keys, B, n):
+    return [rng.integers(0, n_keys, B) for _ in range(n)]
+
+
+def timed_batches(fn, batches, X, Y, walls=None):
+    ts = []
+    for ks in batches:
+        w = time.perf_counter()
+        t = clock()
+        fn(ks, X, Y)
+        ts.append(clock() - t)
+        if walls is not None:
+            walls.append(time.perf_counter() - w)
+    return ts
+
+
+def prefill(engine, n_keys, B, steps=1):
+    """Create every key with ``steps`` unlabelled events (a learning key needs bptt of them
+    for a full TBPTT window, as in a long-running stream)."""
+    X = np.full((B, 1), 0.25)
+    for _ in range(steps):
+        for a in range(0, n_keys, B):
+            ks = np.arange(a, min(a + B, n_keys))
+            engine.step_many(ks, X[:ks.size])
+
+
+def build(H, n_keys, learn, B):
+    """Engine with n_keys keys; returns (engine, bytes per key by tracemalloc, seconds)."""
+    model = make_model(H)
+    gc.collect()
+    tracemalloc.start()
+    t = time.perf_counter()
+    base = tracemalloc.get_traced_memory()[0]
+    engine = KeyedLSTM(model, learn=learn, capacity=max(n_keys, 1))
+    prefill(engine, n_keys, B)
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    if learn:
+        prefill(engine, n_keys, B, model.bptt - 1)
+    return engine, used / n_keys, time.perf_counter() - t
+
+
+def loop_baseline(H, n_keys, n_events, learn, seed=1):
+    """The single-stream API in a Python loop, state swapping, same key distribution."""
+    model = make_model(H)
+    if learn:  # unseen keys start like the engine's: bptt unlabelled steps behind them
+        for _ in range(model.bptt):
+            model.advance([0.25])
+        zero = model.state
+    else:
+        zero = LSTMState(np.zeros(model._state_end, dtype=np.float32), np.zeros(2, dtype=np.int64), 1, H)
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, n_keys, n_events).tolist()
+    X = rng.normal(size=(n_events, 1))
+    Y = rng.normal(size=n_events).tolist()
+    states = {}
+    get = states.get
+    t = clock()
+    if learn:
+        for k, x, y in zip(keys, X, Y):
+            model.state = get(k, zero)
+            model.learn_one(x, y)
+            states[k] = model.state
+    else:
+        for k, x in zip(keys, X):
+            model.state = get(k, zero)
+            model.advance(x)
+            states[k] = model.state
+    return n_events / (clock() - t)
+
+
+def run_keys(args, H, n_keys, learn):
+    B = args.batch
+    bytes_learn_key = None
+    capped = None
+    if learn:
+        probe = KeyedLSTM(make_model(H), learn=True, capacity=1)
+        bytes_learn_key = probe.state_nbytes_per_key + 200  # + index and bookkeeping, roughly
+        cap = int(args.learn_mem_gb * 1e9 // bytes_learn_key)
+        if n_keys > cap:
+            capped = cap
+    n_eff = capped or n_keys
+    engine, bpk, t_build = build(H, n_eff, learn, B)
+    rng = np.random.default_rng(7)
+    n_batches = args.batches if n_eff > 1 or not learn else max(2, args.batches // 2)
+    batches = key_batches(rng, n_eff, B, n_batches)
+    X = rng.normal(size=(B, 1))
+    Y = rng.normal(size=B)
+    fn = (lambda ks, X, Y: engine.learn_many(ks, X, Y)) if learn else (lambda ks, X, Y: engine.step_many(ks, X))
+    fn(batches[0], X, Y)  # warm-up (compilation is cached; first-touch of pages)
+    ts, walls = [], []
+    for _ in range(args.repeats):
+        ts += timed_batches(fn, batches, X, Y, walls)
+    med = statistics.median(ts)
+    distinct = float(np.mean([np.unique(b).size for b in batches]))
+    n_loop = args.loop_events_learn if learn else args.loop_events
+    loop_eps = loop_baseline(H, n_eff, n_loop, learn)
+    out = {
+        "H": H, "keys": n_keys, "keys_measured": n_eff, "capped": capped is not None, "learn": learn,
+        "batch": B, "distinct_keys_per_batch": distinct, "waves_last_batch": int(engine._waves),
+        "events_per_s": B / med, "events_per_s_best": B / min(ts), "us_per_event": med / B * 1e6,
+        "batch_cpu_s": ts, "batch_wall_s": walls, "loop_events_per_s": loop_eps, "loop_events": n_loop,
+        "speedup_vs_loop": (B / med) / loop_eps, "bytes_per_key_traced": bpk,
+        "state_bytes_per_key": engine.state_nbytes_per_key, "build_s": t_build,
+        "gflops": flops_per_event(H) * B / med / 1e9,
+    }
+    del engine
+    gc.collect()
+    print(f"  H={H} keys={n_keys:>9,}{' (capped to %d)' % n_eff if capped else ''} "
+          f"{'learn' if learn else 'infer'}: {out['events_per_s']:,.0f} ev/s "
+          f"({out['us_per_event']:.2f} µs/ev; loop {loop_eps:,.0f} ev/s; x{out['speedup_vs_loop']:.1f}); "
+          f"{bpk:.0f} B/key traced, {out['state_bytes_per_key']} B/key state; {distinct:.0f} keys/batch",
+          flush=True)
+    return out
+
+
+def run_flops(args, H, n_keys):
+    B = args.batch
+    engine = KeyedLSTM(make_model(H), capacity=n_keys)
+    prefill(engine, n_keys, B)
+    rng = np.random.default_rng(3)
+    batches = key_batches(rng, n_keys, B, args.batches)
+    X = rng.normal(size=(B, 1))
+    engine.step_many(batches[0], X)
+    ts, walls = [], []
+    for _ in range(args.repeats):
+        ts += timed_batches(lambda ks, X, Y: engine.step_many(ks, X), batches, X, None, walls)
+    med, best = statistics.median(ts), min(ts)
+    fl = flops_per_event(H)
+    out = {"H": H, "keys": n_keys, "batch": B, "us_per_event": med / B * 1e6,
+           "gflops": fl * B / med / 1e9, "gflops_best": fl * B / best / 1e9, "flops_per_event": fl,
+           "batch_cpu_s": ts, "batch_wall_s": walls, "gflops_wall_median": fl * B / statistics.median(walls) / 1e9}
+    print(f"  H={H}: {out['us_per_event']:.2f} µs/event, {out['gflops']:.1f} GFLOP/s "
+          f"(best batch {out['gflops_best']:.1f})", flush=True)
+    return out
+
+
+def _sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+    except Exception:
+        return ""
+
+
+def machine_info():
+    import numba
+    model = ""
+    for line in _sh(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+    try:
+        la = open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        la = []
+    return {"cpu": model or platform.processor(), "n_cpus": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__,
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_start": la,
+            "git": _sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip() or "no commit"}
+
+
+def _n(v):
+    return f"{v:,.0f}"
+
+
+def render(args, info, gemm, rows, flops):
+    peak = gemm["peak_gflops"]
+    L = [START, "## Many keys, one model (`bench/bench_keyed.py`)", ""]
+    L.append(f"{info['date']} · {info['cpu']} ({info['n_cpus']} CPUs, shared) · Python {info['python']} · "
+             f"numpy {info['numpy']} · numba {info['numba']} · streamlstm ({info['git']} + working tree)"
+             + (" · **--quick run**" if args.quick else ""))
+    L.append("")
+    L.append(f"One thread. float32, n_inputs=1, n_outputs=1, layers=1, OnlineLSTM defaults (standardisation, "
+             f"Adam, clip 1.0, bptt=16, update_every=1). Micro-batches of B={args.batch:,} events, keys uniform "
+             f"over the population (all keys created beforehand; learning keys with bptt steps of history), "
+             f"median over {args.repeats}×{args.batches} batches. Times are CPU time of the (single-threaded) "
+             f"process, GEMM ceiling included: other jobs on this shared machine take turns on our core, "
+             f"which wall time would count (wall times are in keyed_results.json). Loop = the single-stream API with state swapping in Python (`model.state = s; "
+             f"model.advance(x)` or `learn_one(x, y)`; `states[k] = model.state`), same key distribution, "
+             f"same run. Load average at start / end: {' '.join(info['loadavg_start'])} / "
+             f"{' '.join(info.get('loadavg_end', []))}.")
+    L.append("")
+    L.append("### Events per second and memory per key (H=32)")
+    L.append("")
+    L.append("| keys | mode | keys/batch | keyed ev/s | µs/event | loop ev/s | keyed / loop | bytes/key (all) | bytes/key (state row) |")
+    L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        keys = _n(r["keys"]) + (f" (capped: {_n(r['keys_measured'])})" if r["capped"] else "")
+        L.append(f"| {keys} | {'learn' if r['learn'] else 'infer'} | {_n(r['distinct_keys_per_batch'])} | "
+                 f"{_n(r['events_per_s'])} | {r['us_per_event']:.2f} | {_n(r['loop_events_per_s'])} | "
+                 f"**{r['speedup_vs_loop']:.1f}×** | {_n(r['bytes_per_key_traced'])} | {r['state_bytes_per_key']:,} |")
+    L.append("")
+    capped = [r for r in rows if r["capped"]]
+    L.append("- bytes/key (all): tracemalloc's count of everything allocated while the keys were created "
+             "(state rows, TBPTT counters, the key→row dict, the key objects, expiry bookkeeping) / keys. "
+             "State row: inference keeps h and c (2·H·layers float32 = 256 B at H=32); learning keeps the "
+             "core's whole stream buffer (h, c and the ring of the last bptt=16 steps: inputs, gate "
+             "activations, c, tanh c, output, label) + 2 int64 counters.")
+    if capped:
+        r = capped[0]
+        L.append(f"- Learning at {_n(r['keys'])} keys does not fit the memory budget of this run "
+                 f"(--learn-mem-gb {args.learn_mem_gb:g}, {r['state_bytes_per_key']:,} B of history per key "
+                 f"would need {r['keys'] * r['bytes_per_key_traced'] / 1e9:.1f} GB): measured with "
+                 f"{_n(r['keys_measured'])} keys. Smaller bptt shrinks the history proportionally.")
+    L.append("- 1 key: a batch is one key's events, which must run one after the other (B waves of one "
+             "event), so there is nothing to batch; it still saves the per-event Python call.")
+    L.append("- Learning: every labelled event of a key whose update is due (every event here) runs the "
+             "core's TBPTT backward over its own 16-step window; the gradients of the batch are averaged "
+             "into one optimizer step. The backward is per key (not batched), so learning gains less "
+             "than inference.")
+    L.append("")
+    L.append("### Inference GFLOP/s against the one-thread float32 GEMM ceiling")
+    L.append("")
+    b = gemm["blas"][0] if gemm["blas"] else {}
+    L.append(f"GEMM ceiling (numpy matmul, 1 thread, {b.get('internal_api', '?')} {b.get('version', '')} "
+             f"kernel {b.get('architecture', '?')}): **{peak:.1f} GFLOP/s** (best of "
+             + ", ".join(f"{n}: {g:.1f}" for n, g in gemm["sizes"].items()) + ").")
+    L.append("")
+    L.append("| H | keys | µs/event | GFLOP/s (median batch) | % of GEMM | GFLOP/s (best batch) |")
+    L.append("|---:|---:|---:|---:|---:|---:|")
+    for f in flops:
+        L.append(f"| {f['H']} | {_n(f['keys'])} | {f['us_per_event']:.2f} | {f['gflops']:.1f} | "
+                 f"**{100 * f['gflops'] / peak:.0f}%** | {f['gflops_best']:.1f} |")
+    L.append("")
+    L.append("Flops per event 2·4H·(1+H) + 2H (gates and readout; activations not counted), end to end "
+             "(`step_many` call: key lookup, input standardisation, waves, gates, cell, outputs). The gate "
+             "pre-activations of a tile of keys are one matrix-matrix product summed in the core's order "
+             "(bias, then k ascending, no FMA), so results equal single-event processing bit for bit; "
+             "the cell's float64 exp (the core's, shared) is the other half of the time.")
+    L.append("")
+    L.append(END)
+    return "\n".join(L) + "\n"
+
+
+def write_section(path, text):
+    path = Path(path)
+    old = path.read_text() if path.exists() else "# streamlstm benchmark results\n"
+    pat = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
+    if pat.search(old):
+        new = pat.sub(lambda _: text, old, count=1)
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller loops and budget")
+    ap.add_argument("--learn-mem-gb", type=float, default=None, help="memory budget for learning keys (GB)")
+    ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--json", default=str(HERE / "keyed_results.json"))
+    args = ap.parse_args()
+    q = args.quick
+    args.batch = 16384
+    args.batches = 3 if q else 6
+    args.repeats = 1 if q else 3
+    args.loop_events = 3000 if q else 20000
+    args.loop_events_learn = 500 if q else 3000
+    if args.learn_mem_gb is None:
+        args.learn_mem_gb = 0.5 if q else 3.0
+    info = machine_info()
+    print(f"bench_keyed: {info['cpu']}, load {info['loadavg_start']}", flush=True)
+    # compile everything once (cached afterwards)
+    warm = KeyedLSTM(make_model(8), learn=True)
+    warm.learn_many([1, 2, 1], np.ones((3, 1)), np.ones(3))
+    warm = KeyedLSTM(make_model(8))
+    warm.step_many([1, 2, 1], np.ones((3, 1)))
+    print("GEMM ceiling ...", flush=True)
+    gemm = gemm_ceiling(q)
+    print(f"  {gemm['peak_gflops']:.1f} GFLOP/s", flush=True)
+    rows = []
+    print("keys sweep (H=32) ...", flush=True)
+    for learn in (False, True):
+        for n_keys in (1, 1000, 100_000, 1_000_000):
+            rows.append(run_keys(args, 32, n_keys, learn))
+    print("GFLOP/s (inference, 100,000 keys) ...", flush=True)
+    flops = [run_flops(args, H, 100_000) for H in ((32, 128) if q else (32, 64, 128))]
+    info["loadavg_end"] = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+    Path(args.json).write_text(json.dumps({"info": info, "gemm": gemm, "keys": rows, "flops": flops,
+                                           "quick": q}, indent=1, default=float))
+    write_section(args.results, render(args, info, gemm, rows, flops))
+    print(f"wrote {args.results} and {args.json}")
+
+
+if __name__ == "__main__":
+    main()
