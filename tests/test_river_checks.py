@@ -1,9 +1,7 @@
 """River's own estimator checks (``river.checks.yield_checks``) over the four River adapters
 and a pipeline ``preprocessing.StandardScaler() | LSTMRegressor()``.
 
-River's check datasets need scikit-learn only for multi-target regression (and the ROC check's
-AUC); when scikit-learn is not installed a tiny stand-in module is put in ``sys.modules`` while
-the checks are generated and run (and removed afterwards). The anomaly checks stream River's
+River's check datasets need scikit-learn (part of the ``dev`` extra). The anomaly checks stream River's
 ``CreditCard``, a download: without it they run on a local stand-in (TrumpApproval's numeric
 features) except the ROC check, which needs the labelled download and is skipped for that
 reason only.
@@ -11,16 +9,11 @@ reason only.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import sys
-import types
-
-import numpy as np
 import pytest
 
 river = pytest.importorskip("river")
 pytest.importorskip("pandas")
+pytest.importorskip("sklearn", reason="river.checks builds its datasets with scikit-learn")
 
 from river import base, checks, datasets, preprocessing  # noqa: E402
 
@@ -31,34 +24,7 @@ from streamlstm.adapters.river import (  # noqa: E402
     LSTMRegressor,
 )
 
-HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
 HAVE_CREDITCARD = datasets.CreditCard().is_downloaded
-
-
-def _roc_auc_score(labels, scores):
-    """Mann-Whitney AUC (ties count one half), the stand-in's ``metrics.roc_auc_score``."""
-    y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=float)
-    pos, neg = s[y], s[~y]
-    return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
-
-
-@contextlib.contextmanager
-def sklearn_stand_in():
-    if HAVE_SKLEARN:
-        yield
-        return
-    sk = types.ModuleType("sklearn")
-    sk.datasets = types.ModuleType("sklearn.datasets")
-    sk.metrics = types.ModuleType("sklearn.metrics")
-    sk.metrics.roc_auc_score = _roc_auc_score
-    mods = {"sklearn": sk, "sklearn.datasets": sk.datasets, "sklearn.metrics": sk.metrics}
-    sys.modules.update(mods)
-    try:
-        yield
-    finally:
-        for name in mods:
-            sys.modules.pop(name, None)
 
 
 class _LocalAnomalyStream:
@@ -84,22 +50,21 @@ def _estimators():
 
 def _cases():
     cases = []
-    with sklearn_stand_in():
-        for name, est in _estimators():
-            counts: dict[str, int] = {}
-            for check in checks.yield_checks(est):
-                cname = check.__name__
-                counts[cname] = counts.get(cname, 0) + 1
-                cid = f"{name}-{cname}" + (f"-{counts[cname]}" if counts[cname] > 1 else "")
-                marks = ()
-                dataset_check = hasattr(check, "keywords") and "dataset" in check.keywords
-                if isinstance(est, base.AnomalyDetector) and dataset_check and not HAVE_CREDITCARD:
-                    if cname == "check_roc_auc":
-                        marks = (pytest.mark.skip(reason="needs the CreditCard download"),)
-                    else:
-                        n = 1000 if cname == "check_bounded_memory_growth" else 200
-                        check = _on_local_stream(check, n)
-                cases.append(pytest.param(est, check, id=cid, marks=marks))
+    for name, est in _estimators():
+        counts: dict[str, int] = {}
+        for check in checks.yield_checks(est):
+            cname = check.__name__
+            counts[cname] = counts.get(cname, 0) + 1
+            cid = f"{name}-{cname}" + (f"-{counts[cname]}" if counts[cname] > 1 else "")
+            marks = ()
+            dataset_check = hasattr(check, "keywords") and "dataset" in check.keywords
+            if isinstance(est, base.AnomalyDetector) and dataset_check and not HAVE_CREDITCARD:
+                if cname == "check_roc_auc":
+                    marks = (pytest.mark.skip(reason="needs the CreditCard download"),)
+                else:
+                    n = 1000 if cname == "check_bounded_memory_growth" else 200
+                    check = _on_local_stream(check, n)
+            cases.append(pytest.param(est, check, id=cid, marks=marks))
     return cases
 
 
@@ -115,8 +80,7 @@ def _on_local_stream(check, n):
 def test_river_check(estimator, check):
     if check.__name__ in estimator._unit_test_skips():
         pytest.skip("declared in _unit_test_skips")
-    with sklearn_stand_in():
-        check(estimator.clone())
+    check(estimator.clone())
 
 
 def test_every_estimator_is_checked():
