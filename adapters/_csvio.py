@@ -19,7 +19,7 @@ block of records into arrays, reporting each bad row as ``(position, message)``.
 >>> r.read_header()
 ['a', 'b, c']
 >>> r.next_batch(10)
-([2, 4], [['1', '2'], ['3', 'x\\ny']])
+([2, 4], ['1,2', ['3', 'x\\ny']])
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import codecs
 import csv
 import math
 import os
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
-__all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "sniff_features", "reading_guard"]
+__all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "fields", "sniff_features", "reading_guard"]
 
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is refused (1 MiB)
 LIMIT = 1e100       # larger magnitudes are refused: the core's running statistics would overflow
@@ -59,6 +60,11 @@ class BadRecord:
 
     def __repr__(self) -> str:
         return f"BadRecord({self.message!r})"
+
+
+def fields(rec: Any) -> Any:
+    """The field list of a record from :meth:`RecordReader.next_batch` (a plain line is a str)."""
+    return rec.split(",") if type(rec) is str else rec
 
 
 class _Guard:
@@ -97,7 +103,8 @@ class RecordReader:
     """CSV records from a byte source: a file descriptor (``int``) or a binary file object.
 
     ``next_batch(n)`` returns ``(line_numbers, records)``, at most ``n`` records, each a list
-    of field strings or a :class:`BadRecord`; blank lines are not records. With
+    of field strings, a str (a line without quotes: its fields are ``line.split(",")``, see
+    :func:`fields`) or a :class:`BadRecord`; blank lines are not records. With
     ``fill=True`` (the default for regular files) it reads until it has ``n`` records or
     the input ends; otherwise it blocks only when no complete record is ready. An empty
     result means the input has ended.
@@ -167,16 +174,15 @@ class RecordReader:
         first = self._next_line + 1
         self._next_line += len(lines)
         if not self._pending and '"' not in "\n".join(lines):
-            # fast path: no quotes anywhere in these lines
-            recs = [s.split(",") for s in lines]
-            if all(lines) and not any(len(r) == 1 and r[0].isspace() for r in recs if len(r) == 1):
+            # fast path, no quotes anywhere: a record is its line (fields = line.split(","))
+            if all(lines) and not any(map(str.isspace, lines)):
                 self._lines.extend(range(first, first + len(lines)))
-                self._recs.extend(recs)
+                self._recs.extend(lines)
                 return
-            for i, (s, r) in enumerate(zip(lines, recs)):
+            for i, s in enumerate(lines):
                 if s and not s.isspace():
                     self._lines.append(first + i)
-                    self._recs.append(r)
+                    self._recs.append(s)
             return
         for i, s in enumerate(lines):
             n = first + i
@@ -195,7 +201,7 @@ class RecordReader:
                 self._pending_line = n
                 self._quoted(n)
             elif s and not s.isspace():
-                self._emit(n, s.split(","))
+                self._emit(n, s)
 
     def _quoted(self, line: int) -> None:
         """Parse the pending lines as one record, unless its quoted field is still open."""
@@ -258,7 +264,7 @@ class RecordReader:
             raise CliError("the input is empty: expected a CSV header line (column names)")
         if isinstance(recs[0], BadRecord):
             raise CliError(f"line {lines[0]}: the header is not valid CSV: {recs[0].message}")
-        return [s.strip() for s in recs[0]]
+        return [s.strip() for s in fields(recs[0])]
 
     def skip(self, n: int) -> int:
         """Consume ``n`` records without looking at them (resume); returns how many there were."""
@@ -363,6 +369,11 @@ class Schema:
                 raise CliError(f"column {name!r} ({role}) is not in the header; the columns are: {cols}")
             return seen[name]
 
+        roles = [(n, r) for n, r in ((target, "--target"), (key, "--key"), (time, "--time")) if n]
+        for i, (n, r) in enumerate(roles):
+            for n2, r2 in roles[i + 1:]:
+                if n == n2:
+                    raise CliError(f"{r} and {r2} name the same column {n!r}")
         self.target = target
         self.features = list(features)
         self.key = key
@@ -388,35 +399,50 @@ class Schema:
 
         n = len(recs)
         ncol = self.ncol
-        fast = n > 0 and set(map(len, recs)) == {ncol}
-        if fast:
-            try:
-                X = np.empty((n, len(self.f_idx)), dtype=np.float64)
-                for k, g in enumerate(self._getters):
-                    X[:, k] = list(map(float, map(g, recs)))
-                fast = bool((np.abs(X) <= LIMIT).all())  # False for NaN and inf too
-            except ValueError:
-                fast = False
-        if fast and self.t_idx is not None:
-            t_text = list(map(itemgetter(self.t_idx), recs))
+        if not n:
+            return self._parse_slow(lines, recs)
+        column = None
+        if set(map(type, recs)) == {str}:  # plain lines: one split for the whole block
+            if set(map(str.count, recs, repeat(","))) == {ncol - 1}:
+                flat = ",".join(recs).split(",")
+
+                def column(j: int) -> list[str]:
+                    return flat[j::ncol]
+        else:
+            recs = [r.split(",") if type(r) is str else r for r in recs]
+            if set(map(len, recs)) == {ncol}:
+                def column(j: int) -> list[str]:
+                    return list(map(itemgetter(j), recs))
+        if column is None:
+            return self._parse_slow(lines, recs)
+        X = np.empty((n, len(self.f_idx)), dtype=np.float64)
+        try:
+            for k, j in enumerate(self.f_idx):
+                X[:, k] = list(map(float, column(j)))
+        except ValueError:
+            return self._parse_slow(lines, recs)
+        if not (np.abs(X) <= LIMIT).all():  # also catches NaN and inf
+            return self._parse_slow(lines, recs)
+        if self.t_idx is not None:
+            t_text = column(self.t_idx)
             try:
                 y = np.array(list(map(float, t_text)), dtype=np.float64)
                 known = np.ones(n, dtype=bool)
-            except ValueError:
-                y = np.array([float(s) if s.strip() else math.nan for s in t_text]) if all(
-                    _floatish(s) for s in t_text) else None
-                known = None if y is None else np.array([bool(s.strip()) for s in t_text], dtype=bool)
-            fast = y is not None and bool((np.abs(y[known]) <= LIMIT).all())
-        if fast:
-            if self.t_idx is None:
-                t_text = None
-                y = np.full(n, np.nan)
-                known = np.zeros(n, dtype=bool)
-            passthrough = [list(map(itemgetter(j), recs)) for j in self.pass_idx]
-            keys = list(map(itemgetter(self.k_idx), recs)) if self.k_idx is not None else None
-            return Block(X, y, known, keys, passthrough, t_text, list(lines), np.arange(n),
-                         _needs_quoting(passthrough)), []
-        return self._parse_slow(lines, recs)
+            except ValueError:  # empty cells (no label), or a bad value
+                if not all(_floatish(s) for s in t_text):
+                    return self._parse_slow(lines, recs)
+                y = np.array([float(s) if s.strip() else math.nan for s in t_text], dtype=np.float64)
+                known = ~np.isnan(y)
+            if not (np.abs(y[known]) <= LIMIT).all():
+                return self._parse_slow(lines, recs)
+        else:
+            t_text = None
+            y = np.full(n, np.nan)
+            known = np.zeros(n, dtype=bool)
+        passthrough = [column(j) for j in self.pass_idx]
+        keys = column(self.k_idx) if self.k_idx is not None else None
+        return Block(X, y, known, keys, passthrough, t_text, list(lines), np.arange(n),
+                     _needs_quoting(passthrough)), []
 
     def _parse_slow(self, lines: list[int], recs: list[Any]) -> tuple[Block, list[tuple[int, str]]]:
         import numpy as np
@@ -426,6 +452,7 @@ class Schema:
         ys: list[float] = []
         kn: list[bool] = []
         good: list[int] = []
+        recs = [r.split(",") if type(r) is str else r for r in recs]
         for p, (ln, r) in enumerate(zip(lines, recs)):
             if isinstance(r, BadRecord):
                 bad.append((p, f"line {ln}: {r.message}"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -60,6 +59,9 @@ class Engine:
                            f"({len(self.job['features'])} features{' + the target' if self.H else ''})")
         if self.n_inputs == 0:
             raise CliError("no input columns: give --features, or --ahead to forecast from the target's own history")
+        if template is not None and self.H > template.bptt:
+            raise CliError(f"the loaded model has bptt={template.bptt}, too short for --ahead {self.H}: the true "
+                           "value must reach back to the step that made its forecast")
         self.model = None if self.per_key else (template if template is not None else self._new_model())
 
     def _setup(self, job: dict[str, Any], params: dict[str, Any], learn: bool) -> None:
@@ -307,11 +309,6 @@ class Engine:
                         eng.ring_v[k] = rv.copy()
         return eng
 
-    def any_model(self) -> OnlineLSTM | None:
-        if self.model is not None:
-            return self.model
-        return next(iter(self.models.values()), None)
-
 
 # ------------------------------------------------------------------------ output
 class Writer:
@@ -479,7 +476,6 @@ class RunOptions:
     checkpoint_every: int | None = None
     checkpoint_seconds: float | None = None
     save: str | None = None
-    quiet: bool = False
     progress: bool = False
     collect: bool = False           # keep actual / predicted per row (plot, demo)
     flush_each_batch: bool = True

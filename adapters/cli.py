@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ._csvio import BadRecord, CliError, RecordReader, Schema, sniff_features
+from ._csvio import BadRecord, CliError, RecordReader, Schema, fields, sniff_features
 
 __all__ = ["main"]
 
@@ -137,7 +137,8 @@ def main() -> None:
 @click.option("--checkpoint-seconds", type=click.FloatRange(0, min_open=True), metavar="S",
               help="Checkpoint at least every S seconds (checked after each row or block).")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists: the same input's rows "
-                                             "already consumed are skipped (a fresh start otherwise).")
+                                             "already consumed are skipped (a fresh start otherwise). After a "
+                                             "kill -9, rows answered after the last checkpoint are answered again.")
 @click.option("--on-bad-row", type=click.Choice(["error", "skip", "warn"]), default="error", show_default=True,
               help="A row that does not parse: stop (exit 2), skip it silently, or skip it with a warning.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
@@ -240,7 +241,7 @@ def _require_matplotlib() -> None:
                        "(or: pip install matplotlib)")
 
 
-def _describe(job: dict[str, Any], learn: bool, ncols: int) -> str:
+def _describe(job: dict[str, Any], learn: bool) -> str:
     feats = job["features"]
     shown = ", ".join(feats[:6]) + (", ..." if len(feats) > 6 else "")
     what = (f"forecasting {job['target']!r} {job['ahead']} row(s) ahead from its history"
@@ -283,6 +284,8 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
                  "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference"}
         opt_names = {"target": "target", "features": "features", "key": "key", "time": "time_col",
                      "ahead": "ahead", "per_key_models": "per_key_models", "difference": "difference"}
+        if not resuming:  # a loaded model may run on a file whose time column is named otherwise
+            flags.pop("time")
         for name, flag in flags.items():
             if opt_names[name] in explicit and job[name] != old.get(name):
                 raise CliError(f"{flag} {job[name]!r} differs from {saved_path}, which was made with "
@@ -301,13 +304,16 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
 
     # input and header
     source = _open_input(o.get("input", "-"))
+    if source == 0 and os.isatty(0) and not o.get("quiet"):
+        _echo("reading CSV from the terminal (a header line first; Ctrl-D ends): give a file or pipe one in")
     reader = RecordReader(source)
     header = reader.read_header()
     if job["features"] is None:
         exclude = {c for c in (job["target"], job["key"], job["time"]) if c}
         first = reader.peek()
-        rec = first[1] if first is not None and not isinstance(first[1], BadRecord) \
-            and len(first[1]) == len(header) else None
+        rec = fields(first[1]) if first is not None and not isinstance(first[1], BadRecord) else None
+        if rec is not None and len(rec) != len(header):
+            rec = None
         job["features"] = sniff_features(header, rec, exclude)
     schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
                     target_optional=not learn and not job["ahead"])
@@ -357,7 +363,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
     if not o.get("quiet"):
-        _echo(_describe(job, learn, len(header)))
+        _echo(_describe(job, learn))
 
     out_stream = stream
     if out_stream is None:
@@ -372,7 +378,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     opts = R.RunOptions(
         on_bad_row=o.get("on_bad_row", "error"), block_size=o.get("block_size", 4096),
         checkpoint=o.get("checkpoint"), checkpoint_every=o.get("checkpoint_every"),
-        checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"), quiet=bool(o.get("quiet")),
+        checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"),
         progress=not o.get("quiet") and stream is None and sys.stderr.isatty(),
         collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header)
     outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)

@@ -1,122 +1,383 @@
-"""Apache Flink adapter for streamlstm (DRAFT: PyFlink 2.3 DataStream API).
+"""Apache Flink adapter: serve (or learn per key) a streamlstm model in a keyed PyFlink job.
 
-Pipeline::
+Pipeline (PyFlink 2.x DataStream API)::
 
-    FileSource(text lines "key,time,v1[,v2,...]")      records its read position in checkpoints
+    FileSource(text lines "key,time,x1..xn[,y1..ym]")    records its read position in checkpoints
       -> key_by(key)
       -> ModelProcessFunction (KeyedProcessFunction)
            per key:    the engine's state as bytes in a ValueState (PICKLED_BYTE_ARRAY)
-           per worker: the shared model, loaded once in open() by an engine factory
-      -> FileSink(lines "key,time,prediction[,...][,error]")   exactly-once, commits on checkpoints
+           per subtask: the engine, built in open() from the saved model (OnlineLSTM.save)
+      -> FileSink(lines "key,time,prediction[,error]")     exactly-once, commits on checkpoints
 
-The seam with the core is ``load_core_engine`` (see there): an *engine* is any object with
+Two engines (see ``docs/flink.md``):
 
-    step(state: bytes | None, time: str, values: tuple[float, ...])
-        -> (new_state: bytes, prediction: float | sequence of float, error: float | None)
-    close() -> None                                  (optional)
+* :class:`ServingEngine` (default): one shared, frozen model per subtask (a
+  :class:`~streamlstm.KeyedLSTM` with ``update_input_stats=False``); each key's recurrent
+  state (h, c) is the core's versioned ``KeyedLSTM.state_bytes`` blob in Flink keyed state.
+* :class:`LearningEngine` (``--learn``): each key has its own model (weights, state,
+  optimizer moments, normalisers), initialised from the saved model and stored as
+  ``OnlineLSTM.to_bytes()`` in Flink keyed state; it learns from every labelled row.
 
-``state`` is None the first time a key is seen. The engine must not keep per-key data
-itself: everything that has to survive a failure goes into ``new_state``.
+Everything that changes while the job runs is in Flink state, so checkpoints, restarts,
+savepoints and rescaling keep it exactly. Learning ONE set of weights shared by all keys is
+deliberately not offered: those weights would live in each worker's memory, outside Flink
+state, would not be checkpointed (a restart would replay events into already-updated
+weights) and would diverge between parallel workers, which each see only their own keys.
 
-Environment facts this module encodes (learned on PyFlink 2.3.0, Java 17, Python 3.11):
+Input rows: ``key,time`` then the model's ``n_inputs`` values, optionally followed by the
+target (``n_outputs`` values, or one class index for a ``cross_entropy`` model; empty
+target fields = no target). Output rows: ``key,time,prediction[,error]``, the prediction
+being the model's output after the row's inputs (class probabilities for
+``cross_entropy``), error = target - prediction (``-ln p[target]`` for ``cross_entropy``),
+only when the row has a target. Floats are written in round-trip ``repr``.
+
+Environment facts this module encodes (PyFlink 2.3.0, Java 17, Python 3.11):
 * Run it from a venv holding apache-flink (it pins numpy<2.2): see .ci/flink-setup.sh.
-* ``python.executable`` must name that venv's interpreter, else real process-mode workers run
-  ``python`` from PATH and fail; with checkpointing on, Flink then retries for ever unless a
-  restart strategy is set. ``make_env`` always sets both.
+* Locally, ``python.executable`` must name that venv's interpreter, else process-mode
+  workers run ``python`` from PATH and fail; with checkpointing on, Flink then retries for
+  ever unless a restart strategy is set. ``make_env`` sets both (under ``flink run`` it
+  leaves ``python.executable`` to ``-pyexec`` / the cluster's configuration).
 * Thread mode (pemja, the Python interpreter embedded in the JVM) ignores the venv: it finds
   pyflink/numpy only through PYTHONPATH (and the editable streamlstm only if the venv's .pth
   files run: PYTHONUSERBASE), both set before the JVM starts (``prepare_worker_environment``).
-  Thread mode also breaks on PRIMITIVE_ARRAY(BYTE) state
-  (None -> TypeError, and values come back as tuples of ints), so state is PICKLED_BYTE_ARRAY,
-  which gives back ``bytes`` in both modes.
+  Thread mode also breaks on PRIMITIVE_ARRAY(BYTE) state (None -> TypeError, values come
+  back as tuples of ints), so state is PICKLED_BYTE_ARRAY, which gives ``bytes`` in both modes.
 * Process mode keeps a Python-side state cache (``python.state.cache-size``, 1000 keys by
-  default); past it state accesses cross gRPC: a no-op job fell from ~10k to ~1.3k events/s
-  going from 50 to 5000 keys. Thread mode reads the JVM state backend directly (~30k/s either
-  way). In process mode ``python.fn-execution.bundle.size`` (default 1000) 10000 doubles it.
+  default); past it state accesses cross gRPC (a no-op job fell from ~10k to ~1.3k
+  events/s going from 50 to 5000 keys). Thread mode reads the JVM state backend directly.
 * Real process workers (a cluster; locally ``_python_worker_execution_mode=process``) replace
-  ``builtins.print`` by a bound method before user code is imported; numba's import then dies
-  with "module 'pyflink.fn_execution.beam.beam_sdk_worker_main' has no attribute 'print'"
-  unless ``sys.modules[print.__module__].print = print`` runs before numba is imported.
-* Online learning: weights that change inside the engine are per-worker memory, NOT Flink
-  state; they are not checkpointed or restored. Only the per-key bytes are.
+  ``builtins.print`` before user code is imported; ``streamlstm/__init__.py`` restores it
+  before numba is imported (numba's import fails otherwise).
+* A Python ``KeyedProcessFunction`` has no end-of-bundle and no pre-checkpoint hook, so an
+  event's new state must be in Flink state when ``process_element`` returns: no batching
+  across events. :class:`LearningEngine` instead memoises decoded models by their exact
+  state bytes (safe with checkpoints: Flink state stays the only source of truth).
+
+The module starts no JVM on import and needs pyflink only to run a job (without it,
+``ModelProcessFunction`` is a plain class, so the doctests run in any environment):
+
+>>> parse_line("sensor-1,2024-01-01T00:00,0.5,1.5")
+('sensor-1', '2024-01-01T00:00', (0.5, 1.5))
+>>> format_output("sensor-1", "t0", 0.25, -0.5)
+'sensor-1,t0,0.25,-0.5'
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import logging
+import math
 import os
 import site
 import sys
+import threading
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 __all__ = [
-    "load_core_engine",
+    "ServingEngine",
+    "LearningEngine",
+    "serving_engine",
+    "learning_engine",
     "prepare_worker_environment",
     "make_env",
     "parse_line",
     "format_output",
     "ModelProcessFunction",
     "build_pipeline",
+    "build_model_pipeline",
     "run_csv_job",
     "read_output",
     "main",
 ]
 
+_log = logging.getLogger(__name__)
+
 
 # --------------------------------------------------------------------------------------
-# the seam with the core
+# records
 
-def load_core_engine(model_path: str):
-    """Load the shared model from ``model_path`` and return an engine (see module doc).
+def _key_of(line: str) -> str:
+    i = line.find(",")
+    return line if i < 0 else line[:i]
 
-    SEAM: not wired to the core yet. With the core's keyed engine (``streamlstm.KeyedLSTM``,
-    in progress) it could become, per event, one scratch key whose state is swapped in::
 
-        model = OnlineLSTM.load(model_path)
-        keyed = KeyedLSTM(model, learn=False)
-        def step(state, t, values):
-            if state is None: keyed.forget("_")
-            else: keyed.set_state_bytes("_", state)
-            pred = keyed.step_one("_", values)          # (learning: label/learn calls here)
-            return keyed.state_bytes("_"), pred, None
+def parse_line(line: str):
+    """``"key,time,v1[,v2,...]"`` -> ``(key, time, (v1, v2, ...))``; time stays a string."""
+    parts = line.rstrip("\r\n").split(",")
+    if len(parts) < 3:
+        raise ValueError(f"expected 'key,time,value[,...]', got {line!r}")
+    return parts[0], parts[1], tuple(float(p) for p in parts[2:])
 
-    It runs once per Python worker process (``open()`` of the first subtask there), never
-    per event.
+
+def _fmt(x) -> str:
+    if isinstance(x, (list, tuple)) or getattr(x, "ndim", 0) > 0:
+        return ",".join(repr(float(v)) for v in x)
+    return repr(float(x))
+
+
+def format_output(key: str, t: str, prediction, error=None) -> str:
+    """``key,time,prediction[,...][,error[,...]]`` (floats in round-trip repr)."""
+    s = f"{key},{t},{_fmt(prediction)}"
+    if error is not None:
+        s += "," + _fmt(error)
+    return s
+
+
+class BadRow(ValueError):
+    """A row that cannot be fed to the model (wrong field count, not a number, not finite)."""
+
+
+class _Rows:
+    """Splits rows for one model: ``key,time,x1..xn[,y1..ym]``; formats the results."""
+
+    def __init__(self, model) -> None:
+        import numpy as np
+
+        self._np = np
+        self.n_in = model.n_inputs
+        self.ce = model.loss == "cross_entropy"
+        self.n_y = 1 if self.ce else model.n_outputs
+        self.scalar = model.n_outputs == 1 and not self.ce
+
+    def zero_x(self):
+        return self._np.zeros(self.n_in)
+
+    def zero_y(self):
+        return 0.0 if self.n_y == 1 else self._np.zeros(self.n_y)
+
+    def split(self, line: str):
+        """-> (key, time, x: float64 array, y: float | array | None); BadRow if unusable."""
+        parts = line.rstrip("\r\n").split(",")
+        n = len(parts) - 2
+        n_in = self.n_in
+        if n != n_in and n != n_in + self.n_y:
+            raise BadRow(f"expected key,time + {n_in} input(s) [+ {self.n_y} target value(s)], "
+                         f"got {max(n, 0)} value(s)")
+        try:
+            x = self._np.array(parts[2:2 + n_in], dtype=self._np.float64)
+            y = None
+            if n > n_in:
+                ys = parts[2 + n_in:]
+                if all(not s.strip() for s in ys):
+                    y = None  # empty target fields: no label
+                elif self.n_y == 1:
+                    y = float(ys[0])
+                else:
+                    y = self._np.array(ys, dtype=self._np.float64)
+        except ValueError as exc:
+            raise BadRow(str(exc)) from None
+        return parts[0], parts[1], x, y
+
+    def output(self, key: str, t: str, pred, y) -> str:
+        if y is None:
+            return format_output(key, t, pred)
+        if self.ce:
+            p = float(pred[int(y)])
+            return format_output(key, t, pred, -math.log(p) if p > 0.0 else math.inf)
+        return format_output(key, t, pred, y - pred)
+
+
+# --------------------------------------------------------------------------------------
+# the engines
+
+_MODELS: dict = {}  # (path, size, mtime) -> OnlineLSTM, read once per worker process
+_MODELS_LOCK = threading.Lock()
+
+
+def _load_model(model):
+    """A private OnlineLSTM from a model file path (read once per process) or model bytes."""
+    from streamlstm.model import OnlineLSTM
+
+    if isinstance(model, OnlineLSTM):
+        return model.copy()
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return OnlineLSTM.from_bytes(bytes(model))
+    path = os.path.abspath(os.fspath(model))
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    with _MODELS_LOCK:
+        master = _MODELS.get(key)
+        if master is None:
+            master = _MODELS[key] = OnlineLSTM.load(path)
+        return master.copy()  # every engine mutates its own copy's scratch buffers
+
+
+class _Engine:
+    """Common part: bad-row policy. ``process(state, line) -> (new_state | None, output | None)``."""
+
+    def __init__(self, on_bad_row: str) -> None:
+        if on_bad_row not in ("fail", "skip"):
+            raise ValueError(f"on_bad_row must be 'fail' or 'skip', got {on_bad_row!r}")
+        self.on_bad_row = on_bad_row
+        self.n_bad = 0
+
+    def _bad(self, line: str, exc: Exception):
+        if self.on_bad_row == "fail":
+            raise BadRow(f"bad row {line.rstrip()!r}: {exc}") from None
+        self.n_bad += 1
+        if self.n_bad <= 10 or self.n_bad % 10000 == 0:
+            _log.warning("streamlstm: skipped bad row %r (%s); %d skipped so far", line.rstrip()[:200], exc,
+                         self.n_bad)
+        return None, None
+
+
+class ServingEngine(_Engine):
+    """Frozen shared model; per key the core's ``KeyedLSTM.state_bytes`` (h and c).
+
+    The input statistics are frozen (``update_input_stats=False``): shared statistics that
+    moved with every event would be worker memory outside Flink state, so a restart would
+    not restore them and two subtasks would drift apart. A key's predictions then depend
+    only on the model file and that key's own events, in order.
+
+    Recently seen keys (LRU, about ``cache_mb`` MB) also keep a row in the engine's
+    ``KeyedLSTM`` together with the bytes that row was last written to Flink as; an event
+    whose state in Flink equals those bytes skips reloading the row (``set_state_bytes``),
+    any other bytes (a restore, a rescale, an evicted key) are loaded. Flink state stays
+    the only source of truth, so this is exact with checkpoints.
+
+    >>> from streamlstm import OnlineLSTM
+    >>> engine = ServingEngine(OnlineLSTM(n_inputs=1, hidden=4).to_bytes())
+    >>> state, out = engine.process(None, "a,1,0.5,2.0")       # the row carries a target
+    >>> len(state), out.count(",")                           # 32-byte header + h + c; key,time,pred,err
+    (96, 3)
+    >>> engine.process(state, "a,2,0.5")[0] != engine.process(None, "a,2,0.5")[0]   # the key's memory
+    True
     """
-    raise NotImplementedError(
-        "streamlstm's keyed engine does not exist yet; pass engine_factory= explicitly"
-    )
+
+    def __init__(self, model, on_bad_row: str = "fail", cache_mb: float = 64.0) -> None:
+        super().__init__(on_bad_row)
+        from streamlstm.keyed import KeyedLSTM
+
+        m = _load_model(model)
+        m.reset_state()
+        self.model = m
+        self._rows = _Rows(m)
+        self._keyed = KeyedLSTM(m, learn=False, update_input_stats=False)
+        self._keyed.set_state(0, m.state)
+        self.zero_state = self._keyed.state_bytes(0)
+        self._keyed.step_one(0, self._rows.zero_x())  # compile / load the kernels in open(),
+        self._keyed.state_bytes(0)                     # not on the first event
+        self._keyed.forget(0)
+        per_key = 2 * len(self.zero_state) + 400  # row + bytes + dict entries, roughly
+        self.cache_keys = int(max(0.0, float(cache_mb)) * 2 ** 20 // per_key)
+        self._memo: OrderedDict = OrderedDict()  # key -> the bytes its row in _keyed holds
+        self.n_loaded = 0
+
+    def process(self, state: Optional[bytes], line: str):
+        try:
+            key, t, x, y = self._rows.split(line)
+        except BadRow as exc:
+            return self._bad(line, exc)
+        k = self._keyed
+        if not self.cache_keys:  # no memo: one scratch row (key 0) whose state is swapped in
+            rk, last = 0, None
+        else:
+            rk, last = key, self._memo.pop(key, None)
+        if last is None or state is None or last != state:
+            try:
+                k.set_state_bytes(rk, self.zero_state if state is None else state)
+            except ValueError as exc:
+                k.forget(rk)
+                raise RuntimeError(f"key {key!r}: its state in Flink does not fit this model ({exc}); "
+                                   "was the job resumed with a model of another shape?") from None
+            self.n_loaded += 1
+        try:
+            pred = k.step_one(rk, x)
+        except ValueError as exc:
+            k.forget(rk)
+            return self._bad(line, exc)
+        blob = k.state_bytes(rk)
+        if self.cache_keys:
+            self._memo[key] = blob
+            if len(self._memo) > self.cache_keys:
+                k.forget(self._memo.popitem(last=False)[0])
+        return blob, self._rows.output(key, t, pred, y)
 
 
-_ENGINES: dict = {}  # (factory, args) -> [engine, number of open subtasks using it]
+class LearningEngine(_Engine):
+    """Per key its own model (``OnlineLSTM.to_bytes()`` in Flink state), learning online.
+
+    A new key starts from the saved model with a zero recurrent state. A row with a target
+    is ``learn_one(x, y)`` (the prediction is the one made before learning), a row without
+    one ``advance(x)``. After every event the key's whole model goes back into Flink state.
+
+    Decoded models are memoised (LRU, about ``cache_mb`` MB) by the exact state bytes they
+    were encoded to: an event whose state in Flink equals the memo's bytes reuses the
+    decoded model, anything else (a restore, a rescale, an evicted key) decodes the bytes
+    from Flink. Flink state stays the only source of truth, so this is exact with
+    checkpoints; it saves ``from_bytes`` (the larger half of the serialisation cost).
+
+    >>> from streamlstm import OnlineLSTM
+    >>> engine = LearningEngine(OnlineLSTM(n_inputs=1, hidden=4).to_bytes())
+    >>> state, out = engine.process(None, "a,1,0.5,2.0")
+    >>> OnlineLSTM.from_bytes(state).n_updates
+    1
+    """
+
+    def __init__(self, model, on_bad_row: str = "fail", cache_mb: float = 64.0) -> None:
+        super().__init__(on_bad_row)
+        from streamlstm.model import OnlineLSTM
+
+        self._from_bytes = OnlineLSTM.from_bytes
+        m = _load_model(model)
+        m.reset_state()
+        self.template = m
+        self.initial_state = m.to_bytes()
+        self._rows = _Rows(m)
+        per_entry = 2 * len(self.initial_state)  # the bytes + the decoded model, roughly
+        self.cache_keys = int(max(0.0, float(cache_mb)) * 2 ** 20 // per_entry)
+        self._cache: OrderedDict = OrderedDict()
+        self.n_decoded = 0
+        warm = m.copy()  # compile / load the kernels in open(), not on the first event
+        warm.advance(self._rows.zero_x())
+        warm.learn_one(self._rows.zero_x(), self._rows.zero_y())
+        self._from_bytes(warm.to_bytes())
+
+    def process(self, state: Optional[bytes], line: str):
+        try:
+            key, t, x, y = self._rows.split(line)
+        except BadRow as exc:
+            return self._bad(line, exc)
+        hit = self._cache.pop(key, None)  # out of the memo while the model may change
+        if hit is not None and state is not None and hit[0] == state:
+            model = hit[1]
+        elif state is None:
+            model = self.template.copy()
+        else:
+            try:
+                model = self._from_bytes(state)
+            except ValueError as exc:
+                raise RuntimeError(f"key {key!r}: its state in Flink is not a streamlstm model ({exc})") from None
+            self.n_decoded += 1
+        try:
+            pred = model.advance(x) if y is None else model.learn_one(x, y)
+        except ValueError as exc:
+            return self._bad(line, exc)  # the (possibly touched) model is dropped
+        blob = model.to_bytes()
+        if self.cache_keys:
+            self._cache[key] = (blob, model)
+            if len(self._cache) > self.cache_keys:
+                self._cache.popitem(last=False)
+        return blob, self._rows.output(key, t, pred, y)
 
 
-def _engine_key(factory: Callable, args: tuple):
-    return (getattr(factory, "__module__", None), getattr(factory, "__qualname__", repr(factory)), args)
+def serving_engine(model, on_bad_row: str = "fail", cache_mb="64") -> ServingEngine:
+    """Engine factory for ``--engine``: ``model`` is a model file path or model bytes."""
+    return ServingEngine(model, on_bad_row, float(cache_mb))
 
 
-def _acquire_engine(factory: Callable, args: tuple):
-    """One engine per (factory, args) per Python process: subtasks in a worker share it."""
-    entry = _ENGINES.get(_engine_key(factory, args))
-    if entry is None:
-        entry = _ENGINES[_engine_key(factory, args)] = [factory(*args), 0]
-    entry[1] += 1
-    return entry[0]
+def learning_engine(model, on_bad_row: str = "fail", cache_mb="64") -> LearningEngine:
+    """Engine factory for ``--engine``: per-key learning models (see :class:`LearningEngine`)."""
+    return LearningEngine(model, on_bad_row, float(cache_mb))
 
 
-def _release_engine(factory: Callable, args: tuple) -> None:
-    """The last subtask to close an engine closes it (``engine.close()`` if it has one)."""
-    key = _engine_key(factory, args)
-    entry = _ENGINES.get(key)
-    if entry is None:
-        return
-    entry[1] -= 1
-    if entry[1] <= 0:
-        del _ENGINES[key]
-        if hasattr(entry[0], "close"):
-            entry[0].close()
+def state_digest(state: Optional[bytes]) -> str:
+    """A short digest of a state blob (for comparing runs)."""
+    return "-" if state is None else hashlib.sha256(state).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------
@@ -167,16 +428,22 @@ def prepare_worker_environment(
         os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(numba_cache_dir))
 
 
+def submitted_by_flink_cli() -> bool:
+    """Whether this process was started by ``flink run -py ...`` (it hands us its gateway)."""
+    return "PYFLINK_GATEWAY_PORT" in os.environ
+
+
 def make_env(
     *,
     execution_mode: str = "thread",
-    parallelism: int = 1,
+    parallelism: Optional[int] = 1,
     checkpoint_interval_ms: int = 1000,
     checkpoint_dir: Optional[str] = None,
     restart_attempts: int = 3,
     restart_delay: str = "1 s",
     bundle_size: Optional[int] = None,
     state_cache_size: Optional[int] = None,
+    python_executable: Optional[str] = None,
     conf: Optional[dict] = None,
 ):
     """A StreamExecutionEnvironment with the settings this adapter relies on.
@@ -185,9 +452,12 @@ def make_env(
     mini-cluster runs them in this process ("loopback") unless the environment variable
     ``_python_worker_execution_mode=process`` asks for real worker processes, which is what a
     cluster does).
+    parallelism: None leaves it to the cluster (``flink run -p``) or Flink's default.
     checkpoint_interval_ms <= 0 disables checkpointing.
     checkpoint_dir: None keeps checkpoints in the JobManager's memory (enough for restarts of a
     running job); a path stores them on disk (file://...) so a new job can resume from them.
+    python_executable: the workers' interpreter; None = this interpreter when run locally,
+    and the cluster's / ``flink run -pyexec`` setting when submitted by ``flink run``.
     """
     if execution_mode not in ("thread", "process"):
         raise ValueError(f"execution_mode must be 'thread' or 'process', not {execution_mode!r}")
@@ -195,8 +465,12 @@ def make_env(
     from pyflink.datastream import StreamExecutionEnvironment
 
     c = Configuration()
-    c.set_string("python.executable", sys.executable)
-    c.set_string("python.client.executable", sys.executable)
+    if python_executable is None and not submitted_by_flink_cli():
+        python_executable = sys.executable
+    if python_executable is not None:
+        c.set_string("python.executable", python_executable)
+    if not submitted_by_flink_cli():
+        c.set_string("python.client.executable", sys.executable)
     c.set_string("python.execution-mode", execution_mode)
     c.set_string("restart-strategy.type", "fixed-delay")
     c.set_string("restart-strategy.fixed-delay.attempts", str(int(restart_attempts)))
@@ -212,44 +486,21 @@ def make_env(
         c.set_string(k, str(v))
 
     env = StreamExecutionEnvironment.get_execution_environment(c)
-    env.set_parallelism(parallelism)
+    if parallelism is not None:
+        env.set_parallelism(parallelism)
     if checkpoint_interval_ms > 0:
         env.enable_checkpointing(int(checkpoint_interval_ms))
     return env
 
 
+def _as_path(path) -> str:
+    """A URI as given (s3://, hdfs://, file://), a local path made absolute."""
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path)
+
+
 def _as_uri(path: str) -> str:
     return path if "://" in path else "file://" + os.path.abspath(path)
-
-
-# --------------------------------------------------------------------------------------
-# records
-
-def _key_of(line: str) -> str:
-    i = line.find(",")
-    return line if i < 0 else line[:i]
-
-
-def parse_line(line: str):
-    """``"key,time,v1[,v2,...]"`` -> ``(key, time, (v1, v2, ...))``; time stays a string."""
-    parts = line.rstrip("\r\n").split(",")
-    if len(parts) < 3:
-        raise ValueError(f"expected 'key,time,value[,...]', got {line!r}")
-    return parts[0], parts[1], tuple(float(p) for p in parts[2:])
-
-
-def _fmt(x) -> str:
-    if isinstance(x, (list, tuple)) or getattr(x, "ndim", 0) > 0:
-        return ",".join(repr(float(v)) for v in x)
-    return repr(float(x))
-
-
-def format_output(key: str, t: str, prediction, error=None) -> str:
-    """``key,time,prediction[,...][,error]`` (floats in round-trip repr)."""
-    s = f"{key},{t},{_fmt(prediction)}"
-    if error is not None:
-        s += "," + _fmt(error)
-    return s
 
 
 # --------------------------------------------------------------------------------------
@@ -262,15 +513,19 @@ except ImportError:  # pragma: no cover
 
 
 class ModelProcessFunction(_KPF):
-    """Per key: engine state bytes in a ValueState; per worker: one engine from the factory.
+    """Per key: the engine's state bytes in a ValueState; per subtask: one engine.
 
-    ``engine_factory`` must be picklable by reference (a module-level function importable in
-    the workers, e.g. ``load_core_engine``); ``factory_args`` are passed to it.
+    ``engine_factory(*factory_args)`` runs in ``open()`` and returns an object with
+    ``process(state: bytes | None, line: str) -> (new_state: bytes | None, output: str | None)``
+    (None: leave the state / emit nothing) and optionally ``close()``. ``state`` is None the
+    first time a key is seen. The engine must keep nothing per key that it cannot rebuild
+    from ``state``: only the ValueState is checkpointed. The factory must be picklable by
+    reference (a module-level function importable in the workers).
     """
 
     STATE_NAME = "streamlstm-state"
 
-    def __init__(self, engine_factory: Callable = load_core_engine, *factory_args):
+    def __init__(self, engine_factory: Callable, *factory_args):
         self._factory = engine_factory
         self._args = tuple(factory_args)
         self._engine = None
@@ -283,54 +538,71 @@ class ModelProcessFunction(_KPF):
         self._state = runtime_context.get_state(
             ValueStateDescriptor(self.STATE_NAME, Types.PICKLED_BYTE_ARRAY())
         )
-        self._engine = _acquire_engine(self._factory, self._args)
+        # One engine per subtask: subtasks may share a Python process (thread mode runs them
+        # on separate JVM threads), and the core's models have scratch buffers.
+        self._engine = self._factory(*self._args)
 
     def process_element(self, value, ctx):
-        if not value.strip():
+        if not value or value[0] == "#" or not value.strip():
             return
-        key, t, values = parse_line(value)
-        # ---- core call (the seam): one event of one key --------------------------------
-        new_state, prediction, error = self._engine.step(self._state.value(), t, values)
-        # ---------------------------------------------------------------------------------
-        self._state.update(bytes(new_state))
-        yield format_output(key, t, prediction, error)
+        new_state, out = self._engine.process(self._state.value(), value)
+        if new_state is not None:
+            self._state.update(new_state)
+        if out is not None:
+            yield out
 
     def close(self):
-        if self._engine is not None:
-            self._engine = None
-            _release_engine(self._factory, self._args)
+        engine, self._engine = self._engine, None
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
 
 
 # --------------------------------------------------------------------------------------
 # job assembly
 
-def build_pipeline(env, input_paths: Iterable[str], output_dir: str, engine_factory: Callable = load_core_engine,
+def build_pipeline(env, input_paths: Iterable[str], output_dir: str, engine_factory: Callable,
                    *factory_args, name: str = "streamlstm"):
-    """Source -> key_by -> ModelProcessFunction -> FileSink, on ``env``. Returns the sink."""
+    """Source -> key_by -> ModelProcessFunction -> FileSink, on ``env``. Returns the sink.
+
+    The operators carry fixed uids (``<name>-source``, ``<name>-model``, ``<name>-sink``),
+    so that a savepoint can be resumed by a changed job."""
     from pyflink.common import Encoder, Types, WatermarkStrategy
     from pyflink.datastream.connectors.file_system import (
         BucketAssigner, FileSink, FileSource, OutputFileConfig, StreamFormat)
 
-    paths = [os.path.abspath(p) for p in ([input_paths] if isinstance(input_paths, str) else input_paths)]
+    paths = [_as_path(p) for p in ([input_paths] if isinstance(input_paths, (str, os.PathLike))
+                                   else input_paths)]
     source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths).build()
-    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), f"{name}-source")
+    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), f"{name}-source").uid(f"{name}-source")
     out = (lines.key_by(_key_of, key_type=Types.STRING())
                 .process(ModelProcessFunction(engine_factory, *factory_args), output_type=Types.STRING())
-                .name(f"{name}-model"))
-    sink = (FileSink.for_row_format(os.path.abspath(output_dir), Encoder.simple_string_encoder())
+                .name(f"{name}-model").uid(f"{name}-model"))
+    sink = (FileSink.for_row_format(_as_path(output_dir), Encoder.simple_string_encoder())
                     .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
                     .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part")
                                              .with_part_suffix(".csv").build())
                     .build())
-    return out.sink_to(sink).name(f"{name}-sink")
+    return out.sink_to(sink).name(f"{name}-sink").uid(f"{name}-sink")
 
 
-def run_csv_job(input_paths, output_dir: str, engine_factory: Callable = load_core_engine, *factory_args,
+def build_model_pipeline(env, input_paths, output_dir: str, model, *, learn: bool = False,
+                         on_bad_row: str = "fail", cache_mb: float = 64.0, name: str = "streamlstm"):
+    """:func:`build_pipeline` with a streamlstm engine. ``model``: a model file path that the
+    workers can read (loaded in ``open()``, once per worker process), or the model's bytes
+    (shipped inside the job)."""
+    if learn:
+        return build_pipeline(env, input_paths, output_dir, learning_engine, model, on_bad_row, str(cache_mb),
+                              name=name)
+    return build_pipeline(env, input_paths, output_dir, serving_engine, model, on_bad_row, str(cache_mb),
+                          name=name)
+
+
+def run_csv_job(input_paths, output_dir: str, model, *, learn: bool = False, on_bad_row: str = "fail",
                 work_dir: Optional[str] = None, job_name: str = "streamlstm", **env_kwargs):
     """Prepare the environment, build and run the job to completion (bounded input)."""
     prepare_worker_environment(work_dir=work_dir)
     env = make_env(**env_kwargs)
-    build_pipeline(env, input_paths, output_dir, engine_factory, *factory_args, name=job_name)
+    build_model_pipeline(env, input_paths, output_dir, model, learn=learn, on_bad_row=on_bad_row, name=job_name)
     return env.execute(job_name)
 
 
@@ -347,7 +619,7 @@ def read_output(output_dir: str) -> list:
 
 
 # --------------------------------------------------------------------------------------
-# command line: python -m streamlstm.adapters.flink --input ev.csv --output outdir --engine mod:factory ...
+# command line
 
 def _resolve(spec: str) -> Callable:
     mod, _, attr = spec.partition(":")
@@ -359,38 +631,77 @@ def _resolve(spec: str) -> Callable:
     return obj
 
 
+_USAGE = """\
+examples:
+  python -m streamlstm.adapters.flink --input events.csv --model model.slstm --output out/
+  python -m streamlstm.adapters.flink --input events.csv --model model.slstm --output out/ --learn \\
+      --checkpoint-interval 5000 --checkpoint-dir /data/ckpt
+  flink run -pyexec /opt/venv/bin/python -py examples/flink_job.py \\
+      --input s3://bucket/ev/ --model model.slstm --embed-model --output s3://bucket/out   (docs/flink.md)
+"""
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m streamlstm.adapters.flink", description=__doc__.split("\n")[0])
-    ap.add_argument("--input", action="append", required=True, help="CSV file (repeatable)")
+    ap = argparse.ArgumentParser(prog="python -m streamlstm.adapters.flink",
+                                 description=__doc__.split("\n")[0], epilog=_USAGE,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", action="append", required=True, help="CSV file or directory (repeatable)")
     ap.add_argument("--output", required=True, help="output directory (FileSink)")
-    ap.add_argument("--engine", default="streamlstm.adapters.flink:load_core_engine", help="module:factory")
+    ap.add_argument("--model", default=None, help="model file written by OnlineLSTM.save")
+    ap.add_argument("--learn", action="store_true",
+                    help="per-key models that learn from rows with a target (everything in Flink state)")
+    ap.add_argument("--embed-model", action="store_true",
+                    help="read --model here and ship its bytes inside the job (workers need no copy of the file)")
+    ap.add_argument("--on-bad-row", choices=("fail", "skip"), default="fail",
+                    help="a row that is not key,time + numbers: fail the job (default) or skip it (logged)")
+    ap.add_argument("--cache-mb", type=float, default=64.0,
+                    help="memory per subtask for the per-key memo of decoded states/models (0: off)")
+    ap.add_argument("--engine", default=None, help="module:factory instead of --model (advanced, tests)")
     ap.add_argument("--engine-arg", action="append", default=[], help="factory argument (repeatable)")
-    ap.add_argument("--mode", choices=("thread", "process"), default="thread")
-    ap.add_argument("--parallelism", type=int, default=1)
-    ap.add_argument("--checkpoint-ms", type=int, default=1000)
-    ap.add_argument("--checkpoint-dir", default=None)
+    ap.add_argument("--mode", choices=("thread", "process"), default="thread", help="python.execution-mode")
+    ap.add_argument("--parallelism", type=int, default=None,
+                    help="default: 1 when run locally, the cluster's (flink run -p) when submitted")
+    ap.add_argument("--checkpoint-interval", "--checkpoint-ms", dest="checkpoint_ms", type=int, default=1000,
+                    metavar="MS", help="checkpoint every MS milliseconds (<= 0: off; output commits on checkpoints)")
+    ap.add_argument("--checkpoint-dir", default=None, help="durable checkpoint storage (path or URI)")
     ap.add_argument("--restart-attempts", type=int, default=3)
     ap.add_argument("--restart-delay", default="1 s")
-    ap.add_argument("--bundle-size", type=int, default=None)
-    ap.add_argument("--state-cache-size", type=int, default=None)
-    ap.add_argument("--work-dir", default=None, help="tmp/, log/, numba-cache/ go here")
+    ap.add_argument("--bundle-size", type=int, default=None, help="python.fn-execution.bundle.size (process mode)")
+    ap.add_argument("--state-cache-size", type=int, default=None, help="python.state.cache-size (process mode)")
+    ap.add_argument("--python-executable", default=None, help="python.executable of the workers")
+    ap.add_argument("--work-dir", default=None, help="tmp/, log/, numba-cache/ go here (local runs)")
     ap.add_argument("--pythonpath", action="append", default=[], help="extra path for workers")
-    ap.add_argument("--conf", action="append", default=[], help="extra Flink option key=value")
+    ap.add_argument("--conf", action="append", default=[], help="extra Flink option key=value (repeatable)")
+    ap.add_argument("--job-name", default="streamlstm")
     a = ap.parse_args(argv)
+    if (a.model is None) == (a.engine is None):
+        ap.error("give exactly one of --model and --engine")
 
     prepare_worker_environment(work_dir=a.work_dir, extra_pythonpath=a.pythonpath)
     for p in a.pythonpath:
         if p not in sys.path:
             sys.path.insert(0, p)
-    factory = _resolve(a.engine)
-    env = make_env(execution_mode=a.mode, parallelism=a.parallelism, checkpoint_interval_ms=a.checkpoint_ms,
+    parallelism = a.parallelism
+    if parallelism is None and not submitted_by_flink_cli():
+        parallelism = 1
+    env = make_env(execution_mode=a.mode, parallelism=parallelism, checkpoint_interval_ms=a.checkpoint_ms,
                    checkpoint_dir=a.checkpoint_dir, restart_attempts=a.restart_attempts,
                    restart_delay=a.restart_delay, bundle_size=a.bundle_size,
-                   state_cache_size=a.state_cache_size,
+                   state_cache_size=a.state_cache_size, python_executable=a.python_executable,
                    conf=dict(kv.split("=", 1) for kv in a.conf))
-    build_pipeline(env, a.input, a.output, factory, *a.engine_arg)
+    if a.engine is not None:
+        build_pipeline(env, a.input, a.output, _resolve(a.engine), *a.engine_arg, name=a.job_name)
+    else:
+        model = a.model
+        if a.embed_model:
+            with open(model, "rb") as f:
+                model = f.read()
+        elif os.path.exists(model):
+            model = os.path.abspath(model)  # else: a path that only the workers resolve (-pyarch)
+        build_model_pipeline(env, a.input, a.output, model, learn=a.learn, on_bad_row=a.on_bad_row,
+                             cache_mb=a.cache_mb, name=a.job_name)
     t0 = time.time()
-    env.execute("streamlstm")
+    env.execute(a.job_name)
     print(f"flink job done in {time.time() - t0:.2f} s", flush=True)
     return 0
 

@@ -1,28 +1,37 @@
-"""Throughput of the Flink adapter's plumbing (FileSource -> key_by -> keyed bytes state ->
-FileSink) per PyFlink execution mode, with a no-op engine or any engine factory.
+"""Throughput of the Flink adapter: our engines vs a no-op stateful function, same job, same box.
 
 Run it from the Flink venv (bash .ci/flink-setup.sh /work/venv-flink):
 
-    /work/venv-flink/bin/python bench/bench_flink.py --events 200000 --keys 50
-    /work/venv-flink/bin/python bench/bench_flink.py --modes thread --keys 5000 --bundle-size 10000
+    /work/venv-flink/bin/python bench/bench_flink.py                       # thread mode
+    /work/venv-flink/bin/python bench/bench_flink.py --modes thread,process-workers --write-results
 
-Modes: ``thread`` (pemja, embedded in the JVM), ``process`` (Beam workers; the local
-mini-cluster runs them in the client process, "loopback"), ``process-workers`` (real worker
-processes as on a cluster: ``_python_worker_execution_mode=process``).
+Every configuration is one ``python -m streamlstm.adapters.flink`` job (one JVM, one local
+mini-cluster, checkpoint every second, parallelism 1): FileSource -> key_by ->
+ModelProcessFunction (ValueState of bytes) -> FileSink. Only the engine differs:
 
-Each configuration is one ``python -m streamlstm.adapters.flink`` subprocess (one JVM,
-one local mini-cluster), checkpointing every second. Reported:
-* ``job s``: env.execute() wall time (includes 5-10 s of job start-up);
-* ``ev/s``: events / (last - first event seen by the engine), summed over worker processes,
-  when the engine records it (the built-in no-op engine does): the steady-state rate.
+* ``noop``: reads the key's bytes, writes them back (a fixed blob the first time), emits the
+  input line: the cost of the PyFlink plumbing itself;
+* ``serve``: ``ServingEngine`` (frozen shared model, per key the ``KeyedLSTM.state_bytes``);
+* ``learn``: ``LearningEngine`` (per-key model, ``OnlineLSTM.to_bytes()`` in state);
+* ``noop-learn``: the no-op with a blob as large as a learning key's state (isolates what
+  moving that many bytes through Flink state costs).
+
+Every engine is wrapped by the same timer (one ``perf_counter`` per event). Reported:
+``ev/s`` = events / (last - first event seen by the engine), the steady-state rate without
+the job's start-up; ``job s`` = env.execute() wall time (includes 5-10 s of start-up).
+Modes: ``thread`` (pemja, embedded in the JVM), ``process`` (Beam workers in the client
+process, "loopback"), ``process-workers`` (real worker processes as on a cluster).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -32,74 +41,109 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "RESULTS.md")
+START, END = "<!-- flink:start -->", "<!-- flink:end -->"
 
 
 # ------------------------------------------------------------------------------------------
-# the no-op engine (imported by the workers as bench_flink:noop_engine)
+# engines (imported by the workers as bench_flink:timed_engine)
 
 class NoopEngine:
-    """Keeps a fixed-size bytes blob per key (read it, write it back), predicts 0.0.
+    """Reads the key's bytes, writes them back (``blob_bytes`` zero bytes the first time),
+    emits the line unchanged."""
 
-    On close() appends ``{"pid", "n", "first", "last"}`` to ``timing_path``."""
+    def __init__(self, blob_bytes: int):
+        self.blob = bytes(int(blob_bytes))
 
-    def __init__(self, timing_path: str = "", state_bytes: str = "512"):
+    def process(self, state, line):
+        return (state if state is not None else self.blob), line
+
+
+class Timed:
+    """Records the first and last event time and the count; appends them on close()."""
+
+    def __init__(self, inner, timing_path: str):
+        self.inner = inner
         self.timing_path = timing_path
-        self.blob = bytes(int(state_bytes))
         self.n = 0
         self.first = None
         self.last = None
+        self.inside = 0.0
 
-    def step(self, state, t, values):
+    def process(self, state, line):
         now = time.perf_counter()
         if self.first is None:
             self.first = now
-        self.last = now
         self.n += 1
-        return (state if state is not None else self.blob), 0.0, None
+        r = self.inner.process(state, line)
+        self.last = time.perf_counter()
+        self.inside += self.last - now
+        return r
 
     def close(self):
         if self.timing_path and self.first is not None:
             with open(self.timing_path, "a") as f:
-                f.write(json.dumps({"pid": os.getpid(), "n": self.n, "first": self.first, "last": self.last}) + "\n")
+                f.write(json.dumps({"pid": os.getpid(), "n": self.n, "first": self.first, "last": self.last,
+                                    "inside": self.inside,
+                                    "decoded": getattr(self.inner, "n_decoded", None)}) + "\n")
 
 
-def noop_engine(timing_path: str = "", state_bytes: str = "512"):
-    return NoopEngine(timing_path, state_bytes)
+def timed_engine(timing_path: str, kind: str, arg: str):
+    """kind noop: arg = blob size; serve / learn: arg = model file."""
+    if kind == "noop":
+        inner = NoopEngine(int(arg))
+    else:
+        from streamlstm.adapters.flink import learning_engine, serving_engine
+
+        inner = {"serve": serving_engine, "learn": learning_engine}[kind](arg)
+    return Timed(inner, timing_path)
 
 
 # ------------------------------------------------------------------------------------------
 
-def write_events(path: str, n: int, n_keys: int, seed: int = 0) -> None:
+def make_model(path: str, n_inputs: int, hidden: int) -> dict:
+    """A model trained on a few hundred events; returns the state sizes per key."""
+    from streamlstm.adapters.flink import LearningEngine, ServingEngine
+    from streamlstm import OnlineLSTM
+
+    rng = random.Random(0)
+    m = OnlineLSTM(n_inputs=n_inputs, hidden=hidden, lr=1e-2, seed=0)
+    for _ in range(300):
+        m.learn_one([rng.uniform(-1, 1) for _ in range(n_inputs)], rng.uniform(-1, 1))
+    m.save(path)
+    return {"serve": len(ServingEngine(path).zero_state), "learn": len(LearningEngine(path).initial_state)}
+
+
+def write_events(path: str, n: int, n_keys: int, n_inputs: int, labelled: float, seed: int = 0) -> None:
     rng = random.Random(seed)
     with open(path, "w") as f:
         for i in range(n):
-            f.write(f"k{rng.randrange(n_keys)},{i},{rng.uniform(-1, 1):.6f}\n")
+            xs = ",".join(f"{rng.uniform(-1, 1):.6f}" for _ in range(n_inputs))
+            y = f",{rng.uniform(-1, 1):.6f}" if rng.random() < labelled else ""
+            f.write(f"k{rng.randrange(n_keys)},{i},{xs}{y}\n")
 
 
-def run_one(mode: str, events_path: str, work: str, args) -> dict:
+def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, args, model: str,
+            sizes: dict) -> dict:
     os.makedirs(work, exist_ok=True)
     timing = os.path.join(work, "timing.jsonl")
-    engine = args.engine or "bench_flink:noop_engine"
-    engine_args = args.engine_arg if args.engine else [timing, str(args.state_bytes)]
+    kind, arg = {"noop": ("noop", sizes["serve"]), "noop-learn": ("noop", sizes["learn"]),
+                 "serve": ("serve", model), "learn": ("learn", model)}[engine]
     cmd = [sys.executable, "-m", "streamlstm.adapters.flink", "--input", events_path,
            "--output", os.path.join(work, "out"), "--work-dir", work, "--pythonpath", HERE,
-           "--engine", engine, "--mode", "thread" if mode == "thread" else "process",
-           "--parallelism", str(args.parallelism), "--checkpoint-ms", str(args.checkpoint_ms),
-           "--restart-attempts", "0"]
-    for a in engine_args:
-        cmd += ["--engine-arg", a]
-    if args.bundle_size:
-        cmd += ["--bundle-size", str(args.bundle_size)]
-    if args.state_cache_size:
-        cmd += ["--state-cache-size", str(args.state_cache_size)]
+           "--engine", "bench_flink:timed_engine", "--engine-arg", timing, "--engine-arg", kind,
+           "--engine-arg", str(arg), "--mode", "thread" if mode == "thread" else "process",
+           "--parallelism", "1", "--checkpoint-interval", str(args.checkpoint_ms), "--restart-attempts", "0"]
     env = dict(os.environ)
     tmp = os.path.join(work, "tmp")
     os.makedirs(tmp, exist_ok=True)
     env.update(TMPDIR=tmp, JVM_ARGS=f"-Djava.io.tmpdir={tmp}", FLINK_LOG_DIR=os.path.join(work, "log"),
-               NUMBA_CACHE_DIR=os.path.join(work, "numba-cache"))
+               NUMBA_CACHE_DIR=args.numba_cache)
     env.pop("_python_worker_execution_mode", None)
     if mode == "process-workers":
         env["_python_worker_execution_mode"] = "process"
+    res = {"mode": mode, "engine": engine, "events": n_events,
+           "state_bytes": sizes["learn"] if engine in ("learn", "noop-learn") else sizes["serve"]}
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True)
@@ -108,9 +152,9 @@ def run_one(mode: str, events_path: str, work: str, args) -> dict:
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)  # this run's own process group (python + JVM)
         out, _ = p.communicate()
-        return {"mode": mode, "error": f"timeout after {args.timeout} s"}
-    wall = time.perf_counter() - t0
-    res = {"mode": mode, "wall_s": round(wall, 2)}
+        res["error"] = f"timeout after {args.timeout} s"
+        return res
+    res["wall_s"] = round(time.perf_counter() - t0, 2)
     if p.returncode != 0:
         lines = [ln for ln in out.splitlines() if "Error" in ln or "Exception" in ln]
         res["error"] = (lines[-1] if lines else out[-300:]).strip()[:300]
@@ -122,49 +166,125 @@ def run_one(mode: str, events_path: str, work: str, args) -> dict:
         recs = [json.loads(ln) for ln in open(timing) if ln.strip()]
         n = sum(r["n"] for r in recs)
         span = max(r["last"] for r in recs) - min(r["first"] for r in recs)
-        res.update(engine_events=n, span_s=round(span, 3), events_per_s=round(n / span) if span > 0 else None)
-    if "job_s" in res:
-        res["events_per_s_job"] = round(args.events / res["job_s"])
+        res.update(engine_events=n, span_s=round(span, 3), events_per_s=round(n / span) if span > 0 else None,
+                   us_in_function=round(sum(r["inside"] for r in recs) / n * 1e6, 1),
+                   us_per_event=round(span / n * 1e6, 1))
+        if recs[0].get("decoded") is not None:
+            res["decoded"] = sum(r["decoded"] for r in recs)
     return res
+
+
+def _table(results: list) -> list:
+    base = {(r["mode"], r["engine"]): r.get("events_per_s") for r in results}
+    lines = ["| mode | function | state bytes/key | events | ev/s (steady) | vs no-op | µs/event in the function "
+             "| job s (with start-up) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['mode']} | {r['engine']} | | {r['events']} | error: {r['error'][:80]} | | | |")
+            continue
+        ref = base.get((r["mode"], "noop-learn" if r["engine"] == "learn" else "noop"))
+        ratio = f"{r['events_per_s'] / ref:.0%}" if ref and r.get("events_per_s") and r["engine"] in ("serve", "learn") else ""
+        if r["engine"] == "learn" and base.get((r["mode"], "noop")) and r.get("events_per_s"):
+            ratio += f" ({r['events_per_s'] / base[(r['mode'], 'noop')]:.0%} of small no-op)"
+        lines.append(f"| {r['mode']} | {r['engine']} | {r['state_bytes']} | {r['events']} | "
+                     f"{r.get('events_per_s') or '-':,} | {ratio} | {r.get('us_in_function', '-')} | "
+                     f"{r.get('job_s', float('nan')):.1f} |")
+    return lines
+
+
+def write_results(results: list, args) -> None:
+    import numpy
+    import pyflink.version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    cpu = "?"
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [START, "## Flink adapter throughput (`bench/bench_flink.py`)", "",
+            f"{now} · {cpu} ({os.cpu_count()} CPUs, shared) · Python {platform.python_version()} · "
+            f"apache-flink {pyflink.version.__version__} · numpy {numpy.__version__} · streamlstm ({commit}) · "
+            f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
+            f"One local job per row: FileSource → key_by → KeyedProcessFunction (ValueState of bytes) → FileSink, "
+            f"parallelism 1, checkpoint every {args.checkpoint_ms} ms, {args.keys} keys, model: "
+            f"n_inputs={args.inputs}, hidden={args.hidden}, float64; {args.labelled:.0%} of rows carry the target. "
+            "`ev/s` = events / time between the first and the last event seen by the function (steady state, "
+            "same timer wrapped around every function); `vs no-op` divides by the no-op function on the same "
+            "job with a state blob of the same size (learn: also vs the small no-op).", "",
+            *_table(results), "",
+            "- `noop`: reads the key's bytes from Flink state, writes them back, emits the line: the PyFlink "
+            "floor (parse, state read/write across the JVM boundary, output).",
+            "- `serve`: `ServingEngine` — parse the row, compare the key's bytes from Flink with the memo "
+            "(reload the row with `KeyedLSTM.set_state_bytes` only if they differ), `step_one`, `state_bytes` "
+            "back to Flink, format `key,time,prediction,error`.",
+            "- `learn`: `LearningEngine` — per-key model: `learn_one` (or `advance`) then `to_bytes()` back into "
+            "Flink state every event (required: a Python KeyedProcessFunction has no pre-checkpoint hook); the "
+            "decoded model is memoised by its exact bytes, so `from_bytes` runs only after a restore or an "
+            "eviction. `to_bytes` (~250 µs at H=16) dominates; `noop-learn` moves a blob of the same size.",
+            "", END]
+    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# streamlstm benchmark results\n"
+    block = "\n".join(body)
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(RESULTS, "w") as f:
+        f.write(text)
+    print(f"wrote the flink section of {RESULTS}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--events", type=int, default=150_000, help="events for noop and serve")
+    ap.add_argument("--learn-events", type=int, default=15_000, help="events for learn and noop-learn")
     ap.add_argument("--keys", type=int, default=50)
-    ap.add_argument("--modes", default="thread,process,process-workers")
-    ap.add_argument("--parallelism", type=int, default=1)
+    ap.add_argument("--inputs", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--labelled", type=float, default=0.8, help="share of rows with a target")
+    ap.add_argument("--modes", default="thread")
+    ap.add_argument("--engines", default="noop,serve,noop-learn,learn")
     ap.add_argument("--checkpoint-ms", type=int, default=1000)
-    ap.add_argument("--bundle-size", type=int, default=None, help="python.fn-execution.bundle.size (process)")
-    ap.add_argument("--state-cache-size", type=int, default=None, help="python.state.cache-size (process)")
-    ap.add_argument("--state-bytes", type=int, default=512, help="no-op engine's per-key blob")
-    ap.add_argument("--engine", default=None, help="module:factory instead of the no-op engine")
-    ap.add_argument("--engine-arg", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--write-results", action="store_true", help="replace the flink section of bench/RESULTS.md")
     args = ap.parse_args(argv)
 
     base = tempfile.mkdtemp(prefix="bench-flink-")
+    # the workers load the kernels this process compiles (make_model) from this cache
+    args.numba_cache = os.environ["NUMBA_CACHE_DIR"] = os.path.join(base, "numba-cache")
     try:
-        events_path = os.path.join(base, "events.csv")
-        write_events(events_path, args.events, args.keys)
+        model = os.path.join(base, "model.slstm")
+        sizes = make_model(model, args.inputs, args.hidden)
+        files = {}
+        for name, n in (("small", args.events), ("learn", args.learn_events)):
+            files[name] = os.path.join(base, f"events-{name}.csv")
+            write_events(files[name], n, args.keys, args.inputs, args.labelled)
         results = []
+        i = 0
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            r = run_one(mode, events_path, os.path.join(base, mode), args)
-            r.update(events=args.events, keys=args.keys, parallelism=args.parallelism,
-                     bundle_size=args.bundle_size, state_cache_size=args.state_cache_size)
-            results.append(r)
-            print(json.dumps(r), flush=True)
-        print(f"\n{'mode':16} {'events':>8} {'keys':>6} {'job s':>7} {'ev/s (engine)':>14} {'ev/s (job)':>11}")
-        for r in results:
-            if "error" in r:
-                print(f"{r['mode']:16} error: {r['error']}")
-                continue
-            print(f"{r['mode']:16} {r['events']:>8} {r['keys']:>6} {r.get('job_s', float('nan')):>7.2f} "
-                  f"{r.get('events_per_s') or '-':>14} {r.get('events_per_s_job') or '-':>11}")
+            for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+                i += 1
+                big = engine in ("learn", "noop-learn")
+                r = run_one(mode, engine, files["learn" if big else "small"],
+                            args.learn_events if big else args.events,
+                            os.path.join(base, f"{i}-{mode}-{engine}"), args, model, sizes)
+                r.update(keys=args.keys, hidden=args.hidden, inputs=args.inputs)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+        print()
+        print("\n".join(_table(results)))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
+        if args.write_results:
+            write_results(results, args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

@@ -113,17 +113,21 @@ def timed_batches(fn, batches, X, Y, walls=None):
     return ts
 
 
-def prefill(engine, n_keys, B, steps=1):
+def str_keys(ks):
+    return [f"user-{k}" for k in ks.tolist()]
+
+
+def prefill(engine, n_keys, B, steps=1, strings=False):
     """Create every key with ``steps`` unlabelled events (a learning key needs bptt of them
     for a full TBPTT window, as in a long-running stream)."""
     X = np.full((B, 1), 0.25)
     for _ in range(steps):
         for a in range(0, n_keys, B):
             ks = np.arange(a, min(a + B, n_keys))
-            engine.step_many(ks, X[:ks.size])
+            engine.step_many(str_keys(ks) if strings else ks, X[:ks.size])
 
 
-def build(H, n_keys, learn, B):
+def build(H, n_keys, learn, B, strings=False):
     """Engine with n_keys keys; returns (engine, bytes per key by tracemalloc, seconds)."""
     model = make_model(H)
     gc.collect()
@@ -131,7 +135,7 @@ def build(H, n_keys, learn, B):
     t = time.perf_counter()
     base = tracemalloc.get_traced_memory()[0]
     engine = KeyedLSTM(model, learn=learn, capacity=max(n_keys, 1))
-    prefill(engine, n_keys, B)
+    prefill(engine, n_keys, B, strings=strings)
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     if learn:
@@ -139,8 +143,12 @@ def build(H, n_keys, learn, B):
     return engine, used / n_keys, time.perf_counter() - t
 
 
-def loop_baseline(H, n_keys, n_events, learn, seed=1):
-    """The single-stream API in a Python loop, state swapping, same key distribution."""
+def loop_baseline(H, n_keys, n_events, learn, seed=1, strings=False, gc_off=False):
+    """The single-stream API in a Python loop, state swapping, same key distribution.
+
+    Each swap allocates an LSTMState (a garbage-collected object), so the cyclic garbage
+    collector's passes are part of the loop's cost, erratically (1x to 3x between runs);
+    ``gc_off`` measures the loop's best case with the collector disabled."""
     model = make_model(H)
     if learn:  # unseen keys start like the engine's: bptt unlabelled steps behind them
         for _ in range(model.bptt):
@@ -149,11 +157,15 @@ def loop_baseline(H, n_keys, n_events, learn, seed=1):
     else:
         zero = LSTMState(np.zeros(model._state_end, dtype=np.float32), np.zeros(2, dtype=np.int64), 1, H)
     rng = np.random.default_rng(seed)
-    keys = rng.integers(0, n_keys, n_events).tolist()
+    keys = rng.integers(0, n_keys, n_events)
+    keys = str_keys(keys) if strings else keys.tolist()
     X = rng.normal(size=(n_events, 1))
     Y = rng.normal(size=n_events).tolist()
     states = {}
     get = states.get
+    if gc_off:
+        gc.collect()
+        gc.disable()
     t = clock()
     if learn:
         for k, x, y in zip(keys, X, Y):
@@ -165,10 +177,12 @@ def loop_baseline(H, n_keys, n_events, learn, seed=1):
             model.state = get(k, zero)
             model.advance(x)
             states[k] = model.state
-    return n_events / (clock() - t)
+    eps = n_events / (clock() - t)
+    gc.enable()
+    return eps
 
 
-def run_keys(args, H, n_keys, learn):
+def run_keys(args, H, n_keys, learn, strings=False):
     B = args.batch
     bytes_learn_key = None
     capped = None
@@ -179,10 +193,13 @@ def run_keys(args, H, n_keys, learn):
         if n_keys > cap:
             capped = cap
     n_eff = capped or n_keys
-    engine, bpk, t_build = build(H, n_eff, learn, B)
+    engine, bpk, t_build = build(H, n_eff, learn, B, strings)
     rng = np.random.default_rng(7)
     n_batches = args.batches if n_eff > 1 or not learn else max(2, args.batches // 2)
     batches = key_batches(rng, n_eff, B, n_batches)
+    distinct = float(np.mean([np.unique(b).size for b in batches]))
+    if strings:
+        batches = [str_keys(b) for b in batches]
     X = rng.normal(size=(B, 1))
     Y = rng.normal(size=B)
     fn = (lambda ks, X, Y: engine.learn_many(ks, X, Y)) if learn else (lambda ks, X, Y: engine.step_many(ks, X))
@@ -191,23 +208,25 @@ def run_keys(args, H, n_keys, learn):
     for _ in range(args.repeats):
         ts += timed_batches(fn, batches, X, Y, walls)
     med = statistics.median(ts)
-    distinct = float(np.mean([np.unique(b).size for b in batches]))
     n_loop = args.loop_events_learn if learn else args.loop_events
-    loop_eps = loop_baseline(H, n_eff, n_loop, learn)
+    loop_eps = loop_baseline(H, n_eff, n_loop, learn, strings=strings)
+    loop_nogc = loop_baseline(H, n_eff, n_loop, learn, strings=strings, gc_off=True)
     out = {
-        "H": H, "keys": n_keys, "keys_measured": n_eff, "capped": capped is not None, "learn": learn,
+        "H": H, "keys": n_keys, "keys_measured": n_eff, "key_type": "str" if strings else "int", "capped": capped is not None, "learn": learn,
         "batch": B, "distinct_keys_per_batch": distinct, "waves_last_batch": int(engine._waves),
         "events_per_s": B / med, "events_per_s_best": B / min(ts), "us_per_event": med / B * 1e6,
         "batch_cpu_s": ts, "batch_wall_s": walls, "loop_events_per_s": loop_eps, "loop_events": n_loop,
-        "speedup_vs_loop": (B / med) / loop_eps, "bytes_per_key_traced": bpk,
+        "speedup_vs_loop": (B / med) / loop_eps, "loop_gc_off_events_per_s": loop_nogc,
+        "speedup_vs_loop_gc_off": (B / med) / loop_nogc, "bytes_per_key_traced": bpk,
         "state_bytes_per_key": engine.state_nbytes_per_key, "build_s": t_build,
         "gflops": flops_per_event(H) * B / med / 1e9,
     }
     del engine
     gc.collect()
-    print(f"  H={H} keys={n_keys:>9,}{' (capped to %d)' % n_eff if capped else ''} "
+    print(f"  H={H} keys={n_keys:>9,}{' str' if strings else ''}{' (capped to %d)' % n_eff if capped else ''} "
           f"{'learn' if learn else 'infer'}: {out['events_per_s']:,.0f} ev/s "
-          f"({out['us_per_event']:.2f} µs/ev; loop {loop_eps:,.0f} ev/s; x{out['speedup_vs_loop']:.1f}); "
+          f"({out['us_per_event']:.2f} µs/ev; loop {loop_eps:,.0f} ev/s x{out['speedup_vs_loop']:.1f}, "
+          f"gc off {loop_nogc:,.0f} x{out['speedup_vs_loop_gc_off']:.1f}); "
           f"{bpk:.0f} B/key traced, {out['state_bytes_per_key']} B/key state; {distinct:.0f} keys/batch",
           flush=True)
     return out
@@ -280,17 +299,25 @@ def render(args, info, gemm, rows, flops):
     L.append("")
     L.append("### Events per second and memory per key (H=32)")
     L.append("")
-    L.append("| keys | mode | keys/batch | keyed ev/s | µs/event | loop ev/s | keyed / loop | bytes/key (all) | bytes/key (state row) |")
-    L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| keys | mode | keys/batch | keyed ev/s | µs/event | loop ev/s | keyed / loop | loop ev/s, gc off | keyed / loop, gc off | bytes/key (all) | bytes/key (state row) |")
+    L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        keys = _n(r["keys"]) + (f" (capped: {_n(r['keys_measured'])})" if r["capped"] else "")
+        keys = _n(r["keys"]) + (f" (capped: {_n(r['keys_measured'])})" if r["capped"] else "") \
+            + (" str keys" if r.get("key_type") == "str" else "")
         L.append(f"| {keys} | {'learn' if r['learn'] else 'infer'} | {_n(r['distinct_keys_per_batch'])} | "
                  f"{_n(r['events_per_s'])} | {r['us_per_event']:.2f} | {_n(r['loop_events_per_s'])} | "
-                 f"**{r['speedup_vs_loop']:.1f}×** | {_n(r['bytes_per_key_traced'])} | {r['state_bytes_per_key']:,} |")
+                 f"**{r['speedup_vs_loop']:.1f}×** | {_n(r['loop_gc_off_events_per_s'])} | "
+                 f"**{r['speedup_vs_loop_gc_off']:.1f}×** | {_n(r['bytes_per_key_traced'])} | {r['state_bytes_per_key']:,} |")
     L.append("")
     capped = [r for r in rows if r["capped"]]
+    L.append("- The loop allocates an `LSTMState` per swap; Python's cyclic garbage collector then costs it "
+             "1x to 3x, erratically from run to run. 'gc off' is the same loop with the collector disabled "
+             "(its best case, and the conservative comparison).")
+    L.append("- Keys are numpy int64 arrays (integer keys live in an int64 hash table searched inside the "
+             "compiled call), except the \"str keys\" row: Python lists of strings like 'user-123' "
+             "(a dict lookup per event, and the key strings themselves in memory).")
     L.append("- bytes/key (all): tracemalloc's count of everything allocated while the keys were created "
-             "(state rows, TBPTT counters, the key→row dict, the key objects, expiry bookkeeping) / keys. "
+             "(state rows, TBPTT counters, the key index and key objects, LRU/expiry stamps) / keys. "
              "State row: inference keeps h and c (2·H·layers float32 = 256 B at H=32); learning keeps the "
              "core's whole stream buffer (h, c and the ring of the last bptt=16 steps: inputs, gate "
              "activations, c, tanh c, output, label) + 2 int64 counters.")
@@ -371,6 +398,8 @@ def main():
     for learn in (False, True):
         for n_keys in (1, 1000, 100_000, 1_000_000):
             rows.append(run_keys(args, 32, n_keys, learn))
+        if not learn:
+            rows.append(run_keys(args, 32, 100_000, False, strings=True))
     print("GFLOP/s (inference, 100,000 keys) ...", flush=True)
     flops = [run_flops(args, H, 100_000) for H in ((32, 128) if q else (32, 64, 128))]
     info["loadavg_end"] = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []

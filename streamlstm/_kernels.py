@@ -33,6 +33,7 @@ I_FX, I_FY, I_FOUT, I_FLAB, I_STATE_END = range(28, 33)
 I_NSTEPS, I_NUPD, I_NSKIP, I_ADAMT, I_STATUS, I_ERRPOS, I_NDROP = range(33, 40)
 I_T, I_SINCE = 40, 41  # per-stream counters: travel with the state
 I_FXS = 42  # scratch copy of the input statistics, for pure look-aheads
+I_WT = 43  # scratch: every layer's W transposed, (G, in_l + H), for the backward pass
 I_LAYERS = 48
 I_PER_LAYER = 7
 L_OFFW, L_OFFB, L_IN, L_SXH, L_SACT, L_SCP, L_STC = range(I_PER_LAYER)
@@ -177,7 +178,7 @@ def cell_activate(cell, c_prev, act, tc, h, c):
 
 
 @_jit
-def cell_backward(cell, W, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
+def cell_backward(cell, WT, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
     """Backward through one step of one layer.
 
     In: dh = ∂L/∂h (this step), dc = ∂L/∂c (from the next step; LSTM only).
@@ -207,17 +208,30 @@ def cell_backward(cell, W, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
         xk = xh[k]
         for r in range(G):
             dW[k, r] += xk * dz[r]
-    backprop_input(W, dz, dxh)
+    backprop_input(WT, dz, dxh)
 
 
-@njit(cache=True, error_model="numpy", nogil=True, fastmath={"reassoc", "nsz", "contract"})
-def backprop_input(W, dz, dxh):
-    """dxh = W @ dz. Reassociating the sums lets LLVM vectorise them; every caller runs
-    this one compiled function, so all paths (single events, blocks) round alike."""
+@_jit
+def backprop_input(WT, dz, dxh):
+    """dxh = W @ dz from W's transpose: rows of WT are contiguous, so the sums run along
+    dxh as vector updates, four gate rows per pass, in ascending order (the same roundings
+    on every path; no reassociation needed to vectorise)."""
+    G = dz.shape[0]
     for k in range(dxh.shape[0]):
-        dxh[k] = 0  # accumulate in dxh's own dtype: a 0.0 literal would promote float32 sums
-        for r in range(dz.shape[0]):
-            dxh[k] += W[k, r] * dz[r]
+        dxh[k] = 0
+    r = 0
+    while r + 4 <= G:
+        d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
+        w0, w1, w2, w3 = WT[r], WT[r + 1], WT[r + 2], WT[r + 3]
+        for k in range(dxh.shape[0]):
+            dxh[k] = (((dxh[k] + d0 * w0[k]) + d1 * w1[k]) + d2 * w2[k]) + d3 * w3[k]
+        r += 4
+    while r < G:
+        d0 = dz[r]
+        w0 = WT[r]
+        for k in range(dxh.shape[0]):
+            dxh[k] += d0 * w0[k]
+        r += 1
 
 
 # ---------------------------------------------------------------------- views
@@ -231,6 +245,16 @@ def layer_params(P, I, l, base):
     W = P[o:o + n_rows * G].reshape((n_rows, G))
     ob = base + I[rec + L_OFFB]
     return W, P[ob:ob + G]
+
+
+@_jit
+def layer_wt(R, I, l):
+    """Scratch for layer l's W transposed, shape (G, in_l + H)."""
+    rec = I_LAYERS + I_PER_LAYER * l
+    n_rows = I[rec + L_IN] + I[I_H]
+    G = I[I_G]
+    o = I[I_WT] + I[rec + L_OFFW]
+    return R[o:o + n_rows * G].reshape((G, n_rows))
 
 
 @_jit
@@ -560,6 +584,12 @@ def backward_window(P, R, F, I):
     dc_all[:] = 0.0
     dout = R[I[I_DOUT]:I[I_DOUT] + n_out]
     dz = R[I[I_DZ]:I[I_DZ] + I[I_G]]
+    for l in range(L):
+        W, _ = layer_params(P, I, l, 0)
+        WT = layer_wt(R, I, l)
+        for k in range(W.shape[0]):
+            for r in range(W.shape[1]):
+                WT[r, k] = W[k, r]
     V, _ = readout_params(P, I, 0)
     dV, da = readout_params(P, I, n_par)
     inv_n = 1.0 / n_lab
@@ -585,13 +615,13 @@ def backward_window(P, R, F, I):
                     s += V[j, m] * dout[m]
                 dh_top[j] += s
         for l in range(L - 1, -1, -1):
-            W, _ = layer_params(P, I, l, 0)
+            WT = layer_wt(R, I, l)
             dW, db = layer_params(P, I, l, n_par)
             xh, act, cp, tc = slot_views(R, I, l, slot_base)
             dh = dh_all[l * H:(l + 1) * H]
             dc = dc_all[l * H:(l + 1) * H]
             dxh = R[I[I_DXH]:I[I_DXH] + xh.shape[0]]
-            cell_backward(cell, W, xh, cp, act, tc, dh, dc, dz, dW, db, dxh)
+            cell_backward(cell, WT, xh, cp, act, tc, dh, dc, dz, dW, db, dxh)
             n_x = xh.shape[0] - H
             for j in range(H):
                 dh[j] = dxh[n_x + j]  # flows to the previous step of this layer
@@ -603,14 +633,31 @@ def backward_window(P, R, F, I):
 
 
 @_jit
+def penalised_sum_squares(grad, theta, l2):
+    """Σ (grad + l2·theta)², as 16 column sums then their total: a fixed order of roundings
+    that still vectorises (one long serial sum would be latency-bound)."""
+    acc = np.zeros(16)
+    n = grad.shape[0]
+    m = n // 16
+    for i in range(m):
+        for j in range(16):
+            g = grad[i * 16 + j] + l2 * theta[i * 16 + j]
+            acc[j] += g * g
+    sq = 0.0
+    for k in range(m * 16, n):
+        g = grad[k] + l2 * theta[k]
+        sq += g * g
+    for j in range(16):
+        sq += acc[j]
+    return sq
+
+
+@_jit
 def optimizer_step(P, F, I):
     """Apply one update from the grad block. Skips (and counts) a non-finite gradient."""
     n = I[I_NP]
     l2 = F[F_L2]
-    sq = 0.0
-    for k in range(n):
-        g = P[n + k] + l2 * P[k]
-        sq += g * g
+    sq = penalised_sum_squares(P[n:2 * n], P[:n], l2)
     if not sq <= F[F_GLIMIT]:  # also catches NaN; the limit keeps moments finite in the dtype
         I[I_NSKIP] += 1
         F[F_GNORM] = sq
@@ -622,6 +669,8 @@ def optimizer_step(P, F, I):
         scale = F[F_CLIP] / norm
     lr, eps = F[F_LR], F[F_EPS]
     opt = I[I_OPT]
+    # separate views (not offsets into P) let LLVM prove the blocks apart and vectorise
+    theta, grad, m1, m2 = P[:n], P[n:2 * n], P[2 * n:3 * n], P[3 * n:4 * n]
     if opt == OPT_ADAM:
         b1, b2 = F[F_B1], F[F_B2]
         F[F_B1T] *= b1
@@ -629,26 +678,26 @@ def optimizer_step(P, F, I):
         step = lr / (1.0 - F[F_B1T])
         corr2 = 1.0 / (1.0 - F[F_B2T])
         for k in range(n):
-            g = (P[n + k] + l2 * P[k]) * scale
-            m = b1 * P[2 * n + k] + (1.0 - b1) * g
-            v = b2 * P[3 * n + k] + (1.0 - b2) * g * g
-            P[2 * n + k] = m
-            P[3 * n + k] = v
-            P[k] -= step * m / (math.sqrt(v * corr2) + eps)
+            g = (grad[k] + l2 * theta[k]) * scale
+            m = b1 * m1[k] + (1.0 - b1) * g
+            v = b2 * m2[k] + (1.0 - b2) * g * g
+            m1[k] = m
+            m2[k] = v
+            theta[k] -= step * m / (math.sqrt(v * corr2) + eps)
     elif opt == OPT_RMSPROP:
         rho = F[F_RHO]
         for k in range(n):
-            g = (P[n + k] + l2 * P[k]) * scale
-            v = rho * P[3 * n + k] + (1.0 - rho) * g * g
-            P[3 * n + k] = v
-            P[k] -= lr * g / (math.sqrt(v) + eps)
+            g = (grad[k] + l2 * theta[k]) * scale
+            v = rho * m2[k] + (1.0 - rho) * g * g
+            m2[k] = v
+            theta[k] -= lr * g / (math.sqrt(v) + eps)
     else:
         mom = F[F_MOM]
         for k in range(n):
-            g = (P[n + k] + l2 * P[k]) * scale
-            m = mom * P[2 * n + k] + g
-            P[2 * n + k] = m
-            P[k] -= lr * m
+            g = (grad[k] + l2 * theta[k]) * scale
+            m = mom * m1[k] + g
+            m1[k] = m
+            theta[k] -= lr * m
     I[I_ADAMT] += 1
     return True
 

@@ -26,10 +26,35 @@ is de-standardised with) before the waves run.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 
 from . import _kernels as K
 from ._kernels import _jit
+
+
+def _drop_stale_cache() -> None:
+    """Numba's on-disk cache checks only the source file of each function, but these kernels
+    inline the core's: after an edit of _kernels.py their cached machine code would run the
+    old core. Keep a stamp of _kernels.py beside the cache and drop our entries when it moves.
+    """
+    cache = Path(__file__).with_name("__pycache__")
+    try:
+        stamp = hashlib.sha256(Path(K.__file__).read_bytes()).hexdigest()
+        marker = cache / "_keyed_kernels.core-stamp"
+        if marker.exists() and marker.read_text() == stamp:
+            return
+        for entry in cache.glob("_keyed_kernels.*.nb[ic]"):
+            entry.unlink()
+        cache.mkdir(exist_ok=True)
+        marker.write_text(stamp)
+    except OSError:  # a read-only install: numba then caches elsewhere or not at all
+        pass
+
+
+_drop_stale_cache()
 
 # opt (int64) fields
 O_UPDATE_STATS, O_TILE = 0, 1
@@ -522,3 +547,35 @@ def k_infer_one_int(key, TK, TR, x, S, P, F, I, add):
         return -1, np.nan
     row = TR[s]
     return row, k_infer_one(row, x, S, P, F, I, add)
+
+
+@_jit
+def k_event_row(row, x, y, labelled, S, C, P, R, F, I):
+    """One event of one learning key through the single-stream core itself: the key's row
+    is swapped into the model's stream buffer, ``advance`` (and ``label`` when labelled:
+    its update, when due, is the core's) runs, the row is swapped back, and the model's
+    own stream is restored. Returns the first output, or NaN with I[I_STATUS] set when x
+    or y is refused (nothing changed then)."""
+    if not K.check_input(x, I):
+        return np.nan
+    if labelled and not K.check_target(y, I):
+        return np.nan
+    se = I[K.I_STATE_END]
+    own = R[:se].copy()
+    t, since = I[K.I_T], I[K.I_SINCE]
+    s = S[row]
+    for q in range(se):
+        R[q] = s[q]
+    I[K.I_T] = C[row, 0]
+    I[K.I_SINCE] = C[row, 1]
+    out = K.advance(x, P, R, F, I)
+    if labelled:
+        K.label(y, 0, P, R, F, I)
+    for q in range(se):
+        s[q] = R[q]
+        R[q] = own[q]
+    C[row, 0] = I[K.I_T]
+    C[row, 1] = I[K.I_SINCE]
+    I[K.I_T] = t
+    I[K.I_SINCE] = since
+    return out

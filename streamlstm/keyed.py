@@ -35,6 +35,7 @@ _I64_MIN, _I64_MAX = -(2 ** 63), 2 ** 63 - 1
 _KIND_FREE, _KIND_INT, _KIND_OBJ = 0, 1, 2
 
 
+
 def _int_key(k: Any) -> int | None:
     """The int64 value of an integer key (int, numpy integer), else None (a dict key)."""
     if type(k) is int or (isinstance(k, np.integer) and not isinstance(k, np.bool_)):
@@ -76,7 +77,10 @@ class KeyedLSTM:
     Every key has its own state; a new key starts from the zero state. Events of many keys
     are processed in one compiled call (:meth:`step_many`, :meth:`learn_many`); the result
     is exactly, bit for bit, what the single-stream model gives event by event in arrival
-    order with each key's state swapped in.
+    order with each key's state swapped in. Keys may be any hashable: integer keys (int,
+    numpy integers) share one key space held in an int64 hash table searched by the
+    compiled code (fastest: pass them as a numpy integer array); other keys use a dict.
+    Not thread-safe.
 
     Parameters
     ----------
@@ -158,6 +162,8 @@ class KeyedLSTM:
         self._head = _STATE_HEADER.pack(_STATE_MAGIC, _STATE_VERSION, self._flags(), L, H, self._width,
                                         0, 0)[:_STATE_HEADER.size - _COUNTERS.size]
         self._blob_len = _STATE_HEADER.size + self._width * self._dtype.itemsize
+        self._scratch = np.zeros((1, self._width), dtype=self._dtype)  # step_state's row
+        self._scratch_c = np.zeros((1, 2), dtype=np.int64)
         G = model._G
         tile = max(8, min(32, 32768 // (G * self._dtype.itemsize)))  # a tile of gates: ~32 KB
         self._opt = np.array([int(self.update_input_stats), tile], dtype=np.int64)
@@ -192,7 +198,7 @@ class KeyedLSTM:
     def _alloc_arrays(self, cap: int) -> None:
         self._S = np.zeros((cap, self._width), dtype=self._dtype)
         self._C = np.zeros((cap if self._learn else 0, 2), dtype=np.int64)
-        self._occ = np.zeros(cap, dtype=np.int64)
+        self._occ = np.zeros(cap, dtype=np.int32)
         self._last = np.zeros(cap, dtype=np.float64)
         self._recent = np.zeros(cap, dtype=np.int64)
         self._kind = np.zeros(cap, dtype=np.uint8)
@@ -228,7 +234,7 @@ class KeyedLSTM:
         if 2 * (self._n_int + self._n_tomb + m) <= self._TK.shape[0]:
             return
         cap = 16
-        while cap < 4 * (self._n_int + m):
+        while cap < 2 * (self._n_int + m):
             cap *= 2
         TK, TR = np.zeros(cap, dtype=np.int64), np.full(cap, KK.EMPTY, dtype=np.int64)
         KK.table_rebuild(self._TK, self._TR, TK, TR)
@@ -309,6 +315,12 @@ class KeyedLSTM:
             if KK.table_lookup(self._TK, self._TR, ik, rows):
                 self._rows_with_new(ik, None, rows, None)
         else:
+            try:  # all keys already in the dict (integer keys never are)
+                rows = np.fromiter(map(self._dict.__getitem__, ok), dtype=np.int64, count=B)
+                ok = None
+            except (KeyError, TypeError):
+                pass
+        if ok is not None:
             ipos, ivals, opos = [], [], []
             for i, k in enumerate(ok):
                 v = _int_key(k)
@@ -543,7 +555,7 @@ class KeyedLSTM:
         """
         m = self._model
         if self._learn or m._P is not self._P_ref:
-            return self._single(self.step_many([key], np.asarray(x, dtype=np.float64).reshape(1, -1)))
+            return self._event_one(key, x, None)
         if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
             x = m._vector(x)
         I = m._I
@@ -571,17 +583,54 @@ class KeyedLSTM:
         return m._F[m._fout:m._fout + m.n_outputs].copy()
 
     def learn_one(self, key: Hashable, x: Sequence[float] | np.ndarray, y: Any) -> float | np.ndarray:
-        """``learn_many`` for one event: advance, label and (when due) update, exactly the
-        single-stream ``learn_one`` with the key's state swapped in.
+        """One event of one key: ``advance``, ``label`` and (when due) the update, run by
+        the single-stream core itself on the key's state (= ``learn_many`` of one event).
 
         >>> engine = KeyedLSTM(OnlineLSTM(n_inputs=1, hidden=4), learn=True)
         >>> y_hat = engine.learn_one("k", [0.5], 1.0)
         >>> engine.model.n_updates
         1
         """
-        x = np.asarray(x, dtype=np.float64).reshape(1, -1)
-        y = np.asarray(y, dtype=np.float64).reshape(1, -1)
-        return self._single(self.learn_many([key], x, y))
+        if not self._learn:
+            raise RuntimeError("this KeyedLSTM serves only (learn=False): build it with learn=True to learn")
+        return self._event_one(key, x, y)
+
+    def _event_one(self, key: Hashable, x: Any, y: Any) -> float | np.ndarray:
+        """step_one / learn_one of a learning engine: the core's own advance/label on the row."""
+        m = self._model
+        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
+            x = m._vector(x)
+        labelled = y is not None
+        yv = m._target(y) if labelled else m._y1
+        row = self._live_row(key)
+        if row is None or m._P is not self._P_ref or (
+                self.ttl is not None and self._now() - self._last_sweep >= self.ttl):
+            X = x.reshape(1, -1)  # new or expired key, sweep due, ...: the general path
+            if labelled:
+                return self._single(self.learn_many([key], X, yv.reshape(1, -1)))
+            return self._single(self.step_many([key], X))
+        return self._event_row(row, key, x, yv, labelled, self._S, self._C)
+
+    def _event_row(self, row: int, key: Any, x: np.ndarray, yv: np.ndarray, labelled: bool,
+                   S: np.ndarray, C: np.ndarray) -> float | np.ndarray:
+        m = self._model
+        I = m._I
+        n_upd = I[K.I_NUPD]
+        first = KK.k_event_row(row, x, yv, labelled, S, C, m._P, m._R, m._F, I)
+        if first != first and I[K.I_STATUS]:
+            bad_input = not K.check_input(x, I.copy())
+            err = m._refused("input" if bad_input else "target", x if bad_input else yv)
+            raise ValueError(f"key {key!r}: {err}")
+        self._contributions = int(I[K.I_NUPD] - n_upd)
+        if S is self._S:
+            self._recent[row] = self._events
+        self._calls += 1
+        self._events += 1
+        if S is self._S and self.ttl is not None:
+            self._last[row] = self._now()
+        if m._scalar_out:
+            return first
+        return m._F[m._fout:m._fout + m.n_outputs].copy()
 
     def _single(self, out: np.ndarray) -> float | np.ndarray:
         m = self._model
@@ -604,7 +653,8 @@ class KeyedLSTM:
     def state_nbytes_per_key(self) -> int:
         """Bytes of state array per key (inference: ``2·hidden·layers`` numbers in the
         model dtype; learning: the core's whole ``LSTMState`` buffer + two int64 counters).
-        The key dictionary adds about 100-150 bytes per key on top (see the benchmark)."""
+        The key index and stamps add about 60-90 bytes per integer key on top, a dict entry
+        and the key object for other keys (docs/keyed.md, bench/RESULTS.md)."""
         return self._width * self._dtype.itemsize + (16 if self._learn else 0)
 
     @property
@@ -786,6 +836,79 @@ class KeyedLSTM:
             raise ValueError("key state holds non-finite values")
         if self._learn:
             self._C[row] = _COUNTERS.unpack_from(blob, len(self._head))
+
+    def step_state(self, state: bytes | None, x: Sequence[float] | np.ndarray) -> tuple[bytes, float | np.ndarray]:
+        """Stateless per-event form for an external state store (e.g. Flink keyed state).
+
+        ``state``: a key's :meth:`state_bytes` (``None`` for a new key). Returns the new
+        state bytes and the output, the numbers :meth:`step_one` gives on a key holding
+        that state; the engine keeps nothing for the key.
+
+        >>> engine = KeyedLSTM(OnlineLSTM(n_inputs=1, hidden=4))
+        >>> s, y1 = engine.step_state(None, [0.5])      # a new key
+        >>> s, y2 = engine.step_state(s, [0.7])         # its next event
+        >>> len(engine), len(s)
+        (0, 96)
+        """
+        if self._learn:
+            return self._via_scratch_key(state, x, None)
+        m = self._model
+        self._check_model()
+        S = self._scratch
+        if state is None:
+            S[0] = 0
+        else:
+            if len(state) != self._blob_len or bytes(state[:len(self._head)]) != self._head:
+                raise self._bad_state_bytes(state)
+            vals = np.frombuffer(state, dtype=self._dtype, count=self._width, offset=_STATE_HEADER.size)
+            if not KK.put_row(S, 0, vals):
+                raise ValueError("key state holds non-finite values")
+        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
+            x = m._vector(x)
+        I = m._I
+        first = KK.k_infer_one(0, x, S, m._P, m._F, I, self.update_input_stats)
+        if first != first and I[K.I_STATUS]:
+            raise m._refused("input", x)
+        self._calls += 1
+        self._events += 1
+        out = first if m._scalar_out else m._F[m._fout:m._fout + m.n_outputs].copy()
+        return self._head + _ZERO_COUNTERS + S[0].tobytes(), out
+
+    def learn_state(self, state: bytes | None, x: Sequence[float] | np.ndarray,
+                    y: Any) -> tuple[bytes, float | np.ndarray]:
+        """:meth:`step_state` for learning engines: :meth:`learn_one` on a key holding
+        ``state`` (``None``: a new key); returns the new state bytes and the prediction.
+
+        >>> engine = KeyedLSTM(OnlineLSTM(n_inputs=1, hidden=4), learn=True)
+        >>> s, y_hat = engine.learn_state(None, [0.5], 1.0)
+        >>> engine.model.n_updates, len(engine)
+        (1, 0)
+        """
+        if not self._learn:
+            raise RuntimeError("this KeyedLSTM serves only (learn=False): build it with learn=True to learn")
+        return self._via_scratch_key(state, x, y)
+
+    def _via_scratch_key(self, state: bytes | None, x: Any, y: Any) -> tuple[bytes, Any]:
+        """A learning key's event on the scratch row (state bytes in, state bytes out)."""
+        m = self._model
+        self._check_model()
+        S, C = self._scratch, self._scratch_c
+        if state is None:
+            S[0] = 0
+            C[0] = 0
+        else:
+            if len(state) != self._blob_len or bytes(state[:len(self._head)]) != self._head:
+                raise self._bad_state_bytes(state)
+            vals = np.frombuffer(state, dtype=self._dtype, count=self._width, offset=_STATE_HEADER.size)
+            if not KK.put_row(S, 0, vals):
+                raise ValueError("key state holds non-finite values")
+            C[0] = _COUNTERS.unpack_from(state, len(self._head))
+        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
+            x = m._vector(x)
+        labelled = y is not None
+        yv = m._target(y) if labelled else m._y1
+        out = self._event_row(0, "<state>", x, yv, labelled, S, C)
+        return self._head + _COUNTERS.pack(int(C[0, 0]), int(C[0, 1])) + S[0].tobytes(), out
 
     def _bad_state_bytes(self, blob: bytes) -> ValueError:
         n = _STATE_HEADER.size

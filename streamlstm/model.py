@@ -113,7 +113,7 @@ def _layout(n_in: int, n_out: int, H: int, L: int, cell: int, k2: int) -> tuple[
     I[K.I_SCR] = r
     r += s
     for key, size in ((K.I_SH, L * H), (K.I_SC, L * H), (K.I_DZ, G), (K.I_DXH, max(n_in, H) + H),
-                      (K.I_DH, L * H), (K.I_DC, L * H), (K.I_DOUT, n_out)):
+                      (K.I_DH, L * H), (K.I_DC, L * H), (K.I_DOUT, n_out), (K.I_WT, p)):
         I[key] = r
         r += size
     f = K.F_HEADER
@@ -357,7 +357,7 @@ class OnlineLSTM:
         >>> m.predict_one([0.5, -1.0]) == m.predict_one([0.5, -1.0])
         True
         """
-        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
+        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
         first = K.k_predict(x, self._P, self._R, self._F, self._I)
         if first != first and self._I[K.I_STATUS]:
@@ -372,7 +372,7 @@ class OnlineLSTM:
         >>> m.n_steps_stream
         1
         """
-        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
+        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
         first = K.k_advance(x, self._P, self._R, self._F, self._I)
         if first != first and self._I[K.I_STATUS]:
@@ -404,7 +404,7 @@ class OnlineLSTM:
         >>> m.n_steps_stream, m.n_updates
         (1, 1)
         """
-        if type(x) is not np.ndarray or x.dtype != _F64 or x.ndim != 1:
+        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
         y = self._target(y)
         first = K.k_learn_one(x, y, self._P, self._R, self._F, self._I)

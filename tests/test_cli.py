@@ -392,6 +392,22 @@ def test_sigterm_while_waiting_for_input_checkpoints_and_resume_continues_exactl
     assert_same_model(d / "full.slstm", tmp_path / "end.slstm")
 
 
+def test_checkpoint_of_a_prefix_then_resume_equals_one_run_per_key_models_difference(tmp_path):
+    data = make_csv(tmp_path / "s.csv", 200, missing_every=13)
+    prefix = tmp_path / "p.csv"
+    prefix.write_text("".join(data.read_text().splitlines(keepends=True)[:1 + 151]))
+    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "3", "--difference",
+            "--per-key-models", *SMALL, "--quiet"]
+    ck = tmp_path / "ck.slstm"
+    p_full = start("run", data, *args, "--save", tmp_path / "full.slstm", stdin=subprocess.DEVNULL)
+    first = ok(cli("run", prefix, *args, "--checkpoint", ck))
+    rest = ok(cli("run", data, *args, "--checkpoint", ck, "--resume", "--save", tmp_path / "end.slstm"))
+    full, _ = p_full.communicate(timeout=120)
+    assert p_full.returncode == 0
+    assert first.stdout + rest.stdout == full
+    assert_same_model(tmp_path / "full.slstm", tmp_path / "end.slstm")
+
+
 def test_resume_refuses_another_input(long_run, tmp_path):
     d, data, args, _ = long_run
     ck = tmp_path / "ck.slstm"

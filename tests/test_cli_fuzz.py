@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from streamlstm.adapters import cli  # noqa: E402
-from streamlstm.adapters._csvio import BadRecord, CliError, RecordReader, Schema  # noqa: E402
+from streamlstm.adapters._csvio import BadRecord, CliError, RecordReader, Schema, fields  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -47,7 +47,7 @@ def read_all(data: bytes, chunk: int, batch: int = 7):
         lines, recs = reader.next_batch(batch)
         if not recs:
             break
-        out += [(ln, r.message if isinstance(r, BadRecord) else tuple(r)) for ln, r in zip(lines, recs)]
+        out += [(ln, r.message if isinstance(r, BadRecord) else tuple(fields(r))) for ln, r in zip(lines, recs)]
     return header, out
 
 
@@ -189,3 +189,11 @@ def test_job_on_random_bytes(data):
     code, _, outcome = run_inprocess(b"a,b,y\n" + data, "--target", "y", "--on-bad-row", "skip")
     if outcome is not None:
         assert_finite_models(outcome)
+
+
+def test_reader_doctests():
+    import doctest
+
+    from streamlstm.adapters import _csvio
+
+    assert doctest.testmod(_csvio).failed == 0

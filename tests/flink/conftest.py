@@ -2,9 +2,9 @@
 
     /work/venv-flink/bin/python -m pytest tests/flink -m flink
 
-Every job runs in its own subprocess (``python -m adapters.flink``) with a hard timeout, its
-temp files, logs and numba cache under the test's tmp_path; the pytest process never starts a
-JVM. Without pyflink or Java 17 the tests are skipped.
+Every job runs in its own subprocess (``python -m streamlstm.adapters.flink``) with a hard
+timeout, its temp files and logs under the test's tmp_path (the jobs share one numba cache,
+NUMBA_CACHE, so the core compiles once per session); the pytest process never starts a JVM. Without pyflink or Java 17 the tests are skipped.
 """
 
 import os
@@ -12,12 +12,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 JOB_TIMEOUT = float(os.environ.get("FLINK_TEST_JOB_TIMEOUT", "300"))
+# One numba cache for all jobs of a session (the core compiles once, not once per job).
+NUMBA_CACHE = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir(), "streamlstm-flink-numba")
 
 
 def _skip_reason():
@@ -66,12 +70,12 @@ class FlinkRun:
 
 @pytest.fixture
 def flink_job(tmp_path):
-    """run(input_paths, engine="flink_helpers:running_mean_engine", engine_args=(), *extra_cli,
-    env=None) -> FlinkRun. Raises (fails the test) on timeout; the caller checks returncode."""
+    """run(input_paths, *cli_args, env=None, timeout=JOB_TIMEOUT) -> FlinkRun: one
+    ``python -m streamlstm.adapters.flink`` job (cli_args give --model/--engine and the rest).
+    Fails the test on timeout; the caller checks returncode."""
     counter = [0]
 
-    def run(input_paths, *extra_cli, engine="flink_helpers:running_mean_engine", engine_args=(),
-            env=None, timeout=JOB_TIMEOUT):
+    def run(input_paths, *extra_cli, env=None, timeout=JOB_TIMEOUT):
         counter[0] += 1
         work = tmp_path / f"job{counter[0]}"
         out_dir = work / "out"
@@ -79,17 +83,16 @@ def flink_job(tmp_path):
         tmp = work / "tmp"
         tmp.mkdir()
         cmd = [sys.executable, "-m", "streamlstm.adapters.flink", "--output", str(out_dir), "--work-dir", str(work),
-               "--pythonpath", HERE, "--engine", engine]
+               "--pythonpath", HERE]
         for p in [input_paths] if isinstance(input_paths, (str, os.PathLike)) else input_paths:
             cmd += ["--input", str(p)]
-        for a in engine_args:
-            cmd += ["--engine-arg", str(a)]
         cmd += [str(x) for x in extra_cli]
         e = dict(os.environ)
         e.update(TMPDIR=str(tmp), JVM_ARGS=f"-Djava.io.tmpdir={tmp}", FLINK_LOG_DIR=str(work / "log"),
-                 NUMBA_CACHE_DIR=str(work / "numba-cache"))
+                 NUMBA_CACHE_DIR=NUMBA_CACHE)
         e.pop("_python_worker_execution_mode", None)
         e.update(env or {})
+        t0 = time.monotonic()
         p = subprocess.Popen(cmd, cwd=REPO_ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
         try:
@@ -98,6 +101,7 @@ def flink_job(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)  # the job's own process group (python + its JVM)
             out, _ = p.communicate()
             pytest.fail(f"flink job timed out after {timeout} s:\n{out[-4000:]}")
+        print(f"flink job {' '.join(str(x) for x in extra_cli)}: {time.monotonic() - t0:.1f} s")
         return FlinkRun(p.returncode, out, str(work), str(out_dir))
 
     return run

@@ -1,61 +1,98 @@
-"""Helpers for the Flink plumbing tests: an event-file writer and scratch engines.
+"""Helpers for the Flink tests: a small trained model, event files, in-process references,
+and a wrapper engine that injects one failure and appends each event's state digest.
 
-The engines are NOT a feature: stand-ins for the core's keyed engine (see
-streamlstm.adapters.flink.load_core_engine, file adapters/flink.py), with its interface:
-
-    step(state: bytes | None, time: str, values: tuple[float, ...]) -> (bytes, prediction, error)
-
-``running_mean_engine`` predicts the running mean of the key's past values (0.0 first) and
-returns error = value - prediction. It compiles its update with numba (exercises
-NUMBA_CACHE_DIR in the workers) and checks that the state comes back as ``bytes``.
-Optionally it fails once, after ``fail_at`` events and only once a checkpoint is complete
-(``*/chk-*/_metadata`` under ``checkpoint_dir``), creating ``marker`` so it fails only once.
+The references run the core in this process, independently of the adapter's engines:
+* serving: one ``KeyedLSTM(update_input_stats=False)`` holding every key (real per-key rows,
+  not the engine's swapped scratch key), events in file order;
+* learning: one ``OnlineLSTM.load(model)`` per key (zero state), ``learn_one`` / ``advance``.
 """
 
 import glob
 import os
 import random
-import struct
 import time
 
-from numba import njit
+from streamlstm import KeyedLSTM, OnlineLSTM
+from streamlstm.adapters.flink import format_output, learning_engine, serving_engine, state_digest
 
-_STATE = struct.Struct("<qd")  # n, mean
-
-
-@njit(cache=True)
-def _update(n, mean, v):
-    n1 = n + 1
-    return n1, mean + (v - mean) / n1
+N_INPUTS = 2
 
 
-def write_events(path, n, n_keys, seed=0):
-    """CSV "key,time,value" lines; returns the rows as (key, time_str, value_float)."""
+def make_model(path, hidden=8, seed=1):
+    """A model whose readout has learned something (so predictions depend on the state)."""
+    rng = random.Random(seed)
+    m = OnlineLSTM(n_inputs=N_INPUTS, hidden=hidden, lr=1e-2, seed=seed)
+    prev = 0.0
+    for i in range(400):
+        x1 = rng.uniform(-1, 1)
+        x2 = 0.5 * prev + rng.uniform(-0.2, 0.2)
+        m.learn_one([x1, x2], 0.7 * prev + 0.3 * x1)
+        prev = x1
+    m.save(path)
+    return str(path)
+
+
+def write_events(path, n, n_keys, seed=0, labelled=0.7, bad_lines=()):
+    """CSV "key,time,x1,x2[,y]" lines: a share ``labelled`` of rows carry the target, some
+    have an empty target field, the rest none. Returns the parsed good rows
+    (key, time, x: list, y: float | None) in file order. ``bad_lines`` are inserted
+    (before rows n//3, 2n//3, ...) and not returned."""
     rng = random.Random(seed)
     rows = []
+    bad = list(bad_lines)
+    every = n // (len(bad) + 1) if bad else n + 1
     with open(path, "w") as f:
         for i in range(n):
+            if bad and i and i % every == 0:
+                f.write(bad.pop(0) + "\n")
             key = f"k{rng.randrange(n_keys)}"
-            v = round(rng.uniform(-1.0, 1.0), 6)
-            rows.append((key, str(i), v))
-            f.write(f"{key},{i},{v!r}\n")
+            x = [round(rng.uniform(-1, 1), 6), round(rng.uniform(-1, 1), 6)]
+            u = rng.random()
+            y = round(rng.uniform(-1, 1), 6) if u < labelled else None
+            tail = f",{y!r}" if y is not None else ("," if u < labelled + 0.1 else "")
+            f.write(f"{key},{i},{x[0]!r},{x[1]!r}{tail}\n")
+            rows.append((key, str(i), x, y))
     return rows
 
 
-def reference(rows):
-    """Expected output lines for input rows (key, time, value), in input order."""
-    acc = {}
+def _line(key, t, pred, y, digest):
+    s = format_output(key, t, pred, None if y is None else y - pred)
+    return s if digest is None else f"{s},{digest}"
+
+
+def reference_serving(model_path, rows, digests=False):
+    """Expected output lines (file order) of the serving job."""
+    model = OnlineLSTM.load(model_path)
+    model.reset_state()
+    keyed = KeyedLSTM(model, update_input_stats=False)
     out = []
-    for key, t, v in rows:
-        n, mean = acc.get(key, (0, 0.0))
-        out.append(f"{key},{t},{mean!r},{v - mean!r}")
-        n1 = n + 1
-        acc[key] = (n1, mean + (v - mean) / n1)
+    for key, t, x, y in rows:
+        pred = keyed.step_one(key, x)
+        out.append(_line(key, t, pred, y, state_digest(keyed.state_bytes(key)) if digests else None))
     return out
 
 
-class RunningMean:
-    def __init__(self, fail_at=0, marker="", checkpoint_dir=""):
+def reference_learning(model_path, rows, digests=False):
+    """Expected output lines (file order) of the --learn job: one model per key."""
+    models = {}
+    out = []
+    for key, t, x, y in rows:
+        m = models.get(key)
+        if m is None:
+            m = models[key] = OnlineLSTM.load(model_path)
+            m.reset_state()
+        pred = m.advance(x) if y is None else m.learn_one(x, y)
+        out.append(_line(key, t, pred, y, state_digest(m.to_bytes()) if digests else None))
+    return out
+
+
+class Checked:
+    """Wraps a real engine: appends ",<state digest>" to each output line and, if
+    ``marker`` is given, fails once after ``fail_at`` events, as soon as a checkpoint is
+    complete (``*/chk-*/_metadata`` under ``checkpoint_dir``), creating ``marker``."""
+
+    def __init__(self, inner, fail_at=0, marker="", checkpoint_dir=""):
+        self.inner = inner
         self.fail_at = int(fail_at)
         self.marker = marker
         self.checkpoint_dir = checkpoint_dir
@@ -69,20 +106,17 @@ class RunningMean:
             time.sleep(0.002)  # let a checkpoint complete first (barriers pass between events)
             return
         open(self.marker, "w").close()
-        raise RuntimeError("injected failure (flink_test_engines)")
+        raise RuntimeError("injected failure (flink_helpers.Checked)")
 
-    def step(self, state, t, values):
+    def process(self, state, line):
         self._maybe_fail()
-        if state is None:
-            n, mean = 0, 0.0
-        else:
-            if not isinstance(state, bytes):
-                raise TypeError(f"state came back as {type(state).__name__}, not bytes")
-            n, mean = _STATE.unpack(state)
-        v = values[0]
-        n1, mean1 = _update(n, mean, v)
-        return _STATE.pack(n1, mean1), mean, v - mean
+        new, out = self.inner.process(state, line)
+        if out is None:
+            return new, out
+        return new, f"{out},{state_digest(new)}"
 
 
-def running_mean_engine(fail_at="0", marker="", checkpoint_dir=""):
-    return RunningMean(fail_at, marker, checkpoint_dir)
+def checked_engine(kind, model_path, fail_at="0", marker="", checkpoint_dir=""):
+    """--engine flink_helpers:checked_engine --engine-arg serve|learn --engine-arg MODEL ..."""
+    inner = {"serve": serving_engine, "learn": learning_engine}[kind](model_path)
+    return Checked(inner, fail_at, marker, checkpoint_dir)

@@ -1,7 +1,13 @@
-"""Flink plumbing tests: source -> key_by -> keyed bytes state -> file sink, checkpoints, recovery.
+"""Flink adapter: the real engines (serving, per-key learning) in Flink jobs, compared with
+the core run in this process; checkpoints, recovery after an injected failure, restarts.
 
-They use a scratch engine (flink_helpers.py), not the core. The core-engine tests at the
-bottom are skeletons until streamlstm's keyed engine exists.
+Equality is EXACT (string equality of round-trip ``repr`` floats, and equal SHA-256 digests
+of every stored state): the job and the reference run the same compiled kernels on the same
+machine, on the same float64 values (parsed from the same text by ``float``), in the same
+order per key; the state travels through Flink as raw bytes, and with frozen input
+statistics (serving) or one model per key (learning) a key's results depend on nothing but
+the model file and that key's own events. Nothing is tolerated, so any lost, replayed or
+reordered event, or any state not restored bit for bit, fails the test.
 """
 
 import re
@@ -9,8 +15,10 @@ from collections import defaultdict
 
 import pytest
 
-from flink_helpers import reference, write_events
-from streamlstm.adapters.flink import format_output, load_core_engine, parse_line
+from flink_helpers import (checked_engine, make_model, reference_learning, reference_serving, write_events)
+from streamlstm import OnlineLSTM
+from streamlstm.adapters.flink import (BadRow, LearningEngine, ServingEngine, format_output, parse_line,
+                                       state_digest)
 
 pytestmark = pytest.mark.flink
 
@@ -23,11 +31,19 @@ def _by_key(lines):
 
 
 def _assert_same_per_key(got, expected):
-    # order is kept per key only; compare each key's sequence exactly (exactly-once)
+    # Flink keeps order per key only; compare each key's sequence exactly (exactly-once)
     g, e = _by_key(got), _by_key(expected)
     assert sorted(g) == sorted(e)
     for k in e:
-        assert g[k] == e[k], f"key {k}: first difference at {next(i for i, (a, b) in enumerate(zip(g[k] + [None], e[k])) if a != b)}"
+        if g[k] != e[k]:
+            i = next(i for i, (a, b) in enumerate(zip(g[k] + [None], e[k] + [None])) if a != b)
+            pytest.fail(f"key {k}: {len(g[k])} rows, expected {len(e[k])}; first difference at row {i}:\n"
+                        f"  got      {(g[k] + [None])[i]}\n  expected {(e[k] + [None])[i]}")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model") / "model.slstm")
 
 
 # --- no JVM ---------------------------------------------------------------------------
@@ -50,88 +66,157 @@ def test_parse_and_format_lines():
     assert format_output("a", "17", [0.25, 1.0]) == "a,17,0.25,1.0"
 
 
-def test_core_engine_seam_is_open():
-    with pytest.raises(NotImplementedError):
-        load_core_engine("model.bin")
+def _drive(engine, rows_path):
+    """The engine as Flink drives it: per key, the state bytes it returned last time."""
+    state, out = {}, []
+    for line in open(rows_path):
+        new, o = engine.process(state.get(line.split(",", 1)[0]), line)
+        if new is not None:
+            state[line.split(",", 1)[0]] = new
+        if o is not None:
+            out.append(f"{o},{state_digest(new)}")
+    return out
 
 
-# --- jobs -----------------------------------------------------------------------------
+def test_engines_in_process_match_the_core(tmp_path, model_path):
+    rows = write_events(tmp_path / "ev.csv", 600, 7, seed=5)
+    want = reference_serving(model_path, rows, True)
+    memo = ServingEngine(model_path)
+    assert _drive(memo, tmp_path / "ev.csv") == want
+    assert memo.n_loaded == 7  # each key's row loaded once (its first event), then reused
+    no_memo = ServingEngine(model_path, cache_mb=0)
+    assert _drive(no_memo, tmp_path / "ev.csv") == want
+    assert no_memo.n_loaded == 600
+    want = reference_learning(model_path, rows, True)
+    memo = LearningEngine(model_path)
+    assert _drive(memo, tmp_path / "ev.csv") == want
+    assert memo.n_decoded == 0  # every event reused its decoded model, bit-identically
+    no_memo = LearningEngine(model_path, cache_mb=0)
+    assert _drive(no_memo, tmp_path / "ev.csv") == want
+    assert no_memo.n_decoded == 600 - 7
 
-def test_thread_mode_job_matches_reference(tmp_path, flink_job):
-    rows = write_events(tmp_path / "ev.csv", 3000, 20, seed=1)
-    run = flink_job(tmp_path / "ev.csv", "--mode", "thread", "--checkpoint-ms", "500")
+
+@pytest.mark.parametrize("cls", [ServingEngine, LearningEngine])
+def test_engine_memo_survives_a_rewind_of_flink_state(tmp_path, model_path, cls):
+    # What a restore does to a long-lived engine: Flink's state goes back to a checkpoint
+    # (here: a copy of the state dict after row 200; keys first seen later vanish) and the
+    # rows after it are replayed. The memo must not serve the newer, memoised states.
+    rows = write_events(tmp_path / "ev.csv", 500, 6, seed=8)
+    lines = open(tmp_path / "ev.csv").read().splitlines()
+    want = (reference_serving if cls is ServingEngine else reference_learning)(model_path, rows, True)
+    engine, state, out = cls(model_path), {}, []
+    for i, line in enumerate(lines):
+        if i == 200:
+            checkpoint = dict(state)
+        if i == 350:  # fail, restore, replay 200..499 with the same engine object
+            state, out = dict(checkpoint), out[:200]
+            for j in range(200, 350):
+                new, o = engine.process(state.get(lines[j].split(",", 1)[0]), lines[j])
+                state[lines[j].split(",", 1)[0]] = new
+                out.append(f"{o},{state_digest(new)}")
+        new, o = engine.process(state.get(line.split(",", 1)[0]), line)
+        state[line.split(",", 1)[0]] = new
+        out.append(f"{o},{state_digest(new)}")
+    assert out == want
+
+
+def test_engines_bad_rows_and_foreign_state(model_path):
+    for cls in (ServingEngine, LearningEngine):
+        with pytest.raises(BadRow):
+            cls(model_path).process(None, "a,1,0.5")          # one input missing
+        with pytest.raises(BadRow):
+            cls(model_path).process(None, "a,1,0.5,x,1.0")    # not a number
+        with pytest.raises(BadRow):
+            cls(model_path).process(None, "a,1,0.5,nan")      # refused by the core
+        skip = cls(model_path, "skip")
+        assert skip.process(None, "key,time,x1,x2,y") == (None, None) and skip.n_bad == 1
+    other = OnlineLSTM(n_inputs=2, hidden=3).to_bytes()
+    with pytest.raises(RuntimeError, match="does not fit this model"):
+        ServingEngine(model_path).process(ServingEngine(other).zero_state, "a,1,0.5,0.5")
+    with pytest.raises(RuntimeError, match="not a streamlstm model"):
+        LearningEngine(model_path).process(b"junk", "a,1,0.5,0.5")
+
+
+# --- jobs: results equal the core's ---------------------------------------------------
+
+def test_serving_job_matches_keyed_reference(tmp_path, flink_job, model_path):
+    # thread mode, 2 subtasks (one engine each), a header and a bad row skipped
+    rows = write_events(tmp_path / "ev.csv", 4000, 30, seed=1, bad_lines=["key,time,x1,x2,y", "k1,5,oops,1"])
+    run = flink_job(tmp_path / "ev.csv", "--model", model_path, "--mode", "thread", "--parallelism", "2",
+                    "--checkpoint-interval", "500", "--on-bad-row", "skip")
     assert run.returncode == 0, run.output[-4000:]
-    _assert_same_per_key(run.rows(), reference(rows))
+    _assert_same_per_key(run.rows(), reference_serving(model_path, rows))
 
 
-def test_process_mode_real_workers_parallel_matches_reference(tmp_path, flink_job):
+def test_learning_job_matches_per_key_models(tmp_path, flink_job, model_path):
+    rows = write_events(tmp_path / "ev.csv", 2000, 12, seed=2)
+    run = flink_job(tmp_path / "ev.csv", "--model", model_path, "--learn", "--mode", "thread",
+                    "--parallelism", "2", "--checkpoint-interval", "500")
+    assert run.returncode == 0, run.output[-4000:]
+    _assert_same_per_key(run.rows(), reference_learning(model_path, rows))
+
+
+def test_process_mode_real_workers_embedded_model(tmp_path, flink_job, model_path):
     # _python_worker_execution_mode=process: separate Python worker processes, as on a
-    # cluster (the local default, "loopback", runs them inside the client process).
-    rows = write_events(tmp_path / "ev.csv", 3000, 20, seed=2)
-    run = flink_job(tmp_path / "ev.csv", "--mode", "process", "--parallelism", "2", "--checkpoint-ms", "500",
+    # cluster (the local default, "loopback", runs them inside the client process); the
+    # model's bytes travel inside the job (--embed-model), not as a file.
+    rows = write_events(tmp_path / "ev.csv", 2000, 20, seed=3)
+    run = flink_job(tmp_path / "ev.csv", "--model", model_path, "--embed-model", "--learn", "--mode", "process",
+                    "--parallelism", "2", "--checkpoint-interval", "500",
                     env={"_python_worker_execution_mode": "process"})
-    if run.returncode != 0 and "has no attribute 'print'" in run.output:
-        # PyFlink's Beam worker replaces builtins.print by a bound method; numba's import
-        # then fails (it checks sys.modules[print.__module__].print is print). Needs a guard
-        # in streamlstm/__init__.py before numba is imported (see the Flink notes).
-        pytest.xfail("numba import in Beam process workers needs the print guard in streamlstm/__init__.py")
     assert run.returncode == 0, run.output[-4000:]
-    _assert_same_per_key(run.rows(), reference(rows))
+    _assert_same_per_key(run.rows(), reference_learning(model_path, rows))
 
 
-@pytest.mark.parametrize("mode", ["thread", "process"])
-def test_recovers_from_checkpoint_after_injected_failure(tmp_path, flink_job, mode):
-    rows = write_events(tmp_path / "ev.csv", 20000, 50, seed=3)
+# --- jobs: recovery from a checkpoint is exactly-once ---------------------------------
+
+# Unaligned checkpoints: with aligned ones the barrier queues behind every record in the
+# network buffers (hundreds of KB of lines, i.e. most of these small files), so under a slow
+# operator (--learn) the first checkpoint could complete only at the end of the input and the
+# failure would never be mid-stream. Exactly-once holds either way (docs/flink.md).
+@pytest.mark.parametrize("kind,mode,n,fail_at", [
+    ("serve", "thread", 20000, 6000),
+    ("learn", "thread", 3000, 1000),
+    ("serve", "process", 8000, 3000),
+])
+def test_recovers_from_checkpoint_after_injected_failure(tmp_path, flink_job, model_path, kind, mode, n, fail_at):
+    rows = write_events(tmp_path / "ev.csv", n, 40, seed=4)
     ckpt = tmp_path / "checkpoints"
     marker = tmp_path / "failed-once"
-    run = flink_job(tmp_path / "ev.csv", "--mode", mode, "--checkpoint-ms", "200", "--checkpoint-dir", ckpt,
-                    "--restart-attempts", "2", "--restart-delay", "500 ms",
-                    engine_args=(5000, marker, ckpt))
+    run = flink_job(tmp_path / "ev.csv", "--engine", "flink_helpers:checked_engine",
+                    *[a for v in (kind, model_path, fail_at, marker, ckpt) for a in ("--engine-arg", v)],
+                    "--mode", mode, "--checkpoint-interval", "200", "--checkpoint-dir", ckpt,
+                    "--conf", "execution.checkpointing.unaligned.enabled=true",
+                    "--restart-attempts", "2", "--restart-delay", "500 ms")
     assert run.returncode == 0, run.output[-4000:]
     assert marker.exists(), "the injected failure did not happen"
-    assert "injected failure" in run.output + run.log_text()
-    assert re.search(r"Restoring job \S+ from Checkpoint \d+", run.log_text()), "restarted from scratch, not from a checkpoint"
-    _assert_same_per_key(run.rows(), reference(rows))  # exactly once, state restored
+    logs = run.output + run.log_text()
+    assert "injected failure" in logs
+    m = re.search(r"Restoring job \S+ from Checkpoint (\d+)", logs)
+    assert m, "restarted from scratch, not from a checkpoint"
+    reference = reference_serving if kind == "serve" else reference_learning
+    # every output row carries the digest of the state stored after its event: the last row
+    # of a key is its final state, so this compares outputs AND final per-key states
+    _assert_same_per_key(run.rows(), reference(model_path, rows, digests=True))
 
 
-def test_failure_beyond_restart_attempts_fails_the_job(tmp_path, flink_job):
+def test_failure_beyond_restart_attempts_fails_the_job(tmp_path, flink_job, model_path):
     # fail_at=1 with a marker path that can never be created -> fails on every attempt;
     # the job must stop after the fixed-delay attempts instead of retrying for ever.
-    write_events(tmp_path / "ev.csv", 200, 5, seed=4)
+    write_events(tmp_path / "ev.csv", 200, 5, seed=6)
     ckpt = tmp_path / "checkpoints"
     (ckpt / "x" / "chk-0").mkdir(parents=True)
     (ckpt / "x" / "chk-0" / "_metadata").touch()
     marker = tmp_path / "no-such-dir" / "marker"
-    run = flink_job(tmp_path / "ev.csv", "--mode", "thread", "--restart-attempts", "1", "--restart-delay", "200 ms",
-                    engine_args=(1, marker, ckpt), timeout=180)
+    run = flink_job(tmp_path / "ev.csv", "--engine", "flink_helpers:checked_engine",
+                    *[a for v in ("serve", model_path, 1, marker, ckpt) for a in ("--engine-arg", v)],
+                    "--restart-attempts", "1", "--restart-delay", "200 ms", timeout=180)
     assert run.returncode != 0
     assert "Recovery is suppressed" in run.output
 
 
-# --- skeletons for the core engine ----------------------------------------------------
-
-def _core_engine_or_skip():
-    pytest.importorskip("streamlstm")
-    try:
-        load_core_engine.__wrapped__  # placeholder check; replace when the seam is filled
-    except AttributeError:
-        pytest.skip("streamlstm keyed engine not written yet (streamlstm.adapters.flink.load_core_engine)")
-
-
-def test_core_engine_job_matches_in_process_loop(tmp_path, flink_job):
-    """TODO when the core's keyed engine exists: save a small OnlineLSTM to tmp_path, run the
-    job with --engine streamlstm.adapters.flink:load_core_engine --engine-arg <model>, and compare each
-    key's (time, prediction, error) rows with the same engine driven in-process per key."""
-    _core_engine_or_skip()
-
-
-def test_core_engine_recovery_is_exactly_once(tmp_path, flink_job):
-    """TODO: as test_recovers_from_checkpoint_after_injected_failure, with the core engine
-    (frozen weights: learned weights are worker memory, not Flink state)."""
-    _core_engine_or_skip()
-
-
-def test_core_engine_state_bytes_survive_rescaling(tmp_path, flink_job):
-    """TODO: run with parallelism 1 and checkpoints retained, resume with parallelism 2 from
-    the retained checkpoint (execution.state-recovery.path) and compare with one run."""
-    _core_engine_or_skip()
+def test_bad_row_fails_the_job_by_default(tmp_path, flink_job, model_path):
+    write_events(tmp_path / "ev.csv", 300, 5, seed=7, bad_lines=["k1,5,oops,1"])
+    run = flink_job(tmp_path / "ev.csv", "--model", model_path, "--restart-attempts", "0", timeout=180)
+    assert run.returncode != 0
+    assert "bad row 'k1,5,oops,1'" in run.output + run.log_text()
