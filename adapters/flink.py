@@ -18,11 +18,12 @@ Two engines (see ``docs/flink.md``):
   optimizer moments, normalisers), initialised from the saved model and stored as
   ``OnlineLSTM.to_bytes()`` in Flink keyed state; it learns from every labelled row.
 
-Everything that changes while the job runs is in Flink state, so checkpoints, restarts,
-savepoints and rescaling keep it exactly. Learning ONE set of weights shared by all keys is
-deliberately not offered: those weights would live in each worker's memory, outside Flink
-state, would not be checkpointed (a restart would replay events into already-updated
-weights) and would diverge between parallel workers, which each see only their own keys.
+Everything that changes while the job runs is in Flink state, so checkpoints, restarts and
+savepoints keep it exactly (rescaling moves it with its key). Learning ONE set of weights
+shared by all keys is deliberately not offered: those weights would live in each worker's
+memory, outside Flink state, would not be checkpointed (a restart would replay events into
+already-updated weights) and would diverge between parallel workers, which each see only
+their own keys.
 
 Input rows: ``key,time`` then the model's ``n_inputs`` values, optionally followed by the
 target (``n_outputs`` values, or one class index for a ``cross_entropy`` model; empty
@@ -50,8 +51,9 @@ Environment facts this module encodes (PyFlink 2.3.0, Java 17, Python 3.11):
   before numba is imported (numba's import fails otherwise).
 * A Python ``KeyedProcessFunction`` has no end-of-bundle and no pre-checkpoint hook, so an
   event's new state must be in Flink state when ``process_element`` returns: no batching
-  across events. :class:`LearningEngine` instead memoises decoded models by their exact
-  state bytes (safe with checkpoints: Flink state stays the only source of truth).
+  across events. Both engines instead memoise each recent key's loaded state (or decoded
+  model) by the exact bytes it was written as, reloading whenever Flink hands back other
+  bytes (safe with checkpoints: Flink state stays the only source of truth).
 
 The module starts no JVM on import and needs pyflink only to run a job (without it,
 ``ModelProcessFunction`` is a plain class, so the doctests run in any environment):
@@ -75,7 +77,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 __all__ = [
     "ServingEngine",

@@ -200,6 +200,9 @@ def write_results(results: list, args) -> None:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True).stdout.strip()
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                          capture_output=True, text=True).stdout.strip():
+            commit += " + uncommitted changes"
     except OSError:
         commit = "?"
     cpu = "?"
@@ -227,7 +230,7 @@ def write_results(results: list, args) -> None:
             "- `learn`: `LearningEngine` — per-key model: `learn_one` (or `advance`) then `to_bytes()` back into "
             "Flink state every event (required: a Python KeyedProcessFunction has no pre-checkpoint hook); the "
             "decoded model is memoised by its exact bytes, so `from_bytes` runs only after a restore or an "
-            "eviction. `to_bytes` (~250 µs at H=16) dominates; `noop-learn` moves a blob of the same size.",
+            "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates, and about half of it is numpy's slow `dtype.name` in `persistence.dumps` (a lookup table halves `to_bytes`, bytes unchanged: a core fix, not made here); `noop-learn` moves a blob of the same size.",
             "", END]
     text = open(RESULTS).read() if os.path.exists(RESULTS) else "# streamlstm benchmark results\n"
     block = "\n".join(body)

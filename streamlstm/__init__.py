@@ -14,9 +14,31 @@ _main = _sys.modules.get(getattr(_builtins.print, "__module__", "builtins"))
 if _main is not None and getattr(_main, "print", None) is not _builtins.print:
     _main.print = _builtins.print
 
-from .model import InputError, LSTMState, OnlineLSTM
-from .persistence import FormatError
-from .keyed import KeyedLSTM
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["OnlineLSTM", "LSTMState", "InputError", "FormatError", "KeyedLSTM", "__version__"]
 __version__ = "0.1.0"
+
+# Imported on first use: numba takes a few hundred milliseconds to import, and commands
+# such as ``streamlstm --help`` must answer without it.
+_LAZY = {"OnlineLSTM": ".model", "LSTMState": ".model", "InputError": ".model",
+         "FormatError": ".persistence", "KeyedLSTM": ".keyed"}
+
+if TYPE_CHECKING:
+    from .keyed import KeyedLSTM
+    from .model import InputError, LSTMState, OnlineLSTM
+    from .persistence import FormatError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'streamlstm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

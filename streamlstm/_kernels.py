@@ -34,6 +34,7 @@ I_NSTEPS, I_NUPD, I_NSKIP, I_ADAMT, I_STATUS, I_ERRPOS, I_NDROP = range(33, 40)
 I_T, I_SINCE = 40, 41  # per-stream counters: travel with the state
 I_FXS = 42  # scratch copy of the input statistics, for pure look-aheads
 I_WT = 43  # scratch: every layer's W transposed, (G, in_l + H), for the backward pass
+I_FROZEN = 44  # 1: the running statistics no longer move (serving a trained model)
 I_LAYERS = 48
 I_PER_LAYER = 7
 L_OFFW, L_OFFB, L_IN, L_SXH, L_SACT, L_SCP, L_STC = range(I_PER_LAYER)
@@ -300,14 +301,21 @@ def scale_of(F, base, n_feat, j):
 
 @_jit
 def welford(F, base, n_feat, v, j):
-    """Welford's update of feature j's count, mean and M2 with value v."""
+    """Welford's update of feature j's count, mean and M2 with value v.
+
+    A value so extreme that the mean or M2 would overflow is left out of the statistics
+    (it is still fed to the network, clipped): one absurd reading must not turn the
+    normaliser, and through it the state, into inf or NaN for good.
+    """
     n = F[base + j] + 1.0
-    F[base + j] = n
     mean = F[base + n_feat + j]
     delta = v - mean
-    mean += delta / n
-    F[base + n_feat + j] = mean
-    F[base + 2 * n_feat + j] += delta * (v - mean)
+    new_mean = mean + delta / n
+    new_m2 = F[base + 2 * n_feat + j] + delta * (v - new_mean)
+    if np.isfinite(new_mean) and np.isfinite(new_m2):
+        F[base + j] = n
+        F[base + n_feat + j] = new_mean
+        F[base + 2 * n_feat + j] = new_m2
 
 
 @_jit
@@ -338,7 +346,7 @@ def take_inputs(x, F, I, fx, add, xs):
     statistics at F[fx:] (when standardising and ``add``), then each value is
     standardised and clipped to ±INPUT_LIMIT. Shared by every forward path."""
     n_in = I[I_NIN]
-    if I[I_STDX] and add:
+    if I[I_STDX] and add and not I[I_FROZEN]:
         for k in range(n_in):
             welford(F, fx, n_in, x[k], k)
     for k in range(n_in):
@@ -358,7 +366,8 @@ def take_target(y, F, I, ys):
     fy = I[I_FY]
     for m in range(n_out):
         if I[I_STDY]:
-            welford(F, fy, n_out, y[m], m)
+            if not I[I_FROZEN]:
+                welford(F, fy, n_out, y[m], m)
             v = standardise(F, fy, n_out, y[m], m)
         else:
             v = y[m]

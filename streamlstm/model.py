@@ -533,6 +533,24 @@ class OnlineLSTM:
         return int(self._I[K.I_NDROP])
 
     @property
+    def statistics_frozen(self) -> bool:
+        """Whether the running input and target statistics stand still.
+
+        Freeze them to serve a trained model: inference then never shifts the normalisers
+        (which all streams of a model share), and outputs depend only on each stream's state.
+
+        >>> m = OnlineLSTM(n_inputs=1, hidden=3)
+        >>> _ = m.advance([5.0]); m.statistics_frozen = True
+        >>> _ = m.advance([100.0]); m.input_statistics()[1].tolist()
+        [5.0]
+        """
+        return bool(self._I[K.I_FROZEN])
+
+    @statistics_frozen.setter
+    def statistics_frozen(self, value: bool) -> None:
+        self._I[K.I_FROZEN] = bool(value)
+
+    @property
     def last_loss(self) -> float:
         """Mean loss (standardised units) of the last update's labelled steps."""
         return float(self._F[K.F_LOSS])
@@ -689,7 +707,8 @@ class OnlineLSTM:
     def to_bytes(self) -> bytes:
         """Everything (weights, state, optimizer moments, normalisers, ring, counters,
         hyper-parameters, RNG) as one versioned, pickle-free byte string."""
-        meta = {"config": self._config(), "rng": _jsonable(self._rng_state)}
+        meta = {"config": self._config(), "rng": _jsonable(self._rng_state),
+                "statistics_frozen": self.statistics_frozen}
         return persistence.dumps(_KIND, meta, self._export())
 
     @classmethod
@@ -717,6 +736,7 @@ class OnlineLSTM:
         except (KeyError, ValueError) as exc:
             raise persistence.FormatError(f"corrupt streamlstm model: {exc}") from None
         model._rng_state = meta.get("rng")
+        model.statistics_frozen = bool(meta.get("statistics_frozen", False))
         return model
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -107,6 +107,7 @@ def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from its group
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
             fh.flush()
@@ -126,6 +127,12 @@ def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_file(path: str | os.PathLike[str], expect_kind: str | None = None) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:

@@ -284,3 +284,25 @@ def test_learns_a_noisy_sine():
     preds = m.learn_many(series[:-1], series[1:])[:, 0]
     mae = np.mean(np.abs(preds[-1000:] - series[1:][-1000:]))
     assert mae < 0.2 * series.std(), (mae, series.std())
+
+
+def test_extreme_finite_values_leave_statistics_and_state_finite():
+    m = OnlineLSTM(n_inputs=1, hidden=4)
+    for v in (1.0, 2.0, 1e308, -1e308, 3.0):
+        m.learn_one([v], v)
+    assert np.isfinite(m.state.h).all() and np.isfinite(m.state.c).all()
+    count, mean, var = m.input_statistics()
+    assert count.tolist() == [4.0] and np.isfinite(mean).all() and np.isfinite(var).all()
+    assert np.isfinite(m.predict_one([2.0]))
+
+
+def test_frozen_statistics_survive_save_and_serve_purely(tmp_path):
+    X, Y = _stream(40)
+    m = OnlineLSTM(n_inputs=2, hidden=4)
+    m.learn_many(X[:30], Y[:30])
+    m.statistics_frozen = True
+    stats = m.input_statistics()
+    m.advance_many(X[30:])
+    np.testing.assert_array_equal(m.input_statistics()[1], stats[1])
+    m.save(tmp_path / "m.slstm")
+    assert OnlineLSTM.load(tmp_path / "m.slstm").statistics_frozen
