@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<IQ")
 _CRC = struct.Struct("<I")
 _DTYPES = {"float64", "float32", "int64", "uint8", "bool"}
+_DTYPE_NAMES = {(np.dtype(name).kind, np.dtype(name).itemsize): name for name in _DTYPES}
 
 
 class FormatError(ValueError):
@@ -47,9 +48,10 @@ def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> byt
     chunks = []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
-        if arr.dtype.name not in _DTYPES:
+        dtype_name = _DTYPE_NAMES.get((arr.dtype.kind, arr.dtype.itemsize))  # dtype.name is slow to build
+        if dtype_name is None:
             raise TypeError(f"array {name!r} has unsupported dtype {arr.dtype}")
-        entries.append({"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)})
+        entries.append({"name": name, "dtype": dtype_name, "shape": list(arr.shape)})
         chunks.append(arr.tobytes())
     header = json.dumps({"kind": kind, "meta": meta, "arrays": entries}).encode("utf-8")
     body = MAGIC + _PREFIX.pack(FORMAT_VERSION, len(header)) + header + b"".join(chunks)

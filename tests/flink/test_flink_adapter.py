@@ -220,3 +220,16 @@ def test_bad_row_fails_the_job_by_default(tmp_path, flink_job, model_path):
     run = flink_job(tmp_path / "ev.csv", "--model", model_path, "--restart-attempts", "0", timeout=180)
     assert run.returncode != 0
     assert "bad row 'k1,5,oops,1'" in run.output + run.log_text()
+
+
+def test_engines_cross_entropy_rows():
+    # class probabilities out, -ln p[target] as the error; the class index is the row's target
+    import math
+
+    m = OnlineLSTM(n_inputs=1, n_outputs=3, hidden=4, loss="cross_entropy")
+    for cls in (ServingEngine, LearningEngine):
+        state, out = cls(m.to_bytes()).process(None, "a,1,0.5,2")
+        p = [float(v) for v in out.split(",")[2:5]]
+        assert abs(sum(p) - 1.0) < 1e-12
+        assert float(out.split(",")[5]) == -math.log(p[2])
+        assert cls(m.to_bytes()).process(state, "a,2,0.5")[1].count(",") == 4  # no target: no error
