@@ -48,6 +48,8 @@ def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> byt
     chunks = []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         dtype_name = _DTYPE_NAMES.get((arr.dtype.kind, arr.dtype.itemsize))  # dtype.name is slow to build
         if dtype_name is None:
             raise TypeError(f"array {name!r} has unsupported dtype {arr.dtype}")
