@@ -35,6 +35,7 @@ I_T, I_SINCE = 40, 41  # per-stream counters: travel with the state
 I_FXS = 42  # scratch copy of the input statistics, for pure look-aheads
 I_WT = 43  # scratch: every layer's W transposed, (G, in_l + H), for the backward pass
 I_FROZEN = 44  # 1: the running statistics no longer move (serving a trained model)
+I_RBASE = 45  # where R starts in the model's one buffer B = [P | R] (one argument fewer per call)
 I_LAYERS = 48
 I_PER_LAYER = 7
 L_OFFW, L_OFFB, L_IN, L_SXH, L_SACT, L_SCP, L_STC = range(I_PER_LAYER)
@@ -324,19 +325,24 @@ def standardise(F, base, n_feat, v, j):
 
 
 @_jit
-def check_input(x, I):
-    n_in = I[I_NIN]
-    if x.shape[0] != n_in:
+def check_vector(v, n, I):
+    """v must hold n finite numbers; else I says what was wrong and where."""
+    if v.shape[0] != n:
         I[I_STATUS] = ST_BAD_LENGTH
-        I[I_ERRPOS] = x.shape[0]
+        I[I_ERRPOS] = v.shape[0]
         return False
-    for k in range(n_in):
-        if not np.isfinite(x[k]):
+    for k in range(n):
+        if not np.isfinite(v[k]):
             I[I_STATUS] = ST_NOT_FINITE
             I[I_ERRPOS] = k
             return False
     I[I_STATUS] = ST_OK
     return True
+
+
+@_jit
+def check_input(x, I):
+    return check_vector(x, I[I_NIN], I)
 
 
 # ----------------------------------------------------------------- forward step
@@ -498,18 +504,9 @@ def check_target(y, I):
             I[I_STATUS] = ST_BAD_CLASS
             I[I_ERRPOS] = 0
             return False
-    else:
-        if y.shape[0] != n_out:
-            I[I_STATUS] = ST_BAD_LENGTH
-            I[I_ERRPOS] = y.shape[0]
-            return False
-        for m in range(n_out):
-            if not np.isfinite(y[m]):
-                I[I_STATUS] = ST_NOT_FINITE
-                I[I_ERRPOS] = m
-                return False
-    I[I_STATUS] = ST_OK
-    return True
+        I[I_STATUS] = ST_OK
+        return True
+    return check_vector(y, n_out, I)
 
 
 @_jit
@@ -725,24 +722,28 @@ def update(P, R, F, I):
 
 
 # ------------------------------------------------------------ entry points
-# Each returns the first output in target units, or NaN when the input was refused
-# (I[I_STATUS] then says why and nothing was changed).
+# Each takes the model's buffer B = [P | R] (split at I[I_RBASE]) and returns the first
+# output in target units, or NaN when the input was refused (I[I_STATUS] then says why
+# and nothing was changed).
 @_jit
-def k_predict(x, P, R, F, I):
+def k_predict(x, B, F, I):
+    P, R = B[:I[I_RBASE]], B[I[I_RBASE]:]
     if not check_input(x, I):
         return np.nan
     return peek(x, P, R, F, I)
 
 
 @_jit
-def k_advance(x, P, R, F, I):
+def k_advance(x, B, F, I):
+    P, R = B[:I[I_RBASE]], B[I[I_RBASE]:]
     if not check_input(x, I):
         return np.nan
     return advance(x, P, R, F, I)
 
 
 @_jit
-def k_label(y, lag, P, R, F, I):
+def k_label(y, lag, B, F, I):
+    P, R = B[:I[I_RBASE]], B[I[I_RBASE]:]
     if not (check_lag(lag, I) and check_target(y, I)):
         return False
     label(y, lag, P, R, F, I)
@@ -750,7 +751,8 @@ def k_label(y, lag, P, R, F, I):
 
 
 @_jit
-def k_learn_one(x, y, P, R, F, I):
+def k_learn_one(x, y, B, F, I):
+    P, R = B[:I[I_RBASE]], B[I[I_RBASE]:]
     if not check_input(x, I):
         return np.nan
     if not check_target(y, I):
@@ -761,12 +763,13 @@ def k_learn_one(x, y, P, R, F, I):
 
 
 @_jit
-def k_learn_many(X, Y, mask, out, P, R, F, I):
+def k_learn_many(X, Y, mask, out, B, F, I):
     """Advance through the rows of X, labelling row t with Y[t] where mask[t].
 
     Stops at the first refused row and returns its index (I says why); returns the
     number of rows on success. out[t] receives the prequential output of row t.
     """
+    P, R = B[:I[I_RBASE]], B[I[I_RBASE]:]
     n_out = I[I_NOUT]
     for t in range(X.shape[0]):
         x = X[t]
@@ -784,8 +787,9 @@ def k_learn_many(X, Y, mask, out, P, R, F, I):
 
 
 @_jit
-def k_predict_many(X, out, P, R, F, I):
+def k_predict_many(X, out, B, F, I):
     """Pure: roll a scratch copy of the state through the rows of X."""
+    P, R = B[:I[I_RBASE]], B[I[I_RBASE]:]
     sh, sc = I[I_SH], I[I_SC]
     n_out = I[I_NOUT]
     for t in range(X.shape[0]):

@@ -14,6 +14,7 @@ from . import persistence
 __all__ = ["OnlineLSTM", "LSTMState", "InputError"]
 
 _F64 = np.dtype(np.float64)
+_k_predict, _k_advance = K.k_predict, K.k_advance  # module globals: one lookup fewer per call
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -256,8 +257,9 @@ class OnlineLSTM:
         I[K.I_STDY] = self.standardize_targets
         self.n_inputs, self.n_outputs = n_in, n_out
         self._I = I
-        self._P = np.zeros(4 * n_par, dtype=dt)
-        self._R = np.zeros(n_r, dtype=dt)
+        I[K.I_RBASE] = 4 * n_par
+        self._B = np.zeros(4 * n_par + n_r, dtype=dt)  # one buffer: one argument fewer per call
+        self._P, self._R = self._B[:4 * n_par], self._B[4 * n_par:]
         self._F = np.zeros(n_f, dtype=np.float64)
         self._n_par = n_par
         self._state_end = int(I[K.I_STATE_END])
@@ -328,6 +330,12 @@ class OnlineLSTM:
                               f"min(steps={self.n_steps_stream}, bptt={self.bptt}) steps")
         return ValueError(f"{where}{what} refused (status {status})")
 
+    def _finish(self, first: float, x: np.ndarray) -> float | np.ndarray:
+        """The slow end of predict_one / advance: a refusal, or a vector output."""
+        if first != first and self._I[K.I_STATUS]:
+            raise self._refused("input", x)
+        return self._output(first)
+
     def _output(self, first: float) -> float | np.ndarray:
         if self._scalar_out:
             return first
@@ -359,10 +367,10 @@ class OnlineLSTM:
         """
         if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
-        first = K.k_predict(x, self._P, self._R, self._F, self._I)
-        if first != first and self._I[K.I_STATUS]:
-            raise self._refused("input", x)
-        return self._output(first)
+        first = _k_predict(x, self._B, self._F, self._I)
+        if self._scalar_out and first == first:
+            return first
+        return self._finish(first, x)
 
     def advance(self, x: Sequence[float] | np.ndarray) -> float | np.ndarray:
         """Feed ``x``: the state moves one step; returns that step's output (target units).
@@ -374,10 +382,10 @@ class OnlineLSTM:
         """
         if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
-        first = K.k_advance(x, self._P, self._R, self._F, self._I)
-        if first != first and self._I[K.I_STATUS]:
-            raise self._refused("input", x)
-        return self._output(first)
+        first = _k_advance(x, self._B, self._F, self._I)
+        if self._scalar_out and first == first:
+            return first
+        return self._finish(first, x)
 
     def label(self, y: float | int | Sequence[float] | np.ndarray, lag: int = 0) -> None:
         """Attach target ``y`` to the output of the step ``lag`` steps back (0 = the latest).
@@ -393,7 +401,7 @@ class OnlineLSTM:
         1
         """
         y = self._target(y)
-        if not K.k_label(y, int(lag), self._P, self._R, self._F, self._I):
+        if not K.k_label(y, int(lag), self._B, self._F, self._I):
             raise self._refused("target", y)
 
     def learn_one(self, x: Sequence[float] | np.ndarray, y: float | int | Sequence[float] | np.ndarray) -> float | np.ndarray:
@@ -407,7 +415,7 @@ class OnlineLSTM:
         if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
         y = self._target(y)
-        first = K.k_learn_one(x, y, self._P, self._R, self._F, self._I)
+        first = K.k_learn_one(x, y, self._B, self._F, self._I)
         if first != first and self._I[K.I_STATUS]:
             bad_input = not K.check_input(x, self._I.copy())
             raise self._refused("input" if bad_input else "target", x if bad_input else y)
@@ -451,7 +459,7 @@ class OnlineLSTM:
             if M.shape != (T,):
                 raise ValueError(f"mask must have shape ({T},), got {M.shape}")
         out = np.empty((T, self.n_outputs), dtype=np.float64)
-        done = K.k_learn_many(X, Y, M, out, self._P, self._R, self._F, self._I)
+        done = K.k_learn_many(X, Y, M, out, self._B, self._F, self._I)
         if done < T:
             bad_input = not K.check_input(X[done], self._I.copy())
             err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
@@ -478,7 +486,7 @@ class OnlineLSTM:
         """
         X = self._matrix(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float64)
-        done = K.k_predict_many(X, out, self._P, self._R, self._F, self._I)
+        done = K.k_predict_many(X, out, self._B, self._F, self._I)
         if done < X.shape[0]:
             raise InputError(str(self._refused("input", X[done], row=done)), 0, out[:0].copy())
         return out
@@ -759,8 +767,10 @@ class OnlineLSTM:
         """
         twin = OnlineLSTM.__new__(OnlineLSTM)
         twin.__dict__.update(self.__dict__)
-        for name in ("_P", "_R", "_F", "_I", "_ybuf"):
+        for name in ("_B", "_F", "_I", "_ybuf"):
             setattr(twin, name, getattr(self, name).copy())
+        cut = 4 * self._n_par
+        twin._P, twin._R = twin._B[:cut], twin._B[cut:]
         twin._y1 = twin._ybuf[:1]
         return twin
 
