@@ -11,7 +11,7 @@ block call (``advance_many`` / ``learn_many``) and the per-event loop (``advance
 ``learn_one``). The CLI's predictions are checked against the in-process ones (equal).
 
 Also measured: peak RSS of the CLI at rows/10 and rows (flat memory), ``--help`` wall time
-(and what it would be with a lazy ``streamlstm/__init__``), time to the first output row
+time to the first output row
 of a fresh process with a warm numba cache. Writes a section of bench/RESULTS.md between
 ``<!-- cli:start -->`` and ``<!-- cli:end -->``.
 """
@@ -95,15 +95,8 @@ def bench_help(runs: int = 7) -> dict:
         return time.perf_counter() - t0
 
     script = [str(SCRIPT)] if SCRIPT.exists() else CLI
-    lazy = ("import sys, types, importlib.util\n"
-            "spec = importlib.util.find_spec('streamlstm')\n"
-            "pkg = types.ModuleType('streamlstm'); pkg.__path__ = list(spec.submodule_search_locations)\n"
-            "pkg.__spec__ = spec; sys.modules['streamlstm'] = pkg\n"
-            "from streamlstm.adapters.cli import main\n"
-            "main(['run', '--help'], prog_name='streamlstm')\n")
     res = {}
-    for name, cmd in (("--help", [*script, "--help"]), ("run --help", [*script, "run", "--help"]),
-                      ("run --help, lazy core __init__ (simulated)", [sys.executable, "-c", lazy])):
+    for name, cmd in (("--help", [*script, "--help"]), ("run --help", [*script, "run", "--help"])):
         times = [wall(cmd) for _ in range(runs)]
         res[name] = {"median": statistics.median(times), "min": min(times)}
     return res
@@ -272,9 +265,8 @@ def render(r: dict) -> str:
              f"learning {fl['median']:.3f} [{fl['min']:.3f}], `--load m --no-learn` {fo['median']:.3f} "
              f"[{fo['min']:.3f}]")
     L.append("")
-    L.append("`--help` imports click and the standard library only, but `import streamlstm` (the package, "
-             "imported before `streamlstm.adapters.cli`) loads numba; the simulated line shows `--help` with a "
-             "lazy (PEP 562) `streamlstm/__init__`.")
+    L.append("`--help` imports click and the standard library only: the `streamlstm` package imports its "
+             "numba core lazily (PEP 562), on first use.")
     L.append(END)
     return "\n".join(L)
 
