@@ -230,7 +230,7 @@ def write_results(results: list, args) -> None:
             "- `learn`: `LearningEngine` — per-key model: `learn_one` (or `advance`) then `to_bytes()` back into "
             "Flink state every event (required: a Python KeyedProcessFunction has no pre-checkpoint hook); the "
             "decoded model is memoised by its exact bytes, so `from_bytes` runs only after a restore or an "
-            "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates, and about half of it is numpy's slow `dtype.name` in `persistence.dumps` (a lookup table halves `to_bytes`, bytes unchanged: a core fix, not made here); `noop-learn` moves a blob of the same size.",
+            "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates: the whole per-key model (weights, optimizer moments, gradient, ring) is serialised after every event; `noop-learn` moves a blob of the same size.",
             "", END]
     text = open(RESULTS).read() if os.path.exists(RESULTS) else "# streamlstm benchmark results\n"
     block = "\n".join(body)
