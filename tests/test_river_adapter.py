@@ -305,7 +305,7 @@ def test_classifier_probabilities_cover_every_class(classes):
 
 def test_new_class_barely_moves_known_classes_then_is_learned():
     data = stream(400)
-    model = make("clf", hidden=8)
+    model = make("clf", hidden=8, dtype="float64")  # float64: the bias arithmetic is checked to 1e-9
     for x, y in data[:300]:
         model.learn_one(x, "hi" if y > 10 else "lo")
     x, _ = data[300]
