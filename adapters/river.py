@@ -156,7 +156,8 @@ class _Features:
 
     def fast_row(self, x: dict, learn: bool) -> list[float] | None:
         """``row(*parse(x), learn)`` for the common event, built without its bookkeeping: ``x``
-        holds exactly the known features, each a finite ``float``. ``None`` for anything else
+        holds exactly the known features, each a finite ``float`` or a plain ``int``. ``None`` for
+        anything else
         (the general path then decides, and raises for bad values)."""
         names = self.names
         if len(x) != len(names) or not names:
@@ -165,8 +166,14 @@ class _Features:
             vals = [x[k] for k in names]
         except (KeyError, TypeError):
             return None
-        for v in vals:
-            if type(v) is not float or v - v != 0.0:  # NaN and ±inf give NaN
+        for i, v in enumerate(vals):
+            kind = type(v)
+            if kind is float:
+                if v - v != 0.0:  # NaN and ±inf give NaN
+                    return None
+            elif kind is int and -2**53 <= v <= 2**53:  # exactly representable (not bool)
+                vals[i] = float(v)
+            else:
                 return None
         if self.mode == "levels":
             row = vals
