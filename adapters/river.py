@@ -156,25 +156,20 @@ class _Features:
 
     def fast_row(self, x: dict, learn: bool) -> list[float] | None:
         """``row(*parse(x), learn)`` for the common event, built without its bookkeeping: ``x``
-        holds exactly the known features, each a finite ``float`` or a plain ``int``. ``None`` for
-        anything else
-        (the general path then decides, and raises for bad values)."""
+        holds exactly the known features, each a real number and all finite. ``None`` for
+        anything else (the general path then decides, and raises for bad values)."""
         names = self.names
         if len(x) != len(names) or not names:
             return None
         try:
             vals = [x[k] for k in names]
+            total = sum(vals)  # a str or None raises here
         except (KeyError, TypeError):
             return None
-        for i, v in enumerate(vals):
-            kind = type(v)
-            if kind is float:
-                if v - v != 0.0:  # NaN and ±inf give NaN
-                    return None
-            elif kind is int and -2**53 <= v <= 2**53:  # exactly representable (not bool)
-                vals[i] = float(v)
-            else:
-                return None
+        if type(total) is not float and type(total) is not int:
+            return None  # complex, Decimal, numpy scalars...: the general path converts or refuses
+        if total - total != 0:  # a NaN or an infinity anywhere (or an overflowing sum)
+            return None
         if self.mode == "levels":
             row = vals
         else:
