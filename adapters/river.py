@@ -193,6 +193,22 @@ class _Features:
             self.last = vals if row is not vals else vals[:]
         return row
 
+    def fast_changes(self, x: dict) -> list[float] | None:
+        """``fast_row(x, learn=False)`` in ``"changes"`` mode, in one pass: the differences are
+        computed first and their sum checks them all (a str or None raises, a NaN or infinity
+        propagates, anything exotic changes the sum's type). ``None``: use the general path."""
+        names = self.names
+        if len(x) != len(names) or not names:
+            return None
+        try:
+            ch = [x[k] - last for k, last in zip(names, self.last)]
+            total = sum(ch)
+        except (KeyError, TypeError):
+            return None
+        if (type(total) is not float and type(total) is not int) or total - total != 0:
+            return None
+        return ch
+
     def parse(self, x: dict | None) -> tuple[dict[int, float], dict[Any, float]]:
         """Validate every value: ``({column: value} of known features, {name: value} of new ones)``."""
         known: dict[int, float] = {}
@@ -601,6 +617,12 @@ class LSTMRegressor(_SupervisedFeatures, base.MiniBatchRegressor):
         target has been learned."""
         if self._last_y is None:
             return None
+        model = self._model
+        if model is not None and x and self._features.mode == "changes":
+            ch = self._features.fast_changes(x)  # the common event, on its shortest path
+            if ch is not None:
+                out = model.predict_one(np.array(ch, dtype=np.float64))
+                return self._last_y + out if self.residual else out
         row = self._encode(x, learn=False)
         out = 0.0 if row is None else float(self._model.predict_one(row))
         if self.residual:
