@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+import _results  # noqa: E402  (bench/, the script's own folder)
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 START, END = "<!-- cli:start -->", "<!-- cli:end -->"
@@ -272,13 +274,7 @@ def render(r: dict) -> str:
 
 
 def write_section(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# streamlstm benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END)
-        text = text[:a] + section + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    _results.write_section("cli", section, RESULTS)
 
 
 if __name__ == "__main__":

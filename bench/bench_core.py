@@ -41,7 +41,6 @@ import argparse
 import datetime as _dt
 import json
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -53,6 +52,8 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+
+import _results  # noqa: E402  (bench/, the script's own folder)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -521,16 +522,7 @@ def render(args, info, speed, comp, gemm):
 
 
 def write_section(path: Path, section: str):
-    if path.exists():
-        text = path.read_text()
-        pat = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
-        if pat.search(text):
-            text = pat.sub(lambda _: section, text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    else:
-        text = "# streamlstm benchmarks\n\n" + section
-    path.write_text(text)
+    _results.write_section("core", section, path)
 
 
 def plot(args, speed, path: Path):

@@ -31,13 +31,14 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+import _results  # noqa: E402  (bench/, the script's own folder)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -232,14 +233,7 @@ def write_results(results: list, args) -> None:
             "decoded model is memoised by its exact bytes, so `from_bytes` runs only after a restore or an "
             "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates: the whole per-key model (weights, optimizer moments, gradient, ring) is serialised after every event; `noop-learn` moves a blob of the same size.",
             "", END]
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else "# streamlstm benchmark results\n"
-    block = "\n".join(body)
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(RESULTS, "w") as f:
-        f.write(text)
+    _results.write_section("flink", "\n".join(body), RESULTS)
     print(f"wrote the flink section of {RESULTS}")
 
 

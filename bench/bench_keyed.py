@@ -38,7 +38,6 @@ import datetime as _dt
 import gc
 import json
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+import _results  # noqa: E402  (bench/, the script's own folder)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -358,14 +359,7 @@ def render(args, info, gemm, rows, flops):
 
 
 def write_section(path, text):
-    path = Path(path)
-    old = path.read_text() if path.exists() else "# streamlstm benchmark results\n"
-    pat = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pat.search(old):
-        new = pat.sub(lambda _: text, old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
+    _results.write_section("keyed", text, path)
 
 
 def main():

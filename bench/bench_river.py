@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import peers  # noqa: E402
+import _results  # noqa: E402
 from peers import Peer  # noqa: E402
 
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
@@ -269,15 +270,7 @@ def render(entries, acc, speed, errors, dr_versions, repeats) -> str:
 
 
 def write_section(text: str, path: str = RESULTS_MD):
-    old = open(path).read() if os.path.exists(path) else "# streamlstm benchmark results\n"
-    if START in old and END in old:
-        pre, rest = old.split(START, 1)
-        _, post = rest.split(END, 1)
-        new = pre + text.rstrip("\n") + post
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(new)
+    _results.write_section("river", text, path)
 
 
 def main(argv=None):
