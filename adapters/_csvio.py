@@ -36,6 +36,7 @@ __all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "fields",
 
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is refused (1 MiB)
 LIMIT = 1e100       # larger magnitudes are refused: the core's running statistics would overflow
+FILE_CHUNK = 1 << 20  # bytes per read from a regular file (a pipe: 64 KiB, what it holds)
 csv.field_size_limit(MAX_LINE)
 
 
@@ -114,7 +115,7 @@ class RecordReader:
         self._read, regular = _read_fn(source)
         self.regular = regular
         self.fill = regular if fill is None else fill
-        self.chunk = chunk or ((1 << 20) if regular else (1 << 16))
+        self.chunk = chunk or (FILE_CHUNK if regular else (1 << 16))
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self._tail = ""            # text after the last complete line
         self._started = False      # BOM handled
@@ -127,17 +128,26 @@ class RecordReader:
         self._recs: list[Any] = []
         self._head = 0
         self.records_read = 0      # records handed out by next_batch (not the header)
+        self._raw = b""            # bytes read but not yet decoded (plain-line mode, see next_plain)
+        self._raw_pos = 0
+        self._raw_eof = False      # the source has ended after the bytes in _raw
+        self.plain_mode = False    # next_plain is in use (set by the command line for regular files)
 
     # ------------------------------------------------------------------ reading
-    def _fill_once(self) -> None:
-        """One read; the complete records it brings are appended to the ready list."""
+    def _fill_once(self, n_lines: int = 1) -> None:
+        """One read; the complete records it brings are appended to the ready list.
+
+        In plain-line mode, at most ``n_lines`` lines are decoded, so that the lines after
+        them stay bytes for :meth:`next_plain`."""
         if self._eof:
             return
-        reading_guard.reading = True
-        try:
-            data = self._read(self.chunk)
-        finally:
-            reading_guard.reading = False
+        if self.plain_mode:
+            data = self._take_lines(n_lines)
+        elif self._raw_pos < len(self._raw):  # bytes the plain-line mode read and left
+            data = self._raw[self._raw_pos:]
+            self._raw, self._raw_pos = b"", 0
+        else:
+            data = b"" if self._raw_eof else self._read_guarded()
         final = not data
         text = self._decoder.decode(data or b"", final=final)
         if not self._started and (text or final):
@@ -165,6 +175,81 @@ class RecordReader:
         if final and self._pending:
             self._emit(self._pending_line, BadRecord("unterminated quoted field (a '\"' is never closed)"))
             self._pending = []
+
+    def _take_lines(self, k: int) -> bytes:
+        """The next ``k`` lines of undecoded bytes (fewer at the end, or a line longer than
+        ``MAX_LINE`` cut there); b"" at the end of the input."""
+        while True:
+            raw, start = self._raw, self._raw_pos
+            pos = start
+            for _ in range(k):
+                j = raw.find(b"\n", pos)
+                if j < 0:
+                    break
+                pos = j + 1
+            if pos == start and (self._raw_eof or len(raw) - start > MAX_LINE):
+                pos = len(raw)
+            if pos > start or self._raw_eof:
+                self._raw_pos = pos
+                return raw[start:pos]
+            data = self._read_guarded()
+            if data:
+                self._raw, self._raw_pos = raw[start:] + data, 0
+            else:
+                self._raw_eof = True
+
+    def _read_guarded(self) -> bytes:
+        reading_guard.reading = True
+        try:
+            return self._read(self.chunk)
+        finally:
+            reading_guard.reading = False
+
+    def next_plain(self, n: int) -> tuple[int, Any, int] | None:
+        """Up to ``n`` plain lines as undecoded bytes: ``(first line number, uint8 array of
+        the lines, each ending in \\n, count)``; None when the next record is not a plain
+        line, or the input has ended (:meth:`next_batch` then takes over).
+
+        Plain: no quotes, no CR, not blank, complete, at most ``MAX_LINE`` bytes (see
+        :func:`._fastcsv.scan_plain`). Such a line is exactly one record whose fields are
+        ``line.split(",")``, which is what the compiled parser reads. The two modes can
+        alternate: what one has read and not handed out, the other picks up.
+        """
+        import numpy as np
+
+        from ._fastcsv import scan_plain
+
+        if not self._started or self._pending or self._ready():
+            return None
+        if self._tail or self._decoder.getstate()[0]:  # text the Python mode decoded: back to bytes
+            held = self._tail.encode("utf-8", "surrogateescape") + self._decoder.getstate()[0]
+            self._raw, self._raw_pos = held + self._raw[self._raw_pos:], 0
+            self._tail = ""
+            self._decoder.reset()
+        raw, start = self._raw, self._raw_pos
+        count, scan_from = 0, start
+        while True:
+            buf = np.frombuffer(raw, dtype=np.uint8)
+            got, end = scan_plain(buf, scan_from, n - count, MAX_LINE)
+            count += got
+            if count == n or raw.find(b"\n", end) >= 0 or len(raw) - end > MAX_LINE or self._raw_eof:
+                break  # enough lines, or the next one is not plain, or the input has ended
+            data = self._read_guarded()  # the next line is incomplete: read on
+            if not data:
+                self._raw_eof = True
+                break
+            raw = raw[start:] + data
+            end -= start
+            start, scan_from = 0, end
+        self._raw = raw
+        if count == 0:
+            self._raw_pos = start
+            return None
+        self._raw_pos = end
+        first = self._next_line + 1
+        self._next_line += count
+        self.records_read += count
+        return first, buf[start:end], count
 
     def _emit(self, line: int, rec: Any) -> None:
         self._lines.append(line)
@@ -234,8 +319,12 @@ class RecordReader:
 
     def next_batch(self, n: int) -> tuple[list[int], list[Any]]:
         """Up to ``n`` records (see the class doc); ``([], [])`` at the end of the input."""
-        while not self._eof and (self._ready() == 0 or (self.fill and self._ready() < n)):
-            self._fill_once()
+        if self.plain_mode:  # decode no further than needed: what follows may be plain lines
+            while not self._eof and self._ready() == 0:
+                self._fill_once(n)
+        else:
+            while not self._eof and (self._ready() == 0 or (self.fill and self._ready() < n)):
+                self._fill_once()
         h = self._head
         end = min(len(self._recs), h + n)
         lines, recs = self._lines[h:end], self._recs[h:end]
@@ -328,17 +417,48 @@ def sniff_features(header: Sequence[str], record: Sequence[str] | None, exclude:
 
 class Block:
     """Typed rows of one batch: ``X`` (n, features), ``y`` (NaN = no label), ``known``,
-    pass-through strings, key strings, line numbers and positions in the batch."""
+    pass-through strings, key strings, line numbers and positions in the batch.
 
-    __slots__ = ("X", "y", "known", "keys", "passthrough", "target_text", "lines", "pos", "quoted")
+    A block parsed by the compiled reader also holds its text (``raw``, UTF-8 bytes) and
+    the offsets of its pass-through and target cells (``spans``, (n, cells, 2)); its
+    ``passthrough`` and ``target_text`` strings are then only made when asked for.
+    """
 
-    def __init__(self, X, y, known, keys, passthrough, target_text, lines, pos, quoted):
+    __slots__ = ("X", "y", "known", "keys", "_passthrough", "_target_text", "lines", "pos", "quoted", "raw",
+                 "spans", "n_pass")
+
+    def __init__(self, X, y, known, keys, passthrough, target_text, lines, pos, quoted, raw=None, spans=None,
+                 n_pass=0):
         self.X, self.y, self.known, self.keys = X, y, known, keys
-        self.passthrough, self.target_text, self.lines, self.pos, self.quoted = (
+        self._passthrough, self._target_text, self.lines, self.pos, self.quoted = (
             passthrough, target_text, lines, pos, quoted)
+        self.raw, self.spans, self.n_pass = raw, spans, n_pass
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def _cells(self, s: int) -> list[str]:
+        raw = self.raw.tobytes()
+        return [raw[a:b].decode("utf-8", "surrogateescape") for a, b in self.spans[:, s].tolist()]
+
+    @property
+    def passthrough(self) -> list[list[str]]:
+        if self._passthrough is None:
+            self._passthrough = [self._cells(s) for s in range(self.n_pass)]
+        return self._passthrough
+
+    @property
+    def target_text(self) -> list[str] | None:
+        if self._target_text is None and self.spans is not None and self.spans.shape[1] > self.n_pass:
+            self._target_text = self._cells(self.n_pass)
+        return self._target_text
+
+    def head(self, k: int) -> "Block":
+        """The first ``k`` rows."""
+        return Block(self.X[:k], self.y[:k], self.known[:k], None if self.keys is None else self.keys[:k],
+                     None if self._passthrough is None else [c[:k] for c in self._passthrough],
+                     None if self._target_text is None else self._target_text[:k], self.lines[:k], self.pos[:k],
+                     self.quoted, self.raw, None if self.spans is None else self.spans[:k], self.n_pass)
 
 
 class Schema:
@@ -388,6 +508,26 @@ class Schema:
         self.pass_names = [c for c in (key, time) if c]
         self.pass_idx = [i for i in (self.k_idx, self.time_idx) if i is not None]
         self._getters = [itemgetter(j) for j in self.f_idx]
+        self.compiled = False  # parse blocks of plain lines with the compiled reader (see enable_compiled)
+        self._roles = None
+
+    def enable_compiled(self) -> None:
+        """Parse blocks of plain lines (no quotes) with :mod:`._fastcsv`: the same arrays and
+        cells as the Python reader, several times faster. Worth it for large blocks (a
+        regular file); it loads numba kernels, so a pipe read line by line does without."""
+        import numpy as np
+
+        if self.k_idx is not None:  # keyed rows need their key strings: the Python reader makes them
+            return
+        roles = np.full(self.ncol, -1, dtype=np.int64)
+        for k, j in enumerate(self.f_idx):
+            roles[j] = k
+        for s, j in enumerate(self.pass_idx):
+            roles[j] = -3 - s
+        if self.t_idx is not None:
+            roles[self.t_idx] = -2
+        self._roles = roles
+        self.compiled = True
 
     @property
     def has_target(self) -> bool:
@@ -401,6 +541,10 @@ class Schema:
         ncol = self.ncol
         if not n:
             return self._parse_slow(lines, recs)
+        if self.compiled:
+            blk = self._parse_compiled(lines, recs)
+            if blk is not None:
+                return blk, []
         column = None
         if set(map(type, recs)) == {str}:  # plain lines: one split for the whole block
             if set(map(str.count, recs, repeat(","))) == {ncol - 1}:
@@ -431,8 +575,9 @@ class Schema:
             except ValueError:  # empty cells (no label), or a bad value
                 if not all(_floatish(s) for s in t_text):
                     return self._parse_slow(lines, recs)
-                y = np.array([float(s) if s.strip() else math.nan for s in t_text], dtype=np.float64)
-                known = ~np.isnan(y)
+                known = np.array([bool(s.strip()) for s in t_text], dtype=bool)
+                y = np.array([float(s) if k else math.nan for s, k in zip(t_text, known.tolist())],
+                             dtype=np.float64)
             if not (np.abs(y[known]) <= LIMIT).all():
                 return self._parse_slow(lines, recs)
         else:
@@ -443,6 +588,54 @@ class Schema:
         keys = column(self.k_idx) if self.k_idx is not None else None
         return Block(X, y, known, keys, passthrough, t_text, list(lines), np.arange(n),
                      _needs_quoting(passthrough)), []
+
+    def parse_plain(self, first_line: int, raw: Any, count: int) -> tuple[Block, list[tuple[int, str]]]:
+        """:meth:`parse` for ``count`` plain lines given as bytes (:meth:`RecordReader.next_plain`)."""
+        blk = self._compiled_block(raw, count)
+        if blk is not None:
+            blk.lines = list(range(first_line, first_line + count))
+            return blk, []
+        recs = raw.tobytes().decode("utf-8", "surrogateescape").split("\n")
+        recs.pop()  # after the last line's \n
+        compiled, self.compiled = self.compiled, False  # it has said no: let Python find the bad row
+        try:
+            return self.parse(list(range(first_line, first_line + count)), recs)
+        finally:
+            self.compiled = compiled
+
+    def _compiled_block(self, raw: Any, n: int) -> Block | None:
+        import numpy as np
+
+        from ._fastcsv import parse_block
+
+        n_pass = len(self.pass_idx)
+        n_spans = n_pass + (1 if self.t_idx is not None else 0)
+        X = np.empty((n, len(self.f_idx)), dtype=np.float64)
+        y = np.empty(n, dtype=np.float64)
+        known = np.empty(n, dtype=bool)
+        spans = np.empty((n, n_spans, 2), dtype=np.int64)
+        if parse_block(raw, n, self.ncol, self._roles, n_spans, LIMIT, X, y, known, spans) < n:
+            return None
+        if self.t_idx is None:
+            y.fill(np.nan)
+            known.fill(False)
+        return Block(X, y, known, None, None, None, [], np.arange(n), False, raw, spans, n_pass)
+
+    def _parse_compiled(self, lines: list[int], recs: list[Any]) -> Block | None:
+        """The block through :func:`._fastcsv.parse_block`, or None when a row needs Python
+        (a quoted record, a bad row, a number outside the simple syntax): the caller then
+        parses the whole block the Python way."""
+        import numpy as np
+
+        try:
+            text = "\n".join(recs)
+        except TypeError:  # a record with quotes (a field list) or a BadRecord
+            return None
+        raw = np.frombuffer((text + "\n").encode("utf-8", "surrogateescape"), dtype=np.uint8)
+        blk = self._compiled_block(raw, len(recs))
+        if blk is not None:
+            blk.lines = list(lines)
+        return blk
 
     def _parse_slow(self, lines: list[int], recs: list[Any]) -> tuple[Block, list[tuple[int, str]]]:
         import numpy as np

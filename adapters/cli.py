@@ -307,6 +307,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     if source == 0 and os.isatty(0) and not o.get("quiet"):
         _echo("reading CSV from the terminal (a header line first; Ctrl-D ends): give a file or pipe one in")
     reader = RecordReader(source)
+    reader.plain_mode = reader.regular  # decode only what is needed before the schema is known
     header = reader.read_header()
     if job["features"] is None:
         exclude = {c for c in (job["target"], job["key"], job["time"]) if c}
@@ -317,6 +318,9 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         job["features"] = sniff_features(header, rec, exclude)
     schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
                     target_optional=not learn and not job["ahead"])
+    if reader.regular:  # large blocks: parse and print numbers in compiled code
+        schema.enable_compiled()
+        reader.plain_mode = schema.compiled
     if not job["features"] and not job["ahead"]:
         raise CliError("no numeric feature columns besides the target: give --features, or --ahead H to "
                        "forecast the target from its own history")
