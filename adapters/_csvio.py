@@ -132,6 +132,7 @@ class RecordReader:
         self._raw_pos = 0
         self._raw_eof = False      # the source has ended after the bytes in _raw
         self.plain_mode = False    # next_plain is in use (set by the command line for regular files)
+        self.guard_reads = True    # a signal may break a read (off when another thread reads)
 
     # ------------------------------------------------------------------ reading
     def _fill_once(self, n_lines: int = 1) -> None:
@@ -199,6 +200,8 @@ class RecordReader:
                 self._raw_eof = True
 
     def _read_guarded(self) -> bytes:
+        if not self.guard_reads:
+            return self._read(self.chunk)
         reading_guard.reading = True
         try:
             return self._read(self.chunk)

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
-__all__ = ["parse_decimal", "write_repr", "parse_block", "format_block", "MAX_REPR"]
+__all__ = ["parse_decimal", "write_repr", "parse_block", "format_block", "scan_plain", "warm_up", "MAX_REPR"]
 
 _jit = njit(cache=True, error_model="numpy", nogil=True)
 
@@ -573,3 +573,14 @@ def scan_plain(buf, start, limit, max_line):
         pos += 1
         count += 1
     return count, pos
+
+
+def warm_up() -> None:
+    """Load the kernels from numba's cache (compile them on first use) with the argument
+    types the reader uses: bytes-backed, read-only arrays."""
+    raw = np.frombuffer(b"1.5,x\n", dtype=np.uint8)
+    spans = np.zeros((1, 1, 2), dtype=np.int64)
+    scan_plain(raw, 0, 1, 100)
+    parse_block(raw, 1, 2, np.array([0, -3]), 1, 1e100, np.empty((1, 1)), np.empty(1), np.empty(1, dtype=bool),
+                spans)
+    format_block(raw, spans, np.zeros((1, 1), dtype=np.uint64), np.empty(64, dtype=np.uint8))

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
@@ -93,6 +93,18 @@ class Engine:
             return OnlineLSTM(n_inputs=self.n_inputs, **self.params)
         except (ValueError, TypeError) as exc:
             raise CliError(f"bad model settings: {exc}") from None
+
+    def warm_up(self) -> None:
+        """Load the core's compiled kernels this job can call (numba's cache), on a copy of
+        the model, so that the first rows do not pay for it: it is start-up work."""
+        model = (self.model if self.model is not None else self._new_model()).copy()
+        x = np.zeros((2, self.n_inputs))
+        model.advance_many(x)
+        model.advance(x[0])
+        if self.learn:
+            model.learn_one(x[0], 0.0)
+            if self.H:
+                model.label(0.0, lag=0)
 
     @property
     def n_keys(self) -> int:
@@ -499,6 +511,7 @@ class RunOptions:
     progress: bool = False
     collect: bool = False           # keep actual / predicted per row (plot, demo)
     flush_each_batch: bool = True
+    prefetch: bool = True           # a regular file: parse the next blocks on a second thread
     header_meta: list[str] = field(default_factory=list)
 
 
@@ -539,23 +552,17 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
             save_file(opts.checkpoint, engine, stats, header)
         last_ck = time.perf_counter()
 
+    blocks = _blocks(reader, schema, opts, stats.consumed)
+    if reader.regular and opts.prefetch:  # reads never block: parse the next blocks on a second thread
+        blocks = _Prefetch(blocks, reader)
     with _Signals() as sig, np.errstate(all="ignore"):
         try:
             while True:
                 sig.check()
-                n = opts.block_size
-                if every:
-                    n = min(n, every - stats.consumed % every)
-                plain = reader.next_plain(n) if schema.compiled else None
-                if plain is not None:  # plain lines as bytes, for the compiled parser
-                    blk, bad = schema.parse_plain(*plain)
-                    cut = plain[2]
-                else:
-                    lines, recs = reader.next_batch(n)
-                    if not recs:
-                        break
-                    blk, bad = schema.parse(lines, recs)
-                    cut = len(recs)
+                item = next(blocks, None)
+                if item is None:
+                    break
+                blk, bad, cut = item
                 if bad and opts.on_bad_row == "error":
                     cut = bad[0][0]
                     keep = int(np.searchsorted(blk.pos, cut))
@@ -593,6 +600,8 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
         except Stop as stop:
             out.stopped_by = stop.signum
         finally:
+            if isinstance(blocks, _Prefetch):
+                blocks.close()
             if opts.progress:
                 sys.stderr.write("\r\033[K")
                 sys.stderr.flush()
@@ -607,6 +616,84 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
         if opts.save and out.stopped_by is None and out.bad_row is None:
             save_file(opts.save, engine, stats, header)
     return out
+
+
+def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: int) -> Iterator[tuple[Block, list[tuple[int, str]], int]]:
+    """``(typed block, bad rows, records consumed)`` until the input ends.
+
+    Blocks end at multiples of ``checkpoint_every`` input records, so that a checkpoint
+    falls exactly there."""
+    every = opts.checkpoint_every
+    while True:
+        n = opts.block_size
+        if every:
+            n = min(n, every - consumed % every)
+        plain = reader.next_plain(n) if schema.compiled else None
+        if plain is not None:  # plain lines as bytes, for the compiled parser
+            blk, bad = schema.parse_plain(*plain)
+            cut = plain[2]
+        else:
+            lines, recs = reader.next_batch(n)
+            if not recs:
+                return
+            blk, bad = schema.parse(lines, recs)
+            cut = len(recs)
+        yield blk, bad, cut
+        consumed += cut
+
+
+class _Prefetch:
+    """The blocks of :func:`_blocks`, read and parsed on a second thread, a few ahead.
+
+    Only for regular files: their reads never wait for input, so no signal has to break
+    one (the reader's read guard is turned off: a signal must only ever stop the main
+    thread between blocks). The compiled reader and parser release the GIL, as does the
+    core, so reading the next block overlaps with the model working on this one.
+    """
+
+    def __init__(self, blocks: Iterator[Any], reader: RecordReader, depth: int = 2):
+        import queue
+        import threading
+
+        reader.guard_reads = False
+        self._queue: Any = queue.Queue(depth)
+        self._stop = False
+        self._thread = threading.Thread(target=self._work, args=(blocks,), name="streamlstm-reader", daemon=True)
+        self._thread.start()
+
+    def _work(self, blocks: Iterator[Any]) -> None:
+        try:
+            for item in blocks:
+                if self._stop:
+                    return
+                self._queue.put((item, None))
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self._queue.put((None, exc))
+            return
+        self._queue.put((None, None))
+
+    def __iter__(self) -> "_Prefetch":
+        return self
+
+    def __next__(self) -> Any:
+        item, exc = self._queue.get()
+        if exc is not None:
+            raise exc
+        if item is None:
+            self._queue.put((None, None))  # stays ended
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        import queue
+
+        self._stop = True
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
 
 
 def summary(out: Outcome, what: str = "rows") -> str:

@@ -369,6 +369,11 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     if not o.get("quiet"):
         _echo(_describe(job, learn))
 
+    engine.warm_up()  # start-up work (loading compiled code), not the first rows
+    if schema.compiled:
+        from ._fastcsv import warm_up
+
+        warm_up()
     out_stream = stream
     if out_stream is None:
         try:

@@ -453,3 +453,77 @@ def test_info_describes_a_model(tmp_path):
     ok(cli("run", data, "--target", "temp", "--key", "sensor", "--time", "time", *SMALL, "--save", model, "-q"))
     out = ok(cli("info", model)).stdout.decode()
     assert "regression of 'temp'" in out and "features: hum" in out and "keys: 2" in out and "hidden=4" in out
+
+
+# ------------------------------------------- regular files: compiled reader on its own thread
+@pytest.fixture(scope="module")
+def file_run(tmp_path_factory):
+    """An uninterrupted unkeyed run of a file (the compiled, prefetching path)."""
+    d = tmp_path_factory.mktemp("file")
+    rng = np.random.default_rng(5)
+    x = (np.sin(np.arange(60_000) / 7) + 0.1 * rng.normal(size=60_000)).tolist()
+    lines = ["time,x,y"] + [f"{t},{x[t]!r},{'' if t % 13 == 0 else repr(2 * x[t - 1])}" for t in range(60_000)]
+    data = d / "big.csv"
+    data.write_text("\n".join(lines) + "\n")
+    args = ["--target", "y", "--time", "time", *SMALL, "--quiet"]
+    r = ok(cli("run", data, *args, "--save", d / "full.slstm"))
+    pipe = ok(cli("run", *args, input=data.read_bytes()))
+    assert r.stdout == pipe.stdout  # compiled file path == Python pipe path, byte for byte
+    return d, data, args, r.stdout
+
+
+def test_file_run_kill_9_at_a_random_instant_then_resume_matches(file_run, tmp_path):
+    d, data, args, full = file_run
+    ck = tmp_path / "ck.slstm"
+    rng = np.random.default_rng(int(time.time()))
+    p = start("run", data, *args, "--checkpoint", ck, "--checkpoint-every", "997", "--block-size", "300",
+              stdin=subprocess.DEVNULL)
+    fd = p.stdout.fileno()
+    buf = bytearray()
+    try:
+        read_line(fd, buf, 120)
+        time.sleep(rng.uniform(0.0, 0.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+    finally:
+        p.kill()
+    done = consumed(ck) if ck.exists() else 0
+    assert done % 997 == 0 or done == 60_000
+    r = ok(cli("run", data, *args, "--checkpoint", ck, "--resume", "--save", tmp_path / "end.slstm"))
+    full_lines = full.splitlines(keepends=True)
+    assert r.stdout == (b"".join(full_lines[1 + done:]) if done else full)
+    assert_same_model(d / "full.slstm", tmp_path / "end.slstm")
+
+
+def test_file_run_sigterm_mid_file_checkpoints_what_was_written_and_resumes_exactly(file_run, tmp_path):
+    d, data, args, full = file_run
+    ck = tmp_path / "ck.slstm"
+    p = start("run", data, *args, "--checkpoint", ck, "--block-size", "50", stdin=subprocess.DEVNULL)
+    fd = p.stdout.fileno()
+    buf = bytearray()
+    try:
+        header = read_line(fd, buf, 120)
+        row = read_line(fd, buf, 120)  # rows are coming out
+        p.send_signal(signal.SIGTERM)
+        rest, _ = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    head = header + b"\n" + row + b"\n" + bytes(buf) + rest
+    assert p.returncode == 128 + signal.SIGTERM
+    done = consumed(ck)
+    assert len(head.splitlines()) == 1 + done  # the header, then exactly the rows the checkpoint counts
+    r = ok(cli("run", data, *args, "--checkpoint", ck, "--resume", "--save", tmp_path / "end.slstm"))
+    assert head + r.stdout == full
+    assert_same_model(d / "full.slstm", tmp_path / "end.slstm")
+
+
+def test_file_run_stops_at_the_first_bad_row_like_a_pipe_run(tmp_path):
+    rows = ["x,y"] + [f"{i / 10},{i / 5}" for i in range(5000)]
+    rows[3001] = "0.5,abc"
+    data = tmp_path / "bad.csv"
+    data.write_text("\n".join(rows) + "\n")
+    f = cli("run", data, "--target", "y", *SMALL)
+    p = cli("run", "--target", "y", *SMALL, input=data.read_bytes())
+    assert f.returncode == p.returncode == 2
+    assert f.stdout == p.stdout and len(f.stdout.splitlines()) == 1 + 3000
+    assert "line 3002, column 'y': 'abc' is not a number" in f.stderr.decode()
