@@ -148,6 +148,8 @@ def main() -> None:
                                                               "PNG at the end (needs matplotlib).")
 @click.option("--block-size", default=4096, show_default=True, type=click.IntRange(1), metavar="N",
               help="Most rows per core call; a pipe is read as lines arrive whatever this is.")
+@click.option("--reader-thread/--no-reader-thread", default=True, show_default=True,
+              help="Read and parse a regular file's next blocks on a second thread while the model works.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary on stderr.")
 @_model_options
 @click.pass_context
@@ -389,7 +391,8 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         checkpoint=o.get("checkpoint"), checkpoint_every=o.get("checkpoint_every"),
         checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"),
         progress=not o.get("quiet") and stream is None and sys.stderr.isatty(),
-        collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header)
+        collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header,
+        prefetch=o.get("reader_thread", True))
     outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)
     if not o.get("quiet"):
         _echo(R.summary(outcome))

@@ -5,14 +5,15 @@
 
 One CSV file ``x,y`` (1 feature, hidden 32, float64, the CLI's default settings). For
 inference only (``--load model --no-learn``) and for learning (fresh model), the CLI runs
-as a subprocess reading the file and writing its CSV output to a file; the in-process
-API then runs on the same rows, already parsed into numpy arrays (parsing not timed): the
-block call (``advance_many`` / ``learn_many``) and the per-event loop (``advance`` /
-``learn_one``). The CLI's predictions are checked against the in-process ones (equal).
+as a subprocess reading the file and writing its CSV output to a file, with and without
+its reader thread; the in-process API then runs on the same rows, already parsed into
+numpy arrays (parsing not timed): the block call (``advance_many`` / ``learn_many``) and
+the per-event loop (``advance`` / ``learn_one``). Each is repeated (``--repeats``,
+interleaved) and the medians reported. The CLI's predictions are checked against the
+in-process ones (equal), and its output with one thread against its output with two.
 
-Also measured: peak RSS of the CLI at rows/10 and rows (flat memory), ``--help`` wall time
-time to the first output row
-of a fresh process with a warm numba cache. Writes a section of bench/RESULTS.md between
+Also measured: peak RSS of the CLI at rows/10 and rows (flat memory), ``--help`` wall
+time, and the time to the first output row of a fresh process with a warm numba cache. Writes a section of bench/RESULTS.md between
 ``<!-- cli:start -->`` and ``<!-- cli:end -->``.
 """
 
@@ -145,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print, do not touch bench/RESULTS.md")
     ap.add_argument("--json", type=Path, help="also dump the raw figures here")
     a = ap.parse_args()
@@ -152,7 +154,7 @@ def main() -> None:
 
     load0 = os.getloadavg()
     small_rows = max(a.rows // 10, 1000)
-    res: dict = {"rows": a.rows, "small_rows": small_rows, "hidden": a.hidden}
+    res: dict = {"rows": a.rows, "small_rows": small_rows, "hidden": a.hidden, "repeats": a.repeats}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         data, small, train = d / "data.csv", d / "small.csv", d / "train.csv"
@@ -173,41 +175,44 @@ def main() -> None:
         _, meta, arrays = persistence.read_file(model)
         blob = arrays["model"].tobytes()
 
-        # ---- inference only
-        print(f"inference, {n:,} rows ...", flush=True)
-        cli_inf = run_cli(["run", str(data), "--target", "y", "--load", str(model), "--no-learn"], d / "inf.csv")
-        cli_inf_small = run_cli(["run", str(small), "--target", "y", "--load", str(model), "--no-learn"], None)
+        # Each configuration runs `repeats` times, interleaved (CLI, CLI on one thread,
+        # in-process block, in-process loop), and the medians are reported: the machine is shared.
         warm = OnlineLSTM.from_bytes(blob)  # load every kernel before timing
         warm.advance_many(X[:10]), warm.advance(X[0]), warm.learn_many(X[:10], Y[:10]), warm.learn_one(X[0], 1.0)
-        m = OnlineLSTM.from_bytes(blob)
-        t_block, P_block = timed(m.advance_many, X)
-        m = OnlineLSTM.from_bytes(blob)
-        adv = m.advance
-        t0 = time.perf_counter()
-        for i in range(n):
-            adv(X[i])
-        t_loop = time.perf_counter() - t0
-        same_inf = bool(np.array_equal(pred_column(d / "inf.csv"), P_block[:, 0]))
-        res["inference"] = {"cli": cli_inf, "cli_small": cli_inf_small, "block_s": t_block, "loop_s": t_loop,
-                            "same_predictions": same_inf}
-
-        # ---- learning (fresh model, the CLI's defaults)
-        print(f"learning, {n:,} rows ...", flush=True)
-        cli_learn = run_cli(["run", str(data), "--target", "y", *h], d / "learn.csv")
-        cli_learn_small = run_cli(["run", str(small), "--target", "y", *h], None)
         params = dict(meta["params"])
-        m = OnlineLSTM(n_inputs=1, **params)
-        t_block_l, P_learn = timed(m.learn_many, X, Y)
-        m = OnlineLSTM(n_inputs=1, **params)
-        lo = m.learn_one
+        jobs = {
+            "inference": (["run", str(data), "--target", "y", "--load", str(model), "--no-learn"],
+                          ["run", str(small), "--target", "y", "--load", str(model), "--no-learn"],
+                          lambda: OnlineLSTM.from_bytes(blob), "advance_many", "advance"),
+            "learning": (["run", str(data), "--target", "y", *h], ["run", str(small), "--target", "y", *h],
+                         lambda: OnlineLSTM(n_inputs=1, **params), "learn_many", "learn_one"),
+        }
         Yl = Y.tolist()
-        t0 = time.perf_counter()
-        for i in range(n):
-            lo(X[i], Yl[i])
-        t_loop_l = time.perf_counter() - t0
-        same_learn = bool(np.array_equal(pred_column(d / "learn.csv"), P_learn[:, 0]))
-        res["learning"] = {"cli": cli_learn, "cli_small": cli_learn_small, "block_s": t_block_l, "loop_s": t_loop_l,
-                           "same_predictions": same_learn}
+        for name, (args, small_args, fresh, block_api, event_api) in jobs.items():
+            print(f"{name}, {n:,} rows x {a.repeats} ...", flush=True)
+            runs: dict[str, list] = {"cli": [], "cli_1thread": [], "block_s": [], "loop_s": []}
+            same = True
+            for rep in range(a.repeats):
+                out_csv = d / f"{name}.csv"
+                runs["cli"].append(run_cli(args, out_csv))
+                runs["cli_1thread"].append(run_cli([*args, "--no-reader-thread"], d / f"{name}1.csv"))
+                m = fresh()
+                t_block, P = timed(getattr(m, block_api), X) if block_api == "advance_many" else timed(m.learn_many, X, Y)
+                runs["block_s"].append(t_block)
+                m = fresh()
+                step = getattr(m, event_api)
+                t0 = time.perf_counter()
+                if event_api == "advance":
+                    for i in range(n):
+                        step(X[i])
+                else:
+                    for i in range(n):
+                        step(X[i], Yl[i])
+                runs["loop_s"].append(time.perf_counter() - t0)
+                if rep == 0:
+                    same = bool(np.array_equal(pred_column(out_csv), P[:, 0])) and (
+                        (d / f"{name}.csv").read_bytes() == (d / f"{name}1.csv").read_bytes())
+            res[name] = {"runs": runs, "cli_small": run_cli(small_args, None), "same_predictions": same}
 
         # ---- start-up
         print("start-up ...", flush=True)
@@ -235,26 +240,36 @@ def render(r: dict) -> str:
     L.append("")
     L.append(f"{n:,}-row CSV file `x,y` (1 feature), hidden {r['hidden']}, float64, the CLI's default settings "
              "(Adam, TBPTT(1,16)). CLI: `streamlstm run data.csv --target y ...` as a subprocess writing its CSV "
-             "output (`y,pred_y,error`, shortest exact floats) to a file; wall time includes start-up "
-             "(imports, loading the cached kernels). In-run: the rate in the CLI's own summary (reading, parsing, "
-             "core, writing; no start-up). In-process: the same rows already in numpy arrays (parsing not timed), "
-             "block call and per-event loop (`advance(X[i])` / `learn_one(X[i], y)`).")
+             "output (`y,pred_y,error`, shortest exact floats) to a file. **In-run**: the rate in the CLI's own "
+             "summary: reading, parsing, the model, writing, from the first row to the last. **Wall**: the whole "
+             "process, with its start-up (Python, imports, loading the compiled kernels from numba's cache). "
+             "In-process: the same rows already in numpy arrays (parsing not timed, kernels loaded beforehand), "
+             "block call and per-event loop (`advance(X[i])` / `learn_one(X[i], y)`). By default the CLI reads and "
+             "parses a file's next blocks on a second thread; `--no-reader-thread` keeps it to one. "
+             f"Medians of {r['repeats']} interleaved repeats.")
     L.append("")
-    L.append("| rows/s | CLI (wall) | CLI (in-run) | in-process block | in-process per event | CLI wall / block "
-             "| CLI wall / per event | CLI = in-process predictions |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|:---:|")
-    for name, key, api in (("inference only (`--load m --no-learn`)", "inference", "advance_many / advance"),
-                           ("learning", "learning", "learn_many / learn_one")):
-        x = r[key]
-        wall = n / x["cli"]["wall"]
-        inrun = x["cli"]["rows"] / x["cli"]["in_run_s"]
-        block, loop = n / x["block_s"], n / x["loop_s"]
-        L.append(f"| {name} | {wall:,.0f} | {inrun:,.0f} | {block:,.0f} | {loop:,.0f} | {wall / block:.0%} "
-                 f"| {wall / loop:.0%} | {'yes' if x['same_predictions'] else '**no**'} |")
+    L.append("| rows/s | CLI in-run | CLI in-run, one thread | CLI wall | in-process block | in-process per event "
+             "| **in-run / block** | in-run / per event | one thread / block | wall / block | wall / per event "
+             "| CLI = in-process predictions |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    med = statistics.median
+    for name, key in (("inference only (`--load m --no-learn`)", "inference"), ("learning", "learning")):
+        x = r[key]["runs"]
+        inrun = med(c["rows"] / c["in_run_s"] for c in x["cli"])
+        one = med(c["rows"] / c["in_run_s"] for c in x["cli_1thread"])
+        wall = med(n / c["wall"] for c in x["cli"])
+        block, loop = med(n / t for t in x["block_s"]), med(n / t for t in x["loop_s"])
+        L.append(f"| {name} | {inrun:,.0f} | {one:,.0f} | {wall:,.0f} | {block:,.0f} | {loop:,.0f} "
+                 f"| **{inrun / block:.0%}** | {inrun / loop:.0%} | {one / block:.0%} | {wall / block:.0%} "
+                 f"| {wall / loop:.0%} | {'yes' if r[key]['same_predictions'] else '**no**'} |")
+    L.append("")
+    startup = statistics.median(c["wall"] - c["in_run_s"] for c in r["inference"]["runs"]["cli"])
+    L.append(f"Start-up and shut-down of the CLI process (wall minus in-run, inference): {startup:.2f} s. On "
+             f"{n:,} rows that is what separates the wall rate from the in-run rate; it is paid once per process.")
     L.append("")
     L.append(f"Peak RSS of the CLI process (MiB), {ns:,} vs {n:,} rows: inference "
-             f"{r['inference']['cli_small']['rss_mib']:.0f} vs {r['inference']['cli']['rss_mib']:.0f}, learning "
-             f"{r['learning']['cli_small']['rss_mib']:.0f} vs {r['learning']['cli']['rss_mib']:.0f} "
+             f"{r['inference']['cli_small']['rss_mib']:.0f} vs {r['inference']['runs']['cli'][0]['rss_mib']:.0f}, "
+             f"learning {r['learning']['cli_small']['rss_mib']:.0f} vs {r['learning']['runs']['cli'][0]['rss_mib']:.0f} "
              "(rows are read, processed and written in blocks of at most 4,096).")
     L.append("")
     hp = r["help"]
