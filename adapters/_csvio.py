@@ -14,6 +14,12 @@ kept (``surrogateescape``) and written back unchanged; in a number they are a ba
 :class:`Schema` maps the header onto the roles (target, features, key, time) and turns a
 block of records into arrays, reporting each bad row as ``(position, message)``.
 
+For a regular file the command line switches on the compiled path: the reader hands out
+runs of plain lines (no quotes, no CR, not blank) as undecoded bytes
+(:meth:`RecordReader.next_plain`), which :meth:`Schema.parse_plain` turns into arrays in
+compiled code (:mod:`._fastcsv`). Anything else, and any block with a row that needs a
+closer look, goes the Python way, with the same records, numbers and messages.
+
 >>> import io
 >>> r = RecordReader(io.BytesIO(b'\\xef\\xbb\\xbfa,"b, c"\\r\\n1,2\\r\\n\\r\\n3,"x\\ny"\\r\\n'))
 >>> r.read_header()

@@ -185,6 +185,12 @@ def parse_decimal(buf, a, b):
     status 0: ``value`` is exactly what Python's ``float`` gives; 1: the cell is empty;
     2: Python's ``float`` must decide (other syntax, over 19 significant digits, or a
     rounding Eisel-Lemire cannot settle).
+
+    >>> buf = np.frombuffer(b"0.1,-2.5e-3,,1_0", dtype=np.uint8)
+    >>> parse_decimal(buf, 0, 3), parse_decimal(buf, 4, 11)
+    ((0.1, 0), (-0.0025, 0))
+    >>> parse_decimal(buf, 12, 12)[1], parse_decimal(buf, 13, 16)[1]  # empty; Python's float decides
+    (1, 2)
     """
     if a >= b:
         return 0.0, 1
@@ -383,6 +389,10 @@ def write_repr(bits, out, pos):
     At most :data:`MAX_REPR` bytes. Layout as CPython's ``float_repr``: positional when
     the decimal point falls within 16 digits after or 4 before the first digit
     (``0.0001``, ``1234567890123456.0``), else ``d.ddde+XX``.
+
+    >>> out = np.zeros(MAX_REPR, dtype=np.uint8)
+    >>> [out[:write_repr(np.float64(v).view(np.uint64), out, 0)].tobytes() for v in (0.1, 1e16, -5e-324, 2.0)]
+    [b'0.1', b'1e+16', b'-5e-324', b'2.0']
     """
     ieee_mantissa = bits & _MANT_MASK
     ieee_exponent = np.int64((bits >> _U52) & _EXP_MASK)
@@ -472,6 +482,14 @@ def parse_block(buf, nrows, ncol, role, nspans, limit, X, y, known, spans):
     and ``known``. Returns the number of rows done: it stops before the first row that
     Python must look at (wrong field count, a number needing ``float``, a value that is
     not finite or beyond ``limit``, an empty feature).
+
+    >>> raw = np.frombuffer(b"1.5,a,2\\n-3,b,\\n", dtype=np.uint8)
+    >>> X, y, known = np.empty((2, 1)), np.empty(2), np.empty(2, dtype=bool)
+    >>> spans = np.empty((2, 2, 2), dtype=np.int64)
+    >>> parse_block(raw, 2, 3, np.array([0, -3, -2]), 2, 1e100, X, y, known, spans)
+    2
+    >>> X[:, 0].tolist(), y.tolist(), known.tolist()
+    ([1.5, -3.0], [2.0, nan], [True, False])
     """
     pos = 0
     size = len(buf)
@@ -522,7 +540,14 @@ def parse_block(buf, nrows, ncol, role, nspans, limit, X, y, known, spans):
 def format_block(buf, spans, bits, out):
     """Output lines: the kept cells of each row (copied), then its numbers (``repr``; an
     empty cell for NaN), comma-separated. ``bits`` is (numbers, rows) uint64, the
-    numbers' IEEE bits. Returns the bytes written to ``out``."""
+    numbers' IEEE bits. Returns the bytes written to ``out``.
+
+    >>> raw = np.frombuffer(b"a,2\\nb,\\n", dtype=np.uint8)
+    >>> spans = np.array([[[0, 1], [2, 3]], [[4, 5], [6, 6]]])
+    >>> out = np.empty(64, dtype=np.uint8)
+    >>> out[:format_block(raw, spans, np.array([[0.5, np.nan]]).view(np.uint64), out)].tobytes()
+    b'a,2,0.5\\nb,,\\n'
+    """
     nrows = spans.shape[0]
     nspans = spans.shape[1]
     nnum = bits.shape[0]
@@ -552,6 +577,9 @@ def scan_plain(buf, start, limit, max_line):
     ``max_line`` bytes, and has an ASCII byte that is not white space (so it is surely not
     blank; a line of only non-ASCII bytes and spaces is left to the Python reader, which
     knows Unicode white space). The scan stops before the first line that is not plain.
+
+    >>> scan_plain(np.frombuffer(b'1,2\\n3,4\\n"5",6\\n', dtype=np.uint8), 0, 10, 1000)
+    (2, 8)
     """
     size = len(buf)
     pos = start
