@@ -205,27 +205,24 @@ def parse_decimal(buf, a, b):
     ndig = 0       # significant digits taken into w
     exp10 = 0
     seen = False   # a mantissa digit at all
-    while i < b and 48 <= buf[i] <= 57:
-        seen = True
-        d = np.uint64(buf[i] - 48)
-        if ndig > 0 or d != _U0:
-            if ndig == 19:
-                return 0.0, 2
-            w = w * _U10 + d
-            ndig += 1
-        i += 1
-    if i < b and buf[i] == 46:  # '.'
-        i += 1
-        while i < b and 48 <= buf[i] <= 57:
+    point = False  # past the decimal point: each digit lowers the exponent
+    while i < b:
+        c = buf[i]
+        if 48 <= c <= 57:
             seen = True
-            d = np.uint64(buf[i] - 48)
-            if ndig > 0 or d != _U0:
+            d = np.uint64(c - 48)
+            if ndig > 0 or d != _U0:  # leading zeros are not significant
                 if ndig == 19:
                     return 0.0, 2
                 w = w * _U10 + d
                 ndig += 1
-            exp10 -= 1
-            i += 1
+            if point:
+                exp10 -= 1
+        elif c == 46 and not point:  # '.'
+            point = True
+        else:
+            break
+        i += 1
     if not seen:
         return 0.0, 2
     if i < b and (buf[i] == 101 or buf[i] == 69):  # 'e' 'E'
