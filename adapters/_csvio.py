@@ -544,16 +544,19 @@ class Schema:
 
     def parse(self, lines: list[int], recs: list[Any]) -> tuple[Block, list[tuple[int, str]]]:
         """Typed rows and the bad ones ``(position in recs, message)`` in input order."""
+        if self.compiled and recs:
+            blk = self._parse_compiled(lines, recs)
+            if blk is not None:
+                return blk, []
+        return self._parse_python(lines, recs)
+
+    def _parse_python(self, lines: list[int], recs: list[Any]) -> tuple[Block, list[tuple[int, str]]]:
         import numpy as np
 
         n = len(recs)
         ncol = self.ncol
         if not n:
             return self._parse_slow(lines, recs)
-        if self.compiled:
-            blk = self._parse_compiled(lines, recs)
-            if blk is not None:
-                return blk, []
         column = None
         if set(map(type, recs)) == {str}:  # plain lines: one split for the whole block
             if set(map(str.count, recs, repeat(","))) == {ncol - 1}:
@@ -606,11 +609,7 @@ class Schema:
             return blk, []
         recs = raw.tobytes().decode("utf-8", "surrogateescape").split("\n")
         recs.pop()  # after the last line's \n
-        compiled, self.compiled = self.compiled, False  # it has said no: let Python find the bad row
-        try:
-            return self.parse(list(range(first_line, first_line + count)), recs)
-        finally:
-            self.compiled = compiled
+        return self._parse_python(list(range(first_line, first_line + count)), recs)  # Python finds the bad row
 
     def _compiled_block(self, raw: Any, n: int) -> Block | None:
         import numpy as np
