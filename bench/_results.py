@@ -28,3 +28,41 @@ def write_section(name: str, section: str, path: str | os.PathLike[str] = RESULT
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def sh(cmd: list[str]) -> str:
+    """A command's standard output, or "" when it cannot run."""
+    import subprocess
+
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+    except Exception:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what platform knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[str]:
+    """The 1, 5 and 15 minute load averages as /proc/loadavg writes them ([] elsewhere)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return fh.read().split()[:3]
+    except OSError:
+        return []
+
+
+def git_head(repo: str | os.PathLike[str]) -> str:
+    """The short commit the benchmark ran on."""
+    return sh(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"]).strip() or "no commit"

@@ -157,15 +157,9 @@ def first_row_latency(args: list[str], runs: int = 5) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numba
+
+    cpu = _results.cpu_model()
 
     return (f"{cpu} ({os.cpu_count()} CPUs), Python {platform.python_version()}, numpy {np.__version__}, "
             f"numba {numba.__version__}")

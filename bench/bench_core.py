@@ -371,18 +371,7 @@ def run_gemm(quick):
 
 
 # --------------------------------------------------------------------------- report
-def _sh(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
-    except Exception:
-        return ""
-
-
 def machine_info():
-    model = ""
-    for line in _sh(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
     import numba
     import torch
     try:
@@ -391,18 +380,14 @@ def machine_info():
         sv = getattr(streamlstm, "__version__", "?")
     except Exception:
         sv = "not importable"
-    try:
-        la = open("/proc/loadavg").read().split()[:3]
-    except OSError:
-        la = []
     return {
-        "cpu": model or platform.processor(), "n_cpus": os.cpu_count(),
+        "cpu": _results.cpu_model(), "n_cpus": os.cpu_count(),
         "python": platform.python_version(), "numpy": np.__version__,
         "numba": numba.__version__, "torch": torch.__version__, "streamlstm": sv,
         "date": _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "loadavg_start": la,
+        "loadavg_start": _results.load_average(),
         "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
-        "git": _sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip() or "no commit",
+        "git": _results.git_head(REPO),
     }
 
 

@@ -206,11 +206,7 @@ def write_results(results: list, args) -> None:
             commit += " + uncommitted changes"
     except OSError:
         commit = "?"
-    cpu = "?"
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = _results.cpu_model()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [START, "## Flink adapter throughput (`bench/bench_flink.py`)", "",
             f"{now} · {cpu} ({os.cpu_count()} CPUs, shared) · Python {platform.python_version()} · "

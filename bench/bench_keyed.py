@@ -39,7 +39,6 @@ import gc
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -254,27 +253,12 @@ def run_flops(args, H, n_keys):
     return out
 
 
-def _sh(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
-    except Exception:
-        return ""
-
-
 def machine_info():
     import numba
-    model = ""
-    for line in _sh(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
-    try:
-        la = open("/proc/loadavg").read().split()[:3]
-    except OSError:
-        la = []
-    return {"cpu": model or platform.processor(), "n_cpus": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": _results.cpu_model(), "n_cpus": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__,
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_start": la,
-            "git": _sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip() or "no commit"}
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_start": _results.load_average(),
+            "git": _results.git_head(REPO)}
 
 
 def _n(v):
