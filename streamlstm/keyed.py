@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Hashable, Iterator, Literal, Sequence
 
 import numpy as np
 
