@@ -9,6 +9,7 @@ import inspect
 import pickle
 import pickletools
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,19 @@ def test_signature_holds_the_core_settings_and_each_is_documented(cls):
 def test_core_settings_are_documented_once():
     entries = [n.strip() for names, _ in _PARAMS_DOC for n in names.split(",")]
     assert sorted(entries) == sorted(_CORE)
+
+
+def test_every_package_is_in_the_install_list():
+    """A non-editable install ships only the packages pyproject.toml lists (a subpackage left
+    out imports in the editable development install and fails after ``pip install .``)."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    dirs = {name: root / path for name, path in config["package-dir"].items()}
+    found = set()
+    for top, folder in dirs.items():
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder).parts
+            found.add(".".join((top, *rel)))
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"

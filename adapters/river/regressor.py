@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from river.base import MiniBatchRegressor
@@ -134,10 +134,10 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         if model is not None and x and self._features.mode == "changes":
             ch = self._features.fast_changes(x)  # the common event, on its shortest path
             if ch is not None:
-                out = cast(float, model.predict_one(np.array(ch, dtype=np.float64)))  # one output
+                out: float = model.predict_one(np.array(ch, dtype=np.float64))  # type: ignore[assignment]
                 return self._last_y + out if self.residual else out
         row = self._encode(x, learn=False)
-        out = 0.0 if row is None or model is None else float(cast(float, model.predict_one(row)))
+        out = 0.0 if row is None or model is None else float(model.predict_one(row))
         if self.residual:
             return self._last_y + out
         return out if row is not None else self._last_y
