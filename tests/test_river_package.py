@@ -98,3 +98,25 @@ def test_every_package_is_in_the_install_list():
             rel = init.parent.relative_to(folder).parts
             found.add(".".join((top, *rel)))
     assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
+
+
+def test_pickles_of_version_0_1_0_load_and_continue():
+    """tests/data/river_estimators_0.1.0.pkl: the four estimators pickled mid-stream by 0.1.0's
+    single-file adapter, each with a probe and what 0.1.0 answered to it."""
+    fixtures = pickle.loads((Path(__file__).parent / "data" / "river_estimators_0.1.0.pkl").read_bytes())
+    reg, probe, want = fixtures["regressor"]
+    assert isinstance(reg, LSTMRegressor) and reg.predict_one(probe) == want
+    clf, probe, want = fixtures["classifier"]
+    assert clf.predict_proba_one(probe) == want
+    fc, xs, want = fixtures["forecaster"]
+    assert fc.forecast(3, xs) == want
+    ad, probe, want = fixtures["anomaly"]
+    assert ad.score_one(probe) == want
+    assert all(not hasattr(est._features, "m2") for est, _, _ in fixtures.values())  # 0.1.0's variance
+    x = {"a": 0.5, "b": 0.0}
+    reg.learn_one(x, 1.0)  # and they go on learning
+    clf.learn_one(x, True)
+    fc.learn_one(1.0, x)
+    ad.learn_one(x)
+    again = pickle.loads(pickle.dumps(reg))
+    assert again.predict_one(x) == reg.predict_one(x)

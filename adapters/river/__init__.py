@@ -42,8 +42,10 @@ from __future__ import annotations
 
 from .anomaly import LSTMAnomalyDetector
 from .classifier import LSTMClassifier
+from .features import Features as _Features  # noqa: F401  (0.1.0 pickles, see below)
 from .forecaster import LSTMForecaster
 from .regressor import LSTMRegressor
+from .running_median import RunningMedianAbs as _RunningMedianAbs  # noqa: F401  (likewise)
 
 __all__ = ["LSTMAnomalyDetector", "LSTMClassifier", "LSTMForecaster", "LSTMRegressor"]
 
@@ -52,3 +54,5 @@ __all__ = ["LSTMAnomalyDetector", "LSTMClassifier", "LSTMForecaster", "LSTMRegre
 for _cls in (LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector):
     _cls.__module__ = __name__
 del _cls
+# _Features and _RunningMedianAbs: 0.1.0 kept these in this module under these names, and its
+# pickles name them so (tests/test_river_package.py loads such pickles).

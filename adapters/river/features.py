@@ -107,6 +107,10 @@ class Features:
         self.mean: list[float] = []
         self.last: list[float] = []
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("m2", None)  # a 0.1.0 pickle: it also kept a running variance, never read
+        self.__dict__.update(state)
+
     @property
     def width(self) -> int:
         """Input columns per feature."""
