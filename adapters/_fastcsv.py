@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
-__all__ = ["parse_decimal", "write_repr", "parse_block", "format_block", "scan_plain", "warm_up", "MAX_REPR"]
+__all__ = ["MAX_REPR", "format_block", "parse_block", "parse_decimal", "scan_plain", "warm_up", "write_repr"]
 
 _jit = njit(cache=True, error_model="numpy", nogil=True)
 
@@ -78,7 +78,7 @@ def _eisel_lemire_table() -> np.ndarray:
             while c >= 1 << 128:
                 c >>= 1
         rows.append(_split(c))
-    for q in range(0, 309):
+    for q in range(309):
         p = 5 ** q
         while p < 1 << 127:
             p <<= 1
@@ -165,9 +165,9 @@ def _eisel_lemire(w, q):
         mantissa += mantissa & _U1
         mantissa >>= _U1
         return math.ldexp(np.float64(mantissa), -1074), True
-    if low <= _U1 and -4 <= q <= 23 and (mantissa & np.uint64(3)) == _U1:
-        if (mantissa << shift) == high:  # exactly half-way: round to even
-            mantissa &= ~_U1
+    if (low <= _U1 and -4 <= q <= 23 and (mantissa & np.uint64(3)) == _U1
+            and (mantissa << shift) == high):  # exactly half-way: round to even
+        mantissa &= ~_U1
     mantissa += mantissa & _U1
     mantissa >>= _U1
     if mantissa >= _TWO53:

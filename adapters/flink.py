@@ -77,23 +77,23 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, Iterable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
-    "ServingEngine",
     "LearningEngine",
-    "serving_engine",
+    "ModelProcessFunction",
+    "ServingEngine",
+    "build_model_pipeline",
+    "build_pipeline",
+    "format_output",
     "learning_engine",
-    "prepare_worker_environment",
+    "main",
     "make_env",
     "parse_line",
-    "format_output",
-    "ModelProcessFunction",
-    "build_pipeline",
-    "build_model_pipeline",
-    "run_csv_job",
+    "prepare_worker_environment",
     "read_output",
-    "main",
+    "run_csv_job",
+    "serving_engine",
 ]
 
 _log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class ServingEngine(_Engine):
         self._memo: OrderedDict = OrderedDict()  # key -> the bytes its row in _keyed holds
         self.n_loaded = 0
 
-    def process(self, state: Optional[bytes], line: str):
+    def process(self, state: bytes | None, line: str):
         try:
             key, t, x, y = self._rows.split(line)
         except BadRow as exc:
@@ -339,7 +339,7 @@ class LearningEngine(_Engine):
         warm.learn_one(self._rows.zero_x(), self._rows.zero_y())
         self._from_bytes(warm.to_bytes())
 
-    def process(self, state: Optional[bytes], line: str):
+    def process(self, state: bytes | None, line: str):
         try:
             key, t, x, y = self._rows.split(line)
         except BadRow as exc:
@@ -377,7 +377,7 @@ def learning_engine(model, on_bad_row: str = "fail", cache_mb="64") -> LearningE
     return LearningEngine(model, on_bad_row, float(cache_mb))
 
 
-def state_digest(state: Optional[bytes]) -> str:
+def state_digest(state: bytes | None) -> str:
     """A short digest of a state blob (for comparing runs)."""
     return "-" if state is None else hashlib.sha256(state).hexdigest()[:16]
 
@@ -387,8 +387,8 @@ def state_digest(state: Optional[bytes]) -> str:
 
 def prepare_worker_environment(
     *,
-    work_dir: Optional[str] = None,
-    numba_cache_dir: Optional[str] = None,
+    work_dir: str | None = None,
+    numba_cache_dir: str | None = None,
     extra_pythonpath: Sequence[str] = (),
 ) -> None:
     """Set the process environment that the JVM and the Python workers inherit.
@@ -438,15 +438,15 @@ def submitted_by_flink_cli() -> bool:
 def make_env(
     *,
     execution_mode: str = "thread",
-    parallelism: Optional[int] = 1,
+    parallelism: int | None = 1,
     checkpoint_interval_ms: int = 1000,
-    checkpoint_dir: Optional[str] = None,
+    checkpoint_dir: str | None = None,
     restart_attempts: int = 3,
     restart_delay: str = "1 s",
-    bundle_size: Optional[int] = None,
-    state_cache_size: Optional[int] = None,
-    python_executable: Optional[str] = None,
-    conf: Optional[dict] = None,
+    bundle_size: int | None = None,
+    state_cache_size: int | None = None,
+    python_executable: str | None = None,
+    conf: dict | None = None,
 ):
     """A StreamExecutionEnvironment with the settings this adapter relies on.
 
@@ -570,7 +570,12 @@ def build_pipeline(env, input_paths: Iterable[str], output_dir: str, engine_fact
     so that a savepoint can be resumed by a changed job."""
     from pyflink.common import Encoder, Types, WatermarkStrategy
     from pyflink.datastream.connectors.file_system import (
-        BucketAssigner, FileSink, FileSource, OutputFileConfig, StreamFormat)
+        BucketAssigner,
+        FileSink,
+        FileSource,
+        OutputFileConfig,
+        StreamFormat,
+    )
 
     paths = [_as_path(p) for p in ([input_paths] if isinstance(input_paths, (str, os.PathLike))
                                    else input_paths)]
@@ -600,7 +605,7 @@ def build_model_pipeline(env, input_paths, output_dir: str, model, *, learn: boo
 
 
 def run_csv_job(input_paths, output_dir: str, model, *, learn: bool = False, on_bad_row: str = "fail",
-                work_dir: Optional[str] = None, job_name: str = "streamlstm", **env_kwargs):
+                work_dir: str | None = None, job_name: str = "streamlstm", **env_kwargs):
     """Prepare the environment, build and run the job to completion (bounded input)."""
     prepare_worker_environment(work_dir=work_dir)
     env = make_env(**env_kwargs)

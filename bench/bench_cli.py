@@ -20,6 +20,7 @@ time, and the time to the first output row of a fresh process with a warm numba 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -33,9 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _results
 import numpy as np
-
-import _results  # noqa: E402  (bench/, the script's own folder)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -64,20 +64,19 @@ def load_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def run_cli(args: list[str], out_path: Path | None) -> dict:
     """Run the CLI; wall seconds, peak RSS (MiB) of that process, its summary's in-run rate."""
-    out = open(out_path, "wb") if out_path else subprocess.DEVNULL
     # A child forked from this (large) process starts with this process's resident set,
     # and Linux keeps ru_maxrss across exec: GNU time, a small process, measures instead.
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+    with (open(out_path, "wb") if out_path else contextlib.nullcontext(subprocess.DEVNULL)) as out, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
         wrap = [GNU_TIME, "-o", rss_file.name, "-f", "%M"] if GNU_TIME else []
         t0 = time.perf_counter()
         p = subprocess.Popen([*wrap, *CLI, *args], stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert p.stderr is not None  # stderr=PIPE
         err = p.stderr.read()
         _, status, usage = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         rss_kib = int(rss_file.read().split()[-1]) if GNU_TIME else usage.ru_maxrss
     p.returncode = os.waitstatus_to_exitcode(status)
-    if out_path:
-        out.close()
     if p.returncode != 0:
         raise SystemExit(f"CLI failed ({p.returncode}): {' '.join(args)}\n{err.decode()}")
     m = re.search(r"([\d,]+) rows in ([\d.]+) s", err.decode())
@@ -141,17 +140,19 @@ def first_row_latency(args: list[str], runs: int = 5) -> dict:
         t0 = time.perf_counter()
         p = subprocess.Popen([*CLI, "run", *args, "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)
-        p.stdin.write(b"x,y\n0.5,1.0\n")
-        p.stdin.flush()
+        stdin, stdout = p.stdin, p.stdout
+        assert stdin is not None and stdout is not None  # both PIPE
+        stdin.write(b"x,y\n0.5,1.0\n")
+        stdin.flush()
         buf = b""
         while buf.count(b"\n") < 2:
-            select.select([p.stdout], [], [], 60)
-            chunk = os.read(p.stdout.fileno(), 4096)
+            select.select([stdout], [], [], 60)
+            chunk = os.read(stdout.fileno(), 4096)
             if not chunk:
                 break
             buf += chunk
         times.append(time.perf_counter() - t0)
-        p.stdin.close()
+        stdin.close()
         p.wait()
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 

@@ -51,9 +51,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+import _results
 import numpy as np
-
-import _results  # noqa: E402  (bench/, the script's own folder)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -131,8 +130,8 @@ class TorchTBPTT:
         zero = (torch.zeros(1, H, dtype=self.dtype), torch.zeros(1, H, dtype=self.dtype))
         self.state = zero                       # current (detached) state
         self.states = deque([zero], maxlen=k2)  # states after steps t-k2 .. t-1
-        self.xs = deque(maxlen=k2)              # inputs of steps t-k2+1 .. t
-        self.ys = deque(maxlen=k2)
+        self.xs: deque = deque(maxlen=k2)       # inputs of steps t-k2+1 .. t
+        self.ys: deque = deque(maxlen=k2)
         self.n = 0
 
     def learn_one(self, x, y):
@@ -188,7 +187,7 @@ def bench_pair(name, fns, xs, ys, repeats, warm):
     """Interleave the contenders repeat by repeat (fair under background load)."""
     res = {k: [] for k in fns}
     if warm:
-        for k, fn in fns.items():
+        for fn in fns.values():
             _timed(fn, xs[:warm], None if ys is None else ys[:warm])
     order = list(fns)
     for r in range(repeats):
@@ -586,7 +585,7 @@ def main(argv=None):
         print(f"compile: cold {comp['cold']['total_s']:.2f}s  warm {comp['warm']['total_s']:.2f}s", flush=True)
     speed = run_speed(args, OnlineLSTM)
     try:
-        info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     except OSError:
         pass
 

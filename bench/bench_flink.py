@@ -37,8 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import _results  # noqa: E402  (bench/, the script's own folder)
+import _results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
@@ -105,6 +106,7 @@ def timed_engine(timing_path: str, kind: str, arg: str):
 def make_model(path: str, n_inputs: int, hidden: int) -> dict:
     """A model trained on a few hundred events; returns the state sizes per key."""
     from streamlstm.adapters.flink import LearningEngine, ServingEngine
+
     from streamlstm import OnlineLSTM
 
     rng = random.Random(0)
@@ -164,7 +166,7 @@ def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, 
         if ln.startswith("flink job done in"):
             res["job_s"] = float(ln.split()[4])
     if os.path.exists(timing):
-        recs = [json.loads(ln) for ln in open(timing) if ln.strip()]
+        recs = [json.loads(ln) for ln in Path(timing).read_text().splitlines() if ln.strip()]
         n = sum(r["n"] for r in recs)
         span = max(r["last"] for r in recs) - min(r["first"] for r in recs)
         res.update(engine_events=n, span_s=round(span, 3), events_per_s=round(n / span) if span > 0 else None,
@@ -177,8 +179,8 @@ def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, 
 
 def _table(results: list) -> list:
     base = {(r["mode"], r["engine"]): r.get("events_per_s") for r in results}
-    lines = ["| mode | function | state bytes/key | events | ev/s (steady) | vs no-op | µs/event in the function "
-             "| job s (with start-up) |",
+    lines = [("| mode | function | state bytes/key | events | ev/s (steady) | vs no-op | µs/event in the function "
+             "| job s (with start-up) |"),
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
@@ -209,25 +211,25 @@ def write_results(results: list, args) -> None:
     cpu = _results.cpu_model()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [START, "## Flink adapter throughput (`bench/bench_flink.py`)", "",
-            f"{now} · {cpu} ({os.cpu_count()} CPUs, shared) · Python {platform.python_version()} · "
+            (f"{now} · {cpu} ({os.cpu_count()} CPUs, shared) · Python {platform.python_version()} · "
             f"apache-flink {pyflink.version.__version__} · numpy {numpy.__version__} · streamlstm ({commit}) · "
-            f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", "",
-            f"One local job per row: FileSource → key_by → KeyedProcessFunction (ValueState of bytes) → FileSink, "
+            f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"), "",
+            (f"One local job per row: FileSource → key_by → KeyedProcessFunction (ValueState of bytes) → FileSink, "
             f"parallelism 1, checkpoint every {args.checkpoint_ms} ms, {args.keys} keys, model: "
             f"n_inputs={args.inputs}, hidden={args.hidden}, float64; {args.labelled:.0%} of rows carry the target. "
             "`ev/s` = events / time between the first and the last event seen by the function (steady state, "
             "same timer wrapped around every function); `vs no-op` divides by the no-op function on the same "
-            "job with a state blob of the same size (learn: also vs the small no-op).", "",
+            "job with a state blob of the same size (learn: also vs the small no-op)."), "",
             *_table(results), "",
-            "- `noop`: reads the key's bytes from Flink state, writes them back, emits the line: the PyFlink "
-            "floor (parse, state read/write across the JVM boundary, output).",
-            "- `serve`: `ServingEngine` — parse the row, compare the key's bytes from Flink with the memo "
+            ("- `noop`: reads the key's bytes from Flink state, writes them back, emits the line: the PyFlink "
+            "floor (parse, state read/write across the JVM boundary, output)."),
+            ("- `serve`: `ServingEngine` — parse the row, compare the key's bytes from Flink with the memo "
             "(reload the row with `KeyedLSTM.set_state_bytes` only if they differ), `step_one`, `state_bytes` "
-            "back to Flink, format `key,time,prediction,error`.",
-            "- `learn`: `LearningEngine` — per-key model: `learn_one` (or `advance`) then `to_bytes()` back into "
+            "back to Flink, format `key,time,prediction,error`."),
+            ("- `learn`: `LearningEngine` — per-key model: `learn_one` (or `advance`) then `to_bytes()` back into "
             "Flink state every event (required: a Python KeyedProcessFunction has no pre-checkpoint hook); the "
             "decoded model is memoised by its exact bytes, so `from_bytes` runs only after a restore or an "
-            "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates: the whole per-key model (weights, optimizer moments, gradient, ring) is serialised after every event; `noop-learn` moves a blob of the same size.",
+            "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates: the whole per-key model (weights, optimizer moments, gradient, ring) is serialised after every event; `noop-learn` moves a blob of the same size."),
             "", END]
     _results.write_section("flink", "\n".join(body), RESULTS)
     print(f"wrote the flink section of {RESULTS}")

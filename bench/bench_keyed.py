@@ -44,16 +44,15 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import _results
 import numpy as np
-
-import _results  # noqa: E402  (bench/, the script's own folder)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from streamlstm import KeyedLSTM, LSTMState, OnlineLSTM  # noqa: E402
+from streamlstm import KeyedLSTM, LSTMState, OnlineLSTM
 
 START, END = "<!-- keyed:start -->", "<!-- keyed:end -->"
 # CPU time of this (single-threaded) process: on the shared 2-core machine other jobs take
@@ -75,8 +74,8 @@ def gemm_ceiling(quick):
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:  # OPENBLAS_NUM_THREADS=1 is set above anyway
         import contextlib
-        threadpool_limits = lambda **kw: contextlib.nullcontext()  # noqa: E731
-        threadpool_info = lambda: []  # noqa: E731
+        threadpool_limits = lambda **kw: contextlib.nullcontext()
+        threadpool_info = list
     sizes = (256, 512) if quick else (256, 512, 1024)
     reps = 5 if quick else 9
     res = {}
@@ -182,6 +181,15 @@ def loop_baseline(H, n_keys, n_events, learn, seed=1, strings=False, gc_off=Fals
     return eps
 
 
+def batch_call(engine, learn):
+    """The timed call on one batch, ``fn(keys, X, Y)``: ``learn_many``, or ``step_many`` (no
+    targets). The engine is bound here, not in a closure of the caller, so that the caller's
+    ``del`` of the engine and of this call frees it."""
+    if learn:
+        return engine.learn_many
+    return lambda ks, X, Y: engine.step_many(ks, X)
+
+
 def run_keys(args, H, n_keys, learn, strings=False):
     B = args.batch
     bytes_learn_key = None
@@ -202,7 +210,7 @@ def run_keys(args, H, n_keys, learn, strings=False):
         batches = [str_keys(b) for b in batches]
     X = rng.normal(size=(B, 1))
     Y = rng.normal(size=B)
-    fn = (lambda ks, X, Y: engine.learn_many(ks, X, Y)) if learn else (lambda ks, X, Y: engine.step_many(ks, X))
+    fn = batch_call(engine, learn)
     fn(batches[0], X, Y)  # warm-up (compilation is cached; first-touch of pages)
     ts, walls = [], []
     for _ in range(args.repeats):
@@ -221,9 +229,9 @@ def run_keys(args, H, n_keys, learn, strings=False):
         "state_bytes_per_key": engine.state_nbytes_per_key, "build_s": t_build,
         "gflops": flops_per_event(H) * B / med / 1e9,
     }
-    del engine
+    del engine, fn  # fn holds the engine too: both go before the next configuration is built
     gc.collect()
-    print(f"  H={H} keys={n_keys:>9,}{' str' if strings else ''}{' (capped to %d)' % n_eff if capped else ''} "
+    print(f"  H={H} keys={n_keys:>9,}{' str' if strings else ''}{f' (capped to {n_eff})' if capped else ''} "
           f"{'learn' if learn else 'infer'}: {out['events_per_s']:,.0f} ev/s "
           f"({out['us_per_event']:.2f} µs/ev; loop {loop_eps:,.0f} ev/s x{out['speedup_vs_loop']:.1f}, "
           f"gc off {loop_nogc:,.0f} x{out['speedup_vs_loop_gc_off']:.1f}); "
@@ -380,7 +388,7 @@ def main():
             rows.append(run_keys(args, 32, 100_000, False, strings=True))
     print("GFLOP/s (inference, 100,000 keys) ...", flush=True)
     flops = [run_flops(args, H, 100_000) for H in ((32, 128) if q else (32, 64, 128))]
-    info["loadavg_end"] = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+    info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3] if os.path.exists("/proc/loadavg") else []
     Path(args.json).write_text(json.dumps({"info": info, "gemm": gemm, "keys": rows, "flops": flops,
                                            "quick": q}, indent=1, default=float))
     write_section(args.results, render(args, info, gemm, rows, flops))

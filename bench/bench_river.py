@@ -26,13 +26,14 @@ import platform
 import subprocess
 import sys
 import traceback
+from typing import ClassVar
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import peers  # noqa: E402
-import _results  # noqa: E402
-from peers import Peer  # noqa: E402
+import _results
+import peers
+from peers import Peer
 
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 RESULTS_JSON = os.path.join(HERE, "results_river.json")
@@ -85,7 +86,7 @@ else:
 class DeepRiverPeer:
     """A deep-river configuration; results come from one shared subprocess run (cached)."""
 
-    _cache: dict = {}
+    _cache: ClassVar[dict] = {}
 
     def __init__(self, name, config=None, speed=False, note=""):
         self.name = name
@@ -147,8 +148,8 @@ def collect(entries, datasets, repeats, deepriver=True):
         configs = [e.config for e in dr if e.config]
         try:
             dr_out = DeepRiverPeer.run(configs, datasets, repeats)
-        except Exception as e:  # no venv, crash...
-            errors["deep-river"] = f"{type(e).__name__}: {e}"
+        except Exception as exc:  # no venv, crash...
+            errors["deep-river"] = f"{type(exc).__name__}: {exc}"
     for e in entries:
         print(f"== {e.name}", file=sys.stderr)
         if isinstance(e, DeepRiverPeer):
@@ -222,16 +223,16 @@ def render(entries, acc, speed, errors, dr_versions, repeats) -> str:
                 cells.append(_fmt(v, bold=v is not None and v == best[(ds, key)]))
         if any(c != "-" for c in cells):
             L.append(f"| {_md(n)} | " + " | ".join(cells) + " |")
-    L += ["", "Protocol (same code for every row, `bench/peers.py`): univariate series (values only, no "
+    L += ["", ("Protocol (same code for every row, `bench/peers.py`): univariate series (values only, no "
           "timestamps); the first h values (12 / 24) are learned unscored; then for each t, with "
           "y_0..y_{t-1} learned: 1-step = |y_t - forecast(1)[0]| averaged over all t; h = mean over "
           "(t, k) of |y_{t+k} - forecast(h)[k]|, k = 0..h-1, for every t with a full horizon "
           "(121 / 1221 origins); then learn_one(y_t). `river.evaluate.evaluate` itself scores the "
           "forecast made before learning y_t against y_{t+1}..y_{t+h} (one step late), which is not "
           "used here. Trump = `evaluate.progressive_val_score` MAE (predict_one then learn_one, 6 "
-          "features as given).", ""]
+          "features as given)."), ""]
     for e in entries:
-        if e.note and any(k[0] == e.name for k in acc) or (e.name in speed and e.note):
+        if (e.note and any(k[0] == e.name for k in acc)) or (e.name in speed and e.note):
             L.append(f"- {e.name}: {e.note}")
     if any(isinstance(e, DeepRiverPeer) and any(k[0] == e.name for k in acc) for e in entries):
         L.append("- deep-river scaling: regressor = `StandardScaler() | TargetStandardScaler(LSTMRegressor(...))`, "
@@ -249,8 +250,8 @@ def render(entries, acc, speed, errors, dr_versions, repeats) -> str:
     for (n, ds), r in acc.items():
         if "error" in r:
             L.append(f"- {n} on {ds}: {r['error']}")
-    L += ["", "### Per-event speed (TrumpApproval dict rows, µs, median over "
-          f"{repeats} repeats of the per-event median; [min-max] over repeats)", ""]
+    L += ["", ("### Per-event speed (TrumpApproval dict rows, µs, median over "
+          f"{repeats} repeats of the per-event median; [min-max] over repeats)"), ""]
     L.append("| model | learn_one + predict_one | predict_one |")
     L.append("|---|---:|---:|")
     for n in names:
@@ -263,9 +264,9 @@ def render(entries, acc, speed, errors, dr_versions, repeats) -> str:
         a, b = t["learn_predict_us_range"], t["predict_us_range"]
         L.append(f"| {_md(n)} | {t['learn_predict_us']:.1f} [{a[0]:.0f}-{a[1]:.0f}] | "
                  f"{t['predict_us']:.1f} [{b[0]:.0f}-{b[1]:.0f}] |")
-    L += ["", "Each repeat: fresh model, 100 warm-up rows untimed, then the 901 remaining rows, "
+    L += ["", ("Each repeat: fresh model, 100 warm-up rows untimed, then the 901 remaining rows, "
           "each `predict_one(x)` + `learn_one(x, y)` timed alone (`perf_counter_ns`). The machine's "
-          "2 cores are shared, so treat differences under ~2x with care.", "", END]
+          "2 cores are shared, so treat differences under ~2x with care."), "", END]
     return "\n".join(L) + "\n"
 
 

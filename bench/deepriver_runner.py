@@ -32,12 +32,13 @@ import os
 import sys
 import traceback
 import warnings
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import peers  # noqa: E402
+import peers
 
-CONFIGS = {
+CONFIGS: dict[str, Any] = {
     "defaults": {"forecaster": {}, "regressor": {}},
     "docstring": {
         "forecaster": {"hidden_size": 8, "num_layers": 1, "optimizer_fn": "sgd", "lr": 1e-2},
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        out = {
+        out: dict[str, Any] = {
             "versions": {"deep-river": deep_river.__version__, "river": river.__version__,
                          "torch": torch.__version__, "python": sys.version.split()[0]},
             "configs": CONFIGS,

@@ -33,7 +33,8 @@ import collections
 import math
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from river import base, datasets, evaluate, linear_model, metrics, preprocessing, time_series
 
@@ -94,7 +95,7 @@ def forecast_metrics(model, series: list[float], horizon: int, warmup: int | Non
 def river_horizon_mae(model, dataset_name: str) -> float:
     """River's own ``evaluate.evaluate`` (mean over horizons), for cross-checking only."""
     h = FORECAST_DATASETS[dataset_name]
-    ds = [({}, y) for y in load_series(dataset_name)]  # univariate, like forecast_metrics
+    ds: list[tuple[dict, float]] = [({}, y) for y in load_series(dataset_name)]  # univariate, like forecast_metrics
     m = evaluate.evaluate(ds, model, metrics.MAE(), horizon=h, agg_func=statistics.mean)
     return m.get()
 
@@ -106,7 +107,7 @@ def regression_metrics(model, dataset_name: str = "TrumpApproval") -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def time_per_event(make_model: Callable[[], object], rows, repeats: int = 5, warm: int = 100) -> dict:
+def time_per_event(make_model: Callable[[], Any], rows, repeats: int = 5, warm: int = 100) -> dict:
     """Per-event adapter latency on dict rows, in microseconds.
 
     Each repeat builds a fresh model and streams all rows: ``predict_one(x)`` then

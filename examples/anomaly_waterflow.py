@@ -35,7 +35,6 @@ import os
 
 import numpy as np
 from river import anomaly, datasets
-
 from streamlstm.adapters.river import LSTMAnomalyDetector
 
 SEGMENTS = {"drop 1": (93, 110), "drop 2": (210, 224), "peak": (328, 330), "drop 3": (872, 887)}
@@ -99,7 +98,7 @@ def main(argv=None):
     auc = float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
     print(f"{'segment':8s} {'max score':>10s} {'flagged':>8s}")
     for name, top, hit in segment_table(scores, flagged):
-        print(f"{name:8s} {top:10.1f} {str(hit):>8s}")
+        print(f"{name:8s} {top:10.1f} {hit!s:>8s}")
     print(f"ROC AUC of the scores, hours in the segments vs the rest: {auc:.3f}")
     print(f"hours flagged: {int(flagged.sum())}, of which in the segments: {int((flagged & labels).sum())}")
     plot(times, flow, scores, flagged, args.out)

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any, Literal
 
 import numpy as np
 
 from streamlstm import OnlineLSTM
 
-SETTINGS = dict(hidden=32, bptt=16, update_every=1, optimizer="adam", lr=3e-3, clip=1.0)
+SETTINGS: dict[str, Any] = dict(hidden=32, bptt=16, update_every=1, optimizer="adam", lr=3e-3, clip=1.0)
 
 
-def recall_r2(cell: str, lag: int, events: int, seed: int = 0, tail: int = 5000) -> float:
+def recall_r2(cell: Literal["lstm", "rnn"], lag: int, events: int, seed: int = 0, tail: int = 5000) -> float:
     """Prequential R² of predicting x_{t-lag} from x_1..x_t over the last ``tail`` events."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=events + lag)
@@ -68,10 +69,10 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        lags, lstm, rnn = zip(*rows)
+        lags, lstm_r2, rnn_r2 = zip(*rows)
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(lags, lstm, "o-", label="LSTM")
-        ax.plot(lags, rnn, "s--", label="vanilla RNN")
+        ax.plot(lags, lstm_r2, "o-", label="LSTM")
+        ax.plot(lags, rnn_r2, "s--", label="vanilla RNN")
         ax.axhline(0.0, color="grey", lw=0.5)
         ax.set_xlabel("delay L (steps)")
         ax.set_ylabel("prequential R²")

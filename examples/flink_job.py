@@ -36,14 +36,15 @@ def _sensor(rng: random.Random, phase: float):
 
 
 def demo() -> int:
-    from streamlstm import OnlineLSTM
     from streamlstm.adapters.flink import read_output, run_csv_job
+
+    from streamlstm import OnlineLSTM
 
     rng = random.Random(0)
     work = tempfile.mkdtemp(prefix="streamlstm-flink-demo-")
     model_path = os.path.join(work, "model.slstm")
     model = OnlineLSTM(n_inputs=2, hidden=16, lr=3e-3, seed=0)
-    for s in range(4):  # train on 4 sensors, one after the other, state reset in between
+    for _s in range(4):  # train on 4 sensors, one after the other, state reset in between
         model.reset_state()
         gen = _sensor(rng, phase=rng.uniform(0, 24))
         for _ in range(1500):

@@ -14,9 +14,9 @@ _main = _sys.modules.get(getattr(_builtins.print, "__module__", "builtins"))
 if _main is not None and getattr(_main, "print", None) is not _builtins.print:
     _main.print = _builtins.print
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any  # noqa: E402  (after the print fix above, on purpose)
 
-__all__ = ["OnlineLSTM", "LSTMState", "InputError", "FormatError", "KeyedLSTM", "__version__"]
+__all__ = ["FormatError", "InputError", "KeyedLSTM", "LSTMState", "OnlineLSTM", "__version__"]
 __version__ = "0.1.0"
 
 # Imported on first use: numba takes a few hundred milliseconds to import, and commands

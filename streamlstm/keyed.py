@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Any, Callable, Hashable, Iterator, Literal, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -970,14 +971,14 @@ class KeyedLSTM:
 
     @classmethod
     def from_snapshot(cls, blob: bytes, decode_key: Callable[[Any], Hashable] | None = None,
-                      clock: Callable[[], float] | None = None) -> "KeyedLSTM":
+                      clock: Callable[[], float] | None = None) -> KeyedLSTM:
         """A new engine (and model) from :meth:`snapshot`; it continues bit-identically."""
         _, meta, arrays = persistence.loads(blob, expect_kind=_KIND)
         return cls._from_parts(meta, arrays, decode_key, clock)
 
     @classmethod
     def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-                    decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> "KeyedLSTM":
+                    decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> KeyedLSTM:
         try:
             model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
             cfg = meta["config"]
@@ -1039,7 +1040,7 @@ class KeyedLSTM:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], decode_key: Callable[[Any], Hashable] | None = None,
-             clock: Callable[[], float] | None = None) -> "KeyedLSTM":
+             clock: Callable[[], float] | None = None) -> KeyedLSTM:
         """Read an engine written by :meth:`save`."""
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
         return cls._from_parts(meta, arrays, decode_key, clock)

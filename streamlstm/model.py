@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from . import _kernels as K
 from . import persistence
 
-__all__ = ["OnlineLSTM", "LSTMState", "InputError"]
+__all__ = ["InputError", "LSTMState", "OnlineLSTM"]
 
 _F64 = np.dtype(np.float64)
 _k_predict, _k_advance = K.k_predict, K.k_advance  # module globals: one lookup fewer per call
@@ -70,7 +71,7 @@ class LSTMState:
         """Events this stream has advanced through."""
         return int(self.counters[0])
 
-    def copy(self) -> "LSTMState":
+    def copy(self) -> LSTMState:
         return LSTMState(self.buffer.copy(), self.counters.copy(), self.layers, self.hidden)
 
 
@@ -720,7 +721,7 @@ class OnlineLSTM:
         return persistence.dumps(_KIND, meta, self._export())
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "OnlineLSTM":
+    def from_bytes(cls, blob: bytes) -> OnlineLSTM:
         """Rebuild a model from :meth:`to_bytes`; it continues bit-identically.
 
         >>> m = OnlineLSTM(n_inputs=1, hidden=4); _ = m.learn_one([1.0], 2.0)
@@ -732,7 +733,7 @@ class OnlineLSTM:
         return cls._from_parts(meta, arrays)
 
     @classmethod
-    def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+    def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> OnlineLSTM:
         config = dict(meta["config"])
         config["betas"] = tuple(config["betas"])
         n_in, n_out = config["n_inputs"], config["n_outputs"]
@@ -752,12 +753,12 @@ class OnlineLSTM:
         persistence.write_atomic(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "OnlineLSTM":
+    def load(cls, path: str | os.PathLike[str]) -> OnlineLSTM:
         """Read a model written by :meth:`save`."""
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
         return cls._from_parts(meta, arrays)
 
-    def copy(self) -> "OnlineLSTM":
+    def copy(self) -> OnlineLSTM:
         """An independent twin (weights, state, moments, statistics), in microseconds.
 
         >>> m = OnlineLSTM(n_inputs=1, hidden=4); twin = m.copy()
@@ -774,7 +775,7 @@ class OnlineLSTM:
         twin._y1 = twin._ybuf[:1]
         return twin
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "OnlineLSTM":
+    def __deepcopy__(self, memo: dict[int, Any]) -> OnlineLSTM:
         return self.copy()
 
     def input_statistics(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -814,7 +815,7 @@ class OnlineLSTM:
     # ---------------------------------------------------------------- PyTorch
     @classmethod
     def from_torch(cls, lstm_state_dict: Mapping[str, Any], linear_state_dict: Mapping[str, Any] | None = None,
-                   **kwargs: Any) -> "OnlineLSTM":
+                   **kwargs: Any) -> OnlineLSTM:
         """Build a model from the arrays of a ``torch.nn.LSTM`` (and optional ``nn.Linear``).
 
         Pass numpy arrays (``{k: v.numpy() for k, v in lstm.state_dict().items()}``); torch

@@ -132,8 +132,8 @@ def forward(weights, X, h0=None, c0=None):
     T = X.shape[0]
     n_out = weights["readout.bias"].shape[0]
     outs = np.empty((T, n_out))
-    hs = np.empty((T,) + h.shape)
-    cs = np.empty((T,) + c.shape)
+    hs = np.empty((T, *h.shape))
+    cs = np.empty((T, *c.shape))
     for t in range(T):
         outs[t], h, c, _ = step(weights, X[t], h, c, cell)
         hs[t], cs[t] = h, c

@@ -313,8 +313,8 @@ def long_run(tmp_path_factory):
 def assert_same_model(a: Path, b: Path) -> None:
     from streamlstm import persistence
 
-    ka, ma, xa = persistence.read_file(a)
-    kb, mb, xb = persistence.read_file(b)
+    _ka, ma, xa = persistence.read_file(a)
+    _kb, mb, xb = persistence.read_file(b)
     assert ma["keys"] == mb["keys"] and ma["consumed"] == mb["consumed"] and ma["stats"] == mb["stats"]
     assert xa.keys() == xb.keys()
     for name in xa:
@@ -409,7 +409,7 @@ def test_checkpoint_of_a_prefix_then_resume_equals_one_run_per_key_models_differ
 
 
 def test_resume_refuses_another_input(long_run, tmp_path):
-    d, data, args, _ = long_run
+    _d, data, args, _ = long_run
     ck = tmp_path / "ck.slstm"
     ok(cli("run", data, *args, "--checkpoint", ck))
     other = tmp_path / "o.csv"

@@ -15,7 +15,6 @@ hypothesis = pytest.importorskip("hypothesis")
 click = pytest.importorskip("click")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
 from streamlstm.adapters import cli  # noqa: E402
 from streamlstm.adapters._csvio import BadRecord, CliError, RecordReader, Schema, fields  # noqa: E402
 
@@ -100,7 +99,7 @@ def mutated(draw):
 def test_reader_random_bytes_never_raise_and_do_not_depend_on_chunking(data, chunk):
     whole = read_all(data, 1 << 20)
     assert read_all(data, chunk) == whole  # a trickling pipe reads exactly what a file does
-    header, recs = whole
+    _header, recs = whole
     lines = [ln for ln, _ in recs]
     assert lines == sorted(lines) and len(set(lines)) == len(lines)
     for _, r in recs:
@@ -186,7 +185,7 @@ def test_job_on_mutated_files(data, extra):
 @FUZZ
 @given(st.binary(max_size=1500))
 def test_job_on_random_bytes(data):
-    code, _, outcome = run_inprocess(b"a,b,y\n" + data, "--target", "y", "--on-bad-row", "skip")
+    _code, _, outcome = run_inprocess(b"a,b,y\n" + data, "--target", "y", "--on-bad-row", "skip")
     if outcome is not None:
         assert_finite_models(outcome)
 

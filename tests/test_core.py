@@ -8,8 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from streamlstm import FormatError, InputError, OnlineLSTM
-from streamlstm import persistence
+from streamlstm import FormatError, InputError, OnlineLSTM, persistence
 
 
 def _stream(n: int, n_in: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -290,7 +289,7 @@ def test_extreme_finite_values_leave_statistics_and_state_finite():
     for v in (1.0, 2.0, 1e308, -1e308, 3.0):
         m.learn_one([v], v)
     assert np.isfinite(m.state.h).all() and np.isfinite(m.state.c).all()
-    count, mean, var = m.input_statistics()
+    count, mean, _var = m.input_statistics()
     assert count.tolist() == [3.0] and mean.tolist() == [2.0]  # the two extremes were left out
     assert np.isfinite(m.predict_one([2.0]))
 

@@ -21,7 +21,6 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
-
 from streamlstm.adapters import _fastcsv as F  # noqa: E402
 from streamlstm.adapters._csvio import MAX_LINE, BadRecord, CliError, RecordReader, Schema, fields  # noqa: E402
 
@@ -89,14 +88,14 @@ HARD = ["0", "-0", "+0.0", "0e999999", "1e-400", "1e400", "5e-324", "4.940656458
 
 def test_known_hard_cases_parse_like_float():
     assert_parses_like_float(HARD)
-    values, status = parse_many(HARD)
+    _values, status = parse_many(HARD)
     assert (status == 0).sum() >= len(HARD) - 2  # only the over-long ones go back to Python
 
 
 def test_other_syntax_goes_back_to_python_or_is_empty():
     texts = ["", " 1", "1 ", "1_000", "nan", "inf", "-Infinity", "0x10", "1e", "e5", ".", "-", "+", "1.2.3", "1e5.5",
              "١٢", "1,5", "--1", "1d5", "\x00"]
-    values, status = parse_many(texts)
+    _values, status = parse_many(texts)
     assert status[0] == 1
     assert (status[1:] == 2).all()
 
@@ -120,7 +119,7 @@ def test_nineteen_digit_strings_next_to_half_way_points_parse_like_float():
         if not np.isfinite(v) or v == 0:
             continue
         mid = (Decimal(v) + Decimal(float(np.nextafter(v, np.inf)))) / 2
-        mant, exp = ("%.18e" % mid).split("e")
+        mant, exp = (f"{mid:.18e}").split("e")
         for d in (-1, 0, 1):
             last = int(mant[-1]) + d
             if 0 <= last <= 9:

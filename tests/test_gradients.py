@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as R  # noqa: E402
+import reference as R
 
 streamlstm = pytest.importorskip("streamlstm")
 OnlineLSTM = streamlstm.OnlineLSTM

@@ -6,6 +6,7 @@ core's order and call the core's own cell, normaliser, output, backward and opti
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import zlib
 
@@ -164,7 +165,7 @@ def reference_batch(model, engine, keys, X, Y, mask):
     before = clone(model)
     ref = clone(model)
     ref._F[K.F_LR] = 0.0
-    states = {k: engine.state(k) for k in engine.keys()}
+    states = {k: engine.state(k) for k in engine.keys()}  # noqa: SIM118  (KeyedLSTM is no dict: no __iter__)
     zero = zero_state(ref)
     outs, grads, seen = [], [], {}
     for e, (k, x) in enumerate(zip(keys, X)):
@@ -515,7 +516,7 @@ def test_property_batches_equal_per_event(events, n_batches):
     X = np.array([[v, -v, 1.0] for _, v in events])
     states = {}
     bounds = np.linspace(0, len(keys), n_batches + 1).astype(int)
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if a == b:
             continue
         assert np.array_equal(engine.step_many(keys[a:b], X[a:b]), per_event_advance(ref, keys[a:b], X[a:b], states))
@@ -597,7 +598,7 @@ def test_integer_table_under_churn_matches_a_dict():
             assert engine.forget(k) == (k in alive)
             alive.pop(k, None)
             assert k not in engine
-        rows = [engine._row_any(k) for k in engine.keys()]
+        rows = [engine._row_any(k) for k in engine.keys()]  # noqa: SIM118  (KeyedLSTM has no __iter__)
         assert len(set(rows)) == len(rows) == len(alive)
     assert engine._TK.shape[0] <= 4096
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as R  # noqa: E402
+import reference as R
 
 streamlstm = pytest.importorskip("streamlstm")
 OnlineLSTM = streamlstm.OnlineLSTM
@@ -97,7 +97,7 @@ def test_weights_roundtrip(cell, layers, n_outputs):
 
 @pytest.mark.parametrize("cell,layers,n_outputs", CASES)
 def test_advance_and_advance_many(cell, layers, n_outputs):
-    w, X, Y, mask, h0, c0, fresh = setup(cell, layers, n_outputs, seed=1)
+    w, X, _Y, _mask, h0, c0, fresh = setup(cell, layers, n_outputs, seed=1)
     want, h_end, c_end = reference_predictions(w, X, h0, c0, "squared")
 
     m = fresh()
@@ -172,7 +172,7 @@ def test_learn_many_equals_loop_while_learning(cell, layers, n_outputs, standard
     """With real updates (adam, clipping, k1=2) the block API equals the loop exactly."""
     kw = dict(optimizer="adam", lr=1e-2, clip=1.0, l2=1e-4, bptt=3, update_every=2,
               standardize_inputs=standardize, standardize_targets=standardize)
-    w, X, Y, mask, h0, c0, fresh = setup(cell, layers, n_outputs, seed=4, **kw)
+    w, X, Y, mask, _h0, _c0, fresh = setup(cell, layers, n_outputs, seed=4, **kw)
     Yarg = Y[:, 0] if n_outputs == 1 else Y
 
     mb = fresh()

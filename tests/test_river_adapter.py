@@ -17,7 +17,6 @@ pytest.importorskip("river")
 pd = pytest.importorskip("pandas")
 
 from river import anomaly, datasets, evaluate, metrics  # noqa: E402
-
 from streamlstm.adapters.river import (  # noqa: E402
     LSTMAnomalyDetector,
     LSTMClassifier,
@@ -431,7 +430,7 @@ def test_anomaly_scores_rank_waterflow_segments():
 def test_anomaly_detector_with_quantile_filter_and_targets():
     model = anomaly.QuantileFilter(LSTMAnomalyDetector(targets=("flow",), hidden=4, seed=0), q=0.98)
     flagged = []
-    for t, (x, y) in enumerate(datasets.WaterFlow().take(300)):
+    for x, y in datasets.WaterFlow().take(300):
         event = {"flow": y, **_hour(x)}
         flagged.append(model.classify(model.score_one(event)))
         model.learn_one(event)

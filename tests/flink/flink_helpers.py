@@ -12,8 +12,9 @@ import os
 import random
 import time
 
-from streamlstm import KeyedLSTM, OnlineLSTM
 from streamlstm.adapters.flink import format_output, learning_engine, serving_engine, state_digest
+
+from streamlstm import KeyedLSTM, OnlineLSTM
 
 N_INPUTS = 2
 
@@ -23,7 +24,7 @@ def make_model(path, hidden=8, seed=1):
     rng = random.Random(seed)
     m = OnlineLSTM(n_inputs=N_INPUTS, hidden=hidden, lr=1e-2, seed=seed)
     prev = 0.0
-    for i in range(400):
+    for _i in range(400):
         x1 = rng.uniform(-1, 1)
         x2 = 0.5 * prev + rng.uniform(-0.2, 0.2)
         m.learn_one([x1, x2], 0.7 * prev + 0.3 * x1)

@@ -14,11 +14,10 @@ import re
 from collections import defaultdict
 
 import pytest
+from flink_helpers import make_model, reference_learning, reference_serving, write_events
+from streamlstm.adapters.flink import BadRow, LearningEngine, ServingEngine, format_output, parse_line, state_digest
 
-from flink_helpers import (checked_engine, make_model, reference_learning, reference_serving, write_events)
 from streamlstm import OnlineLSTM
-from streamlstm.adapters.flink import (BadRow, LearningEngine, ServingEngine, format_output, parse_line,
-                                       state_digest)
 
 pytestmark = pytest.mark.flink
 
@@ -69,12 +68,13 @@ def test_parse_and_format_lines():
 def _drive(engine, rows_path):
     """The engine as Flink drives it: per key, the state bytes it returned last time."""
     state, out = {}, []
-    for line in open(rows_path):
-        new, o = engine.process(state.get(line.split(",", 1)[0]), line)
-        if new is not None:
-            state[line.split(",", 1)[0]] = new
-        if o is not None:
-            out.append(f"{o},{state_digest(new)}")
+    with open(rows_path) as rows:
+        for line in rows:
+            new, o = engine.process(state.get(line.split(",", 1)[0]), line)
+            if new is not None:
+                state[line.split(",", 1)[0]] = new
+            if o is not None:
+                out.append(f"{o},{state_digest(new)}")
     return out
 
 
@@ -102,7 +102,7 @@ def test_engine_memo_survives_a_rewind_of_flink_state(tmp_path, model_path, cls)
     # (here: a copy of the state dict after row 200; keys first seen later vanish) and the
     # rows after it are replayed. The memo must not serve the newer, memoised states.
     rows = write_events(tmp_path / "ev.csv", 500, 6, seed=8)
-    lines = open(tmp_path / "ev.csv").read().splitlines()
+    lines = (tmp_path / "ev.csv").read_text().splitlines()
     want = (reference_serving if cls is ServingEngine else reference_learning)(model_path, rows, True)
     engine, state, out = cls(model_path), {}, []
     for i, line in enumerate(lines):
