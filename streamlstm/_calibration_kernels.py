@@ -1,0 +1,226 @@
+"""Numba kernels of the online calibrator (`calibration.py`) and the anomaly score (`anomaly.py`).
+
+One *tracker row* calibrates one stream of scores (a residual, or any non-negative statistic).
+It is a float64 vector laid out as::
+
+    [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} ]
+
+* ``n`` counts the scores seen, ``scale`` is their running mean absolute value (exponential
+  with rate ``max(decay, 1/n)``), which sets the step size ``eta = lr * scale``: the trackers
+  then move in the stream's own units whatever its scale;
+* ``lo_j`` / ``hi_j`` track the ``a_j/2`` and ``1 - a_j/2`` quantiles of the signed score
+  (``a_j = 1 - level_j``) by quantile tracking (online subgradient steps on the pinball loss,
+  the "P" part of conformal PID control): ``hi += eta * (1[r > hi] - a_j/2)``;
+* ``tail_k`` tracks the ``1 - g_k`` quantile of ``|r|`` for a fixed grid of tail
+  probabilities ``g_k``; the p-value of a new score interpolates ``log g`` between them.
+
+The parameter vector ``P`` is ``[lr, decay, J, G, a_0 .. a_{J-1}, g_0 .. g_{G-1}, start]``,
+``start`` holding the ``2J + G`` tracker values a new row starts from.
+State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+
+# row fields
+F_N, F_SCALE, F_TRACK = 0, 1, 2
+# parameter fields
+P_LR, P_DECAY, P_J, P_G, P_LEVELS = 0, 1, 2, 3, 4
+# smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
+P_FLOOR = 1e-300
+
+
+@_jit
+def tail_p_value(row, P, a):
+    """Tail probability of ``|r| = a`` under the tracked quantiles of ``|r|`` (pure)."""
+    J = int(P[P_J])
+    G = int(P[P_G])
+    g0 = P[P_LEVELS + J]
+    t_off = F_TRACK + 2 * J
+    if row[F_N] == 0.0:
+        return 1.0
+    # the trackers are not forced to be ordered; a running maximum makes the curve monotone
+    t_prev = max(row[t_off], 0.0)
+    if a <= t_prev:
+        if t_prev <= 0.0:
+            return 1.0
+        return 1.0 - (1.0 - g0) * a / t_prev
+    g_prev = g0
+    for k in range(1, G):
+        g_k = P[P_LEVELS + J + k]
+        t_k = max(row[t_off + k], t_prev)
+        if a <= t_k:
+            # t_prev < a <= t_k, so t_k > t_prev
+            w = (a - t_prev) / (t_k - t_prev)
+            return math.exp((1.0 - w) * math.log(g_prev) + w * math.log(g_k))
+        t_prev = t_k
+        g_prev = g_k
+    # beyond the last tracker: an exponential tail whose rate is that of the last decade
+    # of trackers (their spread per unit of log-probability); nothing seen yet beyond it
+    # with a flat tracked tail means the value lies outside everything seen
+    g_first = P[P_LEVELS + J + max(G - 3, 0)]
+    t_first = max(row[t_off + max(G - 3, 0)], 0.0)
+    spread = (t_prev - t_first) / math.log(g_first / g_prev) if g_first > g_prev else 0.0
+    if spread <= 0.0:
+        spread = 1.0  # a tail with no spread yet: decay by e per scale unit
+    return max(g_prev * math.exp(-(a - t_prev) / spread), P_FLOOR)
+
+
+@_jit
+def normalised(row, r):
+    """The score ``r`` in units of the running scale seen before it (a studentised residual)."""
+    scale = row[F_SCALE]
+    if scale > 0.0:
+        return r / scale
+    if r == 0.0:
+        return 0.0
+    return math.copysign(1e300, r)  # exact so far, now off: as far out as a float goes
+
+
+@_jit
+def update_row(row, P, r):
+    """Fold the score ``r`` into the row's trackers (after its p-value or coverage was used).
+
+    The quantile trackers work on the studentised score ``z = r / scale`` (scale from before
+    ``r``), with a constant step ``lr``: a change of volatility moves the intervals through
+    the scale at once, and the trackers only correct the shape.
+    """
+    J = int(P[P_J])
+    G = int(P[P_G])
+    n = row[F_N]
+    if n == 0.0:
+        # start from the quantiles of a Gaussian residual (in mean-absolute units), not 0
+        for i in range(2 * J + G):
+            row[F_TRACK + i] = P[P_LEVELS + J + G + i]
+    z = normalised(row, r)
+    a = abs(z)
+    # stochastic-approximation steps 1/sqrt(n) while they exceed lr, then lr for good
+    eta = max(P[P_LR], 1.0 / math.sqrt(n + 1.0))
+    for j in range(J):
+        half = 0.5 * P[P_LEVELS + j]
+        lo = F_TRACK + j
+        hi = F_TRACK + J + j
+        row[lo] -= eta * ((1.0 if z < row[lo] else 0.0) - half)
+        row[hi] += eta * ((1.0 if z > row[hi] else 0.0) - half)
+    t_off = F_TRACK + 2 * J
+    for k in range(G):
+        g = P[P_LEVELS + J + k]
+        row[t_off + k] += eta * ((1.0 if a > row[t_off + k] else 0.0) - g)
+    row[F_N] = n + 1.0
+    row[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (abs(r) - row[F_SCALE])
+
+
+@_jit
+def observe(S, P, key, residuals, p_out):
+    """For each horizon step with a finite residual: its p-value into ``p_out``, then the update.
+
+    Steps whose residual is NaN (not known yet) are left alone and get ``p_out = NaN``.
+    """
+    for s in range(residuals.shape[0]):
+        r = residuals[s]
+        if math.isnan(r):
+            p_out[s] = np.nan
+            continue
+        p_out[s] = tail_p_value(S[key, s], P, abs(normalised(S[key, s], r)))
+        update_row(S[key, s], P, r)
+
+
+@_jit
+def observe_many(S, P, keys, R, p_out):
+    """``observe`` for a block of events ``(keys[e], R[e])`` in arrival order."""
+    for e in range(keys.shape[0]):
+        observe(S, P, keys[e], R[e], p_out[e])
+
+
+@_jit
+def intervals(S, P, key, y_hat, lo_out, hi_out):
+    """Bounds ``y_hat[s] + lo/hi`` of every horizon step ``s`` and level ``j``."""
+    J = int(P[P_J])
+    for s in range(y_hat.shape[0]):
+        row = S[key, s]
+        for j in range(J):
+            lo_out[s, j] = y_hat[s] + row[F_TRACK + j] * row[F_SCALE]
+            hi_out[s, j] = y_hat[s] + row[F_TRACK + J + j] * row[F_SCALE]
+
+
+@_jit
+def p_values(S, P, key, residuals, p_out):
+    """Pure p-values of ``residuals`` per horizon step (NaN where the residual is NaN)."""
+    for s in range(residuals.shape[0]):
+        r = residuals[s]
+        p_out[s] = np.nan if math.isnan(r) else tail_p_value(S[key, s], P, abs(normalised(S[key, s], r)))
+
+
+# ---------------------------------------------------------------- anomaly score
+# per-key anomaly fields (float64 row)
+A_PREV_Y, A_PREV_HAT, A_SHORT, A_LONG, A_SURPRISE, A_N = 0, 1, 2, 3, 4, 5
+A_WIDTH = 6
+# anomaly parameter fields: [short rate, long rate, window rate, score decades, flags]
+Q_SHORT, Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW = 0, 1, 2, 3, 4, 5
+# channels of the anomaly's tracker rows
+C_RESIDUAL, C_FLAT, C_WINDOW = 0, 1, 2
+
+
+@_jit
+def anomaly_step(S, P, A, Q, key, y, y_hat):
+    """Score the value ``y`` whose one-step forecast was ``y_hat``; returns the score in [0, 1].
+
+    Three calibrated p-values, each against its own tracked history:
+
+    * the residual ``y - y_hat`` (two-sided, through ``|r|``);
+    * flatness: ``log`` of the long-run over the short-run mean absolute change of ``y``,
+      which grows when a varying stream goes flat;
+    * the recent window: an exponential average of the residual surprisals ``-ln p``, so
+      several moderately unusual values in a row add up (as Numenta's anomaly likelihood
+      averages recent raw scores).
+
+    Their minimum, Bonferroni-corrected, is mapped to ``-log10(p) / decades`` clipped to [0, 1].
+    """
+    row = A[key]
+    n = row[A_N]
+    p = tail_p_value(S[key, C_RESIDUAL], P, abs(normalised(S[key, C_RESIDUAL], y - y_hat)))
+    update_row(S[key, C_RESIDUAL], P, y - y_hat)
+    channels = 1.0
+    best = p
+    surprise = -math.log(max(p, P_FLOOR))
+    if Q[Q_USE_WINDOW] != 0.0:
+        row[A_SURPRISE] += Q[Q_WINDOW] * (surprise - row[A_SURPRISE])
+        pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
+        update_row(S[key, C_WINDOW], P, row[A_SURPRISE])
+        channels += 1.0
+        best = min(best, pw)
+    if n > 0.0:
+        change = abs(y - row[A_PREV_Y])
+        if n == 1.0:
+            row[A_SHORT] = change
+            row[A_LONG] = change
+        else:
+            row[A_SHORT] += Q[Q_SHORT] * (change - row[A_SHORT])
+            row[A_LONG] += max(Q[Q_LONG], 1.0 / n) * (change - row[A_LONG])
+        if Q[Q_USE_FLAT] != 0.0:
+            # a relative floor keeps the ratio finite on a stream that never moved
+            tiny = 1e-12 * (abs(y) + row[A_LONG]) + 1e-300
+            flat = math.log((row[A_LONG] + tiny) / (row[A_SHORT] + tiny))
+            flat = max(flat, 0.0)
+            pf = tail_p_value(S[key, C_FLAT], P, abs(normalised(S[key, C_FLAT], flat)))
+            update_row(S[key, C_FLAT], P, flat)
+            channels += 1.0
+            best = min(best, pf)
+    row[A_PREV_Y] = y
+    row[A_PREV_HAT] = y_hat
+    row[A_N] = n + 1.0
+    combined = min(1.0, channels * best)
+    return min(1.0, -math.log10(max(combined, P_FLOOR)) / Q[Q_DECADES])
+
+
+@_jit
+def anomaly_many(S, P, A, Q, keys, Y, Y_hat, out):
+    """``anomaly_step`` for a block of events in arrival order."""
+    for e in range(keys.shape[0]):
+        out[e] = anomaly_step(S, P, A, Q, keys[e], Y[e], Y_hat[e])
