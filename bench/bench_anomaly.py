@@ -69,6 +69,9 @@ DETECTORS: list[tuple[str, Callable[[], AnomalyDetector], str]] = [
      "default without the flat-line channel"),
     ("residual channel only", lambda: AnomalyDetector(use_window=False, use_flat=False),
      "the calibrated p-value of each residual alone"),
+    ("no hold-off", lambda: AnomalyDetector(holdoff=0),
+     "default reporting the evidence of every event (what reporting an incident once is worth)"),
+    ("hold-off 300", lambda: AnomalyDetector(holdoff=300), "default with a 3x longer hold-off"),
 ]
 
 

@@ -159,10 +159,10 @@ def p_values(S, P, key, residuals, p_out):
 
 # ---------------------------------------------------------------- anomaly score
 # per-key anomaly fields (float64 row)
-A_PREV_Y, A_PREV_HAT, A_SHORT, A_LONG, A_SURPRISE, A_N = 0, 1, 2, 3, 4, 5
-A_WIDTH = 6
+A_PREV_Y, A_PREV_HAT, A_SHORT, A_LONG, A_SURPRISE, A_N, A_PEAK, A_AGE, A_RUN = 0, 1, 2, 3, 4, 5, 6, 7, 8
+A_WIDTH = 9
 # anomaly parameter fields: [short rate, long rate, window rate, score decades, flags]
-Q_SHORT, Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW = 0, 1, 2, 3, 4, 5
+Q_SHORT, Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF = 0, 1, 2, 3, 4, 5, 6
 # channels of the anomaly's tracker rows
 C_RESIDUAL, C_FLAT, C_WINDOW = 0, 1, 2
 
@@ -174,13 +174,16 @@ def anomaly_step(S, P, A, Q, key, y, y_hat):
     Three calibrated p-values, each against its own tracked history:
 
     * the residual ``y - y_hat`` (two-sided, through ``|r|``);
-    * flatness: ``log`` of the long-run over the short-run mean absolute change of ``y``,
-      which grows when a varying stream goes flat;
+    * flat line: the length of the current run of unchanged values in a stream that has
+      varied (its long-run mean absolute change is positive);
     * the recent window: an exponential average of the residual surprisals ``-ln p``, so
       several moderately unusual values in a row add up (as Numenta's anomaly likelihood
       averages recent raw scores).
 
-    Their minimum, Bonferroni-corrected, is mapped to ``-log10(p) / decades`` clipped to [0, 1].
+    Their minimum, Bonferroni-corrected, is mapped to the evidence ``-log10(p) / decades``
+    clipped to [0, 1]. With a hold-off ``R > 0`` an incident is reported once: the score is the
+    evidence when it exceeds the peak of the last ``R`` events (the peak is forgotten ``R``
+    events after it was set, so a lasting incident is reported again every ``R`` events), else 0.
     """
     row = A[key]
     n = row[A_N]
@@ -203,20 +206,36 @@ def anomaly_step(S, P, A, Q, key, y, y_hat):
         else:
             row[A_SHORT] += Q[Q_SHORT] * (change - row[A_SHORT])
             row[A_LONG] += max(Q[Q_LONG], 1.0 / n) * (change - row[A_LONG])
+        # a run of events without change, in a stream that has varied: its length is
+        # calibrated in its own units (scale pinned to 1), so a stream that never repeated
+        # a value finds a run of k repeats about e**-k times as likely as its rarest tracked run
+        if change <= 1e-9 * row[A_LONG] and row[A_LONG] > 0.0:
+            row[A_RUN] += 1.0
+        else:
+            row[A_RUN] = 0.0
         if Q[Q_USE_FLAT] != 0.0:
-            # a relative floor keeps the ratio finite on a stream that never moved
-            tiny = 1e-12 * (abs(y) + row[A_LONG]) + 1e-300
-            flat = math.log((row[A_LONG] + tiny) / (row[A_SHORT] + tiny))
-            flat = max(flat, 0.0)
-            pf = tail_p_value(S[key, C_FLAT], P, abs(normalised(S[key, C_FLAT], flat)))
-            update_row(S[key, C_FLAT], P, flat)
+            flat_row = S[key, C_FLAT]
+            flat_row[F_SCALE] = 1.0
+            pf = tail_p_value(flat_row, P, row[A_RUN])
+            update_row(flat_row, P, row[A_RUN])
+            flat_row[F_SCALE] = 1.0
             channels += 1.0
             best = min(best, pf)
     row[A_PREV_Y] = y
     row[A_PREV_HAT] = y_hat
     row[A_N] = n + 1.0
     combined = min(1.0, channels * best)
-    return min(1.0, -math.log10(max(combined, P_FLOOR)) / Q[Q_DECADES])
+    evidence = min(1.0, -math.log10(max(combined, P_FLOOR)) / Q[Q_DECADES])
+    if Q[Q_HOLDOFF] <= 0.0:
+        return evidence
+    row[A_AGE] += 1.0
+    if row[A_AGE] > Q[Q_HOLDOFF]:
+        row[A_PEAK] = 0.0
+    if evidence > row[A_PEAK]:
+        row[A_PEAK] = evidence
+        row[A_AGE] = 0.0
+        return evidence
+    return 0.0
 
 
 @_jit

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _calibration_kernels as K
 from .calibration import DEFAULT_TAIL_GRID, OnlineCalibrator
-from .persistence import dumps, loads, read_file, write_atomic
+from .persistence import FormatError, dumps, loads, write_atomic
 
 #: score at or above which an event is an alert: a tail probability of 10**(-5)
 DEFAULT_THRESHOLD = 0.5
@@ -36,11 +36,16 @@ class AnomalyScorer:
     * **recent window**: an exponential average (``1/window`` rate) of the surprisals
       ``-ln p`` of the residuals, so a run of moderately unusual values adds up, as Numenta's
       anomaly likelihood averages its recent raw scores;
-    * **flat line**: how far the recent mean absolute change (``1/window`` rate) has fallen
-      below the long-run one (``1/memory`` rate); it grows when a varying stream goes flat.
+    * **flat line**: the length of the current run of unchanged values, in a stream whose
+      long-run mean absolute change (``1/memory`` rate) is positive; calibrated in run units
+      (a stream that never repeated a value finds ``k`` repeats about ``e**-k`` times as
+      likely as its rarest tracked run).
 
     The smallest p-value times the number of channels (Bonferroni: still a valid p-value)
-    becomes the score ``min(1, -log10(p) / decades)``.
+    becomes the evidence ``min(1, -log10(p) / decades)``. An incident is reported once: the
+    score is the evidence when it rises above the peak of the last ``holdoff`` events, else 0
+    (so a lasting incident is reported again every ``holdoff`` events; ``holdoff=0`` gives
+    the evidence of every event).
 
     Parameters
     ----------
@@ -50,6 +55,8 @@ class AnomalyScorer:
         Events of the long-run variation the flat-line channel compares against.
     decades
         ``-log10`` of the tail probability that scores 1.
+    holdoff
+        Events during which a reported incident is only reported again if it gets worse.
     use_window, use_flat
         Channel switches (for ablations; both on by default).
     lr, decay, tail_grid
@@ -65,29 +72,31 @@ class AnomalyScorer:
     >>> y = rng.normal(size=2000)
     >>> y[1500] = 12.0                           # a value far outside everything seen
     >>> scores = [scorer.score(v, 0.0) for v in y]
-    >>> bool(max(scores[:1500][200:]) < DEFAULT_THRESHOLD <= scores[1500])
+    >>> bool(max(scores[200:1500]) < DEFAULT_THRESHOLD <= scores[1500])
     True
     """
 
     kind = "AnomalyScorer"
 
-    def __init__(self, window: int = 10, memory: int = 1000, decades: float = 10.0, use_window: bool = True,
+    def __init__(self, window: int = 10, memory: int = 1000, decades: float = 10.0, holdoff: int = 100,
+                 use_window: bool = True,
                  use_flat: bool = True, lr: float = 0.1, decay: float = 0.01,
                  tail_grid: Sequence[float] = DEFAULT_TAIL_GRID, n_keys: int = 1) -> None:
-        for name, value in (("window", window), ("memory", memory)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, value, low in (("window", window, 1), ("memory", memory, 1), ("holdoff", holdoff, 0)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not (np.isfinite(decades) and decades > 0):
             raise ValueError(f"decades must be a positive number, got {decades!r}")
         self.window = int(window)
         self.memory = int(memory)
         self.decades = float(decades)
+        self.holdoff = int(holdoff)
         self.use_window = bool(use_window)
         self.use_flat = bool(use_flat)
         # one calibrator row per channel: residual, flat line, recent window
         self.calibrator = OnlineCalibrator(levels=(), horizon=3, lr=lr, decay=decay, tail_grid=tail_grid, n_keys=n_keys)
         self.params = np.array([1.0 / self.window, 1.0 / self.memory, 1.0 / self.window, self.decades,
-                                float(self.use_flat), float(self.use_window)])
+                                float(self.use_flat), float(self.use_window), float(self.holdoff)])
         self.state = np.zeros((int(n_keys), K.A_WIDTH))
 
     @property
@@ -139,7 +148,8 @@ class AnomalyScorer:
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict[str, Any]:
         cal = self.calibrator
-        return {"window": self.window, "memory": self.memory, "decades": self.decades, "use_window": self.use_window,
+        return {"window": self.window, "memory": self.memory, "decades": self.decades, "holdoff": self.holdoff,
+                "use_window": self.use_window,
                 "use_flat": self.use_flat, "lr": cal.lr, "decay": cal.decay, "tail_grid": list(cal.tail_grid)}
 
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -274,6 +284,9 @@ class AnomalyDetector:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "AnomalyDetector":
         """Read a file written by :meth:`save`."""
-        _, _, _ = read_file(path, expect_kind=cls.kind)
         with open(path, "rb") as fh:
-            return cls.from_bytes(fh.read())
+            blob = fh.read()
+        try:
+            return cls.from_bytes(blob)
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from None

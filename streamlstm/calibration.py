@@ -66,7 +66,7 @@ class OnlineCalibrator:
     ...     y = rng.normal()
     ...     covered.append(lo[0] <= y <= hi[0])
     ...     p = cal.update(y - y_hat)          # p-value of this residual, then learn it
-    >>> abs(np.mean(covered[300:]) - 0.9) < 0.015
+    >>> bool(abs(np.mean(covered[300:]) - 0.9) < 0.015)
     True
     """
 
@@ -174,7 +174,7 @@ class OnlineCalibrator:
         >>> cal = OnlineCalibrator(levels=[])
         >>> for r in [-1.0, 1.0] * 300:
         ...     _ = cal.update(r)
-        >>> cal.update(50.0) < 1e-6
+        >>> bool(cal.update(50.0) < 1e-6)
         True
         """
         r = self._residuals(residual)
