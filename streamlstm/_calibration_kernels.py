@@ -98,7 +98,18 @@ def update_row(row, P, r):
         # start from the quantiles of a Gaussian residual (in mean-absolute units), not 0
         for i in range(2 * J + G):
             row[F_TRACK + i] = P[P_LEVELS + J + G + i]
-    z = normalised(row, r)
+    if row[F_SCALE] > 0.0 or r == 0.0:
+        step_trackers(row, P, normalised(row, r), n)
+    # else: no scale yet to studentise ``r`` with; it only sets the scale
+    row[F_N] = n + 1.0
+    row[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (abs(r) - row[F_SCALE])
+
+
+@_jit
+def step_trackers(row, P, z, n):
+    """One quantile-tracking step of every tracker of the row on the studentised score ``z``."""
+    J = int(P[P_J])
+    G = int(P[P_G])
     a = abs(z)
     # stochastic-approximation steps 1/sqrt(n) while they exceed lr, then lr for good
     eta = max(P[P_LR], 1.0 / math.sqrt(n + 1.0))
@@ -112,8 +123,6 @@ def update_row(row, P, r):
     for k in range(G):
         g = P[P_LEVELS + J + k]
         row[t_off + k] += eta * ((1.0 if a > row[t_off + k] else 0.0) - g)
-    row[F_N] = n + 1.0
-    row[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (abs(r) - row[F_SCALE])
 
 
 @_jit

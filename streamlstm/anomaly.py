@@ -80,7 +80,7 @@ class AnomalyScorer:
 
     def __init__(self, window: int = 10, memory: int = 1000, decades: float = 10.0, holdoff: int = 100,
                  use_window: bool = True,
-                 use_flat: bool = True, lr: float = 0.1, decay: float = 0.01,
+                 use_flat: bool = True, lr: float = 0.3, decay: float = 0.01,
                  tail_grid: Sequence[float] = DEFAULT_TAIL_GRID, n_keys: int = 1) -> None:
         for name, value, low in (("window", window, 1), ("memory", memory, 1), ("holdoff", holdoff, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:

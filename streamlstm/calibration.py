@@ -72,7 +72,7 @@ class OnlineCalibrator:
 
     kind = "OnlineCalibrator"
 
-    def __init__(self, levels: Sequence[float] = (0.8, 0.9, 0.95), horizon: int = 1, lr: float = 0.1,
+    def __init__(self, levels: Sequence[float] = (0.8, 0.9, 0.95), horizon: int = 1, lr: float = 0.3,
                  decay: float = 0.01, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID, n_keys: int = 1) -> None:
         self.levels = _check_levels(levels)
         for name, value, low in (("horizon", horizon, 1), ("n_keys", n_keys, 1)):
