@@ -60,13 +60,13 @@ def run_detector(make: Callable[[], AnomalyDetector], values: np.ndarray) -> np.
 
 DETECTORS: list[tuple[str, Callable[[], AnomalyDetector], str]] = [
     ("calibrated, LSTM base (default)", lambda: AnomalyDetector(),
-     "`AnomalyDetector()`: OnlineLSTM(hidden 16, Adam 3e-3) on the last value, three calibrated channels"),
+     "`AnomalyDetector()`: OnlineLSTM(hidden 16, Adam 3e-3) on the last value; residual and recent-window channels, hold-off 100"),
     ("calibrated, last-value base", lambda: AnomalyDetector(base="last"),
      "same scorer, forecast = last value (what the LSTM is worth)"),
     ("no recent-window channel", lambda: AnomalyDetector(use_window=False),
      "default without the averaged surprisal (what combining evidence over a window is worth)"),
-    ("no flat-line channel", lambda: AnomalyDetector(use_flat=False),
-     "default without the flat-line channel"),
+    ("with the flat-line channel", lambda: AnomalyDetector(use_flat=True),
+     "default plus the flat-line channel (calibrated run length of unchanged values)"),
     ("residual channel only", lambda: AnomalyDetector(use_window=False, use_flat=False),
      "the calibrated p-value of each residual alone"),
     ("no hold-off", lambda: AnomalyDetector(holdoff=0),
