@@ -6,15 +6,15 @@ It is a float64 vector laid out as::
     [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} ]
 
 * ``n`` counts the scores seen, ``scale`` is their running mean absolute value (exponential
-  with rate ``max(decay, 1/n)``), which sets the step size ``eta = lr * scale``: the trackers
-  then move in the stream's own units whatever its scale;
+  with rate ``max(decay, 1/n)``, each score clipped to ``clip`` scales): the trackers work
+  on the studentised score ``z = r / scale``, in the stream's own units whatever its scale;
 * ``lo_j`` / ``hi_j`` track the ``a_j/2`` and ``1 - a_j/2`` quantiles of the signed score
   (``a_j = 1 - level_j``) by quantile tracking (online subgradient steps on the pinball loss,
   the "P" part of conformal PID control): ``hi += eta * (1[r > hi] - a_j/2)``;
 * ``tail_k`` tracks the ``1 - g_k`` quantile of ``|r|`` for a fixed grid of tail
   probabilities ``g_k``; the p-value of a new score interpolates ``log g`` between them.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, a_0 .. a_{J-1}, g_0 .. g_{G-1}, start]``,
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, a_0 .. a_{J-1}, g_0 .. g_{G-1}, start]``,
 ``start`` holding the ``2J + G`` tracker values a new row starts from.
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
 """
@@ -31,7 +31,7 @@ _jit = njit(cache=True, error_model="numpy", nogil=True)
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
-P_LR, P_DECAY, P_J, P_G, P_LEVELS = 0, 1, 2, 3, 4
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_LEVELS = 0, 1, 2, 3, 4, 5, 6
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
 
@@ -85,24 +85,38 @@ def normalised(row, r):
 
 @_jit
 def update_row(row, P, r):
-    """Fold the score ``r`` into the row's trackers (after its p-value or coverage was used).
+    """Fold the score ``r`` into a row holding its own trackers (see ``update_rows``)."""
+    update_rows(row, row, P, r, False)
 
-    The quantile trackers work on the studentised score ``z = r / scale`` (scale from before
-    ``r``), with a constant step ``lr``: a change of volatility moves the intervals through
-    the scale at once, and the trackers only correct the shape.
+
+@_jit
+def update_rows(krow, trow, P, r, pooled):
+    """Fold the score ``r`` of a key (row ``krow``: count and scale) into the trackers of
+    ``trow`` (the key's own row, or the pool row shared by all keys when ``pooled``).
+
+    The quantile trackers work on the studentised score ``z = r / scale`` (the key's scale
+    from before ``r``): a change of volatility moves the intervals through the scale at once,
+    and the trackers only correct the shape.
     """
     J = int(P[P_J])
     G = int(P[P_G])
-    n = row[F_N]
-    if n == 0.0:
+    n = krow[F_N]
+    m = trow[F_N] if pooled else n
+    if m == 0.0:
         # start from the quantiles of a Gaussian residual (in mean-absolute units), not 0
         for i in range(2 * J + G):
-            row[F_TRACK + i] = P[P_LEVELS + J + G + i]
-    if row[F_SCALE] > 0.0 or r == 0.0:
-        step_trackers(row, P, normalised(row, r), n)
+            trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
+    if krow[F_SCALE] > 0.0 or r == 0.0:
+        step_trackers(trow, P, normalised(krow, r), m)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
-    row[F_N] = n + 1.0
-    row[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (abs(r) - row[F_SCALE])
+    if pooled:
+        trow[F_N] = m + 1.0
+    krow[F_N] = n + 1.0
+    # robust running scale: a residual counts at most ``clip`` scales, so one spike does not
+    # widen the intervals for the next 1/decay events, while a lasting rise still lifts it
+    # geometrically (by up to (clip - 1) * rate per event)
+    a = abs(r) if krow[F_SCALE] <= 0.0 or P[P_CLIP] <= 0.0 else min(abs(r), P[P_CLIP] * krow[F_SCALE])
+    krow[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (a - krow[F_SCALE])
 
 
 @_jit
@@ -126,18 +140,30 @@ def step_trackers(row, P, z, n):
 
 
 @_jit
+def key_p_value(krow, trow, P, r):
+    """p-value of a key's residual ``r``: 1 for a key's first residual (nothing known yet)."""
+    if krow[F_N] == 0.0:
+        return 1.0
+    return tail_p_value(trow, P, abs(normalised(krow, r)))
+
+
+@_jit
 def observe(S, P, key, residuals, p_out):
     """For each horizon step with a finite residual: its p-value into ``p_out``, then the update.
 
-    Steps whose residual is NaN (not known yet) are left alone and get ``p_out = NaN``.
+    Steps whose residual is NaN (not known yet) are left alone and get ``p_out = NaN``. With
+    ``P[P_POOL]`` set, the last row of ``S`` holds trackers shared by every key.
     """
+    pooled = P[P_POOL] != 0.0
+    pool = S.shape[0] - 1
     for s in range(residuals.shape[0]):
         r = residuals[s]
         if math.isnan(r):
             p_out[s] = np.nan
             continue
-        p_out[s] = tail_p_value(S[key, s], P, abs(normalised(S[key, s], r)))
-        update_row(S[key, s], P, r)
+        trow = S[pool, s] if pooled else S[key, s]
+        p_out[s] = key_p_value(S[key, s], trow, P, r)
+        update_rows(S[key, s], trow, P, r, pooled)
 
 
 @_jit
@@ -149,21 +175,24 @@ def observe_many(S, P, keys, R, p_out):
 
 @_jit
 def intervals(S, P, key, y_hat, lo_out, hi_out):
-    """Bounds ``y_hat[s] + lo/hi`` of every horizon step ``s`` and level ``j``."""
+    """Bounds ``y_hat[s] + scale * lo/hi`` of every horizon step ``s`` and level ``j``."""
     J = int(P[P_J])
+    pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
     for s in range(y_hat.shape[0]):
-        row = S[key, s]
+        scale = S[key, s, F_SCALE]
+        trow = S[pool, s]
         for j in range(J):
-            lo_out[s, j] = y_hat[s] + row[F_TRACK + j] * row[F_SCALE]
-            hi_out[s, j] = y_hat[s] + row[F_TRACK + J + j] * row[F_SCALE]
+            lo_out[s, j] = y_hat[s] + trow[F_TRACK + j] * scale
+            hi_out[s, j] = y_hat[s] + trow[F_TRACK + J + j] * scale
 
 
 @_jit
 def p_values(S, P, key, residuals, p_out):
     """Pure p-values of ``residuals`` per horizon step (NaN where the residual is NaN)."""
+    pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
     for s in range(residuals.shape[0]):
         r = residuals[s]
-        p_out[s] = np.nan if math.isnan(r) else tail_p_value(S[key, s], P, abs(normalised(S[key, s], r)))
+        p_out[s] = np.nan if math.isnan(r) else key_p_value(S[key, s], S[pool, s], P, r)
 
 
 # ---------------------------------------------------------------- anomaly score

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _calibration_kernels as K
-from .calibration import DEFAULT_TAIL_GRID, OnlineCalibrator
+from .calibration import CLIP, DEFAULT_TAIL_GRID, OnlineCalibrator
 from .persistence import FormatError, dumps, loads, write_atomic
 
 #: score at or above which an event is an alert: a tail probability of 10**(-5)
@@ -61,7 +61,7 @@ class AnomalyScorer:
         Channel switches. The flat-line channel is off by default: on the NAB dev streams it
         catches the frozen stretches but its saturated run-length evidence on quantised
         streams raises the corpus threshold and costs 7.5 points (``bench/RESULTS.md``).
-    lr, decay, tail_grid
+    lr, decay, clip, tail_grid
         Settings of the calibrating trackers (see ``OnlineCalibrator``).
     n_keys
         Streams scored side by side; grows with :meth:`add_keys`.
@@ -82,7 +82,7 @@ class AnomalyScorer:
 
     def __init__(self, window: int = 10, memory: int = 1000, decades: float = 10.0, holdoff: int = 100,
                  use_window: bool = True,
-                 use_flat: bool = False, lr: float = 0.3, decay: float = 0.01,
+                 use_flat: bool = False, lr: float = 0.3, decay: float = 0.01, clip: float = CLIP,
                  tail_grid: Sequence[float] = DEFAULT_TAIL_GRID, n_keys: int = 1) -> None:
         for name, value, low in (("window", window, 1), ("memory", memory, 1), ("holdoff", holdoff, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -96,7 +96,8 @@ class AnomalyScorer:
         self.use_window = bool(use_window)
         self.use_flat = bool(use_flat)
         # one calibrator row per channel: residual, flat line, recent window
-        self.calibrator = OnlineCalibrator(levels=(), horizon=3, lr=lr, decay=decay, tail_grid=tail_grid, n_keys=n_keys)
+        self.calibrator = OnlineCalibrator(levels=(), horizon=3, lr=lr, decay=decay, clip=clip, tail_grid=tail_grid,
+                                           n_keys=n_keys)
         self.params = np.array([1.0 / self.window, 1.0 / self.memory, 1.0 / self.window, self.decades,
                                 float(self.use_flat), float(self.use_window), float(self.holdoff)])
         self.state = np.zeros((int(n_keys), K.A_WIDTH))
@@ -152,7 +153,7 @@ class AnomalyScorer:
         cal = self.calibrator
         return {"window": self.window, "memory": self.memory, "decades": self.decades, "holdoff": self.holdoff,
                 "use_window": self.use_window,
-                "use_flat": self.use_flat, "lr": cal.lr, "decay": cal.decay, "tail_grid": list(cal.tail_grid)}
+                "use_flat": self.use_flat, "lr": cal.lr, "decay": cal.decay, "clip": cal.clip, "tail_grid": list(cal.tail_grid)}
 
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(meta, arrays)`` for :func:`streamlstm.persistence.dumps`."""

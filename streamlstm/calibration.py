@@ -21,6 +21,8 @@ from .persistence import dumps, loads, read_file, write_atomic
 
 #: tail probabilities at which the quantiles of ``|residual|`` are tracked for p-values
 DEFAULT_TAIL_GRID = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
+#: a residual counts at most this many running scales in the running scale
+CLIP = 4.0
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -47,12 +49,20 @@ class OnlineCalibrator:
         Larger adapts faster after a shift and tightens the finite-sample coverage bound;
         smaller gives steadier widths.
     decay
-        Rate of the running mean absolute residual that scales the steps (1/decay events).
+        Rate of the running mean absolute residual (the scale intervals are measured in).
+    clip
+        A residual counts at most ``clip`` scales in that running mean (0: no clipping), so a
+        single spike does not widen the next ``1/decay`` intervals.
     tail_grid
         Decreasing tail probabilities at which ``|residual|`` quantiles are tracked; p-values
         interpolate between them and extrapolate an exponential tail below the last.
     n_keys
         Streams calibrated side by side (state rows); grows with :meth:`add_keys`.
+    pooled
+        Keys keep their own count and scale but share one set of quantile trackers (an
+        extra last state row), learned from the studentised residuals of all keys: for
+        fleets of short-lived keys, each too short to calibrate alone. Coverage is then
+        guaranteed over the events of all keys together.
 
     Examples
     --------
@@ -73,13 +83,16 @@ class OnlineCalibrator:
     kind = "OnlineCalibrator"
 
     def __init__(self, levels: Sequence[float] = (0.8, 0.9, 0.95), horizon: int = 1, lr: float = 0.3,
-                 decay: float = 0.01, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID, n_keys: int = 1) -> None:
+                 decay: float = 0.02, clip: float = CLIP, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID,
+                 n_keys: int = 1, pooled: bool = False) -> None:
         self.levels = _check_levels(levels)
         for name, value, low in (("horizon", horizon, 1), ("n_keys", n_keys, 1)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not (np.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if not (np.isfinite(clip) and clip >= 0.0):
+            raise ValueError(f"clip must be a number >= 0 (0: no clipping), got {clip!r}")
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must lie in (0, 1], got {decay!r}")
         grid = tuple(float(g) for g in tail_grid)
@@ -88,16 +101,18 @@ class OnlineCalibrator:
         self.horizon = int(horizon)
         self.lr = float(lr)
         self.decay = float(decay)
+        self.clip = float(clip)
+        self.pooled = bool(pooled)
         self.tail_grid = grid
         J, G = len(self.levels), len(grid)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
         unit = NormalDist(0.0, math.sqrt(math.pi / 2.0))
         start = [unit.inv_cdf((1.0 - v) / 2.0) for v in self.levels] + [unit.inv_cdf((1.0 + v) / 2.0) for v in self.levels]
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
-        self.params = np.array([self.lr, self.decay, J, G, *(1.0 - v for v in self.levels), *grid, *start],
+        self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), *(1.0 - v for v in self.levels), *grid, *start],
                                dtype=np.float64)
         self.width = K.F_TRACK + 2 * J + G
-        self.state = np.zeros((int(n_keys), self.horizon, self.width))
+        self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
         self._p = np.empty(self.horizon)
         self._lo = np.empty((self.horizon, J))
         self._hi = np.empty((self.horizon, J))
@@ -105,12 +120,14 @@ class OnlineCalibrator:
     # ------------------------------------------------------------------ keys
     @property
     def n_keys(self) -> int:
-        """Rows of per-key state."""
-        return int(self.state.shape[0])
+        """Rows of per-key state (the pool row of ``pooled`` not counted)."""
+        return int(self.state.shape[0]) - self.pooled
 
     def add_keys(self, k: int = 1) -> None:
-        """Append ``k`` fresh key rows (a new key starts uncalibrated: wide-open p-values of 1)."""
-        self.state = np.concatenate([self.state, np.zeros((k, self.horizon, self.width))])
+        """Append ``k`` fresh key rows (a new key's first residual has p-value 1)."""
+        fresh = np.zeros((k, self.horizon, self.width))
+        at = self.n_keys
+        self.state = np.concatenate([self.state[:at], fresh, self.state[at:]])
 
     def key_state(self, key: int) -> np.ndarray:
         """A copy of one key's state (``horizon x width`` float64), for a per-key store."""
@@ -124,8 +141,8 @@ class OnlineCalibrator:
         self.state[self._key(key)] = values
 
     def _key(self, key: int) -> int:
-        if not 0 <= key < self.state.shape[0]:
-            raise IndexError(f"key row {key} outside [0, {self.state.shape[0]}): add_keys first")
+        if not 0 <= key < self.n_keys:
+            raise IndexError(f"key row {key} outside [0, {self.n_keys}): add_keys first")
         return int(key)
 
     def n_seen(self, key: int = 0, step: int = 0) -> int:
@@ -214,7 +231,8 @@ class OnlineCalibrator:
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict[str, Any]:
-        return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay,
+        return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay, "clip": self.clip,
+                "pooled": self.pooled,
                 "tail_grid": list(self.tail_grid)}
 
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -225,9 +243,9 @@ class OnlineCalibrator:
     def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "OnlineCalibrator":
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["calibrator_state"]
-        cal = cls(n_keys=max(1, state.shape[0]), **meta)
+        cal = cls(n_keys=max(1, state.shape[0] - bool(meta.get("pooled", False))), **meta)
         if state.shape[1:] != cal.state.shape[1:]:
-            raise ValueError(f"calibrator state has shape {state.shape}, settings want (keys, {cal.horizon}, {cal.width})")
+            raise ValueError(f"calibrator state has shape {state.shape}, settings want (rows, {cal.horizon}, {cal.width})")
         cal.state = np.array(state, dtype=np.float64)
         return cal
 

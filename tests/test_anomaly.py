@@ -80,7 +80,7 @@ def test_score_is_the_reference_p_value_mapping() -> None:
     rng = np.random.default_rng(4)
     r = rng.standard_t(4, 3000)
     scorer = AnomalyScorer(use_window=False, use_flat=False, holdoff=0)
-    cal = OnlineCalibrator(levels=(), lr=0.3)
+    cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay)
     for v in r:
         p = cal.update(v)
         expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0)

@@ -26,7 +26,8 @@ class Reference:
         self.alpha = np.array([1.0 - v for v in cal.levels])
         self.grid = np.array(cal.tail_grid)
         J = len(self.alpha)
-        self.start = cal.params[4 + J + len(self.grid):]
+        self.start = cal.params[6 + J + len(self.grid):]
+        self.clip = cal.clip
         self.n, self.scale = 0, 0.0
         self.lo = np.zeros(J)
         self.hi = np.zeros(J)
@@ -64,7 +65,8 @@ class Reference:
             self.hi = self.hi + eta * ((z > self.hi) - self.alpha / 2)
             self.tail = self.tail + eta * ((abs(z) > self.tail) - self.grid)
         self.n += 1
-        self.scale += max(self.decay, 1 / self.n) * (abs(r) - self.scale)
+        a = abs(r) if self.scale <= 0 or self.clip == 0 else min(abs(r), self.clip * self.scale)
+        self.scale += max(self.decay, 1 / self.n) * (a - self.scale)
 
 
 def test_kernels_match_numpy_reference_float64() -> None:
@@ -84,13 +86,14 @@ def test_kernels_match_numpy_reference_float64() -> None:
         ref.update(value)
 
 
-def test_block_update_equals_single_updates_exactly() -> None:
+@pytest.mark.parametrize("pooled", [False, True])
+def test_block_update_equals_single_updates_exactly(pooled: bool) -> None:
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 4, 500)
     R = rng.normal(size=(500, 2)) * (1 + keys[:, None])
     R[rng.random((500, 2)) < 0.1] = np.nan  # targets not arrived yet
-    one = OnlineCalibrator(horizon=2, n_keys=4)
-    many = OnlineCalibrator(horizon=2, n_keys=4)
+    one = OnlineCalibrator(horizon=2, n_keys=4, pooled=pooled)
+    many = OnlineCalibrator(horizon=2, n_keys=4, pooled=pooled)
     singles = np.array([one.update(R[e], int(keys[e])) for e in range(500)])
     block = many.update_many(keys, R)
     assert np.array_equal(singles, block, equal_nan=True)
@@ -100,6 +103,11 @@ def test_block_update_equals_single_updates_exactly() -> None:
 
 def test_save_restore_is_bit_identical(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
+    pooled = OnlineCalibrator(levels=[0.5], n_keys=3, pooled=True)
+    pooled.update_many(rng.integers(0, 3, 100), rng.normal(size=100))
+    pooled.add_keys(2)
+    twin_pooled = OnlineCalibrator.from_bytes(pooled.to_bytes())
+    assert twin_pooled.n_keys == 5 and np.array_equal(twin_pooled.state, pooled.state)
     cal = OnlineCalibrator(levels=[0.5, 0.9], horizon=3, n_keys=2)
     cal.update_many(rng.integers(0, 2, 300), rng.normal(size=(300, 3)))
     cal.save(tmp_path / "cal.slstm")
@@ -140,9 +148,10 @@ def test_outlier_gets_a_tiny_p_value_and_p_values_are_calibrated() -> None:
 
 # ---------------------------------------------------------------- coverage
 def coverage(y: np.ndarray, keys: list | None = None) -> tuple[np.ndarray, int]:
-    """Coverage after a 10% warm-up of one-step intervals around the last value (per key)."""
+    """Coverage after a 10% warm-up of one-step intervals around the last value (per key; the
+    keys of a panel are short, so they share their trackers: ``pooled``)."""
     codes = {k: i for i, k in enumerate(dict.fromkeys(keys))} if keys else {None: 0}
-    cal = OnlineCalibrator(levels=LEVELS, n_keys=len(codes))
+    cal = OnlineCalibrator(levels=LEVELS, n_keys=len(codes), pooled=keys is not None)
     last: dict[int, float] = {}
     hits = []
     for t in range(y.shape[0]):
@@ -185,12 +194,19 @@ def read_series(name: str, target: str, key: str | None = None) -> tuple[np.ndar
     ("elnino.csv", "sst", None),
     ("sunspots_yearly.csv", "sunactivity", None),
     ("macro.csv", "unemp", None),
+    ("grunfeld.csv", "invest", "firm"),
+    pytest.param("nile.csv", "volume", None, marks=pytest.mark.xfail(
+        reason="known shortfall: 89 scored rows, coverage 0.966 at 0.9 (band ±0.062)", strict=False)),
+    pytest.param("chickweights.csv", "weight", "chick", marks=pytest.mark.xfail(
+        reason="known shortfall: 50 keys of ~11 residuals, pooled coverage 1.5-1.7 points above nominal", strict=False)),
 ])
 def test_coverage_public_series(name: str, target: str, key: str | None) -> None:
     assert_coverage(name, *read_series(name, target, key))
 
 
-@pytest.mark.parametrize("name", ["WaterFlow", "TrumpApproval"])
+@pytest.mark.parametrize("name", ["WaterFlow", "TrumpApproval", pytest.param("AirlinePassengers", marks=pytest.mark.xfail(
+    reason="known shortfall: 129 scored rows of a trending seasonal series around the last value; "
+           "0.95 covers 0.907 (band ±0.038)", strict=False))])
 def test_coverage_river_datasets(name: str) -> None:
     datasets = pytest.importorskip("river.datasets")
     y = np.array([float(v) for _, v in getattr(datasets, name)()])
