@@ -187,6 +187,39 @@ def intervals(S, P, key, y_hat, lo_out, hi_out):
 
 
 @_jit
+def interval_one(S, P, key, y_hat):
+    """``intervals`` of horizon step 0 for one float forecast: a new ``(2, J)`` array of
+    lower and upper bounds (one compiled call, no Python-side checks: the fast path)."""
+    J = int(P[P_J])
+    out = np.empty((2, J))
+    trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
+    scale = S[key, 0, F_SCALE]
+    for j in range(J):
+        out[0, j] = y_hat + trow[F_TRACK + j] * scale
+        out[1, j] = y_hat + trow[F_TRACK + J + j] * scale
+    return out
+
+
+@_jit
+def bounds_one(S, P, key, y_hat, j):
+    """Lower and upper bound of level ``j`` around one float forecast (horizon step 0)."""
+    J = int(P[P_J])
+    trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
+    scale = S[key, 0, F_SCALE]
+    return y_hat + trow[F_TRACK + j] * scale, y_hat + trow[F_TRACK + J + j] * scale
+
+
+@_jit
+def observe_one(S, P, key, r):
+    """``observe`` of horizon step 0 for one float residual; returns its p-value."""
+    krow = S[key, 0]
+    trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else krow
+    p = key_p_value(krow, trow, P, r)
+    update_rows(krow, trow, P, r, P[P_POOL] != 0.0)
+    return p
+
+
+@_jit
 def p_values(S, P, key, residuals, p_out):
     """Pure p-values of ``residuals`` per horizon step (NaN where the residual is NaN)."""
     pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
@@ -196,54 +229,60 @@ def p_values(S, P, key, residuals, p_out):
 
 
 # ---------------------------------------------------------------- anomaly score
-# per-key anomaly fields (float64 row)
-A_PREV_Y, A_PREV_HAT, A_SHORT, A_LONG, A_SURPRISE, A_N, A_PEAK, A_AGE, A_RUN = 0, 1, 2, 3, 4, 5, 6, 7, 8
-A_WIDTH = 9
-# anomaly parameter fields: [short rate, long rate, window rate, score decades, flags]
-Q_SHORT, Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF = 0, 1, 2, 3, 4, 5, 6
-# channels of the anomaly's tracker rows
-C_RESIDUAL, C_FLAT, C_WINDOW = 0, 1, 2
+# The anomaly scorer's state is a calibrator state with four channels per key: three tracker
+# rows (residual, flat line, recent window) and a row of the scorer's own fields; its
+# parameters follow the calibrator's in one vector (two arrays per call: dispatch is cheap).
+C_RESIDUAL, C_FLAT, C_WINDOW, C_FIELDS = 0, 1, 2, 3
+# fields of the C_FIELDS row
+A_PREV_Y, A_LONG, A_SURPRISE, A_N, A_PEAK, A_AGE, A_RUN = 0, 1, 2, 3, 4, 5, 6
+A_WIDTH = 7
+# scorer parameters, after the calibrator's: [long rate, window rate, decades, flags, hold-off]
+Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF = 0, 1, 2, 3, 4, 5
 
 
 @_jit
-def anomaly_step(S, P, A, Q, key, y, y_hat):
+def scorer_offset(P):
+    """Index of the scorer's first parameter in ``P`` (after the levels, grid and start values)."""
+    J = int(P[P_J])
+    G = int(P[P_G])
+    return P_LEVELS + 3 * J + 2 * G
+
+
+@_jit
+def anomaly_step(S, P, key, y, y_hat):
     """Score the value ``y`` whose one-step forecast was ``y_hat``; returns the score in [0, 1].
 
-    Three calibrated p-values, each against its own tracked history:
+    Calibrated p-values, each against its own tracked history:
 
     * the residual ``y - y_hat`` (two-sided, through ``|r|``);
-    * flat line: the length of the current run of unchanged values in a stream that has
-      varied (its long-run mean absolute change is positive);
     * the recent window: an exponential average of the residual surprisals ``-ln p``, so
       several moderately unusual values in a row add up (as Numenta's anomaly likelihood
-      averages recent raw scores).
+      averages recent raw scores);
+    * flat line: the length of the current run of unchanged values in a stream that has
+      varied (its long-run mean absolute change is positive).
 
     Their minimum, Bonferroni-corrected, is mapped to the evidence ``-log10(p) / decades``
     clipped to [0, 1]. With a hold-off ``R > 0`` an incident is reported once: the score is the
     evidence when it exceeds the peak of the last ``R`` events (the peak is forgotten ``R``
     events after it was set, so a lasting incident is reported again every ``R`` events), else 0.
     """
-    row = A[key]
+    q = scorer_offset(P)
+    row = S[key, C_FIELDS]
     n = row[A_N]
     p = tail_p_value(S[key, C_RESIDUAL], P, abs(normalised(S[key, C_RESIDUAL], y - y_hat)))
     update_row(S[key, C_RESIDUAL], P, y - y_hat)
     channels = 1.0
     best = p
-    surprise = -math.log(max(p, P_FLOOR))
-    if Q[Q_USE_WINDOW] != 0.0:
-        row[A_SURPRISE] += Q[Q_WINDOW] * (surprise - row[A_SURPRISE])
+    if P[q + Q_USE_WINDOW] != 0.0:
+        surprise = -math.log(max(p, P_FLOOR))
+        row[A_SURPRISE] += P[q + Q_WINDOW] * (surprise - row[A_SURPRISE])
         pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
         update_row(S[key, C_WINDOW], P, row[A_SURPRISE])
         channels += 1.0
         best = min(best, pw)
     if n > 0.0:
         change = abs(y - row[A_PREV_Y])
-        if n == 1.0:
-            row[A_SHORT] = change
-            row[A_LONG] = change
-        else:
-            row[A_SHORT] += Q[Q_SHORT] * (change - row[A_SHORT])
-            row[A_LONG] += max(Q[Q_LONG], 1.0 / n) * (change - row[A_LONG])
+        row[A_LONG] += max(P[q + Q_LONG], 1.0 / n) * (change - row[A_LONG])
         # a run of events without change, in a stream that has varied: its length is
         # calibrated in its own units (scale pinned to 1), so a stream that never repeated
         # a value finds a run of k repeats about e**-k times as likely as its rarest tracked run
@@ -251,7 +290,7 @@ def anomaly_step(S, P, A, Q, key, y, y_hat):
             row[A_RUN] += 1.0
         else:
             row[A_RUN] = 0.0
-        if Q[Q_USE_FLAT] != 0.0:
+        if P[q + Q_USE_FLAT] != 0.0:
             flat_row = S[key, C_FLAT]
             flat_row[F_SCALE] = 1.0
             pf = tail_p_value(flat_row, P, row[A_RUN])
@@ -260,14 +299,13 @@ def anomaly_step(S, P, A, Q, key, y, y_hat):
             channels += 1.0
             best = min(best, pf)
     row[A_PREV_Y] = y
-    row[A_PREV_HAT] = y_hat
     row[A_N] = n + 1.0
     combined = min(1.0, channels * best)
-    evidence = min(1.0, -math.log10(max(combined, P_FLOOR)) / Q[Q_DECADES])
-    if Q[Q_HOLDOFF] <= 0.0:
+    evidence = min(1.0, -math.log10(max(combined, P_FLOOR)) / P[q + Q_DECADES])
+    if P[q + Q_HOLDOFF] <= 0.0:
         return evidence
     row[A_AGE] += 1.0
-    if row[A_AGE] > Q[Q_HOLDOFF]:
+    if row[A_AGE] > P[q + Q_HOLDOFF]:
         row[A_PEAK] = 0.0
     if evidence > row[A_PEAK]:
         row[A_PEAK] = evidence
@@ -277,7 +315,17 @@ def anomaly_step(S, P, A, Q, key, y, y_hat):
 
 
 @_jit
-def anomaly_many(S, P, A, Q, keys, Y, Y_hat, out):
+def score_and_bounds(S, P, key, y, y_hat, y_hat_next, j):
+    """``anomaly_step`` of ``(y, y_hat)``, then the bounds of level ``j`` around the next
+    forecast from the residual channel's trackers: ``(score, lower, upper)`` in one call."""
+    score = anomaly_step(S, P, key, y, y_hat)
+    J = int(P[P_J])
+    row = S[key, C_RESIDUAL]
+    return score, y_hat_next + row[F_TRACK + j] * row[F_SCALE], y_hat_next + row[F_TRACK + J + j] * row[F_SCALE]
+
+
+@_jit
+def anomaly_many(S, P, keys, Y, Y_hat, out):
     """``anomaly_step`` for a block of events in arrival order."""
     for e in range(keys.shape[0]):
-        out[e] = anomaly_step(S, P, A, Q, keys[e], Y[e], Y_hat[e])
+        out[e] = anomaly_step(S, P, keys[e], Y[e], Y_hat[e])

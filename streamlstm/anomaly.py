@@ -10,6 +10,7 @@ what is guaranteed: ``docs/calibration.md``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -57,6 +58,9 @@ class AnomalyScorer:
         ``-log10`` of the tail probability that scores 1.
     holdoff
         Events during which a reported incident is only reported again if it gets worse.
+    levels
+        Interval levels the residual channel also tracks, for :meth:`score_and_bounds`
+        (the same intervals an ``OnlineCalibrator`` with these settings gives).
     use_window, use_flat
         Channel switches. The flat-line channel is off by default: on the NAB dev streams it
         catches the frozen stretches but its saturated run-length evidence on quantised
@@ -81,8 +85,8 @@ class AnomalyScorer:
     kind = "AnomalyScorer"
 
     def __init__(self, window: int = 10, memory: int = 1000, decades: float = 10.0, holdoff: int = 100,
-                 use_window: bool = True,
-                 use_flat: bool = False, lr: float = 0.3, decay: float = 0.01, clip: float = CLIP,
+                 levels: Sequence[float] = (), use_window: bool = True,
+                 use_flat: bool = False, lr: float = 0.3, decay: float = 0.02, clip: float = CLIP,
                  tail_grid: Sequence[float] = DEFAULT_TAIL_GRID, n_keys: int = 1) -> None:
         for name, value, low in (("window", window, 1), ("memory", memory, 1), ("holdoff", holdoff, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -95,22 +99,29 @@ class AnomalyScorer:
         self.holdoff = int(holdoff)
         self.use_window = bool(use_window)
         self.use_flat = bool(use_flat)
-        # one calibrator row per channel: residual, flat line, recent window
-        self.calibrator = OnlineCalibrator(levels=(), horizon=3, lr=lr, decay=decay, clip=clip, tail_grid=tail_grid,
+        # a calibrator state with a row per channel (residual, flat line, recent window) and a
+        # row of the scorer's own fields per key; its parameters extended with the scorer's
+        self.calibrator = OnlineCalibrator(levels=levels, horizon=4, lr=lr, decay=decay, clip=clip, tail_grid=tail_grid,
                                            n_keys=n_keys)
-        self.params = np.array([1.0 / self.window, 1.0 / self.memory, 1.0 / self.window, self.decades,
-                                float(self.use_flat), float(self.use_window), float(self.holdoff)])
-        self.state = np.zeros((int(n_keys), K.A_WIDTH))
+        if self.calibrator.width < K.A_WIDTH:
+            raise ValueError(f"tail_grid needs at least {K.A_WIDTH - K.F_TRACK} levels, got {len(self.calibrator.tail_grid)}")
+        self.params = np.concatenate([self.calibrator.params, [
+            1.0 / self.memory, 1.0 / self.window, self.decades, float(self.use_flat), float(self.use_window),
+            float(self.holdoff)]])
+
+    @property
+    def state(self) -> np.ndarray:
+        """All per-key state: ``(keys, 4, width)`` float64 (three tracker rows, one of fields)."""
+        return self.calibrator.state
 
     @property
     def n_keys(self) -> int:
         """Rows of per-key state."""
-        return int(self.state.shape[0])
+        return int(self.calibrator.state.shape[0])
 
     def add_keys(self, k: int = 1) -> None:
         """Append ``k`` fresh key rows."""
         self.calibrator.add_keys(k)
-        self.state = np.concatenate([self.state, np.zeros((k, K.A_WIDTH))])
 
     def score(self, y: float, y_hat: float, key: int = 0) -> float:
         """Score the value ``y`` whose forecast (made before ``y`` was seen) was ``y_hat``.
@@ -118,12 +129,34 @@ class AnomalyScorer:
         Learns from the pair afterwards; the score of the first values of a stream, before
         anything is known of it, is 0.
         """
-        if not (np.isfinite(y) and np.isfinite(y_hat)):
+        state = self.calibrator.state
+        if not (math.isfinite(y) and math.isfinite(y_hat) and 0 <= key < state.shape[0]):
+            if not 0 <= key < state.shape[0]:
+                raise IndexError(f"key row {key} outside [0, {state.shape[0]}): add_keys first")
             raise ValueError(f"value {y!r} and forecast {y_hat!r} must both be finite numbers")
-        if not 0 <= key < self.state.shape[0]:
-            raise IndexError(f"key row {key} outside [0, {self.state.shape[0]}): add_keys first")
-        return K.anomaly_step(self.calibrator.state, self.calibrator.params, self.state, self.params, key,
-                              float(y), float(y_hat))
+        return K.anomaly_step(state, self.params, key, float(y), float(y_hat))
+
+    def score_and_bounds(self, y: float, y_hat: float, y_hat_next: float, level: int = 0,
+                         key: int = 0) -> tuple[float, float, float]:
+        """:meth:`score` of ``(y, y_hat)``, then the interval at ``levels[level]`` around the
+        next forecast ``y_hat_next``: ``(score, lower, upper)`` in one compiled call (the
+        per-event path of a model serving predictions with intervals and anomaly scores).
+
+        >>> scorer = AnomalyScorer(levels=[0.9])
+        >>> for t in range(300):
+        ...     s, lo, hi = scorer.score_and_bounds(float(t % 3), 1.0, 1.0)
+        >>> bool(lo < 1.0 < hi)
+        True
+        """
+        state = self.calibrator.state
+        if not (math.isfinite(y) and math.isfinite(y_hat) and 0 <= key < state.shape[0]
+                and 0 <= level < len(self.calibrator.levels)):
+            if not 0 <= key < state.shape[0]:
+                raise IndexError(f"key row {key} outside [0, {state.shape[0]}): add_keys first")
+            if not 0 <= level < len(self.calibrator.levels):
+                raise IndexError(f"level index {level} outside the {len(self.calibrator.levels)} levels {self.calibrator.levels}")
+            raise ValueError(f"value {y!r} and forecast {y_hat!r} must both be finite numbers")
+        return K.score_and_bounds(state, self.params, key, float(y), float(y_hat), float(y_hat_next), level)
 
     def score_many(self, keys: Any, y: Any, y_hat: Any) -> np.ndarray:
         """:meth:`score` for a block of events in arrival order, in one compiled call.
@@ -145,28 +178,29 @@ class AnomalyScorer:
             e = int(np.flatnonzero((keys < 0) | (keys >= self.n_keys))[0])
             raise IndexError(f"event {e}: key row {int(keys[e])} outside [0, {self.n_keys}): add_keys first")
         out = np.empty(Y.shape[0])
-        K.anomaly_many(self.calibrator.state, self.calibrator.params, self.state, self.params, keys, Y, Y_hat, out)
+        K.anomaly_many(self.calibrator.state, self.params, keys, Y, Y_hat, out)
         return out
 
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict[str, Any]:
         cal = self.calibrator
         return {"window": self.window, "memory": self.memory, "decades": self.decades, "holdoff": self.holdoff,
+                "levels": list(cal.levels),
                 "use_window": self.use_window,
                 "use_flat": self.use_flat, "lr": cal.lr, "decay": cal.decay, "clip": cal.clip, "tail_grid": list(cal.tail_grid)}
 
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(meta, arrays)`` for :func:`streamlstm.persistence.dumps`."""
-        return self._config(), {"calibrator_state": self.calibrator.state.copy(), "anomaly_state": self.state.copy()}
+        return self._config(), {"scorer_state": self.calibrator.state.copy()}
 
     @classmethod
     def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "AnomalyScorer":
         """Rebuild from :meth:`export`'s parts, bit-identical."""
-        scorer = cls(n_keys=max(1, arrays["anomaly_state"].shape[0]), **meta)
-        if arrays["calibrator_state"].shape != scorer.calibrator.state.shape or arrays["anomaly_state"].shape[1] != K.A_WIDTH:
-            raise ValueError("anomaly scorer state does not match its settings")
-        scorer.calibrator.state = np.array(arrays["calibrator_state"], dtype=np.float64)
-        scorer.state = np.array(arrays["anomaly_state"], dtype=np.float64)
+        state = arrays["scorer_state"]
+        scorer = cls(n_keys=max(1, state.shape[0]), **meta)
+        if state.shape != scorer.calibrator.state.shape:
+            raise ValueError(f"anomaly scorer state has shape {state.shape}, its settings want {scorer.calibrator.state.shape}")
+        scorer.calibrator.state = np.array(state, dtype=np.float64)
         return scorer
 
 

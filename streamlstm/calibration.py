@@ -172,6 +172,9 @@ class OnlineCalibrator:
         >>> bool(lo[1] <= lo[0] <= 10.0 <= hi[0] <= hi[1])
         True
         """
+        if type(y_hat) is float and self.horizon == 1 and 0 <= key < self.state.shape[0] - self.pooled:
+            bounds = K.interval_one(self.state, self.params, key, y_hat)  # the per-event fast path
+            return bounds[0], bounds[1]
         scalar = np.ndim(y_hat) == 0
         y = np.asarray(y_hat, dtype=np.float64).reshape(-1)
         if y.shape[0] != self.horizon:
@@ -180,6 +183,21 @@ class OnlineCalibrator:
         if scalar:
             return self._lo[0].copy(), self._hi[0].copy()
         return self._lo.copy(), self._hi.copy()
+
+    def bounds(self, y_hat: float, level: int = 0, key: int = 0) -> tuple[float, float]:
+        """``(lower, upper)`` at ``levels[level]`` around one float forecast (horizon step 0):
+        the per-event fast path for one level (one compiled call, two floats back).
+
+        >>> cal = OnlineCalibrator(levels=[0.9])
+        >>> for r in [-1.0, 1.0] * 200:
+        ...     _ = cal.update(r)
+        >>> lo, hi = cal.bounds(5.0)
+        >>> bool(lo < 5.0 < hi)
+        True
+        """
+        if not (0 <= level < len(self.levels) and 0 <= key < self.state.shape[0] - self.pooled):
+            raise IndexError(f"level index {level} (of {len(self.levels)}) or key row {key} (of {self.n_keys}) out of range")
+        return K.bounds_one(self.state, self.params, key, float(y_hat), level)
 
     def update(self, residual: Any, key: int = 0) -> float | np.ndarray:
         """Fold in the residual(s) ``y - y_hat`` now known; returns their p-values first.
@@ -194,6 +212,9 @@ class OnlineCalibrator:
         >>> bool(cal.update(50.0) < 1e-6)
         True
         """
+        if type(residual) is float and self.horizon == 1 and math.isfinite(residual) \
+                and 0 <= key < self.state.shape[0] - self.pooled:
+            return K.observe_one(self.state, self.params, key, residual)  # the per-event fast path
         r = self._residuals(residual)
         K.observe(self.state, self.params, self._key(key), r, self._p)
         return float(self._p[0]) if np.ndim(residual) == 0 else self._p.copy()

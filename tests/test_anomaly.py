@@ -94,3 +94,18 @@ def test_bad_settings_are_named() -> None:
         AnomalyScorer(holdoff=-1)
     with pytest.raises(ValueError, match="not a finite number"):
         AnomalyDetector().score_one(float("nan"))
+
+
+def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
+    from streamlstm.calibration import OnlineCalibrator
+
+    rng = np.random.default_rng(6)
+    y = np.cumsum(rng.normal(size=600))
+    fused = AnomalyScorer(levels=[0.8, 0.95])
+    plain = AnomalyScorer(levels=[0.8, 0.95])
+    cal = OnlineCalibrator(levels=[0.8, 0.95], lr=fused.calibrator.lr, decay=fused.calibrator.decay)
+    for t in range(1, 600):
+        s, lo, hi = fused.score_and_bounds(y[t], y[t - 1], y[t], level=1)
+        assert s == plain.score(y[t], y[t - 1])
+        cal.update(y[t] - y[t - 1])
+        assert (lo, hi) == cal.bounds(y[t], level=1)
