@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import nab_score  # noqa: E402
-from _results import write_section  # noqa: E402
+import nab_score
+from _results import write_section
 
-from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector  # noqa: E402
+from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -194,7 +194,7 @@ class AnomalyScorer:
         return self._config(), {"scorer_state": self.calibrator.state.copy()}
 
     @classmethod
-    def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "AnomalyScorer":
+    def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> AnomalyScorer:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["scorer_state"]
         scorer = cls(n_keys=max(1, state.shape[0]), **meta)
@@ -302,7 +302,7 @@ class AnomalyDetector:
         return dumps(self.kind, meta, arrays)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "AnomalyDetector":
+    def from_bytes(cls, blob: bytes) -> AnomalyDetector:
         """Inverse of :meth:`to_bytes`; continues bit-identically."""
         _, meta, arrays = loads(blob, expect_kind=cls.kind)
         det = cls(base=meta["base"], hidden=meta["hidden"], lr=meta["lr"], seed=meta["seed"], threshold=meta["threshold"])
@@ -319,7 +319,7 @@ class AnomalyDetector:
         write_atomic(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "AnomalyDetector":
+    def load(cls, path: str | os.PathLike[str]) -> AnomalyDetector:
         """Read a file written by :meth:`save`."""
         with open(path, "rb") as fh:
             blob = fh.read()

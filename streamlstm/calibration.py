@@ -261,7 +261,7 @@ class OnlineCalibrator:
         return self._config(), {"calibrator_state": self.state.copy()}
 
     @classmethod
-    def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "OnlineCalibrator":
+    def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> OnlineCalibrator:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["calibrator_state"]
         cal = cls(n_keys=max(1, state.shape[0] - bool(meta.get("pooled", False))), **meta)
@@ -283,7 +283,7 @@ class OnlineCalibrator:
         return dumps(self.kind, meta, arrays)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "OnlineCalibrator":
+    def from_bytes(cls, blob: bytes) -> OnlineCalibrator:
         """Inverse of :meth:`to_bytes`."""
         _, meta, arrays = loads(blob, expect_kind=cls.kind)
         return cls.from_export(meta, arrays)
@@ -293,7 +293,7 @@ class OnlineCalibrator:
         write_atomic(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "OnlineCalibrator":
+    def load(cls, path: str | os.PathLike[str]) -> OnlineCalibrator:
         """Read a file written by :meth:`save`."""
         _, meta, arrays = read_file(path, expect_kind=cls.kind)
         return cls.from_export(meta, arrays)

@@ -34,7 +34,7 @@ def test_scale_and_shift_invariant_and_robust_to_quantisation() -> None:
     scaled = scores(1e6 * y + 3e7)
     np.testing.assert_allclose(scaled, base, atol=1e-6)
     quantised = scores(np.round(y * 2) / 2)   # half-unit steps
-    alerts = lambda s: set(np.flatnonzero(s[400:] >= DEFAULT_THRESHOLD) + 400)  # noqa: E731
+    alerts = lambda s: set(np.flatnonzero(s[400:] >= DEFAULT_THRESHOLD) + 400)
     assert 3000 in alerts(quantised) and len(alerts(quantised) ^ alerts(base)) <= 2
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from nab_score import PROFILES, Stream, scaled_sigmoid, score_corpus  # noqa: E402
+from nab_score import PROFILES, Stream, scaled_sigmoid, score_corpus
 
 
 def sig(p: float) -> float:
