@@ -109,3 +109,52 @@ def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
         assert s == plain.score(y[t], y[t - 1])
         cal.update(y[t] - y[t - 1])
         assert (lo, hi) == cal.bounds(y[t], level=1)
+
+
+def test_full_score_matches_numpy_reference_float64() -> None:
+    """Residual and recent-window channels, flat-line run and hold-off, written again from the
+    equations on top of the calibrator's NumPy reference (tests/test_calibration.py)."""
+    import math
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_calibration import Reference
+
+    scorer = AnomalyScorer(use_flat=True, holdoff=20)
+    cal = scorer.calibrator
+    resid, window, flat = Reference(cal), Reference(cal), Reference(cal)
+    surprise = long = run = peak = age = 0.0
+    prev_y = 0.0
+    rng = np.random.default_rng(8)
+    y = np.round(np.cumsum(rng.normal(size=1500)), 1)
+    y[700:760] = y[699]                        # a flat stretch
+    y[1000] += 30.0                            # a spike
+    y_hat = np.concatenate([[y[0]], y[:-1]]) + rng.normal(size=1500) * 0.1
+    for n in range(1500):
+        r = y[n] - y_hat[n]
+        p = resid.p_value(r)
+        resid.update(r)
+        surprise += (1 / scorer.window) * (-math.log(max(p, 1e-300)) - surprise)
+        pw = window.p_value(surprise)
+        window.update(surprise)
+        best, channels = min(p, pw), 2.0
+        if n > 0:
+            change = abs(y[n] - prev_y)
+            long += max(1 / scorer.memory, 1 / n) * (change - long)
+            run = run + 1 if (change <= 1e-9 * long and long > 0) else 0.0
+            flat.scale = 1.0
+            pf = flat.p_value(run)
+            flat.update(run)
+            flat.scale = 1.0
+            best, channels = min(best, pf), 3.0
+        prev_y = y[n]
+        evidence = min(1.0, -math.log10(max(min(1.0, channels * best), 1e-300)) / scorer.decades)
+        age += 1
+        if age > scorer.holdoff:
+            peak = 0.0
+        if evidence > peak:
+            peak, age, expected = evidence, 0.0, evidence
+        else:
+            expected = 0.0
+        assert scorer.score(y[n], y_hat[n]) == pytest.approx(expected, rel=1e-12, abs=1e-15), f"event {n}"
