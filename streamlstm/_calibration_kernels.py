@@ -1,0 +1,331 @@
+"""Numba kernels of the online calibrator (`calibration.py`) and the anomaly score (`anomaly.py`).
+
+One *tracker row* calibrates one stream of scores (a residual, or any non-negative statistic).
+It is a float64 vector laid out as::
+
+    [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} ]
+
+* ``n`` counts the scores seen, ``scale`` is their running mean absolute value (exponential
+  with rate ``max(decay, 1/n)``, each score clipped to ``clip`` scales): the trackers work
+  on the studentised score ``z = r / scale``, in the stream's own units whatever its scale;
+* ``lo_j`` / ``hi_j`` track the ``a_j/2`` and ``1 - a_j/2`` quantiles of the signed score
+  (``a_j = 1 - level_j``) by quantile tracking (online subgradient steps on the pinball loss,
+  the "P" part of conformal PID control): ``hi += eta * (1[r > hi] - a_j/2)``;
+* ``tail_k`` tracks the ``1 - g_k`` quantile of ``|r|`` for a fixed grid of tail
+  probabilities ``g_k``; the p-value of a new score interpolates ``log g`` between them.
+
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, a_0 .. a_{J-1}, g_0 .. g_{G-1}, start]``,
+``start`` holding the ``2J + G`` tracker values a new row starts from.
+State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+
+# row fields
+F_N, F_SCALE, F_TRACK = 0, 1, 2
+# parameter fields
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_LEVELS = 0, 1, 2, 3, 4, 5, 6
+# smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
+P_FLOOR = 1e-300
+
+
+@_jit
+def tail_p_value(row, P, a):
+    """Tail probability of ``|r| = a`` under the tracked quantiles of ``|r|`` (pure)."""
+    J = int(P[P_J])
+    G = int(P[P_G])
+    g0 = P[P_LEVELS + J]
+    t_off = F_TRACK + 2 * J
+    if row[F_N] == 0.0:
+        return 1.0
+    # the trackers are not forced to be ordered; a running maximum makes the curve monotone
+    t_prev = max(row[t_off], 0.0)
+    if a <= t_prev:
+        if t_prev <= 0.0:
+            return 1.0
+        return 1.0 - (1.0 - g0) * a / t_prev
+    g_prev = g0
+    for k in range(1, G):
+        g_k = P[P_LEVELS + J + k]
+        t_k = max(row[t_off + k], t_prev)
+        if a <= t_k:
+            # t_prev < a <= t_k, so t_k > t_prev
+            w = (a - t_prev) / (t_k - t_prev)
+            return math.exp((1.0 - w) * math.log(g_prev) + w * math.log(g_k))
+        t_prev = t_k
+        g_prev = g_k
+    # beyond the last tracker: an exponential tail whose rate is that of the last decade
+    # of trackers (their spread per unit of log-probability); nothing seen yet beyond it
+    # with a flat tracked tail means the value lies outside everything seen
+    g_first = P[P_LEVELS + J + max(G - 3, 0)]
+    t_first = max(row[t_off + max(G - 3, 0)], 0.0)
+    spread = (t_prev - t_first) / math.log(g_first / g_prev) if g_first > g_prev else 0.0
+    if spread <= 0.0:
+        spread = 1.0  # a tail with no spread yet: decay by e per scale unit
+    return max(g_prev * math.exp(-(a - t_prev) / spread), P_FLOOR)
+
+
+@_jit
+def normalised(row, r):
+    """The score ``r`` in units of the running scale seen before it (a studentised residual)."""
+    scale = row[F_SCALE]
+    if scale > 0.0:
+        return r / scale
+    if r == 0.0:
+        return 0.0
+    return math.copysign(1e300, r)  # exact so far, now off: as far out as a float goes
+
+
+@_jit
+def update_row(row, P, r):
+    """Fold the score ``r`` into a row holding its own trackers (see ``update_rows``)."""
+    update_rows(row, row, P, r, False)
+
+
+@_jit
+def update_rows(krow, trow, P, r, pooled):
+    """Fold the score ``r`` of a key (row ``krow``: count and scale) into the trackers of
+    ``trow`` (the key's own row, or the pool row shared by all keys when ``pooled``).
+
+    The quantile trackers work on the studentised score ``z = r / scale`` (the key's scale
+    from before ``r``): a change of volatility moves the intervals through the scale at once,
+    and the trackers only correct the shape.
+    """
+    J = int(P[P_J])
+    G = int(P[P_G])
+    n = krow[F_N]
+    m = trow[F_N] if pooled else n
+    if m == 0.0:
+        # start from the quantiles of a Gaussian residual (in mean-absolute units), not 0
+        for i in range(2 * J + G):
+            trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
+    if krow[F_SCALE] > 0.0 or r == 0.0:
+        step_trackers(trow, P, normalised(krow, r), m)
+    # else: no scale yet to studentise ``r`` with; it only sets the scale
+    if pooled:
+        trow[F_N] = m + 1.0
+    krow[F_N] = n + 1.0
+    # robust running scale: a residual counts at most ``clip`` scales, so one spike does not
+    # widen the intervals for the next 1/decay events, while a lasting rise still lifts it
+    # geometrically (by up to (clip - 1) * rate per event)
+    a = abs(r) if krow[F_SCALE] <= 0.0 or P[P_CLIP] <= 0.0 else min(abs(r), P[P_CLIP] * krow[F_SCALE])
+    krow[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (a - krow[F_SCALE])
+
+
+@_jit
+def step_trackers(row, P, z, n):
+    """One quantile-tracking step of every tracker of the row on the studentised score ``z``."""
+    J = int(P[P_J])
+    G = int(P[P_G])
+    a = abs(z)
+    # stochastic-approximation steps 1/sqrt(n) while they exceed lr, then lr for good
+    eta = max(P[P_LR], 1.0 / math.sqrt(n + 1.0))
+    for j in range(J):
+        half = 0.5 * P[P_LEVELS + j]
+        lo = F_TRACK + j
+        hi = F_TRACK + J + j
+        row[lo] -= eta * ((1.0 if z < row[lo] else 0.0) - half)
+        row[hi] += eta * ((1.0 if z > row[hi] else 0.0) - half)
+    t_off = F_TRACK + 2 * J
+    for k in range(G):
+        g = P[P_LEVELS + J + k]
+        row[t_off + k] += eta * ((1.0 if a > row[t_off + k] else 0.0) - g)
+
+
+@_jit
+def key_p_value(krow, trow, P, r):
+    """p-value of a key's residual ``r``: 1 for a key's first residual (nothing known yet)."""
+    if krow[F_N] == 0.0:
+        return 1.0
+    return tail_p_value(trow, P, abs(normalised(krow, r)))
+
+
+@_jit
+def observe(S, P, key, residuals, p_out):
+    """For each horizon step with a finite residual: its p-value into ``p_out``, then the update.
+
+    Steps whose residual is NaN (not known yet) are left alone and get ``p_out = NaN``. With
+    ``P[P_POOL]`` set, the last row of ``S`` holds trackers shared by every key.
+    """
+    pooled = P[P_POOL] != 0.0
+    pool = S.shape[0] - 1
+    for s in range(residuals.shape[0]):
+        r = residuals[s]
+        if math.isnan(r):
+            p_out[s] = np.nan
+            continue
+        trow = S[pool, s] if pooled else S[key, s]
+        p_out[s] = key_p_value(S[key, s], trow, P, r)
+        update_rows(S[key, s], trow, P, r, pooled)
+
+
+@_jit
+def observe_many(S, P, keys, R, p_out):
+    """``observe`` for a block of events ``(keys[e], R[e])`` in arrival order."""
+    for e in range(keys.shape[0]):
+        observe(S, P, keys[e], R[e], p_out[e])
+
+
+@_jit
+def intervals(S, P, key, y_hat, lo_out, hi_out):
+    """Bounds ``y_hat[s] + scale * lo/hi`` of every horizon step ``s`` and level ``j``."""
+    J = int(P[P_J])
+    pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
+    for s in range(y_hat.shape[0]):
+        scale = S[key, s, F_SCALE]
+        trow = S[pool, s]
+        for j in range(J):
+            lo_out[s, j] = y_hat[s] + trow[F_TRACK + j] * scale
+            hi_out[s, j] = y_hat[s] + trow[F_TRACK + J + j] * scale
+
+
+@_jit
+def interval_one(S, P, key, y_hat):
+    """``intervals`` of horizon step 0 for one float forecast: a new ``(2, J)`` array of
+    lower and upper bounds (one compiled call, no Python-side checks: the fast path)."""
+    J = int(P[P_J])
+    out = np.empty((2, J))
+    trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
+    scale = S[key, 0, F_SCALE]
+    for j in range(J):
+        out[0, j] = y_hat + trow[F_TRACK + j] * scale
+        out[1, j] = y_hat + trow[F_TRACK + J + j] * scale
+    return out
+
+
+@_jit
+def bounds_one(S, P, key, y_hat, j):
+    """Lower and upper bound of level ``j`` around one float forecast (horizon step 0)."""
+    J = int(P[P_J])
+    trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
+    scale = S[key, 0, F_SCALE]
+    return y_hat + trow[F_TRACK + j] * scale, y_hat + trow[F_TRACK + J + j] * scale
+
+
+@_jit
+def observe_one(S, P, key, r):
+    """``observe`` of horizon step 0 for one float residual; returns its p-value."""
+    krow = S[key, 0]
+    trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else krow
+    p = key_p_value(krow, trow, P, r)
+    update_rows(krow, trow, P, r, P[P_POOL] != 0.0)
+    return p
+
+
+@_jit
+def p_values(S, P, key, residuals, p_out):
+    """Pure p-values of ``residuals`` per horizon step (NaN where the residual is NaN)."""
+    pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
+    for s in range(residuals.shape[0]):
+        r = residuals[s]
+        p_out[s] = np.nan if math.isnan(r) else key_p_value(S[key, s], S[pool, s], P, r)
+
+
+# ---------------------------------------------------------------- anomaly score
+# The anomaly scorer's state is a calibrator state with four channels per key: three tracker
+# rows (residual, flat line, recent window) and a row of the scorer's own fields; its
+# parameters follow the calibrator's in one vector (two arrays per call: dispatch is cheap).
+C_RESIDUAL, C_FLAT, C_WINDOW, C_FIELDS = 0, 1, 2, 3
+# fields of the C_FIELDS row
+A_PREV_Y, A_LONG, A_SURPRISE, A_N, A_PEAK, A_AGE, A_RUN = 0, 1, 2, 3, 4, 5, 6
+A_WIDTH = 7
+# scorer parameters, after the calibrator's: [long rate, window rate, decades, flags, hold-off]
+Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF = 0, 1, 2, 3, 4, 5
+
+
+@_jit
+def scorer_offset(P):
+    """Index of the scorer's first parameter in ``P`` (after the levels, grid and start values)."""
+    J = int(P[P_J])
+    G = int(P[P_G])
+    return P_LEVELS + 3 * J + 2 * G
+
+
+@_jit
+def anomaly_step(S, P, key, y, y_hat):
+    """Score the value ``y`` whose one-step forecast was ``y_hat``; returns the score in [0, 1].
+
+    Calibrated p-values, each against its own tracked history:
+
+    * the residual ``y - y_hat`` (two-sided, through ``|r|``);
+    * the recent window: an exponential average of the residual surprisals ``-ln p``, so
+      several moderately unusual values in a row add up (as Numenta's anomaly likelihood
+      averages recent raw scores);
+    * flat line: the length of the current run of unchanged values in a stream that has
+      varied (its long-run mean absolute change is positive).
+
+    Their minimum, Bonferroni-corrected, is mapped to the evidence ``-log10(p) / decades``
+    clipped to [0, 1]. With a hold-off ``R > 0`` an incident is reported once: the score is the
+    evidence when it exceeds the peak of the last ``R`` events (the peak is forgotten ``R``
+    events after it was set, so a lasting incident is reported again every ``R`` events), else 0.
+    """
+    q = scorer_offset(P)
+    row = S[key, C_FIELDS]
+    n = row[A_N]
+    p = tail_p_value(S[key, C_RESIDUAL], P, abs(normalised(S[key, C_RESIDUAL], y - y_hat)))
+    update_row(S[key, C_RESIDUAL], P, y - y_hat)
+    channels = 1.0
+    best = p
+    if P[q + Q_USE_WINDOW] != 0.0:
+        surprise = -math.log(max(p, P_FLOOR))
+        row[A_SURPRISE] += P[q + Q_WINDOW] * (surprise - row[A_SURPRISE])
+        pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
+        update_row(S[key, C_WINDOW], P, row[A_SURPRISE])
+        channels += 1.0
+        best = min(best, pw)
+    if n > 0.0:
+        change = abs(y - row[A_PREV_Y])
+        row[A_LONG] += max(P[q + Q_LONG], 1.0 / n) * (change - row[A_LONG])
+        # a run of events without change, in a stream that has varied: its length is
+        # calibrated in its own units (scale pinned to 1), so a stream that never repeated
+        # a value finds a run of k repeats about e**-k times as likely as its rarest tracked run
+        if change <= 1e-9 * row[A_LONG] and row[A_LONG] > 0.0:
+            row[A_RUN] += 1.0
+        else:
+            row[A_RUN] = 0.0
+        if P[q + Q_USE_FLAT] != 0.0:
+            flat_row = S[key, C_FLAT]
+            flat_row[F_SCALE] = 1.0
+            pf = tail_p_value(flat_row, P, row[A_RUN])
+            update_row(flat_row, P, row[A_RUN])
+            flat_row[F_SCALE] = 1.0
+            channels += 1.0
+            best = min(best, pf)
+    row[A_PREV_Y] = y
+    row[A_N] = n + 1.0
+    combined = min(1.0, channels * best)
+    evidence = min(1.0, -math.log10(max(combined, P_FLOOR)) / P[q + Q_DECADES])
+    if P[q + Q_HOLDOFF] <= 0.0:
+        return evidence
+    row[A_AGE] += 1.0
+    if row[A_AGE] > P[q + Q_HOLDOFF]:
+        row[A_PEAK] = 0.0
+    if evidence > row[A_PEAK]:
+        row[A_PEAK] = evidence
+        row[A_AGE] = 0.0
+        return evidence
+    return 0.0
+
+
+@_jit
+def score_and_bounds(S, P, key, y, y_hat, y_hat_next, j):
+    """``anomaly_step`` of ``(y, y_hat)``, then the bounds of level ``j`` around the next
+    forecast from the residual channel's trackers: ``(score, lower, upper)`` in one call."""
+    score = anomaly_step(S, P, key, y, y_hat)
+    J = int(P[P_J])
+    row = S[key, C_RESIDUAL]
+    return score, y_hat_next + row[F_TRACK + j] * row[F_SCALE], y_hat_next + row[F_TRACK + J + j] * row[F_SCALE]
+
+
+@_jit
+def anomaly_many(S, P, keys, Y, Y_hat, out):
+    """``anomaly_step`` for a block of events in arrival order."""
+    for e in range(keys.shape[0]):
+        out[e] = anomaly_step(S, P, keys[e], Y[e], Y_hat[e])

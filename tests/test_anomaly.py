@@ -1,0 +1,160 @@
+"""Calibrated anomaly scores: range, comparability across copies of a stream, the obvious cases,
+block == single, save/restore, and the compiled score against a NumPy reference of its p-value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector, AnomalyScorer
+
+
+def stream(n: int = 4000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y = 10 * np.sin(np.arange(n) / 30.0) + rng.normal(size=n)
+    y[min(3000, n - 1)] += 25.0
+    return y
+
+
+def scores(y: np.ndarray, **kw: object) -> np.ndarray:
+    det = AnomalyDetector(base="last", **kw)
+    return np.array([det.score_one(v) for v in y])
+
+
+def test_scores_in_unit_interval_and_spike_alerts() -> None:
+    s = scores(stream())
+    assert ((s >= 0) & (s <= 1)).all()
+    assert s[3000] >= DEFAULT_THRESHOLD
+    assert (s[400:3000] >= DEFAULT_THRESHOLD).sum() <= 1
+
+
+def test_scale_and_shift_invariant_and_robust_to_quantisation() -> None:
+    y = stream()
+    base = scores(y)
+    scaled = scores(1e6 * y + 3e7)
+    np.testing.assert_allclose(scaled, base, atol=1e-6)
+    quantised = scores(np.round(y * 2) / 2)   # half-unit steps
+    alerts = lambda s: set(np.flatnonzero(s[400:] >= DEFAULT_THRESHOLD) + 400)
+    assert 3000 in alerts(quantised) and len(alerts(quantised) ^ alerts(base)) <= 2
+
+
+def test_flat_line_where_there_was_variation() -> None:
+    y = stream()
+    y[3500:3700] = y[3499]
+    s = scores(y, use_flat=True)
+    assert s[3500:3700].max() >= DEFAULT_THRESHOLD
+    assert s[400:3000].max() < DEFAULT_THRESHOLD
+
+
+def test_block_equals_single_and_keys_are_independent() -> None:
+    rng = np.random.default_rng(2)
+    keys = rng.integers(0, 3, 900)
+    y = rng.normal(size=900) * (1 + keys) + 100 * keys
+    y_hat = y + rng.normal(size=900) * 0.1
+    one, many = AnomalyScorer(n_keys=3), AnomalyScorer(n_keys=3)
+    single = np.array([one.score(y[e], y_hat[e], int(keys[e])) for e in range(900)])
+    assert np.array_equal(single, many.score_many(keys, y, y_hat))
+    alone = AnomalyScorer()
+    k1 = keys == 1
+    assert np.array_equal(alone.score_many(np.zeros(k1.sum()), y[k1], y_hat[k1]), single[k1])
+    with pytest.raises(ValueError, match="event 1"):
+        many.score_many([0, 0], [1.0, np.nan], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("base", ["last", "lstm"])
+def test_save_restore_bit_identical(base: str, tmp_path) -> None:
+    y = stream(800)
+    det = AnomalyDetector(base=base)
+    for v in y[:500]:
+        det.score_one(v)
+    det.save(tmp_path / "det.slstm")
+    twin = AnomalyDetector.load(tmp_path / "det.slstm")
+    assert [det.score_one(v) for v in y[500:]] == [twin.score_one(v) for v in y[500:]]
+
+
+def test_score_is_the_reference_p_value_mapping() -> None:
+    # residual channel only, no hold-off: score = min(1, -log10(p) / decades) with p the
+    # calibrator's p-value of the residual (checked against its NumPy reference elsewhere)
+    from streamlstm.calibration import OnlineCalibrator
+
+    rng = np.random.default_rng(4)
+    r = rng.standard_t(4, 3000)
+    scorer = AnomalyScorer(use_window=False, use_flat=False, holdoff=0)
+    cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay)
+    for v in r:
+        p = cal.update(v)
+        expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0)
+        assert scorer.score(v, 0.0) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_bad_settings_are_named() -> None:
+    with pytest.raises(ValueError, match="base must be"):
+        AnomalyDetector(base="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="holdoff must be an integer >= 0"):
+        AnomalyScorer(holdoff=-1)
+    with pytest.raises(ValueError, match="not a finite number"):
+        AnomalyDetector().score_one(float("nan"))
+
+
+def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
+    from streamlstm.calibration import OnlineCalibrator
+
+    rng = np.random.default_rng(6)
+    y = np.cumsum(rng.normal(size=600))
+    fused = AnomalyScorer(levels=[0.8, 0.95])
+    plain = AnomalyScorer(levels=[0.8, 0.95])
+    cal = OnlineCalibrator(levels=[0.8, 0.95], lr=fused.calibrator.lr, decay=fused.calibrator.decay)
+    for t in range(1, 600):
+        s, lo, hi = fused.score_and_bounds(y[t], y[t - 1], y[t], level=1)
+        assert s == plain.score(y[t], y[t - 1])
+        cal.update(y[t] - y[t - 1])
+        assert (lo, hi) == cal.bounds(y[t], level=1)
+
+
+def test_full_score_matches_numpy_reference_float64() -> None:
+    """Residual and recent-window channels, flat-line run and hold-off, written again from the
+    equations on top of the calibrator's NumPy reference (tests/test_calibration.py)."""
+    import math
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_calibration import Reference
+
+    scorer = AnomalyScorer(use_flat=True, holdoff=20)
+    cal = scorer.calibrator
+    resid, window, flat = Reference(cal), Reference(cal), Reference(cal)
+    surprise = long = run = peak = age = 0.0
+    prev_y = 0.0
+    rng = np.random.default_rng(8)
+    y = np.round(np.cumsum(rng.normal(size=1500)), 1)
+    y[700:760] = y[699]                        # a flat stretch
+    y[1000] += 30.0                            # a spike
+    y_hat = np.concatenate([[y[0]], y[:-1]]) + rng.normal(size=1500) * 0.1
+    for n in range(1500):
+        r = y[n] - y_hat[n]
+        p = resid.p_value(r)
+        resid.update(r)
+        surprise += (1 / scorer.window) * (-math.log(max(p, 1e-300)) - surprise)
+        pw = window.p_value(surprise)
+        window.update(surprise)
+        best, channels = min(p, pw), 2.0
+        if n > 0:
+            change = abs(y[n] - prev_y)
+            long += max(1 / scorer.memory, 1 / n) * (change - long)
+            run = run + 1 if (change <= 1e-9 * long and long > 0) else 0.0
+            flat.scale = 1.0
+            pf = flat.p_value(run)
+            flat.update(run)
+            flat.scale = 1.0
+            best, channels = min(best, pf), 3.0
+        prev_y = y[n]
+        evidence = min(1.0, -math.log10(max(min(1.0, channels * best), 1e-300)) / scorer.decades)
+        age += 1
+        if age > scorer.holdoff:
+            peak = 0.0
+        if evidence > peak:
+            peak, age, expected = evidence, 0.0, evidence
+        else:
+            expected = 0.0
+        assert scorer.score(y[n], y_hat[n]) == pytest.approx(expected, rel=1e-12, abs=1e-15), f"event {n}"

