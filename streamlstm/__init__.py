@@ -16,21 +16,20 @@ if _main is not None and getattr(_main, "print", None) is not _builtins.print:
 
 from typing import TYPE_CHECKING, Any  # noqa: E402  (after the print fix above, on purpose)
 
-__all__ = ["AnomalyDetector", "AnomalyScorer", "FormatError", "InputError", "KeyedLSTM", "LSTMState",
+__all__ = ["AnomalyDetector", "AnomalyScorer", "Forecaster", "FormatError", "InputError", "KeyedLSTM", "LSTMState",
            "OnlineCalibrator", "OnlineLSTM", "__version__"]
 __version__ = "0.1.0"
 
 # Imported on first use: numba takes a few hundred milliseconds to import, and commands
 # such as ``streamlstm --help`` must answer without it.
 _LAZY = {"OnlineLSTM": ".model", "LSTMState": ".model", "InputError": ".model",
-         "FormatError": ".persistence", "KeyedLSTM": ".keyed",
-         "OnlineCalibrator": ".calibration",
-         "AnomalyScorer": ".anomaly",
-         "AnomalyDetector": ".anomaly"}
+         "FormatError": ".persistence", "KeyedLSTM": ".keyed", "Forecaster": ".forecasting",
+         "OnlineCalibrator": ".calibration", "AnomalyScorer": ".anomaly", "AnomalyDetector": ".anomaly"}
 
 if TYPE_CHECKING:
     from .anomaly import AnomalyDetector, AnomalyScorer
     from .calibration import OnlineCalibrator
+    from .forecasting import Forecaster
     from .keyed import KeyedLSTM
     from .model import InputError, LSTMState, OnlineLSTM
     from .persistence import FormatError

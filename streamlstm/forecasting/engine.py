@@ -1,0 +1,745 @@
+"""The forecasting engine: simple experts, an LSTM on their residual, online aggregation.
+
+Alignment (label-then-advance): ``learn_one(y, x)`` receives the value of the series at the
+next time step (and the exogenous features of that time). It is first the target of every
+forecast made up to ``horizon`` steps before (the experts, the autoregressions and the
+aggregation weights learn from it), then the input of the next forecasts, which
+``forecast()`` returns for h = 1 .. ``horizon``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import persistence
+from ..model import LSTMState, OnlineLSTM
+from .aggregation import Aggregator
+from .experts import (
+    PROFILE_RATE,
+    SES_ALPHA,
+    damped_trend,
+    holt_update,
+    holt_winters_forecast,
+    holt_winters_init,
+    holt_winters_update,
+    lag_changes,
+    recent_median,
+    rls_predict,
+    rls_update,
+    seasonal_drift,
+    seasonal_median,
+    seasonal_naive,
+)
+from .lstm_expert import _NOBODY, LSTMExpert
+from .season import detect_season
+
+_KIND = "streamlstm.Forecaster"
+CLIP = 5.0              # robustly scaled changes are clipped to +-5 (a sensor's drop must not rule the fit)
+LEVEL_LIMIT = 50.0      # the level feature (in typical changes from the first value) is clipped to this
+SCALE_RATE = 0.02       # relative step of the running median of |changes|
+DRIFT_LIMIT = 1.0       # seasonal drift: largest relative change per step
+LSTM_LAGS = 24          # changes the LSTM expert sees (a day of hourly values)
+ASLEEP = np.nan         # the forecast of an expert that has not started (left out of the aggregate)
+AWAKE_AFTER = 2         # an autoregression joins after this many updates per coefficient
+LSTM_AWAKE_AFTER = 24   # the LSTM joins after this many updates
+SEASON_EVERY = 8        # steps between two season detections (``season="auto"``)
+SEASON_WINDOW = 400     # values the season detection looks at (the latest)
+SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
+          "seasonal_median", "recent_median")
+MEDIAN_CYCLES = 3       # seasons behind the seasonal median
+MEDIAN_WINDOW = 96      # values (at least) behind the recent median
+
+
+def _track_median(tracker: np.ndarray, a: float) -> None:
+    """Running median of ``a`` by relative steps (robust scale, O(1) memory)."""
+    if tracker[0] <= 0.0:
+        tracker[0] = a
+    elif a > tracker[0]:
+        tracker[0] *= 1.0 + SCALE_RATE
+    elif a < tracker[0]:
+        tracker[0] *= 1.0 - SCALE_RATE
+
+
+class _Stream:
+    """What one series (one key) owns: its recent values, its experts' running numbers and
+    the forecasts still waiting for their targets."""
+
+    def __init__(self, capacity: int, horizon: int, n_experts: int, n_features: int, n_exog: int,
+                 n_units: int) -> None:
+        self.history = np.zeros(capacity)      # latest value last; valid: the last min(n, capacity)
+        self.n = 0
+        self.season = 0                        # 0: none (yet)
+        self.level = 0.0                       # exponential smoothing
+        self.anchor = 0.0                      # first value: origin of the level feature
+        self.exog = np.zeros(n_exog)           # scaled exogenous features of the latest value
+        self.x = np.zeros(n_exog)              # the same, as given
+        self.lstm_state: Any = None            # the LSTM's (h, c) while another stream holds the network
+        self.holt = np.zeros(2)                # damped trend: level, trend
+        self.profile = np.zeros(1)             # seasonal drift: smoothed change per phase
+        self.known = np.zeros(1, dtype=bool)
+        self.positive = True                   # every value so far > 0: relative seasonal changes
+        self.hw = np.zeros(2)                  # Holt-Winters level and trend
+        self.hw_indices = np.zeros(1)          # Holt-Winters seasonal indices (by phase)
+        self.hw_ready = False                  # initialised for the current season
+        self.forecasts = np.zeros((horizon, horizon, n_experts))  # [origin slot, h-1, expert]
+        self.features = np.zeros((n_units, horizon, n_features))  # autoregression inputs at each origin
+        self.origin = np.zeros((n_units, horizon))                # value at each origin (their units)
+
+    SCALARS = ("n", "season", "level", "anchor", "positive", "hw_ready")
+    ARRAYS = ("history", "exog", "x", "holt", "hw", "hw_indices", "profile", "known", "forecasts", "features", "origin")
+
+
+class Forecaster:
+    """Forecasts of a stream of values (or of many keyed streams) for 1 .. ``horizon`` steps
+    ahead, learning online as the values arrive.
+
+    Each forecast aggregates simple experts (last value, seasonal naive, exponential
+    smoothing, damped trend, seasonal drift) and autoregressions fitted online by recursive
+    least squares, one direct model per horizon, with ML-Poly weights learned per horizon.
+    With ``lstm``, an LSTM on the recent changes (and the exogenous features) forecasts the
+    residual of the last value and joins the experts. With ``keys``, every key keeps its own
+    values and experts while the autoregressions, the LSTM's weights and the aggregation
+    weights are shared (pooled) over all keys.
+
+    Parameters
+    ----------
+    horizon
+        How many steps ahead to forecast (``forecast()`` returns that many values).
+    season
+        Season length in steps, ``None`` for none, or ``"auto"`` (default): found online from
+        the autocorrelation of the recent changes and refreshed every few steps (``season_``).
+    max_season
+        Longest season that ``"auto"`` looks for.
+    ar_orders
+        Lagged changes seen by each autoregression expert (one expert per order).
+    ar_units
+        Units of the autoregressions: ``"raw"`` (the series' own: additive dynamics) and/or
+        ``"log"`` (relative dynamics, e.g. growth and seasonal swings that scale with the level;
+        these experts sleep for good once a value <= 0 arrives).
+    multi_step
+        ``"direct"``: one autoregression per horizon; ``"recursive"``: the one-step model fed
+        its own forecasts (an ablation: direct is the default because it measured better).
+    forgetting
+        Forgetting factor of the recursive least squares (1: an ever-growing window).
+    ridge
+        Prior precision of the autoregression coefficients (shrinks them towards the last value).
+    aggregation, discount
+        ``"mlpoly"``, ``"ewa"`` or ``"mean"``, and the forgetting of the aggregation's regrets.
+    experts
+        Names of the simple experts to use (a subset of ``SIMPLE``); ``None``: all.
+    n_features
+        Exogenous features per event (``x`` of ``learn_one`` and ``xs`` of ``forecast``).
+
+    Defaults, chosen on the whole suite of ``bench/bench_forecast.py`` (9 public series, none
+    tuned alone; ``bench/RESULTS.md`` has the tables and an ablation): every simple expert,
+    autoregressions of orders 2 and 13 in raw and log units (forgetting 0.995, ridge 1),
+    ML-Poly weights per horizon, the LSTM expert (16 units, Adam 3e-3), season found online.
+    Each moves the one-step error by a few percent on average and by 5-20% on some series;
+    the aggregation rule matters most (the plain mean of the experts is 1.8x worse).
+
+    Examples
+    --------
+    A monthly series with a yearly cycle: the season is found and the forecasts follow it.
+
+    >>> import math
+    >>> model = Forecaster(horizon=3)
+    >>> for t in range(120):
+    ...     model.learn_one(100 + 10 * math.sin(2 * math.pi * t / 12) + 0.1 * t)
+    >>> model.season_
+    12
+    >>> model.forecast().round(1).tolist()          # truth: 112.0, 117.0, 119.0
+    [112.0, 117.0, 120.7]
+    """
+
+    def __init__(
+        self,
+        horizon: int = 1,
+        season: int | str | None = "auto",
+        max_season: int = 48,
+        ar_orders: Sequence[int] = (2, 13),
+        ar_units: Sequence[str] = ("raw", "log"),
+        multi_step: str = "direct",
+        forgetting: float = 0.995,
+        ridge: float = 1.0,
+        aggregation: str = "mlpoly",
+        discount: float = 1.0,
+        experts: Sequence[str] | None = None,
+        n_features: int = 0,
+        lstm: bool = True,
+        lstm_hidden: int = 16,
+        lstm_lr: float = 3e-3,
+        seed: int | None = 0,
+    ) -> None:
+        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+        if not (season is None or season == "auto" or (isinstance(season, int) and not isinstance(season, bool)
+                                                          and season >= 2)):
+            raise ValueError(f"season must be an integer >= 2, None or 'auto', got {season!r}")
+        if not isinstance(max_season, int) or max_season < 2:
+            raise ValueError(f"max_season must be an integer >= 2, got {max_season!r}")
+        orders = tuple(int(k) for k in ar_orders)
+        if any(k < 1 for k in orders):
+            raise ValueError(f"ar_orders must be integers >= 1, got {ar_orders!r}")
+        units = tuple(ar_units)
+        if not units or any(u not in ("raw", "log") for u in units) or len(set(units)) < len(units):
+            raise ValueError(f"ar_units must be distinct 'raw' / 'log', got {ar_units!r}")
+        if not 0.0 < forgetting <= 1.0:
+            raise ValueError(f"forgetting must be in (0, 1], got {forgetting!r}")
+        if not ridge > 0.0:
+            raise ValueError(f"ridge must be > 0, got {ridge!r}")
+        names = SIMPLE if experts is None else tuple(experts)
+        unknown = [e for e in names if e not in SIMPLE]
+        if unknown:
+            raise ValueError(f"unknown experts {unknown}; choose among {SIMPLE}")
+        if not isinstance(n_features, int) or n_features < 0:
+            raise ValueError(f"n_features must be an integer >= 0, got {n_features!r}")
+        self.horizon = horizon
+        self.season = season
+        self.max_season = max_season
+        self.ar_orders = orders
+        self.ar_units = units
+        if multi_step not in ("direct", "recursive"):
+            raise ValueError(f"multi_step must be 'direct' or 'recursive', got {multi_step!r}")
+        self.multi_step = multi_step
+        self.forgetting = float(forgetting)
+        self.ridge = float(ridge)
+        self.aggregation = aggregation
+        self.discount = float(discount)
+        self.experts = names
+        self.n_features = n_features
+        self.lstm = bool(lstm)
+        self.lstm_hidden = lstm_hidden
+        self.lstm_lr = lstm_lr
+        self.seed = seed
+        self._reset()
+
+    # ------------------------------------------------------------------ set-up
+    def _reset(self) -> None:
+        H = self.horizon
+        self._n_lags = max(self.ar_orders, default=0)
+        # Autoregression inputs: [1, level, features, feature changes since the origin, changes]
+        self._o = 2 + 2 * self.n_features
+        self._d = self._o + self._n_lags
+        self._capacity = max(SEASON_WINDOW if self.season == "auto" else 0,
+                             MEDIAN_CYCLES * (self.season if isinstance(self.season, int) else 4) + 1,
+                             self._n_lags + 1, LSTM_LAGS + 1)
+        # autoregressions: every order in every unit (the series' own, or log while positive)
+        self._ar = [(g, k) for g in range(len(self.ar_units)) for k in self.ar_orders]
+        self.expert_names = (list(self.experts)
+                             + [f"ar{k}" + ("_log" if self.ar_units[g] == "log" else "") for g, k in self._ar]
+                             + (["lstm"] if self.lstm else []))
+        self._n_simple = len(self.experts)
+        self._ar_end = self._n_simple + len(self._ar)
+        self._lstm = LSTMExpert(LSTM_LAGS, self.n_features, self.lstm_hidden, self.lstm_lr, self.seed) \
+            if self.lstm else None
+        self._agg = Aggregator(len(self.expert_names), H, self.aggregation, self.discount)
+        # Shared statistics: scale of the changes (running median of |change|), mean and
+        # variance of the values and of the exogenous features (Welford).
+        self._scale = np.zeros(1)
+        G = len(self.ar_units)
+        self._scale_u = np.zeros(G)                  # the same in each autoregression unit
+        self._positive = np.ones(1, dtype=bool)      # every value so far > 0 (log units usable)
+        self._moments = np.zeros((1 + self.n_features, 3))   # count, mean, M2 per column
+        self._P = [np.zeros((H, self._o + k, self._o + k)) for _, k in self._ar]
+        self._P_ready = np.zeros(G, dtype=bool)
+        self._updates = np.zeros(G, dtype=np.int64)   # one-step updates of the autoregressions, per unit
+        self._W = [np.zeros((H, self._o + k)) for _, k in self._ar]
+        self._streams: dict[Hashable, _Stream] = {}
+        self._z = np.zeros(self._d)
+        self._row = np.zeros(H)
+
+    def _stream(self, key: Hashable) -> _Stream:
+        s = self._streams.get(key)
+        if s is None:
+            s = self._streams[key] = _Stream(self._capacity, self.horizon, len(self.expert_names), self._d,
+                                               self.n_features, len(self.ar_units))
+        return s
+
+    # ------------------------------------------------------------------ inputs
+    def _value(self, y: Any) -> float:
+        try:
+            v = float(y)
+        except (TypeError, ValueError):
+            raise TypeError(f"the series' value must be a number, got {y!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"the series' value must be finite, got {y!r}")
+        return v
+
+    def _exogenous(self, x: Any, what: str) -> np.ndarray | None:
+        if x is None:
+            return None
+        try:
+            a = np.asarray(x, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(f"{what} must be {self.n_features} numbers, got {x!r}") from None
+        if a.shape[0] != self.n_features:
+            raise ValueError(f"{what} must hold n_features={self.n_features} numbers, got {a.shape[0]}: {x!r}")
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise ValueError(f"{what}: feature {int(bad[0])} is {float(a[bad[0]])!r}, not a finite number")
+        return a
+
+    def _scaled_exogenous(self, x: np.ndarray | None) -> np.ndarray | None:
+        if x is None or self.n_features == 0:
+            return None
+        m = self._moments[1:]
+        std = np.sqrt(np.where(m[:, 0] > 1, m[:, 2] / np.maximum(m[:, 0], 1.0), 1.0))
+        std = np.where(std > 0, std, 1.0)
+        return np.clip((x - m[:, 1]) / std, -CLIP, CLIP)
+
+    def _exogenous_part(self, xz: np.ndarray, origin_xz: np.ndarray, h: int) -> np.ndarray:
+        """What the exogenous features ``xz`` of the target time add to each autoregression's
+        forecast at horizon index h (their levels and their changes since the origin)."""
+        nf = self.n_features
+        change = xz - origin_xz
+        return np.array([float(W[h, 2:2 + nf] @ xz) + float(W[h, 2 + nf:self._o] @ change) for W in self._W])
+
+    # ------------------------------------------------------------------ learning
+    def learn_one(self, y: float, x: Sequence[float] | np.ndarray | None = None, key: Hashable = None) -> None:
+        """Learn the series' next value ``y`` (with the exogenous features ``x`` of its time,
+        ``n_features`` numbers, or ``None``) for the stream ``key``; afterwards ``forecast(key=key)``
+        gives the forecasts of the following values.
+
+        A bad value or feature raises ``ValueError``/``TypeError`` naming it and changes nothing.
+
+        >>> model = Forecaster()
+        >>> model.learn_one(1.0); model.learn_one(2.0)
+        >>> model.forecast().round(2).tolist()   # the experts mixed equally until errors are known
+        [1.59]
+        """
+        v = self._value(y)
+        xa = self._exogenous(x, "x")
+        if v <= 0.0:
+            self._positive[0] = False   # the log autoregressions sleep from now on
+        s = self._stream(key)
+        lstm_forecast = self._lstm_learn(key, s, v, xa) if (self._lstm is not None and s.n) else 0.0
+        if s.n:
+            self._learn_targets(s, v, xa, lstm_forecast)
+        if xa is not None:
+            s.x[:] = xa
+        xz = self._scaled_exogenous(xa)
+        if xz is not None:
+            s.exog[:] = xz
+        self._update_statistics(s, v, xa)
+        self._update_stream(s, v)
+        self._make_forecasts(key, s)
+
+    def _lstm_hold(self, key: Hashable, s: _Stream) -> LSTMExpert:
+        lstm = self._lstm
+        assert lstm is not None
+        if not lstm.holds(key):
+            before_owner = lstm.owner
+            before = lstm.use(key, s.lstm_state)
+            if before is not None and before_owner is not _NOBODY and before_owner in self._streams:
+                self._streams[before_owner].lstm_state = before
+        return lstm
+
+    def _lstm_learn(self, key: Hashable, s: _Stream, y: float, x: np.ndarray | None) -> float:
+        lstm = self._lstm_hold(key, s)
+        scale = self._scale[0] if self._scale[0] > 0.0 else 1.0
+        last = s.history[-1]
+        row = lstm.row(s.history, s.n, scale, x if x is not None else s.x, s.x)
+        return last + lstm.learn(row, y - last, scale)
+
+    def _lstm_predict(self, key: Hashable, s: _Stream, x: np.ndarray | None) -> float:
+        lstm = self._lstm_hold(key, s)
+        scale = self._scale[0] if self._scale[0] > 0.0 else 1.0
+        row = lstm.row(s.history, s.n, scale, x if x is not None else s.x, s.x)
+        return s.history[-1] + lstm.predict(row, scale)
+
+    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float) -> None:
+        H = self.horizon
+        xz = self._scaled_exogenous(x)
+        nf = self.n_features
+        count = min(H, s.n)
+        for h in range(1, count + 1):
+            slot = (s.n - h) % H
+            f = s.forecasts[slot, h - 1].copy()
+            if h == 1 and self._lstm is not None and not math.isnan(f[-1]):
+                f[-1] = lstm_forecast   # made with this value's features
+            if xz is not None and self._ar:
+                self._add_exogenous(f, self._exogenous_part(xz, s.features[0, slot, 2 + nf:self._o], h - 1))
+            self._agg.update(h - 1, f, y)
+        if not self._ar:
+            return
+        Z = np.zeros((H, self._d))
+        targets = np.zeros(H)
+        active = np.zeros(H, dtype=np.bool_)
+        for g, unit in enumerate(self.ar_units):
+            if unit == "log" and not self._positive[0]:
+                continue
+            u = self._u(y, g)
+            for h in range(1, count + 1):
+                slot = (s.n - h) % H
+                Z[h - 1] = s.features[g, slot]
+                if xz is not None:
+                    origin_xz = s.features[g, slot, 2 + nf:self._o]
+                    Z[h - 1, 2:2 + nf] = xz
+                    Z[h - 1, 2 + nf:self._o] = xz - origin_xz
+                targets[h - 1] = u - s.origin[g, slot]
+                active[h - 1] = h == 1 or self.multi_step == "direct"
+            scale = self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0
+            if not self._P_ready[g]:
+                self._init_covariances(g, scale)
+            self._updates[g] += 1
+            for (gj, k), P, W in zip(self._ar, self._P, self._W):
+                if gj == g:
+                    rls_update(P, W, Z, targets, active, self._o + k, self.forgetting, CLIP * scale)
+
+    def _u(self, y: float, g: int) -> float:
+        """``y`` in the units of autoregression group ``g``."""
+        return math.log(y) if self.ar_units[g] == "log" else y
+
+    def _add_exogenous(self, f: np.ndarray, part: np.ndarray) -> None:
+        for j, (g, _) in enumerate(self._ar):
+            e = self._n_simple + j
+            if self.ar_units[g] == "log":
+                f[e] *= math.exp(part[j])
+            else:
+                f[e] += part[j]
+
+    def _init_covariances(self, g: int, scale: float) -> None:
+        # The prior is set at the first update, in the series' units, so that ``ridge`` means
+        # the same on every series: the coefficients of the level and of the changes are
+        # ratios, the intercept's and the exogenous features' are in the series' units.
+        o = self._o
+        for (gj, _), P in zip(self._ar, self._P):
+            if gj == g:
+                diag = np.full(P.shape[1], 1.0 / self.ridge)
+                diag[1] = diag[o:] = 1.0 / (self.ridge * scale * scale)
+                P[:] = np.diag(diag)[None]
+        self._P_ready[g] = True
+
+    def _update_statistics(self, s: _Stream, y: float, x: np.ndarray | None) -> None:
+        if s.n:
+            a = abs(y - s.history[-1])
+            _track_median(self._scale, a)
+            for g, unit in enumerate(self.ar_units):
+                if unit == "raw":
+                    self._scale_u[g] = self._scale[0]
+                elif self._positive[0] and y > 0.0:
+                    _track_median(self._scale_u[g:g + 1], abs(math.log(y) - math.log(s.history[-1])))
+        cols = [y] if x is None else [y, *x.tolist()]
+        for j, v in enumerate(cols):
+            m = self._moments[j]
+            m[0] += 1.0
+            d = v - m[1]
+            m[1] += d / m[0]
+            m[2] += d * (v - m[1])
+
+    def _update_stream(self, s: _Stream, y: float) -> None:
+        if s.n == 0:
+            s.anchor = y
+            s.level = y
+            s.holt[0], s.holt[1] = y, 0.0
+        else:
+            last = s.history[-1]
+            s.level += SES_ALPHA * (y - s.level)
+            s.holt[0], s.holt[1] = holt_update(s.holt[0], s.holt[1], y)
+            if s.season:
+                if y <= 0.0 and s.positive:
+                    s.positive = False
+                    s.known[:] = False
+                phase = s.n % s.season   # phase of the step that brought y (its index is n)
+                if s.positive:  # a relative change, at most a doubling (values near 0 would explode it)
+                    change = max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (y - last) / last))
+                else:
+                    change = y - last
+                if s.known[phase]:
+                    s.profile[phase] += PROFILE_RATE * (change - s.profile[phase])
+                else:
+                    s.profile[phase] = change
+                    s.known[phase] = True
+            if s.hw_ready:
+                holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive)
+        if y <= 0.0 and s.positive:
+            s.positive = False
+            s.hw_ready = False   # relative indices would now divide by 0: start again, additive
+        s.history[:-1] = s.history[1:]
+        s.history[-1] = y
+        s.n += 1
+        self._refresh_season(s)
+        if s.season and not s.hw_ready and min(s.n, self._capacity) >= s.season:
+            level, trend, s.hw_indices = holt_winters_init(s.history, s.n, s.season, s.positive)
+            s.hw[0], s.hw[1] = level, trend
+            s.hw_ready = True
+
+    def _refresh_season(self, s: _Stream) -> None:
+        if self.season == "auto":
+            if s.n % SEASON_EVERY:
+                return
+            found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season) or 0
+        else:
+            found = self.season if isinstance(self.season, int) else 0
+        if found != s.season:
+            s.season = found
+            s.profile = np.zeros(max(found, 1))
+            s.known = np.zeros(max(found, 1), dtype=bool)
+            s.hw_ready = False
+
+    def _make_forecasts(self, key: Hashable, s: _Stream) -> None:
+        H = self.horizon
+        slot = (s.n - 1) % H
+        out = s.forecasts[slot]
+        last = s.history[-1]
+        row = self._row
+        for e, name in enumerate(self.experts):
+            if name == "last_value":
+                out[:, e] = last
+            elif name == "seasonal_naive":
+                if s.season and s.n >= s.season:
+                    seasonal_naive(s.history, s.n, s.season, H, row)
+                    out[:, e] = row
+                else:
+                    out[:, e] = ASLEEP
+            elif name == "exp_smoothing":
+                out[:, e] = s.level
+            elif name == "damped_trend":
+                damped_trend(s.holt[0], s.holt[1], H, row)
+                out[:, e] = row
+            elif name == "holt_winters":
+                if s.hw_ready:
+                    holt_winters_forecast(s.hw, s.hw_indices, s.n, H, s.positive, row)
+                    out[:, e] = row
+                else:
+                    out[:, e] = ASLEEP
+            elif name == "seasonal_median":
+                if s.season and s.n >= s.season:
+                    seasonal_median(s.history, s.n, s.season, H, MEDIAN_CYCLES, row)
+                    out[:, e] = row
+                else:
+                    out[:, e] = ASLEEP
+            elif name == "recent_median":
+                out[:, e] = recent_median(s.history, s.n, max(MEDIAN_CYCLES * s.season, MEDIAN_WINDOW))
+            else:  # seasonal_drift
+                if s.season and s.known.all():
+                    seasonal_drift(last, s.profile, s.known, s.n % s.season, H, row, s.positive)
+                    out[:, e] = row
+                else:
+                    out[:, e] = ASLEEP
+        for g, unit in enumerate(self.ar_units):
+            usable = unit == "raw" or self._positive[0]
+            z = s.features[g, slot]
+            if usable:
+                self._fill_features(s, self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0, z, g)
+                s.origin[g, slot] = u_last = self._u(last, g)
+            for j, ((gj, k), W) in enumerate(zip(self._ar, self._W)):
+                if gj != g:
+                    continue
+                if usable and self._updates[g] >= AWAKE_AFTER * (self._o + k):
+                    rls_predict(W, z, self._o + k, row)
+                    out[:, self._n_simple + j] = np.exp(u_last + row) if unit == "log" else u_last + row
+                    if self.multi_step == "recursive" and H > 1:
+                        self._feed_back(s, g, k, W, out[:, self._n_simple + j])
+                else:
+                    out[:, self._n_simple + j] = ASLEEP
+        if self._lstm is not None:
+            if self._lstm.model.n_updates >= LSTM_AWAKE_AFTER:
+                out[:, -1] = self._lstm_predict(key, s, None)
+            else:
+                out[:, -1] = ASLEEP
+
+    def _feed_back(self, s: _Stream, g: int, k: int, W: np.ndarray, col: np.ndarray) -> None:
+        """Recursive multi-step (the ablation of direct models): the one-step model applied
+        to its own forecasts, ``col[0]`` being the first."""
+        H = self.horizon
+        ext = np.concatenate([s.history, np.zeros(H)])
+        size = len(s.history)
+        scale = self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0
+        log = self.ar_units[g] == "log"
+        z = np.zeros(self._o + k)
+        pred = np.zeros(1)
+        for h in range(1, H):
+            ext[size + h - 1] = col[h - 1]
+            view = ext[h:size + h]
+            z[:] = 0.0
+            z[0] = 1.0
+            lim = LEVEL_LIMIT * scale
+            u_last = self._u(view[-1], g)
+            z[1] = max(-lim, min(lim, u_last - self._u(s.anchor, g)))
+            lag_changes(view, s.n + h, k, 1.0, CLIP * scale, log, z, self._o)
+            rls_predict(W[:1], z, self._o + k, pred)
+            col[h] = math.exp(u_last + pred[0]) if log else u_last + pred[0]
+
+    def _fill_features(self, s: _Stream, scale: float, z: np.ndarray, g: int) -> None:
+        z[:] = 0.0
+        z[0] = 1.0
+        # Raw units (a running scale would change the coefficients' meaning as it moves): the
+        # level since the stream's first value (a fixed anchor, unlike a running mean) and
+        # the recent changes, clipped to a multiple of the typical change.
+        lim = LEVEL_LIMIT * scale
+        z[1] = max(-lim, min(lim, self._u(s.history[-1], g) - self._u(s.anchor, g)))
+        # The features' slots hold 0 (their contribution is added when they are known) and
+        # the change slots the features of this origin (the changes are taken at learning).
+        if self.n_features:
+            z[2 + self.n_features:self._o] = s.exog
+        lag_changes(s.history, s.n, self._n_lags, 1.0, CLIP * scale, self.ar_units[g] == "log", z, self._o)
+
+    # ------------------------------------------------------------------ forecasting
+    def forecast(self, key: Hashable = None, xs: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+        """Forecasts of the next ``horizon`` values of stream ``key`` (h = 1 .. horizon).
+
+        ``xs``: exogenous features of those times (a sequence of up to ``horizon`` rows;
+        missing rows count as the features' means). Pure: nothing changes. Before the stream's
+        first value, the forecasts are 0.
+
+        >>> model = Forecaster(horizon=2)
+        >>> for v in (1.0, 2.0, 3.0):
+        ...     model.learn_one(v)
+        >>> model.forecast().shape
+        (2,)
+        """
+        H = self.horizon
+        s = self._streams.get(key)
+        if s is None or s.n == 0:
+            return np.zeros(H)
+        slot = (s.n - 1) % H
+        F = s.forecasts[slot]
+        F_z = s.features[0, slot]
+        rows = list(xs) if xs is not None else []
+        out = np.empty(H)
+        for h in range(H):
+            f = F[h]
+            if h < len(rows) and self.n_features:
+                xh = self._exogenous(rows[h], f"xs[{h}]")
+                xz = self._scaled_exogenous(xh)
+                f = f.copy()
+                if self._ar and xz is not None:
+                    self._add_exogenous(f, self._exogenous_part(xz, F_z[2 + self.n_features:self._o], h))
+                if h == 0 and self._lstm is not None and not math.isnan(f[-1]):
+                    f[-1] = self._lstm_predict(key, s, xh)
+            out[h] = self._agg.combine(h, f)
+        return out
+
+    def expert_forecasts(self, key: Hashable = None) -> dict[str, np.ndarray]:
+        """Each expert's forecasts for h = 1 .. horizon (without exogenous features).
+
+        >>> model = Forecaster(experts=("last_value",), ar_orders=())
+        >>> model.learn_one(3.0)
+        >>> model.expert_forecasts()["last_value"].tolist()
+        [3.0]
+        """
+        s = self._streams.get(key)
+        if s is None or s.n == 0:
+            return {name: np.zeros(self.horizon) for name in self.expert_names}
+        F = s.forecasts[(s.n - 1) % self.horizon]
+        return {name: F[:, e].copy() for e, name in enumerate(self.expert_names)}
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Aggregation weights, one row per horizon, one column per ``expert_names`` entry."""
+        return self._agg.weights.copy()
+
+    @property
+    def season_(self) -> int | None:
+        """The season in use for the default stream (key ``None``; the first key otherwise)."""
+        return self.season_of(None if None in self._streams or not self._streams else next(iter(self._streams)))
+
+    def season_of(self, key: Hashable) -> int | None:
+        """The season in use for stream ``key`` (``None``: none found or given).
+
+        >>> Forecaster(season=7).season_of("unseen")
+        7
+        """
+        s = self._streams.get(key)
+        if s is None:
+            return self.season if isinstance(self.season, int) else None
+        return s.season or None
+
+    @property
+    def keys(self) -> list:
+        """The streams seen, in order of first arrival."""
+        return list(self._streams)
+
+    # ------------------------------------------------------------------ persistence
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments.
+
+        >>> Forecaster(horizon=4).get_params()["horizon"]
+        4
+        """
+        return {"horizon": self.horizon, "season": self.season, "max_season": self.max_season,
+                "ar_orders": list(self.ar_orders), "ar_units": list(self.ar_units), "multi_step": self.multi_step, "forgetting": self.forgetting, "ridge": self.ridge,
+                "aggregation": self.aggregation, "discount": self.discount, "experts": list(self.experts),
+                "n_features": self.n_features, "lstm": self.lstm, "lstm_hidden": self.lstm_hidden,
+                "lstm_lr": self.lstm_lr, "seed": self.seed}
+
+    def to_bytes(self) -> bytes:
+        """Everything (settings, shared statistics, autoregressions, weights, every stream) as
+        one versioned, pickle-free byte string. Keys must be strings, integers or ``None``.
+
+        >>> model = Forecaster(); model.learn_one(1.0)
+        >>> twin = Forecaster.from_bytes(model.to_bytes())
+        >>> twin.learn_one(2.0); model.learn_one(2.0)
+        >>> bool(twin.forecast() == model.forecast())
+        True
+        """
+        keys = list(self._streams)
+        for k in keys:
+            if not (k is None or isinstance(k, (str, int))) or isinstance(k, bool):
+                raise TypeError(f"only str, int or None keys can be saved, got {k!r}")
+        arrays: dict[str, np.ndarray] = {
+            "scale": self._scale, "scale_u": self._scale_u, "positive": self._positive, "moments": self._moments, "ar/ready": self._P_ready, "ar/updates": self._updates, "agg/weights": self._agg.weights,
+            "agg/regret": self._agg.regret, "agg/squares": self._agg.squares, "agg/scale": self._agg.scale}
+        for j in range(len(self._ar)):
+            arrays[f"ar/{j}/P"] = self._P[j]
+            arrays[f"ar/{j}/W"] = self._W[j]
+        streams = []
+        for i, k in enumerate(keys):
+            s = self._streams[k]
+            streams.append({"key": k, **{a: getattr(s, a) for a in _Stream.SCALARS}})
+            for a in _Stream.ARRAYS:
+                arrays[f"stream/{i}/{a}"] = getattr(s, a)
+        owner = -1
+        if self._lstm is not None:
+            arrays["lstm/model"] = np.frombuffer(self._lstm.model.to_bytes(), dtype=np.uint8)
+            owner = keys.index(self._lstm.owner) if self._lstm.owner in self._streams else -1
+            for i, k in enumerate(keys):
+                st = self._streams[k].lstm_state
+                if st is not None:
+                    arrays[f"stream/{i}/lstm_buffer"] = st.buffer
+                    arrays[f"stream/{i}/lstm_counters"] = st.counters
+        meta = {"params": self.get_params(), "streams": streams, "lstm_owner": owner}
+        return persistence.dumps(_KIND, meta, arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Forecaster:
+        """Rebuild a forecaster from :meth:`to_bytes`; it continues bit-identically."""
+        _, meta, arrays = persistence.loads(blob, expect_kind=_KIND)
+        try:
+            model = cls(**meta["params"])
+            model._scale[:] = arrays["scale"]
+            model._scale_u[:] = arrays["scale_u"]
+            model._positive[:] = arrays["positive"]
+            model._moments[:] = arrays["moments"]
+            model._P_ready[:] = arrays["ar/ready"]
+            model._updates[:] = arrays["ar/updates"]
+            for name in ("weights", "regret", "squares", "scale"):
+                getattr(model._agg, name)[:] = arrays[f"agg/{name}"]
+            for j in range(len(model._ar)):
+                model._P[j][:] = arrays[f"ar/{j}/P"]
+                model._W[j][:] = arrays[f"ar/{j}/W"]
+            for i, entry in enumerate(meta["streams"]):
+                s = model._stream(entry["key"])
+                s.n, s.season, s.positive = int(entry["n"]), int(entry["season"]), bool(entry["positive"])
+                s.hw_ready = bool(entry["hw_ready"])
+                s.level, s.anchor = float(entry["level"]), float(entry["anchor"])
+                for a in _Stream.ARRAYS:
+                    setattr(s, a, arrays[f"stream/{i}/{a}"])
+                if f"stream/{i}/lstm_buffer" in arrays and model._lstm is not None:
+                    net = model._lstm.model
+                    s.lstm_state = LSTMState(arrays[f"stream/{i}/lstm_buffer"], arrays[f"stream/{i}/lstm_counters"],
+                                             net.layers, net.hidden)
+            if model._lstm is not None:
+                model._lstm.model = OnlineLSTM.from_bytes(arrays["lstm/model"].tobytes())
+                owner = int(meta["lstm_owner"])
+                model._lstm.owner = model.keys[owner] if owner >= 0 else None
+                if owner < 0:
+                    model._lstm.owner = _NOBODY
+        except (KeyError, ValueError, TypeError) as exc:
+            raise persistence.FormatError(f"corrupt streamlstm forecaster: {exc}") from None
+        return model

@@ -1,0 +1,282 @@
+"""The simple forecasters that the engine aggregates, each giving forecasts for h = 1..H.
+
+Every expert reads one stream's recent values (``history``, oldest first, latest last) and
+its own few running numbers; none of them allocates per event beyond its output row.
+
+* last value: ``y_t`` for every horizon;
+* seasonal naive: the value one season before the target time;
+* simple exponential smoothing (a level): robust to noise around a stable mean;
+* damped trend (Gardner's damped Holt): a level and a trend whose effect fades with ``h``;
+* seasonal drift: the last value moved by an exponentially smoothed profile of the relative
+  change at each phase of the season (multiplicative: seasonal swings that grow with the level);
+* autoregression by recursive least squares with forgetting (:func:`rls_update`), one direct
+  model per horizon on the recent changes, the level and the exogenous features.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+
+SES_ALPHA = 0.3          # simple exponential smoothing rate
+HOLT_ALPHA = 0.5         # damped trend: level rate
+HOLT_BETA = 0.1          # damped trend: trend rate
+HOLT_PHI = 0.9           # damped trend: damping per step ahead
+PROFILE_RATE = 0.5       # seasonal drift: smoothing of each phase's relative change
+P_TRACE_LIMIT = 1e6      # RLS: no forgetting while the covariance's trace exceeds this (wind-up)
+
+
+@_jit
+def rls_update(P: np.ndarray, W: np.ndarray, Z: np.ndarray, targets: np.ndarray, active: np.ndarray,
+               d: int, lam: float, clip: float) -> None:
+    """Recursive least squares with forgetting ``lam`` for several models at once.
+
+    Model ``j`` (``P[j]``: inverse Gram matrix, ``W[j]``: coefficients) learns ``targets[j]``
+    from the first ``d`` features ``Z[j, :d]`` when ``active[j]``. Standard update:
+    ``k = P z / (lam + z' P z)``, ``w += k (y - w' z)``, ``P = (P - k z' P) / lam``; the division
+    by ``lam`` is skipped while the trace of ``P`` exceeds :data:`P_TRACE_LIMIT` (no wind-up
+    when the features stop varying). ``P`` is kept symmetric. The error of model ``j`` is
+    clipped to ``clip * sqrt(j + 1)`` (model j forecasts j + 1 steps ahead; an outlier pulls
+    the coefficients no more than a large usual error).
+    """
+    Pz = np.empty(d)
+    for j in range(P.shape[0]):
+        if not active[j]:
+            continue
+        Pj = P[j]
+        z = Z[j]
+        w = W[j]
+        denom = lam
+        for a in range(d):
+            s = 0.0
+            for b in range(d):
+                s += Pj[a, b] * z[b]
+            Pz[a] = s
+            denom += z[a] * s
+        err = targets[j]
+        for a in range(d):
+            err -= w[a] * z[a]
+        if not (denom > 0.0) or not math.isfinite(err):
+            continue
+        limit = clip * math.sqrt(j + 1.0)
+        err = max(-limit, min(limit, err))
+        trace = 0.0
+        for a in range(d):
+            ka = Pz[a] / denom
+            w[a] += ka * err
+            for b in range(a, d):
+                v = Pj[a, b] - ka * Pz[b]
+                Pj[a, b] = v
+                Pj[b, a] = v
+            trace += Pj[a, a]
+        if trace < P_TRACE_LIMIT:
+            inv = 1.0 / lam
+            for a in range(d):
+                for b in range(d):
+                    Pj[a, b] *= inv
+
+
+@_jit
+def rls_predict(W: np.ndarray, z: np.ndarray, d: int, out: np.ndarray) -> None:
+    """``out[j] = W[j, :d] . z[:d]`` for every model ``j`` (same features for all)."""
+    for j in range(W.shape[0]):
+        s = 0.0
+        for a in range(d):
+            s += W[j, a] * z[a]
+        out[j] = s
+
+
+def seasonal_naive(history: np.ndarray, n: int, season: int, horizon: int, out: np.ndarray) -> None:
+    """``out[h-1] = y[t + h - season * ceil(h / season)]``: the value one (or more) seasons
+    before each target time; the last value while fewer than ``season`` values are known.
+
+    >>> out = np.empty(3)
+    >>> seasonal_naive(np.array([1.0, 2.0, 3.0, 4.0]), 4, 2, 3, out); out.tolist()
+    [3.0, 4.0, 3.0]
+    """
+    last = len(history) - 1
+    if season < 2 or n < season:
+        out[:horizon] = history[last]
+        return
+    for h in range(1, horizon + 1):
+        back = season * ((h + season - 1) // season) - h  # steps before the latest value
+        out[h - 1] = history[last - back]
+
+
+def damped_trend(level: float, trend: float, horizon: int, out: np.ndarray, phi: float = HOLT_PHI) -> None:
+    """``out[h-1] = level + (phi + phi^2 + ... + phi^h) * trend``.
+
+    >>> out = np.empty(2)
+    >>> damped_trend(10.0, 1.0, 2, out, phi=0.5); out.tolist()
+    [10.5, 10.75]
+    """
+    acc = 0.0
+    p = 1.0
+    for h in range(horizon):
+        p *= phi
+        acc += p
+        out[h] = level + acc * trend
+
+
+def holt_update(level: float, trend: float, y: float, alpha: float = HOLT_ALPHA, beta: float = HOLT_BETA,
+                phi: float = HOLT_PHI) -> tuple[float, float]:
+    """One step of the damped Holt recursions; returns the new ``(level, trend)``.
+
+    >>> holt_update(10.0, 0.0, 12.0, alpha=0.5, beta=0.5, phi=1.0)
+    (11.0, 0.5)
+    """
+    new_level = alpha * y + (1.0 - alpha) * (level + phi * trend)
+    new_trend = beta * (new_level - level) + (1.0 - beta) * phi * trend
+    return new_level, new_trend
+
+
+def seasonal_drift(last: float, profile: np.ndarray, known: np.ndarray, phase: int, horizon: int,
+                   out: np.ndarray, relative: bool = True) -> None:
+    """``out[h-1] = last * prod_{i<h} (1 + profile[phase + i])``: the last value carried along
+    the season's smoothed relative changes (phases not learned yet count as no change).
+    ``phase`` is the phase of the first step ahead. With ``relative=False`` the profile holds
+    changes: ``out[h-1] = last + sum_{i<h} profile[phase + i]``.
+
+    >>> out = np.empty(3)
+    >>> seasonal_drift(100.0, np.array([0.1, -0.5]), np.array([True, True]), 0, 3, out); out.tolist()
+    [110.00000000000001, 55.00000000000001, 60.500000000000014]
+    """
+    m = len(profile)
+    v = last
+    for h in range(horizon):
+        p = (phase + h) % m
+        if known[p]:
+            v = v * (1.0 + profile[p]) if relative else v + profile[p]
+        out[h] = v
+
+
+@_jit
+def seasonal_median(history: np.ndarray, n: int, season: int, horizon: int, cycles: int, out: np.ndarray) -> None:
+    """``out[h-1]`` = the median of the values at the target's phase over the last ``cycles``
+    seasons (a robust seasonal profile: a drop or a spike in one cycle does not move it); the
+    median of the recent values while fewer than one season is known or without a season.
+
+    >>> out = np.empty(2)
+    >>> seasonal_median(np.array([1.0, 10.0, 3.0, 20.0, 2.0, 30.0]), 6, 2, 2, 3, out); out.tolist()
+    [2.0, 20.0]
+    """
+    size = len(history)
+    avail = min(n, size)
+    if season < 2 or avail < season:
+        v = np.median(history[size - avail:])
+        for h in range(horizon):
+            out[h] = v
+        return
+    k = min(cycles, avail // season)
+    start = size - k * season           # history index of the oldest value used
+    first = n - k * season              # its absolute time
+    prof = np.empty(season)
+    col = np.empty(k)
+    for p in range(season):
+        for c in range(k):
+            col[c] = history[start + c * season + p]
+        prof[p] = np.median(col)
+    for h in range(1, horizon + 1):
+        out[h - 1] = prof[(n - 1 + h - first) % season]
+
+
+@_jit
+def recent_median(history: np.ndarray, n: int, window: int) -> float:
+    """The median of the last ``window`` values (a robust level).
+
+    >>> recent_median(np.array([5.0, 1.0, 2.0, 100.0]), 4, 3)
+    2.0
+    """
+    k = min(n, len(history), window)
+    return np.median(history[len(history) - k:])
+
+
+@_jit
+def lag_changes(history: np.ndarray, n: int, k: int, scale: float, limit: float, log: bool,
+                out: np.ndarray, offset: int) -> None:
+    """``out[offset + i]`` = the change ``i`` steps back (``y[t-i] - y[t-i-1]``, of the logs
+    with ``log``) divided by ``scale`` and clipped to +-``limit``, for i < k; 0 where the
+    history is too short.
+
+    >>> out = np.zeros(3)
+    >>> lag_changes(np.array([1.0, 2.0, 4.0]), 3, 3, 1.0, 1.5, False, out, 0); out.tolist()
+    [1.5, 1.0, 0.0]
+    """
+    size = len(history)
+    avail = min(n, size) - 1
+    for i in range(k):
+        if i < avail:
+            a, b = history[size - 1 - i], history[size - 2 - i]
+            d = (math.log(a) - math.log(b)) if log else (a - b)
+            d /= scale
+            out[offset + i] = limit if d > limit else max(d, -limit)
+        else:
+            out[offset + i] = 0.0
+
+
+HW_ALPHA = 0.3           # Holt-Winters: level rate
+HW_BETA = 0.1            # Holt-Winters: trend rate
+HW_GAMMA = 0.6           # Holt-Winters: seasonal rate
+HW_PHI = 1.0             # Holt-Winters: trend damping
+
+
+def holt_winters_init(history: np.ndarray, n: int, season: int, relative: bool) -> tuple[float, float, np.ndarray]:
+    """Level, trend and seasonal indices from the last season of ``history`` (needs
+    ``n >= season``): the level is its mean, the trend its mean change, and the index of
+    phase ``p`` (absolute time mod season) the value's ratio to (or difference from) the mean.
+
+    >>> level, trend, idx = holt_winters_init(np.array([1.0, 3.0, 3.0, 5.0]), 4, 2, False)
+    >>> level, trend, idx.tolist()
+    (4.0, 2.0, [-1.0, 1.0])
+    """
+    m = season
+    cur = history[len(history) - m:]
+    level = float(cur.mean())
+    trend = float(np.diff(cur).mean()) if m > 1 else 0.0
+    indices = np.empty(m)
+    first = n - m
+    for i in range(m):
+        indices[(first + i) % m] = cur[i] / level if relative else cur[i] - level
+    return level, trend, indices
+
+
+def holt_winters_update(state: np.ndarray, indices: np.ndarray, y: float, t: int, relative: bool) -> None:
+    """One step of damped additive-trend Holt-Winters with value ``y`` at time ``t``;
+    ``state`` = [level, trend] is updated in place, as is ``indices[t % season]``."""
+    m = len(indices)
+    p = t % m
+    level, trend = state[0], state[1]
+    s = indices[p]
+    prior = level + HW_PHI * trend
+    if relative:
+        new_level = HW_ALPHA * (y / s if s != 0.0 else y) + (1.0 - HW_ALPHA) * prior
+        indices[p] = HW_GAMMA * (y / prior if prior != 0.0 else s) + (1.0 - HW_GAMMA) * s
+    else:
+        new_level = HW_ALPHA * (y - s) + (1.0 - HW_ALPHA) * prior
+        indices[p] = HW_GAMMA * (y - prior) + (1.0 - HW_GAMMA) * s
+    state[1] = HW_BETA * (new_level - level) + (1.0 - HW_BETA) * HW_PHI * trend
+    state[0] = new_level
+
+
+def holt_winters_forecast(state: np.ndarray, indices: np.ndarray, n: int, horizon: int, relative: bool,
+                          out: np.ndarray) -> None:
+    """``out[h-1] = (level + (phi + .. + phi^h) trend) * index`` (``+ index`` if not relative)
+    for the time ``n - 1 + h``.
+
+    >>> out = np.empty(2)
+    >>> holt_winters_forecast(np.array([10.0, 0.0]), np.array([0.5, 2.0]), 4, 2, True, out); out.tolist()
+    [5.0, 20.0]
+    """
+    m = len(indices)
+    acc = 0.0
+    p = 1.0
+    for h in range(1, horizon + 1):
+        p *= HW_PHI
+        acc += p
+        base = state[0] + acc * state[1]
+        s = indices[(n - 1 + h) % m]
+        out[h - 1] = base * s if relative else base + s

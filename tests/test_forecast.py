@@ -1,0 +1,339 @@
+"""The forecasting engine: each expert against an independent NumPy reference, the aggregation,
+season detection, persistence (bit-identical resume), short series and bad input."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamlstm import Forecaster
+from streamlstm.forecasting import experts as E
+from streamlstm.forecasting.aggregation import Aggregator
+from streamlstm.forecasting.season import detect_season
+
+SUBMODULES = ["streamlstm.forecasting", "streamlstm.forecasting.engine", "streamlstm.forecasting.experts",
+              "streamlstm.forecasting.aggregation", "streamlstm.forecasting.season",
+              "streamlstm.forecasting.lstm_expert"]
+
+
+@pytest.mark.parametrize("name", SUBMODULES)
+def test_doctests(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------ experts vs references
+def test_seasonal_naive_matches_definition():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=30)
+    for m in (2, 5, 7):
+        out = np.empty(11)
+        E.seasonal_naive(y, len(y), m, 11, out)
+        n = len(y)
+        ref = [y[n - 1 + h - m * math.ceil(h / m)] for h in range(1, 12)]
+        assert out.tolist() == ref
+
+
+def test_damped_trend_against_recursions():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=50).cumsum()
+    level, trend = y[0], 0.0
+    a, b, phi = E.HOLT_ALPHA, E.HOLT_BETA, E.HOLT_PHI
+    for v in y[1:]:
+        # Gardner's damped trend, written from the textbook equations
+        new_level = a * v + (1 - a) * (level + phi * trend)
+        ref_trend = b * (new_level - level) + (1 - b) * phi * trend
+        level_got, trend_got = E.holt_update(level, trend, v)
+        assert abs(level_got - new_level) < 1e-12 and abs(trend_got - ref_trend) < 1e-12
+        level, trend = new_level, ref_trend
+    out = np.empty(6)
+    E.damped_trend(level, trend, 6, out)
+    ref = [level + sum(phi ** i for i in range(1, h + 1)) * trend for h in range(1, 7)]
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
+
+
+def test_seasonal_drift_products():
+    prof = np.array([0.1, -0.2, 0.05])
+    out = np.empty(5)
+    E.seasonal_drift(50.0, prof, np.ones(3, dtype=bool), 1, 5, out)
+    ref, v = [], 50.0
+    for h in range(5):
+        v *= 1 + prof[(1 + h) % 3]
+        ref.append(v)
+    np.testing.assert_allclose(out, ref, rtol=1e-15)
+    E.seasonal_drift(50.0, prof, np.ones(3, dtype=bool), 1, 5, out, relative=False)
+    np.testing.assert_allclose(out, 50.0 + np.cumsum([prof[(1 + h) % 3] for h in range(5)]), rtol=1e-15)
+
+
+def test_medians():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=40)
+    out = np.empty(9)
+    E.seasonal_median(y, len(y), 4, 9, 3, out)
+    n = len(y)
+    for h in range(1, 10):
+        t = n - 1 + h  # target time; the same phase in the last 3 full seasons of history
+        same = [y[i] for i in range(n - 12, n) if (i - t) % 4 == 0]
+        assert out[h - 1] == np.median(same)
+    assert E.recent_median(y, len(y), 7) == np.median(y[-7:])
+
+
+def test_holt_winters_against_reference():
+    rng = np.random.default_rng(3)
+    m = 4
+    t = np.arange(40)
+    y = (20 + 0.3 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / m)) + rng.normal(0, 0.3, size=40)
+    a, b, g = E.HW_ALPHA, E.HW_BETA, E.HW_GAMMA
+    # reference: initialise on the first season, then the multiplicative recursions
+    level = y[:m].mean()
+    trend = np.diff(y[:m]).mean()
+    idx = {i: y[i] / level for i in range(m)}
+    state = np.array([level, trend])
+    lev, tr, ind = E.holt_winters_init(y[:m], m, m, True)
+    assert (lev, tr) == (level, trend) and ind.tolist() == [idx[i] for i in range(m)]
+    for i in range(m, 40):
+        prior = level + trend
+        new_level = a * y[i] / idx[i % m] + (1 - a) * prior
+        idx[i % m] = g * y[i] / prior + (1 - g) * idx[i % m]
+        trend = b * (new_level - level) + (1 - b) * trend
+        level = new_level
+        E.holt_winters_update(state, ind, y[i], i, True)
+    np.testing.assert_allclose(state, [level, trend], rtol=1e-12)
+    out = np.empty(6)
+    E.holt_winters_forecast(state, ind, 40, 6, True, out)
+    ref = [(level + h * trend) * idx[(39 + h) % m] for h in range(1, 7)]
+    np.testing.assert_allclose(out, ref, rtol=1e-12)
+
+
+def test_rls_equals_weighted_ridge_least_squares():
+    rng = np.random.default_rng(4)
+    d, n, lam, ridge = 4, 60, 0.97, 0.5
+    Z = rng.normal(size=(n, d))
+    y = Z @ np.array([1.0, -2.0, 0.5, 3.0]) + rng.normal(0, 0.1, size=n)
+    P = np.eye(d)[None] / ridge
+    W = np.zeros((1, d))
+    for i in range(n):
+        E.rls_update(P, W, Z[i:i + 1], y[i:i + 1], np.ones(1, dtype=np.bool_), d, lam, 1e9)
+    # closed form: minimise sum lam^(n-1-i) (y_i - w z_i)^2 + lam^n ridge |w|^2
+    wts = lam ** np.arange(n - 1, -1, -1)
+    A = (Z * wts[:, None]).T @ Z + lam ** n * ridge * np.eye(d)
+    w_ref = np.linalg.solve(A, (Z * wts[:, None]).T @ y)
+    np.testing.assert_allclose(W[0], w_ref, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(P[0], np.linalg.inv(A), rtol=1e-7, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ aggregation
+@pytest.mark.parametrize("rule", ["mlpoly", "ewa"])
+def test_aggregation_goes_to_the_best_expert(rule):
+    rng = np.random.default_rng(5)
+    agg = Aggregator(3, 1, rule)
+    losses = np.zeros(3)
+    total = 0.0
+    T = 2000
+    for _ in range(T):
+        y = rng.normal()
+        f = np.array([y + rng.normal(0, 0.1), y + rng.normal(0, 1.0), y + 2.0])
+        total += abs(agg.combine(0, f) - y)
+        losses += np.abs(f - y)
+        agg.update(0, f, y)
+    assert agg.weights[0, 0] > 0.9
+    assert total / T <= losses.min() / T * 1.1   # close to the best in hindsight
+
+
+def test_aggregation_can_beat_every_expert():
+    # two experts biased in opposite directions: their mean is exact
+    agg = Aggregator(2, 1)
+    rng = np.random.default_rng(6)
+    total, best = 0.0, np.zeros(2)
+    for _ in range(1000):
+        y = rng.normal()
+        f = np.array([y + 1.0, y - 1.0])
+        total += abs(agg.combine(0, f) - y)
+        best += np.abs(f - y)
+        agg.update(0, f, y)
+    assert total < 0.2 * best.min()
+
+
+def test_asleep_experts_are_left_out_and_keep_their_regret():
+    agg = Aggregator(2, 1)
+    for _ in range(20):
+        agg.update(0, np.array([1.0, np.nan]), 1.5)
+    assert agg.combine(0, np.array([1.0, np.nan])) == 1.0
+    assert agg.regret[0, 1] == 0.0
+
+
+def test_aggregation_is_per_horizon():
+    agg = Aggregator(2, 2)
+    for _ in range(200):
+        agg.update(0, np.array([0.0, 5.0]), 0.0)
+        agg.update(1, np.array([0.0, 5.0]), 5.0)
+    assert agg.weights[0, 0] > 0.9 and agg.weights[1, 1] > 0.9
+
+
+# ---------------------------------------------------------------------------------- season
+@pytest.mark.parametrize("period", [4, 7, 12, 24])
+def test_season_detection_on_synthetic_data(period):
+    rng = np.random.default_rng(period)
+    t = np.arange(10 * period)
+    y = 5 * np.sin(2 * np.pi * t / period) + 0.05 * t + rng.normal(0, 0.5, size=t.size)
+    assert detect_season(y, max_season=48) == period
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_season_in_noise_or_random_walks(seed):
+    rng = np.random.default_rng(seed)
+    assert detect_season(rng.normal(size=200)) is None
+    assert detect_season(rng.normal(size=200).cumsum()) is None
+
+
+def test_engine_reports_the_season_found():
+    t = np.arange(200)
+    model = Forecaster(lstm=False)
+    for v in 10 + np.sin(2 * np.pi * t / 7):
+        model.learn_one(v)
+    assert model.season_ == 7
+    assert Forecaster(season=12).season_ == 12
+    assert Forecaster(season=None).season_ is None
+
+
+# ------------------------------------------------------------------------------- the engine
+def _stream(model, ys, xs=None, keys=None):
+    out = []
+    for i, y in enumerate(ys):
+        k = None if keys is None else keys[i]
+        out.append(model.forecast(key=k, xs=None if xs is None else [xs[i]]))
+        model.learn_one(y, None if xs is None else xs[i], key=k)
+    return np.array(out)
+
+
+def test_beats_last_value_on_a_seasonal_series():
+    rng = np.random.default_rng(7)
+    t = np.arange(400)
+    y = 50 + 10 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 1, size=t.size)
+    f = _stream(Forecaster(horizon=3), y)
+    ours = np.abs(f[100:, 0] - y[100:]).mean()
+    last = np.abs(y[99:-1] - y[100:]).mean()
+    assert ours < 0.5 * last
+
+
+def test_bit_identical_resume_keyed_with_features():
+    rng = np.random.default_rng(8)
+    n = 240
+    keys = ["a", "b", 3][:3]
+    ks = [keys[i % 3] for i in range(n)]
+    X = rng.normal(size=(n, 2))
+    y = np.cumsum(rng.normal(size=n)) + X[:, 0]
+    model = Forecaster(horizon=4, n_features=2)
+    _stream(model, y[:150], X[:150], ks[:150])
+    twin = Forecaster.from_bytes(model.to_bytes())
+    a = _stream(model, y[150:], X[150:], ks[150:])
+    b = _stream(twin, y[150:], X[150:], ks[150:])
+    assert np.array_equal(a, b)
+    assert model.to_bytes() == twin.to_bytes()
+
+
+def test_keyed_equals_separate_state_per_key_for_the_simple_experts():
+    # without shared learners (no autoregressions, no LSTM, fixed mean weights), keys are independent
+    rng = np.random.default_rng(9)
+    ya, yb = rng.normal(size=50).cumsum(), 100 + rng.normal(size=50).cumsum()
+    kw = {"ar_orders": (), "lstm": False, "aggregation": "mean", "horizon": 2}
+    both = Forecaster(**kw)
+    alone = Forecaster(**kw)
+    for i in range(50):
+        both.learn_one(ya[i], key="a")
+        both.learn_one(yb[i], key="b")
+        alone.learn_one(yb[i])
+    assert np.array_equal(both.forecast(key="b"), alone.forecast())
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 30, 100])
+def test_short_series_give_finite_forecasts(n):
+    rng = np.random.default_rng(n)
+    y = 1000 + rng.normal(0, 30, size=n).cumsum()
+    model = Forecaster(horizon=5)
+    f = _stream(model, y)
+    final = model.forecast()
+    assert final.shape == (5,) and np.isfinite(final).all()
+    if n == 0:
+        assert final.tolist() == [0.0] * 5
+    if n == 1:
+        assert final.tolist() == [y[0]] * 5
+    assert np.isfinite(f).all()
+
+
+def test_values_at_or_below_zero_switch_units_without_breaking():
+    y = np.concatenate([np.linspace(5, 1, 30), np.linspace(0, -5, 30), np.linspace(-5, 5, 40)])
+    model = Forecaster(horizon=2)
+    f = _stream(model, y)
+    assert np.isfinite(f).all()
+
+
+def test_bad_input_names_it_and_changes_nothing():
+    model = Forecaster(n_features=2)
+    for v in range(10):
+        model.learn_one(float(v), [0.0, 1.0])
+    before = model.to_bytes()
+    with pytest.raises(ValueError, match="finite"):
+        model.learn_one(float("nan"), [0.0, 1.0])
+    with pytest.raises(ValueError, match="n_features=2"):
+        model.learn_one(1.0, [0.0])
+    with pytest.raises(ValueError, match="feature 1 is inf"):
+        model.learn_one(1.0, [0.0, float("inf")])
+    with pytest.raises(TypeError, match="number"):
+        model.learn_one("abc")
+    assert model.to_bytes() == before
+    with pytest.raises(ValueError, match="horizon"):
+        Forecaster(horizon=0)
+    with pytest.raises(ValueError, match="season"):
+        Forecaster(season=1)
+    with pytest.raises(ValueError, match="unknown experts"):
+        Forecaster(experts=("prophet",))
+
+
+def test_exogenous_features_are_used():
+    # y_t = 3 x_t + small noise: with x of the target time, the forecast follows x
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(600, 1))
+    y = 3 * x[:, 0] + rng.normal(0, 0.05, size=600)
+    f = _stream(Forecaster(n_features=1, lstm=False), y, x)
+    err = np.abs(f[300:, 0] - y[300:]).mean()
+    assert err < 0.3 * np.abs(y[299:-1] - y[300:]).mean()
+
+
+DATA = next((p for p in (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "series",
+                         Path("/work/shared/data/series")) if p.is_dir()), Path("../shared/data/series"))
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/series (real series) is not present")
+def test_nile_beats_last_value():
+    import csv
+
+    with open(DATA / "nile.csv") as fh:
+        y = np.array([float(r["volume"]) for r in csv.DictReader(fh)])
+    f = _stream(Forecaster(), y)
+    assert np.abs(f[10:, 0] - y[10:]).mean() < np.abs(y[9:-1] - y[10:]).mean()
+
+
+def test_recursive_and_direct_share_the_one_step_path():
+    rng = np.random.default_rng(11)
+    y = 10 + np.sin(np.arange(300) / 3) + rng.normal(0, 0.1, 300).cumsum()
+    direct = _stream(Forecaster(horizon=4, lstm=False), y)
+    recursive = _stream(Forecaster(horizon=4, lstm=False, multi_step="recursive"), y)
+    assert np.array_equal(direct[:, 0], recursive[:, 0])
+    assert np.isfinite(recursive).all() and not np.array_equal(direct[:, 1:], recursive[:, 1:])
+
+
+def test_keys_compare_by_value():
+    # a key read twice from a file is two equal objects: the LSTM state must follow the value
+    rng = np.random.default_rng(12)
+    y = rng.normal(size=300).cumsum()
+    names = ["alpha", "beta", "gamma"]
+    same, fresh = Forecaster(horizon=2), Forecaster(horizon=2)
+    a = _stream(same, y, keys=[names[i % 3] for i in range(300)])
+    b = _stream(fresh, y, keys=["".join(list(names[i % 3])) for i in range(300)])
+    assert np.array_equal(a, b)
