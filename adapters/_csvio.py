@@ -436,7 +436,7 @@ def _number_error(col: str, s: str) -> str:
 
 
 def detect_delimiter(line: str) -> str:
-    """The delimiter of a CSV line: the most frequent of ``, ; tab |`` outside quoted fields
+    r"""The delimiter of a CSV line: the most frequent of ``, ; tab |`` outside quoted fields
     (a comma on a tie or when there is none).
 
     >>> detect_delimiter("time;temp;hum"), detect_delimiter("a\tb"), detect_delimiter('"a;b",c')

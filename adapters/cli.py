@@ -606,11 +606,18 @@ def _info(path: str, as_json: bool) -> None:
         d["kind"] = "streamlstm run " + ("checkpoint/model")
         d["task"] = (f"forecast {job['target']!r} {job['ahead']} row(s) ahead" if job["ahead"]
                      else f"regression of {job['target']!r}")
-        d["features"] = job["features"]
-        d["key"] = job["key"]
-        d["time"] = job["time"]
-        d["weights"] = "one set per key" if job.get("per_key_models") and job["key"] else "shared"
-        d["keys"] = len(meta["keys"]) if job["key"] else 0
+        # what does not apply to this job (no key, no time column...) is left out
+        if job["features"]:
+            d["features"] = job["features"]
+        for name in ("key", "time"):
+            if job.get(name):
+                d[name] = job[name]
+        if job.get("keep"):
+            d["keep"] = job["keep"]
+        if job["key"]:
+            d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
+            d["keys"] = len(meta["keys"])
+        d["missing"] = job.get("missing", "impute")
         d["settings"] = {"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]}
         if "model" in arrays:
             model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
@@ -628,6 +635,9 @@ def _info(path: str, as_json: bool) -> None:
         if st.get("scored"):
             d["mae"] = st["sum_abs"] / st["scored"]
             d["rmse"] = (st["sum_sq"] / st["scored"]) ** 0.5
+            d["scored_rows"] = st["scored"]
+        if meta.get("imputer") and any(meta["imputer"]["filled"]):
+            d["imputed_values"] = sum(meta["imputer"]["filled"])
         d["header"] = meta.get("header")
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
