@@ -196,7 +196,7 @@ def test_unwritable_outputs_are_refused_before_the_first_row(tmp_path):
         "save": (["--save", "/nonexistent_dir/m.slstm"], "--save /nonexistent_dir/m.slstm: the directory "
                  "/nonexistent_dir does not exist"),
         "checkpoint": (["--checkpoint", tmp_path / "a_file" / "ck.slstm"], "does not exist"),
-        "directory": (["--save", tmp_path], "is a directory, not a file"),
+        "directory": (["--save", tmp_path], "is a directory"),
         "plot": (["--plot", "/nonexistent_dir/p.png"], "--plot /nonexistent_dir/p.png: the directory"),
     }
     procs = {name: start(*args, *extra) for name, (extra, _) in cases.items()}  # stdin: a pipe never written
