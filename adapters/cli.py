@@ -191,6 +191,13 @@ def run(ctx: click.Context, **o: Any) -> None:
     --no-header [--columns A,B,...] for a file without a header line; missing cells
     (empty, NA, nan, null) per --missing. The full reference: docs/cli.md.
 
+    \b
+    Examples:
+      streamlstm run data.csv --target temp --key sensor --save temp.slstm > preds.csv
+      streamlstm run data.csv --load temp.slstm --no-learn --digits 6 > again.csv
+      streamlstm run data.csv --target temp --keep sensor --missing error -q > kept.csv
+      streamlstm run --no-header --columns t,x,y --delimiter ';' --target y < nohead.csv
+
     Exit status: 0 done, 2 bad input or usage, 1 other failure, 128+N stopped by signal N.
     """
     explicit = {name for name in o if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
@@ -349,6 +356,8 @@ def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> s
     were chosen here, the time column found and the columns left out)."""
     feats = job["features"]
     shown = ", ".join(feats[:12]) + (", ..." if len(feats) > 12 else "")
+    if roles is not None:
+        shown += "; --features A,B,... to choose"
     what = (f"forecasting {job['target']!r} {job['ahead']} row(s) ahead from its history"
             + (f" and {len(feats)} feature(s) ({shown})" if feats else "")
             + (" (learning the change, --difference)" if job.get("difference") else "")
@@ -360,8 +369,6 @@ def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> s
     if roles is not None and (roles.text or roles.empty):
         left = [repr(c) for c in roles.text] + [f"{c!r} (empty)" for c in roles.empty]
         what += f"; not features: {', '.join(left[:12])}{', ...' if len(left) > 12 else ''} (--keep copies them out)"
-    if roles is not None:
-        what += " (--features A,B,... to choose)"
     return what + ("; learning" if learn else "; inference only")
 
 

@@ -144,7 +144,7 @@ def test_column_roles_time_detection_text_columns_keep_and_no_features(tmp_path)
     })
     _, out, err = good(res["auto"])
     assert list(rows_of(out)[0]) == ["year", "temp", "pred_temp", "error"]  # year: time, copied, not an input
-    assert ("regression of 'temp' on 2 feature(s) (id, hum); time column 'year' (increasing integers in the first "
+    assert ("regression of 'temp' on 2 feature(s) (id, hum; --features A,B,... to choose); time column 'year' (increasing integers in the first "
             "column; --time COL to name another); not features: 'name' (--keep copies them out)") in err
     assert err.count("feature(s)") == 1
     _, out, _ = good(res["keep"])
