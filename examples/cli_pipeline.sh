@@ -55,6 +55,7 @@ echo "rows answered after resuming: $(wc -l < forecast2.csv)"
 tail -n 2 forecast2.csv
 
 say "6. bad rows: the default stops at the first one (exit 2), --on-bad-row warn skips and counts them"
+# (a missing cell such as NA or an empty one is not a bad row: see --missing in docs/cli.md)
 gen --rows 50 --sensors 2 --bad 2 --seed 3 > bad.csv
 "${SL[@]}" run bad.csv --target temp --key sensor_id --time time --features humidity,pressure > /dev/null || echo "exit code $?"
 "${SL[@]}" run bad.csv --target temp --key sensor_id --time time --features humidity,pressure --on-bad-row warn > /dev/null
