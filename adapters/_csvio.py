@@ -633,7 +633,7 @@ class Schema:
             if c in (target, key, time) or c in self.features:
                 what = "a feature" if c in self.features else "already in the output (target, key or time)"
                 raise CliError(f"--keep {c!r}: the column is {what}; --keep copies other columns to the output")
-        keep_idx = [where(c, "--keep") for c in self.keep]
+        keep_idx = [j for j in (where(c, "--keep") for c in self.keep) if j is not None]
         self.pass_names = [c for c in (key, time) if c] + self.keep
         self.pass_idx = [i for i in (self.k_idx, self.time_idx) if i is not None] + keep_idx
         self._getters = [itemgetter(j) for j in self.f_idx]

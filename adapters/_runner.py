@@ -232,7 +232,7 @@ class Engine:
         ik = key if self.per_key else None
         if not self.informed.get(ik, self.informed_default):
             # predictions up to the first learned label (included: made before learning it)
-            first = np.flatnonzero(blk.known[a:b]) if self.learn else []
+            first = np.flatnonzero(blk.known[a:b]) if self.learn else np.zeros(0, dtype=np.int64)
             self.unreal[a:a + int(first[0]) + 1 if len(first) else b] = True
             if len(first):
                 self.informed[ik] = True

@@ -20,8 +20,7 @@ from typing import Any
 
 import click
 
-from ._csvio import (DELIMITERS, MISSING_POLICIES, BadRecord, CliError, RecordReader, Roles, Schema, column_roles,
-                     fields)
+from ._csvio import MISSING_POLICIES, BadRecord, CliError, RecordReader, Roles, Schema, column_roles, fields
 
 __all__ = ["main"]
 
@@ -252,7 +251,8 @@ class _CompileNote:
     """On a terminal, one line when start-up work (numba compiling the kernels on a cold
     cache) takes longer than ``after`` seconds, so that a first run is not silent."""
 
-    TEXT = "compiling the kernels (once: later runs start in about a second)..."
+    # shown after a delay, so it also appears on a slow warm start: worded to be true for both
+    TEXT = "starting: a first run compiles the kernels, once (20-30 s); later runs start in about a second..."
 
     def __init__(self, enabled: bool, after: float = 2.0, stream: Any = None):
         self.enabled, self.after, self.stream = enabled, after, stream
@@ -407,11 +407,13 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
         if saved is not None:
             from streamlstm import OnlineLSTM
 
+            assert saved_path is not None
             template = OnlineLSTM.load(saved_path)
             if o.get("fresh_state"):
                 template.reset_state()
             params = template.get_params()
             params.pop("n_inputs", None)
+        assert params is not None  # made from the options when there is no saved job
         engine = R.Engine(job, params, learn, template=template)
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
@@ -532,9 +534,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
                        "forecast the target from its own history")
 
     # the core (numba) from here on; a cold numba cache compiles for a while: say so on a terminal
-    note = _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty())
-    note.__enter__()
-    try:
+    with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
         engine, stats = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
         if not o.get("quiet"):
             _echo(_describe(job, learn, roles))
@@ -543,8 +543,6 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
             from ._fastcsv import warm_up
 
             warm_up()
-    finally:
-        note.__exit__()
     from . import _runner as R
 
     out_stream = stream
@@ -707,7 +705,8 @@ def _demo(o: dict[str, Any]) -> None:
         if o.get("out") and variant:
             sink = open(o["out"], "w", encoding="utf-8", newline="\n")
         try:
-            outcome = _run(opts, set(), stream=sink, collect=True)
+            with _CompileNote(not results and sys.stderr.isatty()):  # the first run loads (or compiles) the kernels
+                outcome = _run(opts, set(), stream=sink, collect=True)
         finally:
             if sink is not None and not isinstance(sink, io.StringIO):
                 sink.close()

@@ -89,8 +89,8 @@ def plot(times, flow, scores, flagged, path: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "streamlstm-examples", "anomaly_waterflow.png"),
-                    help="PNG path; its folder is created (default: %(default)s)")
+    default = os.path.join(tempfile.gettempdir(), "streamlstm-examples", "anomaly_waterflow.png")
+    ap.add_argument("--out", default=default, help="PNG path; its folder is created (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args(argv)
     times, flow, scores, flagged = score_waterflow(args.seed)

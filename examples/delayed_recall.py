@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50000)
     parser.add_argument("--lr", type=float, default=SETTINGS["lr"])
     parser.add_argument("--bptt", type=int, default=SETTINGS["bptt"])
-    parser.add_argument("--plot", default=os.path.join(tempfile.gettempdir(), "streamlstm-examples", "delayed_recall.png"),
+    default = os.path.join(tempfile.gettempdir(), "streamlstm-examples", "delayed_recall.png")
+    parser.add_argument("--plot", default=default,
                         help="PNG path, its folder created ('' to skip; default: %(default)s)")
     args = parser.parse_args()
     SETTINGS.update(lr=args.lr, bptt=args.bptt)

@@ -81,9 +81,10 @@ def module_cache_dir(source_file: str) -> str:
     """
     from numba.core import caching, config
 
-    if not config.CACHE_DIR:
+    cache_dir = getattr(config, "CACHE_DIR", "")  # set from the environment when numba is imported
+    if not cache_dir:
         return os.path.join(os.path.dirname(os.path.abspath(source_file)), "__pycache__")
-    return os.path.join(config.CACHE_DIR, caching._CacheLocator.get_suitable_cache_subpath(source_file))
+    return os.path.join(cache_dir, caching._CacheLocator.get_suitable_cache_subpath(source_file))
 
 
 configure()

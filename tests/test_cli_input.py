@@ -144,8 +144,9 @@ def test_column_roles_time_detection_text_columns_keep_and_no_features(tmp_path)
     })
     _, out, err = good(res["auto"])
     assert list(rows_of(out)[0]) == ["year", "temp", "pred_temp", "error"]  # year: time, copied, not an input
-    assert ("regression of 'temp' on 2 feature(s) (id, hum; --features A,B,... to choose); time column 'year' (increasing integers in the first "
-            "column; --time COL to name another); not features: 'name' (--keep copies them out)") in err
+    assert ("regression of 'temp' on 2 feature(s) (id, hum; --features A,B,... to choose); time column 'year' "
+            "(increasing integers in the first column; --time COL to name another); not features: 'name' "
+            "(--keep copies them out)") in err
     assert err.count("feature(s)") == 1
     _, out, _ = good(res["keep"])
     rows = rows_of(out)
@@ -295,7 +296,7 @@ def test_progress_line_and_compile_note_units():
         time.sleep(0.5)
     with _CompileNote(True, after=5.0, stream=quick):
         pass
-    assert slow.getvalue() == "streamlstm: compiling the kernels (once: later runs start in about a second)...\n"
+    assert slow.getvalue() == f"streamlstm: {_CompileNote.TEXT}\n" and "compiles the kernels, once" in slow.getvalue()
     assert quick.getvalue() == ""
 
 
