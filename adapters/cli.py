@@ -400,6 +400,7 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
             engine.last.clear()
             engine.ring.clear()
             engine.ring_v.clear()
+            engine.ring_real.clear()
             for m in ([engine.model] if engine.model is not None else []) + list(engine.models.values()):
                 m.reset_state()
     else:
