@@ -287,7 +287,7 @@ class RecordReader:
             for i, s in enumerate(lines):
                 if self._pending or '"' in s:
                     self._quoted_line(first + i, s)
-                elif s and not s.isspace():
+                elif s and (delim in s or not s.isspace()):  # "\t\t" is a row of empty cells, not blank
                     self._emit(first + i, s.split(delim))
             return
         if not self._pending and '"' not in "\n".join(lines):

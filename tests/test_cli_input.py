@@ -339,3 +339,15 @@ def test_main_help_module_runs_without_numba():
     r = subprocess.run([sys.executable, "-c", "import sys\nfrom streamlstm.adapters import cli\n"
                         "print('numba' in sys.modules)"], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_reader_detects_the_delimiter_and_keeps_rows_of_empty_cells():
+    from streamlstm.adapters._csvio import RecordReader
+
+    r = RecordReader(io.BytesIO(b"a\tb\n1\t2\n\t\n  \n3\t\n"), delimiter=None)
+    assert r.read_header() == ["a", "b"] and r.delimiter == "\t"
+    assert r.next_batch(10) == ([2, 3, 5], [["1", "2"], ["", ""], ["3", ""]])  # line 4 is blank
+    r = RecordReader(io.BytesIO(b'a;b\n"x;y";2\n'), delimiter=None)
+    assert r.read_header() == ["a", "b"] and r.next_batch(10) == ([2], [["x;y", "2"]])
+    r = RecordReader(io.BytesIO(b"a;b\n1;2\n"))  # the default stays the comma (no detection)
+    assert r.read_header() == ["a;b"]
