@@ -34,16 +34,22 @@ import codecs
 import csv
 import math
 import os
+import re
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
-__all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "fields", "sniff_features", "reading_guard"]
+__all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "fields", "reading_guard", "detect_delimiter",
+           "is_missing", "looks_like_data", "column_roles", "Roles", "DELIMITERS", "MISSING_POLICIES"]
 
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is refused (1 MiB)
 LIMIT = 1e100       # larger magnitudes are refused: the core's running statistics would overflow
 FILE_CHUNK = 1 << 20  # bytes per read from a regular file (a pipe: 64 KiB, what it holds)
 csv.field_size_limit(MAX_LINE)
+DELIMITERS = (",", ";", "\t", "|")  # what delimiter detection chooses from
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})  # cells meaning "no value" (any case)
+MISSING_POLICIES = ("impute", "error")
 
 
 class CliError(Exception):
@@ -117,8 +123,12 @@ class RecordReader:
     result means the input has ended.
     """
 
-    def __init__(self, source: Any, chunk: int | None = None, fill: bool | None = None):
+    def __init__(self, source: Any, chunk: int | None = None, fill: bool | None = None,
+                 delimiter: str | None = ","):
         self._read, regular = _read_fn(source)
+        # None: chosen by detect_delimiter from the first line. Only "," has the fast paths
+        # (plain lines as str, the compiled reader); other delimiters give field lists.
+        self.delimiter = delimiter
         self.regular = regular
         self.fill = regular if fill is None else fill
         self.chunk = chunk or (FILE_CHUNK if regular else (1 << 16))
@@ -228,7 +238,7 @@ class RecordReader:
 
         from ._fastcsv import scan_plain
 
-        if not self._started or self._pending or self._ready():
+        if not self._started or self._pending or self._ready() or self.delimiter != ",":
             return None
         if self._tail or self._decoder.getstate()[0]:  # text the Python mode decoded: back to bytes
             held = self._tail.encode("utf-8", "surrogateescape") + self._decoder.getstate()[0]
@@ -267,6 +277,19 @@ class RecordReader:
     def _split(self, lines: list[str]) -> None:
         first = self._next_line + 1
         self._next_line += len(lines)
+        if self.delimiter is None:
+            for s in lines:
+                if s and not s.isspace():
+                    self.delimiter = detect_delimiter(s)
+                    break
+        delim = self.delimiter
+        if delim != ",":
+            for i, s in enumerate(lines):
+                if self._pending or '"' in s:
+                    self._quoted_line(first + i, s)
+                elif s and (delim in s or not s.isspace()):  # "\t\t" is a row of empty cells, not blank
+                    self._emit(first + i, s.split(delim))
+            return
         if not self._pending and '"' not in "\n".join(lines):
             # fast path, no quotes anywhere: a record is its line (fields = line.split(","))
             if all(lines) and not any(map(str.isspace, lines)):
@@ -279,23 +302,27 @@ class RecordReader:
                     self._recs.append(s)
             return
         for i, s in enumerate(lines):
-            n = first + i
-            if self._pending:
-                self._pending.append(s)
-                self._pending_size += len(s) + 1
-                if '"' in s:  # only a quote can close the open field
-                    self._quoted(self._pending_line)
-                elif self._pending_size > MAX_LINE:
-                    self._pending = []
-                    self._emit(self._pending_line, BadRecord(
-                        f"malformed CSV (a quoted field runs over {MAX_LINE} characters: is a '\"' never closed?)"))
-            elif '"' in s:
-                self._pending = [s]
-                self._pending_size = len(s)
-                self._pending_line = n
-                self._quoted(n)
+            if self._pending or '"' in s:
+                self._quoted_line(first + i, s)
             elif s and not s.isspace():
-                self._emit(n, s)
+                self._emit(first + i, s)
+
+    def _quoted_line(self, n: int, s: str) -> None:
+        """Line ``n``, part of a record with quotes: parsed when the record is complete."""
+        if self._pending:
+            self._pending.append(s)
+            self._pending_size += len(s) + 1
+            if '"' in s:  # only a quote can close the open field
+                self._quoted(self._pending_line)
+            elif self._pending_size > MAX_LINE:
+                self._pending = []
+                self._emit(self._pending_line, BadRecord(
+                    f"malformed CSV (a quoted field runs over {MAX_LINE} characters: is a '\"' never closed?)"))
+        else:
+            self._pending = [s]
+            self._pending_size = len(s)
+            self._pending_line = n
+            self._quoted(n)
 
     def _quoted(self, line: int) -> None:
         """Parse the pending lines as one record, unless its quoted field is still open."""
@@ -310,7 +337,7 @@ class RecordReader:
             starved = True
 
         try:
-            rec = next(csv.reader(feed(), strict=True), [])
+            rec = next(csv.reader(feed(), strict=True, delimiter=self.delimiter or ","), [])
         except csv.Error as exc:
             if starved and self._pending_size <= MAX_LINE:
                 return  # the record goes on in the next line
@@ -353,6 +380,14 @@ class RecordReader:
         if self._ready() == 0:
             return None
         return self._lines[self._head], self._recs[self._head]
+
+    def peek_many(self, k: int) -> list[tuple[int, Any]]:
+        """Up to ``k`` next records ``(line, record)`` without consuming them. A regular file is
+        read for them; a pipe is waited on for the first only (the rest: what has arrived)."""
+        while not self._eof and self._ready() < (k if self.regular else 1):
+            self._fill_once(k)
+        h = self._head
+        return list(zip(self._lines[h:h + k], self._recs[h:h + k]))
 
     def read_header(self) -> list[str]:
         """The first record, as column names (raises :class:`CliError` if there is none)."""
@@ -400,28 +435,100 @@ def _number_error(col: str, s: str) -> str:
     return f"column {col!r}: {_show(s)} is out of range (|value| > {LIMIT:g})"
 
 
-def sniff_features(header: Sequence[str], record: Sequence[str] | None, exclude: set[str]) -> list[str]:
-    """Named columns of ``header`` (other than ``exclude``) whose value in ``record`` is a finite number.
+def detect_delimiter(line: str) -> str:
+    r"""The delimiter of a CSV line: the most frequent of ``, ; tab |`` outside quoted fields
+    (a comma on a tie or when there is none).
 
-    >>> sniff_features(["t", "a", "name", "b", "y"], ["1", "0.5", "x", "2e3", "3"], {"t", "y"})
-    ['a', 'b']
+    >>> detect_delimiter("time;temp;hum"), detect_delimiter("a\tb"), detect_delimiter('"a;b",c')
+    (';', '\t', ',')
     """
-    out = []
+    bare = re.sub(r'"[^"]*"', "", line)
+    counts = [bare.count(d) for d in DELIMITERS]
+    return DELIMITERS[counts.index(max(counts))]
+
+
+def is_missing(s: str) -> bool:
+    """Whether a cell means "no value": empty, ``NA``, ``N/A``, ``nan``, ``null``, ``None`` (any case).
+
+    >>> [is_missing(s) for s in ("", " NA ", "NaN", "null", "0", "-")]
+    [True, True, True, True, False, False]
+    """
+    return s.strip().lower() in MISSING
+
+
+def _is_number(s: str) -> bool:
+    try:
+        return math.isfinite(float(s))
+    except ValueError:
+        return False
+
+
+def looks_like_data(header: Sequence[str]) -> bool:
+    """Whether a "header" is rather a row of data: every cell a number.
+
+    >>> looks_like_data(["1.5", "2", "-3e2"]), looks_like_data(["time", "2"])
+    (True, False)
+    """
+    return bool(header) and all(_is_number(c) for c in header)
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+                   r"|\d{4}/\d{2}/\d{2}( \d{2}:\d{2}(:\d{2})?)?|\d{2}:\d{2}(:\d{2})?")
+_TIME_NAMES = frozenset({"time", "t", "date", "datetime", "timestamp", "ts", "year", "day", "step", "index", "id"})
+
+
+@dataclass
+class Roles:
+    """Columns sorted by role from the first rows (see :func:`column_roles`)."""
+
+    features: list[str]
+    time: str | None = None
+    time_reason: str = ""
+    text: list[str] = field(default_factory=list)    # dropped: not numbers
+    empty: list[str] = field(default_factory=list)   # dropped: no value in the rows looked at
+
+
+def column_roles(header: Sequence[str], records: Sequence[Sequence[str]], exclude: set[str],
+                 find_time: bool = True, keyed: bool = False) -> Roles:
+    """Which columns are features, which is time, which are text, from the first ``records``.
+
+    A feature is a named column (not in ``exclude``) whose first value in ``records`` that is
+    not missing (:func:`is_missing`) is a number; a later value that is not is a bad row. With ``find_time``, the first
+    column is the time column, not a feature, when its values are dates or times, or when
+    they are integers that increase (do not decrease with ``keyed``: several keys share a
+    time) over two rows or more, or a single integer under a name such as ``time``, ``year``
+    or ``id``. An unnamed column (most likely a row index) is never a feature.
+
+    >>> r = column_roles(["year", "a", "name", "b", "y"], [["1990", "0.5", "x", "2e3", "3"],
+    ...                  ["1991", "NA", "z", "1", "4"]], {"y"})
+    >>> r.features, r.time, r.text
+    (['a', 'b'], 'year', ['name'])
+    """
+    rows = [r for r in records if len(r) == len(header)]
+    roles = Roles([])
+    if find_time and header and header[0] and header[0] not in exclude and rows:
+        first = [r[0].strip() for r in rows]
+        if all(_DATE.fullmatch(v) for v in first):
+            roles.time, roles.time_reason = header[0], "dates or times in the first column"
+        elif all(_INTEGER.fullmatch(v) for v in first):
+            ints = [int(v) for v in first]
+            steps = [b - a for a, b in zip(ints, ints[1:])]
+            if steps and all(d >= 0 if keyed else d > 0 for d in steps):
+                roles.time, roles.time_reason = header[0], "increasing integers in the first column"
+            elif not steps and header[0].strip().lower() in _TIME_NAMES:
+                roles.time, roles.time_reason = header[0], f"an integer in a first column named {header[0]!r}"
     for j, name in enumerate(header):
-        if name in exclude or not name:  # an unnamed column is most likely a row index
+        if name in exclude or not name or name == roles.time:
             continue
-        if record is None:
-            out.append(name)
-            continue
-        if j >= len(record):
-            continue
-        try:
-            v = float(record[j])
-        except ValueError:
-            continue
-        if math.isfinite(v):
-            out.append(name)
-    return out
+        present = [r[j] for r in rows if not is_missing(r[j])]
+        if not rows or present and _is_number(present[0]):  # a later bad cell is a bad row, not text
+            roles.features.append(name)
+        elif not present:
+            roles.empty.append(name)
+        else:
+            roles.text.append(name)
+    return roles
 
 
 class Block:
@@ -474,11 +581,19 @@ class Schema:
     """Where the target, features, key and time columns are in the header.
 
     ``target`` may be absent from the header only when ``target_optional`` (inference on
-    unlabelled data); ``passthrough`` columns (key, time) are copied to the output.
+    unlabelled data); ``passthrough`` columns (key, time, then ``keep``) are copied to the
+    output. ``missing``: ``"error"`` makes a missing feature value (:func:`is_missing`, or a
+    NaN) a bad row and only an empty target "no label"; ``"impute"`` lets a missing feature
+    through as NaN (the job fills it in) and makes any missing target "no label".
+    ``delimiter`` only serves the messages.
     """
 
     def __init__(self, header: Sequence[str], target: str, features: Sequence[str], key: str | None = None,
-                 time: str | None = None, target_optional: bool = False):
+                 time: str | None = None, target_optional: bool = False, keep: Sequence[str] = (),
+                 missing: str = "error", delimiter: str = ","):
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"missing={missing!r}: expected one of {MISSING_POLICIES}")
+        self.impute = missing == "impute"
         self.header = list(header)
         self.ncol = len(header)
         seen: dict[str, int] = {}
@@ -494,8 +609,7 @@ class Schema:
             if name not in seen:
                 if optional:
                     return None
-                cols = ", ".join(repr(c) for c in header[:20]) + (", ..." if len(header) > 20 else "")
-                raise CliError(f"column {name!r} ({role}) is not in the header; the columns are: {cols}")
+                raise CliError(_not_in_header(header, name, role, delimiter))
             return seen[name]
 
         roles = [(n, r) for n, r in ((target, "--target"), (key, "--key"), (time, "--time")) if n]
@@ -514,8 +628,14 @@ class Schema:
                 raise CliError(f"column {f!r} cannot be a feature and the target, key or time column")
         self.k_idx = where(key, "--key") if key else None
         self.time_idx = where(time, "--time") if time else None
-        self.pass_names = [c for c in (key, time) if c]
-        self.pass_idx = [i for i in (self.k_idx, self.time_idx) if i is not None]
+        self.keep = list(keep)
+        for c in self.keep:
+            if c in (target, key, time) or c in self.features:
+                what = "a feature" if c in self.features else "already in the output (target, key or time)"
+                raise CliError(f"--keep {c!r}: the column is {what}; --keep copies other columns to the output")
+        keep_idx = [j for j in (where(c, "--keep") for c in self.keep) if j is not None]
+        self.pass_names = [c for c in (key, time) if c] + self.keep
+        self.pass_idx = [i for i in (self.k_idx, self.time_idx) if i is not None] + keep_idx
         self._getters = [itemgetter(j) for j in self.f_idx]
         self.compiled = False  # parse blocks of plain lines with the compiled reader (see enable_compiled)
         self._roles = None
@@ -665,21 +785,24 @@ class Schema:
                 continue
             x = []
             err = None
+            impute = self.impute
             for name, j in zip(self.features, self.f_idx):
                 s = r[j]
                 try:
                     v = float(s)
                 except ValueError:
-                    err = _number_error(name, s)
-                    break
-                if not abs(v) <= LIMIT:
+                    if not (impute and is_missing(s)):
+                        err = _number_error(name, s)
+                        break
+                    v = math.nan
+                if not abs(v) <= LIMIT and not (impute and v != v):
                     err = _number_error(name, s)
                     break
                 x.append(v)
             yv, k = math.nan, False
             if err is None and self.t_idx is not None:
                 s = r[self.t_idx]
-                if s.strip():
+                if s.strip() and not (impute and is_missing(s)):
                     try:
                         yv = float(s)
                     except ValueError:
@@ -687,6 +810,8 @@ class Schema:
                     else:
                         if abs(yv) <= LIMIT:
                             k = True
+                        elif impute and yv != yv:
+                            yv = math.nan
                         else:
                             err = _number_error(self.target, s)
             if err is not None:
@@ -705,6 +830,22 @@ class Schema:
         block = Block(X, np.array(ys, dtype=np.float64), np.array(kn, dtype=bool), keys, passthrough, t_text,
                       [lines[p] for p in good], np.array(good, dtype=np.int64), _needs_quoting(passthrough))
         return block, bad
+
+
+def _not_in_header(header: Sequence[str], name: str, role: str, delimiter: str) -> str:
+    """Why ``name`` is not found, with what the header suggests: no header, another delimiter."""
+    cols = ", ".join(repr(c) for c in header[:20]) + (", ..." if len(header) > 20 else "")
+    msg = f"column {name!r} ({role}) is not in the header; the columns are: {cols}"
+    if looks_like_data(header):
+        return (f"column {name!r} ({role}) is not in the header, and the first line looks like data, not a "
+                f"header (its {len(header)} fields are numbers: {cols}): for a file without a header, give "
+                f"--no-header (the columns are then named c1..c{len(header)}) or --no-header --columns NAME,NAME,...")
+    others = [d for d in DELIMITERS if d != delimiter and any(d in c for c in header)]
+    if others:
+        shown = {"\t": "tab"}.get(others[0], others[0])
+        msg += (f". The header contains {shown!r}: is that the delimiter? Give --delimiter "
+                f"{shown if shown == 'tab' else repr(shown)}")
+    return msg
 
 
 def _floatish(s: str) -> bool:

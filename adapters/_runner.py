@@ -43,6 +43,60 @@ def _one(call: Callable[..., Any], *args: Any) -> float:
 
 
 # ------------------------------------------------------------------------ engine
+class Imputer:
+    """Missing feature values (NaN from the parser under ``--missing impute``) replaced by the
+    running mean of their column over the rows before them (0 until the column has had a
+    value). Sums run strictly in row order, so a row gets the same value whether it came
+    in a block of one row (a pipe) or of thousands (a file).
+
+    >>> imp = Imputer(1)
+    >>> X = np.array([[1.0], [np.nan], [3.0], [np.nan]])
+    >>> imp.fill(X); X[:, 0].tolist(), imp.filled.tolist()
+    ([1.0, 1.0, 3.0, 2.0], [2])
+    """
+
+    def __init__(self, n: int):
+        self.sum = np.zeros(n)
+        self.count = np.zeros(n, dtype=np.int64)
+        self.filled = np.zeros(n, dtype=np.int64)   # values imputed, per column
+
+    def fill(self, X: np.ndarray) -> None:
+        """Impute the NaN of ``X`` (rows in input order) in place and take its rows into the means."""
+        miss = np.isnan(X)
+        if len(X) == 1:  # one row (a pipe): the same additions without the block machinery
+            row, m = X[0], miss[0]
+            if m.any():
+                row[m] = np.divide(self.sum, self.count, out=np.zeros(len(row)), where=self.count > 0)[m]
+                self.filled += m
+            self.sum += np.where(m, 0.0, row)
+            self.count += ~m
+            return
+        vals = np.where(miss, 0.0, X)
+        sums = np.add.accumulate(np.vstack([self.sum, vals]), axis=0)  # sequential per column
+        counts = self.count + np.vstack([np.zeros((1, X.shape[1]), dtype=np.int64), np.cumsum(~miss, axis=0)])
+        if miss.any():
+            before = np.divide(sums[:-1], counts[:-1], out=np.zeros(X.shape), where=counts[:-1] > 0)
+            X[miss] = before[miss]
+            self.filled += miss.sum(axis=0)
+        self.sum, self.count = sums[-1].copy(), counts[-1].copy()
+
+    def to_meta(self) -> dict[str, list[Any]]:
+        return {"sum": self.sum.tolist(), "count": self.count.tolist(), "filled": self.filled.tolist()}
+
+    @classmethod
+    def from_meta(cls, d: dict[str, list[Any]]) -> "Imputer":
+        imp = cls(len(d["sum"]))
+        imp.sum[:] = d["sum"]
+        imp.count[:] = d["count"]
+        imp.filled[:] = d["filled"]
+        return imp
+
+
+def _has_learned(model: OnlineLSTM) -> bool:
+    """Whether a model has seen a label: its predictions are forecasts, not initial values."""
+    return model.n_updates > 0 or bool(model.target_statistics()[0].sum() > 0)
+
+
 class Engine:
     """Models, per-key states and forecasting bookkeeping for one job.
 
@@ -63,6 +117,7 @@ class Engine:
             raise CliError(f"the loaded model has bptt={template.bptt}, too short for --ahead {self.H}: the true "
                            "value must reach back to the step that made its forecast")
         self.model = None if self.per_key else (template if template is not None else self._new_model())
+        self.informed_default = template is not None and _has_learned(template)
 
     def _setup(self, job: dict[str, Any], params: dict[str, Any], learn: bool) -> None:
         import inspect
@@ -84,6 +139,14 @@ class Engine:
         self.diff = bool(job.get("difference")) and self.H > 0
         self.learned = 0
         self._template: bytes | None = None
+        features = job["features"]
+        self.imputer = Imputer(len(features)) if features and job.get("missing", "impute") == "impute" else None
+        # whether each model (None: the shared one; a key: its own) had a label before a
+        # prediction: those made before are not scored in the summary (see `unreal`)
+        self.informed: dict[Any, bool] = {}
+        self.informed_default = False
+        self.ring_real: dict[Any, np.ndarray] = {}  # were the forecasts in `ring` made after a label
+        self.unreal = np.zeros(0, dtype=bool)  # rows of the last block without a real prediction
         self._lag_block = "lag" in inspect.signature(OnlineLSTM.learn_many).parameters
 
     def _new_model(self) -> OnlineLSTM:
@@ -137,6 +200,9 @@ class Engine:
         n = len(blk)
         pred = np.full(n, np.nan)
         prev = np.full(n, np.nan) if self.H else None
+        self.unreal = np.zeros(n, dtype=bool)
+        if self.imputer is not None and n:
+            self.imputer.fill(blk.X)
         keys = blk.keys
         if keys is None:
             runs = [(None, 0, n)]
@@ -163,6 +229,13 @@ class Engine:
 
     def _regress(self, key: Any, a: int, b: int, blk: Block, pred: np.ndarray) -> None:
         model = self._activate(key)
+        ik = key if self.per_key else None
+        if not self.informed.get(ik, self.informed_default):
+            # predictions up to the first learned label (included: made before learning it)
+            first = np.flatnonzero(blk.known[a:b]) if self.learn else np.zeros(0, dtype=np.int64)
+            self.unreal[a:a + int(first[0]) + 1 if len(first) else b] = True
+            if len(first):
+                self.informed[ik] = True
         if b - a == 1:  # one row (interleaved keys, a pipe): the single-event calls cost less
             x = blk.X[a]
             if self.learn and blk.known[a]:
@@ -201,6 +274,9 @@ class Engine:
         X[:, 0] = v[s:]
         X[:, 1:] = blk.X[a + s:b]
         model = self._activate(key)
+        ik = key if self.per_key else None
+        informed = self.informed.get(ik, self.informed_default)
+        real = np.full(mm, informed)
         base = None
         if self.diff:  # the model learns y[t+H] - y[t]; base[i] is the value at the step row i answers
             rv = self.ring_v.get(key)
@@ -210,6 +286,7 @@ class Engine:
             if known[s] and n0 >= H:  # the true value of the step that forecast this row
                 model.label(float(y[s] - base[0]) if base is not None else float(y[s]), lag=H - 1)
                 self.learned += 1
+                real[:] = True
             Y = np.zeros(mm)
             M = np.zeros(mm, dtype=bool)
             if mm > 1:
@@ -218,6 +295,9 @@ class Engine:
                 Y[:-1] = np.where(M[:-1], target, 0.0)
             P = self._learn_lagged(model, X, Y, M, H - 1)
             self.learned += int(M.sum())
+            real[1:] |= np.logical_or.accumulate(M[:-1])  # a row's label comes after its step
+            if real[-1] or M.any():
+                self.informed[ik] = True
         else:
             P = model.advance_many(X)[:, 0]
         if base is not None:
@@ -229,6 +309,9 @@ class Engine:
         comb = np.concatenate([ring, P])
         prev[a + s:b] = comb[:mm]
         self.ring[key] = comb[mm:].copy()
+        comb_real = np.concatenate([self.ring_real.get(key, np.ones(H, dtype=bool)), real])
+        self.unreal[a + s:b] = ~comb_real[:mm]
+        self.ring_real[key] = comb_real[mm:].copy()
         pred[a + s:b] = P
         self.last[key] = float(v[-1])
 
@@ -277,6 +360,8 @@ class Engine:
         if self.per_key and self._template is not None:
             arrays["template"] = np.frombuffer(self._template, dtype=np.uint8)
         if self.H:
+            arrays["ring_real"] = np.array([self.ring_real.get(k, np.ones(self.H, dtype=bool)) for k in keys],
+                                           dtype=np.uint8).reshape(len(keys), self.H)
             arrays["last"] = np.array([self.last.get(k, math.nan) for k in keys], dtype=np.float64)
             arrays["ring"] = np.array([self.ring.get(k, np.full(self.H, np.nan)) for k in keys],
                                       dtype=np.float64).reshape(len(keys), self.H)
@@ -284,7 +369,10 @@ class Engine:
                 arrays["ring_v"] = np.array([self.ring_v.get(k, np.full(self.H, np.nan)) for k in keys],
                                             dtype=np.float64).reshape(len(keys), self.H)
         meta = {"format": FORMAT, "job": self.job, "params": self.params, "keys": keys,
-                "learned": self.learned, **extra}
+                "learned": self.learned, "informed": [k for k, v in self.informed.items() if v],
+                "informed_default": self.informed_default, **extra}
+        if self.imputer is not None:
+            meta["imputer"] = self.imputer.to_meta()
         return persistence.dumps(KIND, meta, arrays)
 
     @classmethod
@@ -294,6 +382,11 @@ class Engine:
         eng = cls.__new__(cls)
         eng._setup(meta["job"], meta["params"], learn)
         eng.learned = int(meta.get("learned", 0))
+        # files from before these fields: every model counts as having learned, as then
+        eng.informed = {k: True for k in meta.get("informed", [])}
+        eng.informed_default = bool(meta.get("informed_default", "informed" not in meta))
+        if eng.imputer is not None and "imputer" in meta:
+            eng.imputer = Imputer.from_meta(meta["imputer"])
         if "template" in arrays:
             eng._template = arrays["template"].tobytes()
         keys = meta["keys"]
@@ -315,6 +408,9 @@ class Engine:
                 if last == last:
                     eng.last[k] = last
                     eng.ring[k] = ring.copy()
+            if "ring_real" in arrays:
+                for k, flags in zip(keys, arrays["ring_real"]):
+                    eng.ring_real[k] = flags.astype(bool)
             if eng.diff:
                 for k, last, rv in zip(keys, arrays["last"].tolist(), arrays["ring_v"]):
                     if last == last:
@@ -431,16 +527,21 @@ class Stats:
     rows: int = 0          # rows processed (predicted)
     skipped: int = 0       # bad rows skipped
     unlabelled: int = 0    # rows without a target value
-    scored: int = 0        # rows with a known error
+    scored: int = 0        # rows with a known error of a real prediction
     sum_abs: float = 0.0
     sum_sq: float = 0.0
     consumed: int = 0      # input records consumed (processed + skipped)
+    unscored: int = 0      # rows with an error, predicted before the model had any label
 
     @np.errstate(over="ignore", invalid="ignore")
-    def add(self, blk: Block, err: np.ndarray) -> None:
+    def add(self, blk: Block, err: np.ndarray, unreal: np.ndarray | None = None) -> None:
         self.rows += len(blk)
         self.unlabelled += int(len(blk) - blk.known.sum())
-        ok = err[err == err]
+        has = err == err
+        if unreal is not None and len(unreal) == len(err) and unreal.any():
+            self.unscored += int((has & unreal).sum())
+            has &= ~unreal
+        ok = err[has]
         if len(ok):  # summed strictly in row order: the totals do not depend on how rows were blocked
             self.scored += len(ok)
             self.sum_abs = float(np.add.accumulate(np.concatenate(([self.sum_abs], np.abs(ok))))[-1])
@@ -455,12 +556,14 @@ class Stats:
         return math.sqrt(self.sum_sq / self.scored) if self.scored else math.nan
 
     def to_meta(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("rows", "skipped", "unlabelled", "scored", "sum_abs", "sum_sq", "consumed")}
+        return {k: getattr(self, k) for k in _STATS}
 
     @classmethod
     def from_meta(cls, d: dict[str, Any]) -> "Stats":
-        return cls(**{k: d[k] for k in ("rows", "skipped", "unlabelled", "scored", "sum_abs", "sum_sq", "consumed")
-                      if k in d})
+        return cls(**{k: d[k] for k in _STATS if k in d})
+
+
+_STATS = ("rows", "skipped", "unlabelled", "scored", "sum_abs", "sum_sq", "consumed", "unscored")
 
 
 # ------------------------------------------------------------------------ signals
@@ -512,6 +615,7 @@ class RunOptions:
     collect: bool = False           # keep actual / predicted per row (plot, demo)
     flush_each_batch: bool = True
     prefetch: bool = True           # a regular file: parse the next blocks on a second thread
+    position: Callable[[], tuple[int, int]] | None = None  # (bytes read, size) of a file, for % and ETA
     header_meta: list[str] = field(default_factory=list)
 
 
@@ -525,6 +629,17 @@ class Outcome:
     bad_row: str | None = None
     actual: list[np.ndarray] = field(default_factory=list)
     predicted: list[np.ndarray] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)     # key strings per row (--key), for the plot
+    times: list[Any] = field(default_factory=list)    # time cells per row (--time), for the plot
+
+
+def _collect(out: Outcome, blk: Block, pred: np.ndarray, prev: np.ndarray | None, schema: Schema) -> None:
+    out.actual.append(np.where(blk.known, blk.y, np.nan))
+    out.predicted.append(prev if prev is not None else pred)
+    if schema.k_idx is not None:
+        out.keys.append(list(blk.keys))
+    if schema.time_idx is not None:
+        out.times.append(list(blk.passthrough[schema.pass_idx.index(schema.time_idx)]))
 
 
 def save_file(path: str, engine: Engine, stats: Stats, header: list[str]) -> None:
@@ -571,10 +686,9 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                 if len(blk):
                     pred, prev = engine.process(blk)
                     err = writer.write(blk, pred, prev)
-                    stats.add(blk, err)
+                    stats.add(blk, err, engine.unreal)
                     if opts.collect:
-                        out.actual.append(np.where(blk.known, blk.y, np.nan))
-                        out.predicted.append(prev if prev is not None else pred)
+                        _collect(out, blk, pred, prev, schema)
                 for p, msg in bad:
                     if p >= cut:
                         break
@@ -593,9 +707,7 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                     checkpoint()
                 if opts.progress and now - last_progress > 0.25:
                     last_progress = now
-                    rate = (stats.rows - out.rows_before) / max(now - t0, 1e-9)
-                    mae = f"  MAE {stats.mae:.4g}" if stats.scored else ""
-                    sys.stderr.write(f"\r\033[K{stats.rows:,} rows  {rate:,.0f} rows/s{mae}")
+                    sys.stderr.write("\r\033[K" + progress_line(stats, out.rows_before, now - t0, opts.position))
                     sys.stderr.flush()
         except Stop as stop:
             out.stopped_by = stop.signum
@@ -696,37 +808,115 @@ class _Prefetch:
         self._thread.join()
 
 
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def progress_line(stats: Stats, rows_before: int, elapsed: float,
+                  position: Callable[[], tuple[int, int]] | None = None) -> str:
+    """The progress line on a terminal: % and ETA for a file, rows, rows/s, running MAE.
+
+    >>> progress_line(Stats(rows=5000, scored=10, sum_abs=2.5), 0, 2.0, lambda: (250, 1000))
+    ' 25.0%  ETA 0:06  5,000 rows  2,500 rows/s  MAE 0.25'
+    """
+    parts = []
+    if position is not None:
+        done, size = position()
+        if size > 0:
+            frac = min(max(done / size, 0.0), 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else math.inf
+            parts.append(f"{100 * frac:5.1f}%  ETA {_clock(eta)}")
+    rate = (stats.rows - rows_before) / max(elapsed, 1e-9)
+    parts.append(f"{stats.rows:,} rows  {rate:,.0f} rows/s")
+    if stats.scored:
+        parts.append(f"MAE {stats.mae:.4g}")
+    return "  ".join(parts)
+
+
 def summary(out: Outcome, what: str = "rows") -> str:
+    """The end-of-run report on stderr: counts, imputed values, and the error of the real forecasts."""
     s = out.stats
+    eng = out.engine
     here = s.rows - out.rows_before
     rate = here / out.elapsed if out.elapsed > 0 else 0.0
     resumed = f" ({here:,} in this run)" if out.rows_before else ""
     parts = [f"{s.rows:,} {what}{resumed} in {out.elapsed:.2f} s ({rate:,.0f} rows/s)"]
-    parts.append(f"{out.engine.learned:,} learned, {s.skipped:,} skipped, {s.unlabelled:,} without a target")
-    if out.engine.keyed:
-        parts.append(f"{out.engine.n_keys:,} keys")
-    line = "; ".join(parts)
+    parts.append(f"{eng.learned:,} learned, {s.skipped:,} skipped, {s.unlabelled:,} without a target")
+    if eng.keyed:
+        parts.append(f"{eng.n_keys:,} keys")
+    lines = ["; ".join(parts)]
+    if eng.imputer is not None and eng.imputer.filled.any():
+        per = [f"{name} {int(k):,}" for name, k in zip(eng.job["features"], eng.imputer.filled.tolist()) if k]
+        lines.append(f"{int(eng.imputer.filled.sum()):,} missing feature values imputed with their column's running "
+                     f"mean ({', '.join(per)})")
     if s.scored:
-        line += f"\nMAE {s.mae:.6g}, RMSE {s.rmse:.6g} over {s.scored:,} scored rows"
-    return line
+        left = (f"; {s.unscored:,} predicted before the model had any label left out" if s.unscored else "")
+        lines.append(f"MAE {s.mae:.6g}, RMSE {s.rmse:.6g} over {s.scored:,} rows with a real forecast{left}")
+    elif s.unscored:
+        lines.append(f"no MAE: the {s.unscored:,} rows with a true value were all predicted before any label")
+    return "\n".join(lines)
 
 
-def plot(path: str, actual: np.ndarray, predicted: np.ndarray, title: str, pred_label: str) -> None:
+def _time_axis(cells: list[str]) -> np.ndarray | None:
+    """Numbers or datetimes from the time column's cells; None when they are neither."""
+    try:
+        return np.array([float(c) if c.strip() else math.nan for c in cells])
+    except ValueError:
+        pass
+    try:
+        return np.array([c.strip().replace(" ", "T").rstrip("Z") or "NaT" for c in cells], dtype="datetime64[s]")
+    except ValueError:
+        return None
+
+
+def plot(path: str, actual: np.ndarray, predicted: np.ndarray, title: str, pred_label: str,
+         keys: list[str] | None = None, times: list[str] | None = None, time_name: str = "time",
+         max_keys: int = 4) -> str:
+    """Actual vs predicted and the error to a PNG; returns which keys were drawn.
+
+    Against the time column when there is one (numbers or dates), else the row number
+    (of the key). With ``keys``, one panel per key for the first ``max_keys`` keys to
+    arrive (the other keys are left out and the title says so).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = np.arange(len(actual))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax1.plot(t, actual, lw=0.9, label="actual")
-    ax1.plot(t, predicted, lw=0.9, label=pred_label)
-    ax1.set_title(title)
-    ax1.legend(loc="best")
-    ax2.plot(t, actual - predicted, lw=0.7, color="tab:red")
-    ax2.axhline(0, color="k", lw=0.5)
-    ax2.set_ylabel("error")
-    ax2.set_xlabel("row")
+    n = len(actual)
+    t = _time_axis(times) if times is not None else None
+    xlabel = time_name if t is not None else "row"
+    if keys is None:
+        panels: list[tuple[str | None, np.ndarray]] = [(None, np.arange(n))]
+        drawn = ""
+    else:
+        order = list(dict.fromkeys(keys))
+        karr = np.array(keys, dtype=object)
+        panels = [(k, np.flatnonzero(karr == k)) for k in order[:max_keys]]
+        shown = ", ".join(repr(k) for k, _ in panels)
+        drawn = (f"keys {shown}" if len(order) <= max_keys
+                 else f"keys {shown}: the first {len(panels)} of {len(order):,} keys")
+        if t is None:
+            xlabel = "row of the key"
+    ratios = [3, 1] * len(panels)
+    fig, axes = plt.subplots(2 * len(panels), 1, figsize=(11, 1.2 + 2.6 * len(panels) + 0.8),
+                             gridspec_kw={"height_ratios": ratios}, squeeze=False)
+    for p, (k, idx) in enumerate(panels):
+        ax1, ax2 = axes[2 * p, 0], axes[2 * p + 1, 0]
+        x = t[idx] if t is not None else np.arange(len(idx))
+        ax1.plot(x, actual[idx], lw=0.9, label="actual")
+        ax1.plot(x, predicted[idx], lw=0.9, label=pred_label)
+        ax1.set_title(f"key {k!r}: {len(idx):,} rows" if k is not None else f"{n:,} rows", fontsize=10)
+        ax1.legend(loc="best", fontsize=8)
+        ax2.plot(x, actual[idx] - predicted[idx], lw=0.7, color="tab:red")
+        ax2.axhline(0, color="k", lw=0.5)
+        ax2.set_ylabel("error")
+        ax2.set_xlabel(xlabel)
+    fig.suptitle(title + (f" ({drawn})" if drawn else ""))
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)
@@ -734,3 +924,4 @@ def plot(path: str, actual: np.ndarray, predicted: np.ndarray, title: str, pred_
         raise CliError(f"cannot write the plot {path}: {exc.strerror or exc}", 1) from None
     finally:
         plt.close(fig)
+    return drawn

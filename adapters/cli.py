@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ._csvio import BadRecord, CliError, RecordReader, Schema, fields, sniff_features
+from ._csvio import MISSING_POLICIES, BadRecord, CliError, RecordReader, Roles, Schema, column_roles, fields
 
 __all__ = ["main"]
 
@@ -113,11 +113,24 @@ def main() -> None:
 @main.command(context_settings=_CONTEXT)
 @click.argument("input", default="-", metavar="[INPUT]")
 @click.option("-t", "--target", metavar="COL", help="Column to predict (regression) or forecast (--ahead).")
-@click.option("--features", metavar="A,B,...", help="Comma-separated input columns. Default: every numeric column of the first "
-                                 "row other than the target, key and time columns.")
+@click.option("--features", metavar="A,B,...", help="Comma-separated input columns (\"\" for none). Default: every "
+              "numeric column of the first rows other than the target, key, time and --keep columns; a first column "
+              "of dates or increasing integers is taken as --time. Which columns became features is said on stderr.")
 @click.option("-k", "--key", metavar="COL", help="Column naming independent streams (sensor, user...): each key keeps its own "
                                   "state; keys share one set of weights unless --per-key-models.")
-@click.option("--time", "time_col", metavar="COL", help="Time column: copied to the output, never an input.")
+@click.option("--time", "time_col", metavar="COL", help="Time column: copied to the output, never an input; the "
+              "plot's horizontal axis.")
+@click.option("--keep", metavar="A,B,...", help="Copy these columns to the output too (to join the rows back), "
+                                                "after the key and time columns.")
+@click.option("-d", "--delimiter", metavar="CHAR", help="The input's field delimiter: ',', ';', 'tab' (or '\\t'), '|', "
+              "any one character. Default: detected from the first line (the most frequent of , ; tab |).")
+@click.option("--no-header", is_flag=True, help="The input has no header line: the columns are named c1, c2, ... "
+                                               "(or by --columns).")
+@click.option("--columns", metavar="A,B,...", help="With --no-header: the column names, in order.")
+@click.option("--missing", type=click.Choice(list(MISSING_POLICIES)), default="impute", show_default=True,
+              help="Missing cells (empty, NA, N/A, nan, null, None): 'impute' takes a missing target as no "
+                   "label and a missing feature as its column's running mean (counted in the summary); "
+                   "'error' makes a missing feature a bad row (an empty target is still no label).")
 @click.option("--ahead", default=0, type=click.IntRange(0), metavar="H",
               help="Forecast the target H rows (of the same key) ahead, from its own history plus the "
                    "features; learn when the true value arrives. 0 (default): regression.")
@@ -136,14 +149,17 @@ def main() -> None:
 @click.option("--checkpoint-every", type=click.IntRange(1), metavar="N", help="Checkpoint every N input rows.")
 @click.option("--checkpoint-seconds", type=click.FloatRange(0, min_open=True), metavar="S",
               help="Checkpoint at least every S seconds (checked after each row or block).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --checkpoint file with a fresh start "
+                                                "(without it, an existing checkpoint needs --resume).")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists: the same input's rows "
                                              "already consumed are skipped (a fresh start otherwise). After a "
                                              "kill -9, rows answered after the last checkpoint are answered again.")
 @click.option("--on-bad-row", type=click.Choice(["error", "skip", "warn"]), default="error", show_default=True,
               help="A row that does not parse: stop (exit 2), skip it silently, or skip it with a warning.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
-@click.option("--digits", type=click.IntRange(1, 17), metavar="N", help="Significant digits of the numbers written "
-                                                         "(default: shortest exact representation).")
+@click.option("--digits", type=click.IntRange(1, 17), metavar="N", help="Round the numbers written to N significant "
+              "digits (e.g. --digits 6 writes -0.68, not -0.6799999999999997). Default: the shortest text that "
+              "reads back as exactly the same number.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs predicted (and error) to this "
                                                               "PNG at the end (needs matplotlib).")
 @click.option("--block-size", default=4096, show_default=True, type=click.IntRange(1), metavar="N",
@@ -166,7 +182,20 @@ def run(ctx: click.Context, **o: Any) -> None:
       forecasting:  [key] [time] TARGET  forecast_TARGET_t  error  forecast_TARGET_t+H
     error = actual - predicted for that row (empty when the target is empty or unknown);
     forecast_TARGET_t is the forecast made H rows earlier for this row. An empty target
-    cell means "no label": the state advances, nothing is learned.
+    cell means "no label": the state advances, nothing is learned. Numbers are written
+    exactly (e.g. -0.6799999999999997); --digits N rounds them to N significant digits.
+
+    \b
+    Input: a delimiter (, ; tab |) detected from the first line, or --delimiter;
+    --no-header [--columns A,B,...] for a file without a header line; missing cells
+    (empty, NA, nan, null) per --missing. The full reference: docs/cli.md.
+
+    \b
+    Examples:
+      streamlstm run data.csv --target temp --key sensor --save temp.slstm > preds.csv
+      streamlstm run data.csv --load temp.slstm --no-learn --digits 6 > again.csv
+      streamlstm run data.csv --target temp --keep sensor --missing error -q > kept.csv
+      streamlstm run --no-header --columns t,x,y --delimiter ';' --target y < nohead.csv
 
     Exit status: 0 done, 2 bad input or usage, 1 other failure, 128+N stopped by signal N.
     """
@@ -174,13 +203,80 @@ def run(ctx: click.Context, **o: Any) -> None:
     _guard(_run, o, explicit)
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated list of column names (None when the option is not given; "" is [])."""
+    if text is None:
+        return None
+    return [f.strip() for f in text.split(",") if f.strip()]
+
+
 def _job_from_options(o: dict[str, Any]) -> dict[str, Any]:
-    feats = None
-    if o.get("features"):
-        feats = [f.strip() for f in o["features"].split(",") if f.strip()]
-    return {"target": o.get("target"), "features": feats, "key": o.get("key"), "time": o.get("time_col"),
-            "ahead": int(o.get("ahead") or 0), "per_key_models": bool(o.get("per_key_models")),
-            "difference": bool(o.get("difference"))}
+    return {"target": o.get("target"), "features": _names(o.get("features")), "key": o.get("key"),
+            "time": o.get("time_col"), "ahead": int(o.get("ahead") or 0),
+            "per_key_models": bool(o.get("per_key_models")), "difference": bool(o.get("difference")),
+            "keep": _names(o.get("keep")) or [], "missing": o.get("missing") or "impute"}
+
+
+def _delimiter(text: str | None) -> str | None:
+    """The --delimiter option as one character (None: detect)."""
+    if text is None:
+        return None
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+    d = named.get(text.lower(), text)
+    if len(d) != 1 or d in ('"', "\n", "\r"):
+        raise CliError(f"--delimiter {text!r}: expected one character such as ',', ';', 'tab' or '|' "
+                       "(not a quote or a line break)")
+    return d
+
+
+def _check_writable(path: str, flag: str) -> None:
+    """Refuse, before the first row, an output path that could not be written at the end."""
+    import tempfile
+
+    if os.path.isdir(path):
+        raise CliError(f"{flag} {path}: is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CliError(f"{flag} {path}: the directory {folder} does not exist (create it first: nothing "
+                       "could be saved there at the end)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".streamlstm-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+class _CompileNote:
+    """On a terminal, one line when start-up work (numba compiling the kernels on a cold
+    cache) takes longer than ``after`` seconds, so that a first run is not silent."""
+
+    # shown after a delay, so it also appears on a slow warm start: worded to be true for both
+    TEXT = "starting: a first run compiles the kernels, once (20-30 s); later runs start in about a second..."
+
+    def __init__(self, enabled: bool, after: float = 2.0, stream: Any = None):
+        self.enabled, self.after, self.stream = enabled, after, stream
+        self.shown = False
+        self._timer: Any = None
+
+    def _show(self) -> None:
+        self.shown = True
+        stream = self.stream or sys.stderr
+        stream.write(f"streamlstm: {self.TEXT}\n")
+        stream.flush()
+
+    def __enter__(self) -> "_CompileNote":
+        if self.enabled:
+            import threading
+
+            self._timer = threading.Timer(self.after, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _params_from_options(o: dict[str, Any], ahead: int) -> dict[str, Any]:
@@ -235,6 +331,18 @@ def _open_input(path: Any) -> Any:
         raise CliError(f"input file {path!r}: permission denied") from None
 
 
+def _position(source: Any) -> Any:
+    """For the progress line: (bytes read since now, bytes left from now) of a regular file."""
+    fd = source if isinstance(source, int) else source.fileno()
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    size = os.fstat(fd).st_size
+
+    def position() -> tuple[int, int]:
+        return os.lseek(fd, 0, os.SEEK_CUR) - start, size - start
+
+    return position
+
+
 def _require_matplotlib() -> None:
     import importlib.util
 
@@ -243,91 +351,30 @@ def _require_matplotlib() -> None:
                        "(or: pip install matplotlib)")
 
 
-def _describe(job: dict[str, Any], learn: bool) -> str:
+def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> str:
+    """The job in one line on stderr: the task, which columns are features (and, when they
+    were chosen here, the time column found and the columns left out)."""
     feats = job["features"]
-    shown = ", ".join(feats[:6]) + (", ..." if len(feats) > 6 else "")
+    shown = ", ".join(feats[:12]) + (", ..." if len(feats) > 12 else "")
+    if roles is not None:
+        shown += "; --features A,B,... to choose"
     what = (f"forecasting {job['target']!r} {job['ahead']} row(s) ahead from its history"
             + (f" and {len(feats)} feature(s) ({shown})" if feats else "")
             + (" (learning the change, --difference)" if job.get("difference") else "")
             if job["ahead"] else f"regression of {job['target']!r} on {len(feats)} feature(s) ({shown})")
     if job["key"]:
         what += f"; key {job['key']!r} ({'own weights per key' if job['per_key_models'] else 'shared weights'})"
+    if roles is not None and roles.time:
+        what += f"; time column {roles.time!r} ({roles.time_reason}; --time COL to name another)"
+    if roles is not None and (roles.text or roles.empty):
+        left = [repr(c) for c in roles.text] + [f"{c!r} (empty)" for c in roles.empty]
+        what += f"; not features: {', '.join(left[:12])}{', ...' if len(left) > 12 else ''} (--keep copies them out)"
     return what + ("; learning" if learn else "; inference only")
 
 
-def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: bool = False) -> Any:
-    """The `run` command; returns the outcome (``demo`` calls it too)."""
-    if o.get("resume") and not o.get("checkpoint"):
-        raise CliError("--resume needs --checkpoint PATH (the checkpoint to resume from)")
-    if (o.get("checkpoint_every") or o.get("checkpoint_seconds")) and not o.get("checkpoint"):
-        raise CliError("--checkpoint-every/--checkpoint-seconds need --checkpoint PATH")
-    if o.get("difference") and not o.get("ahead"):
-        raise CliError("--difference goes with --ahead H (forecasting)")
-    if o.get("fresh_state") and not o.get("load"):
-        raise CliError("--fresh-state goes with --load")
-    if o.get("plot"):
-        _require_matplotlib()
-    learn = not o.get("no_learn")
-
-    # a saved model or checkpoint: its job and settings apply
-    saved = None
-    saved_path = None
-    resuming = False
-    if o.get("resume") and os.path.exists(o["checkpoint"]):
-        saved, saved_path, resuming = _read_saved(o["checkpoint"]), o["checkpoint"], True
-        if saved[0] != "streamlstm.cli":
-            raise CliError(f"{o['checkpoint']} is a bare model, not a checkpoint of `streamlstm run`")
-    elif o.get("load"):
-        saved, saved_path = _read_saved(o["load"]), o["load"]
-    job = _job_from_options(o)
-    if saved is not None and saved[0] == "streamlstm.cli":
-        old = saved[1]["job"]
-        flags = {"target": "--target", "features": "--features", "key": "--key", "time": "--time",
-                 "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference"}
-        opt_names = {"target": "target", "features": "features", "key": "key", "time": "time_col",
-                     "ahead": "ahead", "per_key_models": "per_key_models", "difference": "difference"}
-        if not resuming:  # a loaded model may run on a file whose time column is named otherwise
-            flags.pop("time")
-        for name, flag in flags.items():
-            if opt_names[name] in explicit and job[name] != old.get(name):
-                raise CliError(f"{flag} {job[name]!r} differs from {saved_path}, which was made with "
-                               f"{flag} {old.get(name)!r}")
-        if "time_col" not in explicit:
-            job["time"] = old.get("time")
-        job = {**old, "time": job["time"]}
-    if saved is not None:
-        ignored = [n for n in _MODEL_NAMES if n in explicit]
-        if ignored:
-            _echo(f"ignoring {', '.join('--' + n.replace('_', '-') for n in ignored)}: "
-                  f"the model's settings come from {saved_path}")
-    if not job["target"]:
-        raise CliError("--target COL is required (the column to predict)")
-    params = _params_from_options(o, job["ahead"]) if (saved is None or saved[0] == "OnlineLSTM") else None
-
-    # input and header
-    source = _open_input(o.get("input", "-"))
-    if source == 0 and os.isatty(0) and not o.get("quiet"):
-        _echo("reading CSV from the terminal (a header line first; Ctrl-D ends): give a file or pipe one in")
-    reader = RecordReader(source)
-    reader.plain_mode = reader.regular  # decode only what is needed before the schema is known
-    header = reader.read_header()
-    if job["features"] is None:
-        exclude = {c for c in (job["target"], job["key"], job["time"]) if c}
-        first = reader.peek()
-        rec = fields(first[1]) if first is not None and not isinstance(first[1], BadRecord) else None
-        if rec is not None and len(rec) != len(header):
-            rec = None
-        job["features"] = sniff_features(header, rec, exclude)
-    schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
-                    target_optional=not learn and not job["ahead"])
-    if reader.regular:  # large blocks: parse and print numbers in compiled code
-        schema.enable_compiled()
-        reader.plain_mode = schema.compiled
-    if not job["features"] and not job["ahead"]:
-        raise CliError("no numeric feature columns besides the target: give --features, or --ahead H to "
-                       "forecast the target from its own history")
-
-    # the core (numba) from here on
+def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | None, learn: bool, saved: Any,
+            saved_path: str | None, resuming: bool, header: list[str], reader: RecordReader) -> tuple[Any, Any]:
+    """The job's engine (new, loaded or resumed, then past the consumed rows) and its stats."""
     from . import _runner as R
 
     stats = R.Stats()
@@ -353,6 +400,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
             engine.last.clear()
             engine.ring.clear()
             engine.ring_v.clear()
+            engine.ring_real.clear()
             for m in ([engine.model] if engine.model is not None else []) + list(engine.models.values()):
                 m.reset_state()
     else:
@@ -360,22 +408,144 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         if saved is not None:
             from streamlstm import OnlineLSTM
 
+            assert saved_path is not None
             template = OnlineLSTM.load(saved_path)
             if o.get("fresh_state"):
                 template.reset_state()
             params = template.get_params()
             params.pop("n_inputs", None)
+        assert params is not None  # made from the options when there is no saved job
         engine = R.Engine(job, params, learn, template=template)
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
-    if not o.get("quiet"):
-        _echo(_describe(job, learn))
+    return engine, stats
 
-    engine.warm_up()  # start-up work (loading compiled code), not the first rows
-    if schema.compiled:
-        from ._fastcsv import warm_up
 
-        warm_up()
+def _header(reader: RecordReader, o: dict[str, Any]) -> list[str]:
+    """The column names: the first line, or with --no-header c1..cn / --columns."""
+    if not o.get("no_header"):
+        return reader.read_header()
+    first = reader.peek_many(1)
+    if not first:
+        raise CliError("the input is empty: --no-header expects rows of data")
+    line, rec = first[0]
+    if isinstance(rec, BadRecord):
+        raise CliError(f"line {line}: not valid CSV: {rec.message}")
+    n = len(fields(rec))
+    names = _names(o.get("columns"))
+    if names is None:
+        return [f"c{j + 1}" for j in range(n)]
+    if len(names) != n:
+        raise CliError(f"--columns gives {len(names)} names, and the first line has {n} fields")
+    return names
+
+
+def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: bool = False) -> Any:
+    """The `run` command; returns the outcome (``demo`` calls it too)."""
+    if o.get("resume") and not o.get("checkpoint"):
+        raise CliError("--resume needs --checkpoint PATH (the checkpoint to resume from)")
+    if (o.get("checkpoint_every") or o.get("checkpoint_seconds")) and not o.get("checkpoint"):
+        raise CliError("--checkpoint-every/--checkpoint-seconds need --checkpoint PATH")
+    if o.get("difference") and not o.get("ahead"):
+        raise CliError("--difference goes with --ahead H (forecasting)")
+    if o.get("fresh_state") and not o.get("load"):
+        raise CliError("--fresh-state goes with --load")
+    if o.get("overwrite") and not o.get("checkpoint"):
+        raise CliError("--overwrite goes with --checkpoint PATH")
+    if o.get("overwrite") and o.get("resume"):
+        raise CliError("--resume continues from the checkpoint and --overwrite replaces it: give one of them")
+    if o.get("columns") is not None and not o.get("no_header"):
+        raise CliError("--columns names the columns of a file without a header line: add --no-header")
+    if o.get("checkpoint") and os.path.exists(o["checkpoint"]) and not o.get("resume") and not o.get("overwrite"):
+        raise CliError(f"--checkpoint {o['checkpoint']} exists: give --resume to continue from it, or --overwrite "
+                       "to start afresh and replace it")
+    for flag in ("save", "checkpoint", "plot"):
+        if o.get(flag):
+            _check_writable(o[flag], "--" + flag)
+    if o.get("plot"):
+        _require_matplotlib()
+    delimiter = _delimiter(o.get("delimiter"))
+    learn = not o.get("no_learn")
+
+    # a saved model or checkpoint: its job and settings apply
+    saved = None
+    saved_path = None
+    resuming = False
+    if o.get("resume") and os.path.exists(o["checkpoint"]):
+        saved, saved_path, resuming = _read_saved(o["checkpoint"]), o["checkpoint"], True
+        if saved[0] != "streamlstm.cli":
+            raise CliError(f"{o['checkpoint']} is a bare model, not a checkpoint of `streamlstm run`")
+    elif o.get("load"):
+        saved, saved_path = _read_saved(o["load"]), o["load"]
+    job = _job_from_options(o)
+    if saved is not None and saved[0] == "streamlstm.cli":
+        old = saved[1]["job"]
+        flags = {"target": "--target", "features": "--features", "key": "--key", "time": "--time",
+                 "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference"}
+        opt_names = {"target": "target", "features": "features", "key": "key", "time": "time_col",
+                     "ahead": "ahead", "per_key_models": "per_key_models", "difference": "difference",
+                     "keep": "keep", "missing": "missing"}
+        flags.update(keep="--keep", missing="--missing")
+        defaults = {"keep": [], "missing": "impute"}  # files from before these options
+        if not resuming:  # a loaded model may run on a file whose time and kept columns are named otherwise
+            for name in ("time", "keep", "missing"):
+                flags.pop(name)
+        for name, flag in flags.items():
+            was = old.get(name, defaults.get(name))
+            if opt_names[name] in explicit and job[name] != was:
+                raise CliError(f"{flag} {job[name]!r} differs from {saved_path}, which was made with "
+                               f"{flag} {was!r}")
+        if "time_col" not in explicit:
+            job["time"] = old.get("time")
+        if resuming:
+            job = {**defaults, **old}
+        else:
+            job = {**defaults, **old, "time": job["time"], "keep": job["keep"], "missing": job["missing"]}
+    if saved is not None:
+        ignored = [n for n in _MODEL_NAMES if n in explicit]
+        if ignored:
+            _echo(f"ignoring {', '.join('--' + n.replace('_', '-') for n in ignored)}: "
+                  f"the model's settings come from {saved_path}")
+    if not job["target"]:
+        raise CliError("--target COL is required (the column to predict)")
+    params = _params_from_options(o, job["ahead"]) if (saved is None or saved[0] == "OnlineLSTM") else None
+
+    # input and header
+    source = _open_input(o.get("input", "-"))
+    if source == 0 and os.isatty(0) and not o.get("quiet"):
+        _echo("reading CSV from the terminal (a header line first; Ctrl-D ends): give a file or pipe one in")
+    reader = RecordReader(source, delimiter=delimiter)
+    reader.plain_mode = reader.regular  # decode only what is needed before the schema is known
+    header = _header(reader, o)
+    roles = None
+    if job["features"] is None:
+        exclude = {c for c in (job["target"], job["key"], job["time"], *job["keep"]) if c}
+        peeked = [fields(r) for _, r in reader.peek_many(20) if not isinstance(r, BadRecord)]
+        roles = column_roles(header, peeked, exclude, find_time=job["time"] is None, keyed=job["key"] is not None)
+        job["features"] = roles.features
+        job["time"] = job["time"] or roles.time
+    schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
+                    target_optional=not learn and not job["ahead"], keep=job["keep"], missing=job["missing"],
+                    delimiter=reader.delimiter or ",")
+    if reader.regular and reader.delimiter == ",":  # large blocks: parse and print numbers in compiled code
+        schema.enable_compiled()
+    reader.plain_mode = schema.compiled
+    if not job["features"] and not job["ahead"]:
+        raise CliError("no numeric feature columns besides the target: give --features, or --ahead H to "
+                       "forecast the target from its own history")
+
+    # the core (numba) from here on; a cold numba cache compiles for a while: say so on a terminal
+    with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
+        engine, stats = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
+        if not o.get("quiet"):
+            _echo(_describe(job, learn, roles))
+        engine.warm_up()  # start-up work (loading compiled code), not the first rows
+        if schema.compiled:
+            from ._fastcsv import warm_up
+
+            warm_up()
+    from . import _runner as R
+
     out_stream = stream
     if out_stream is None:
         try:
@@ -392,7 +562,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"),
         progress=not o.get("quiet") and stream is None and sys.stderr.isatty(),
         collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header,
-        prefetch=o.get("reader_thread", True))
+        prefetch=o.get("reader_thread", True), position=_position(source) if reader.regular else None)
     outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)
     if not o.get("quiet"):
         _echo(R.summary(outcome))
@@ -402,9 +572,12 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         actual = np.concatenate(outcome.actual)
         predicted = np.concatenate(outcome.predicted)
         label = f"forecast made {job['ahead']} rows earlier" if job["ahead"] else "prediction"
-        R.plot(o["plot"], actual, predicted, f"{job['target']}: actual vs {label}", label)
+        keys = [k for part in outcome.keys for k in part] if outcome.keys else None
+        times = [t for part in outcome.times for t in part] if outcome.times else None
+        drawn = R.plot(o["plot"], actual, predicted, f"{job['target']}: actual vs {label}", label, keys=keys,
+                       times=times, time_name=job["time"] or "time")
         if not o.get("quiet"):
-            _echo(f"plot written to {o['plot']}")
+            _echo(f"plot written to {o['plot']}" + (f" ({drawn})" if drawn else ""))
     if outcome.bad_row is not None:
         _echo(outcome.bad_row)
         saved_note = f"; {o['checkpoint']} holds the rows before it" if o.get("checkpoint") else ""
@@ -439,11 +612,18 @@ def _info(path: str, as_json: bool) -> None:
         d["kind"] = "streamlstm run " + ("checkpoint/model")
         d["task"] = (f"forecast {job['target']!r} {job['ahead']} row(s) ahead" if job["ahead"]
                      else f"regression of {job['target']!r}")
-        d["features"] = job["features"]
-        d["key"] = job["key"]
-        d["time"] = job["time"]
-        d["weights"] = "one set per key" if job.get("per_key_models") and job["key"] else "shared"
-        d["keys"] = len(meta["keys"]) if job["key"] else 0
+        # what does not apply to this job (no key, no time column...) is left out
+        if job["features"]:
+            d["features"] = job["features"]
+        for name in ("key", "time"):
+            if job.get(name):
+                d[name] = job[name]
+        if job.get("keep"):
+            d["keep"] = job["keep"]
+        if job["key"]:
+            d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
+            d["keys"] = len(meta["keys"])
+        d["missing"] = job.get("missing", "impute")
         d["settings"] = {"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]}
         if "model" in arrays:
             model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
@@ -461,6 +641,9 @@ def _info(path: str, as_json: bool) -> None:
         if st.get("scored"):
             d["mae"] = st["sum_abs"] / st["scored"]
             d["rmse"] = (st["sum_sq"] / st["scored"]) ** 0.5
+            d["scored_rows"] = st["scored"]
+        if meta.get("imputer") and any(meta["imputer"]["filled"]):
+            d["imputed_values"] = sum(meta["imputer"]["filled"])
         d["header"] = meta.get("header")
     if as_json:
         click.echo(json.dumps(d, indent=2, default=str))
@@ -523,7 +706,8 @@ def _demo(o: dict[str, Any]) -> None:
         if o.get("out") and variant:
             sink = open(o["out"], "w", encoding="utf-8", newline="\n")
         try:
-            outcome = _run(opts, set(), stream=sink, collect=True)
+            with _CompileNote(not results and sys.stderr.isatty()):  # the first run loads (or compiles) the kernels
+                outcome = _run(opts, set(), stream=sink, collect=True)
         finally:
             if sink is not None and not isinstance(sink, io.StringIO):
                 sink.close()

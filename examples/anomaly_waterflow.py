@@ -20,8 +20,8 @@ medians (about 0 for a usual hour). A River ThresholdFilter on top flags the hou
 above 20. (A QuantileFilter works as well, but its running quantile of the scores is itself
 pulled up by the 18 hours of the first drop, so it then misses the second.)
 
-    python examples/anomaly_waterflow.py                      # writes anomaly_waterflow.png
-    python examples/anomaly_waterflow.py --out /tmp/plot.png  # under 10 seconds
+    python examples/anomaly_waterflow.py                      # plot in <temp dir>/streamlstm-examples/
+    python examples/anomaly_waterflow.py --out plots/a.png    # under 10 seconds; says where the plot went
 
 What it prints (seed 42): the four segments all flagged (highest scores 313, 235, 41 and 822),
 55 hours flagged of which 48 in the segments, ROC AUC 0.997 of the scores for the hours in the
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 
 import numpy as np
 from river import anomaly, datasets
@@ -87,7 +88,8 @@ def plot(times, flow, scores, flagged, path: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="anomaly_waterflow.png", help="PNG path (default: %(default)s)")
+    default = os.path.join(tempfile.gettempdir(), "streamlstm-examples", "anomaly_waterflow.png")
+    ap.add_argument("--out", default=default, help="PNG path; its folder is created (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args(argv)
     times, flow, scores, flagged = score_waterflow(args.seed)
@@ -101,8 +103,9 @@ def main(argv=None):
         print(f"{name:8s} {top:10.1f} {hit!s:>8s}")
     print(f"ROC AUC of the scores, hours in the segments vs the rest: {auc:.3f}")
     print(f"hours flagged: {int(flagged.sum())}, of which in the segments: {int((flagged & labels).sum())}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     plot(times, flow, scores, flagged, args.out)
-    print(f"wrote {os.path.abspath(args.out)}")
+    print(f"plot written to {os.path.abspath(args.out)}")
     return auc
 
 

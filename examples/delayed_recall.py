@@ -6,7 +6,7 @@ and an LSTM's memory cell does not. Both cells run with identical settings (hidd
 TBPTT window > L, optimizer, learning rate, number of events); the score is the
 prequential R² over the last 5,000 events.
 
-    python examples/delayed_recall.py                 # sweep, table, plot (under 1 min)
+    python examples/delayed_recall.py                 # sweep, table, plot in <temp dir>/streamlstm-examples/
     python examples/delayed_recall.py --lags 4 8 12 --events 20000 --lr 1e-3
 
 What we measured with --events 100000 (H=32; docs/delayed_recall*.png): with Adam 3e-3 and TBPTT(1,16) the LSTM recalls
@@ -19,6 +19,8 @@ learning rates, not the only cell that can learn a 10-step dependency online.
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 from typing import Any, Literal
 
@@ -46,7 +48,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50000)
     parser.add_argument("--lr", type=float, default=SETTINGS["lr"])
     parser.add_argument("--bptt", type=int, default=SETTINGS["bptt"])
-    parser.add_argument("--plot", default="delayed_recall.png", help="PNG path ('' to skip)")
+    default = os.path.join(tempfile.gettempdir(), "streamlstm-examples", "delayed_recall.png")
+    parser.add_argument("--plot", default=default,
+                        help="PNG path, its folder created ('' to skip; default: %(default)s)")
     args = parser.parse_args()
     SETTINGS.update(lr=args.lr, bptt=args.bptt)
 
@@ -80,8 +84,9 @@ def main() -> None:
         ax.set_title(f"Recall x(t-L): H={SETTINGS['hidden']}, TBPTT(1,{SETTINGS['bptt']}), {args.events} events")
         ax.legend()
         fig.tight_layout()
+        os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
         fig.savefig(args.plot, dpi=120)
-        print(f"plot: {args.plot}")
+        print(f"plot written to {os.path.abspath(args.plot)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=0, help="first hour (continue a previous file)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--missing", type=float, default=0.02, help="fraction of empty temperatures (no label)")
-    ap.add_argument("--bad", type=int, default=0, help="bad rows to slip in (non-numeric humidity)")
+    ap.add_argument("--bad", type=int, default=0, help="bad rows to slip in (humidity 'fault', not a number)")
     ap.add_argument("--no-temp", action="store_true", help="leave the temp column out (inference input)")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds between rows, flushed: a live feed")
     a = ap.parse_args()
@@ -50,7 +50,7 @@ def main() -> None:
                 hum = humidity(s, h) + rng.gauss(0, 1.0)
                 pres = 1013 + 8 * math.sin(2 * math.pi * h / 170 + s) + rng.gauss(0, 0.5)
                 temp = level[s] - 0.25 * (humidity(s, h - 3) - 60) + 0.3 * (pres - 1013) + rng.gauss(0, 0.3)
-                hum_text = "n/a" if i in bad_at else f"{hum:.2f}"
+                hum_text = "fault" if i in bad_at else f"{hum:.2f}"
                 row = f"{stamp},s{s},{hum_text},{pres:.2f}"
                 if not a.no_temp:
                     row += "," + ("" if rng.random() < a.missing else f"{temp:.2f}")

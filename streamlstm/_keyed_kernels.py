@@ -33,6 +33,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._kernels import _jit
+from ._numba_config import module_cache_dir
 
 
 def _drop_stale_cache() -> None:
@@ -40,7 +41,7 @@ def _drop_stale_cache() -> None:
     inline the core's: after an edit of _kernels.py their cached machine code would run the
     old core. Keep a stamp of _kernels.py beside the cache and drop our entries when it moves.
     """
-    cache = Path(__file__).with_name("__pycache__")
+    cache = Path(module_cache_dir(__file__))
     try:
         stamp = hashlib.sha256(Path(K.__file__).read_bytes()).hexdigest()
         marker = cache / "_keyed_kernels.core-stamp"

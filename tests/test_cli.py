@@ -198,8 +198,11 @@ BAD_CASES = {
     "not a number": (GOOD + "2,abc,20.3\n3,1,2\n", [], "line 3, column 'x': 'abc' is not a number", 1),
     "too many fields": (GOOD + "2,0.1,20.3,9\n", [], "line 3: 4 fields where the header has 3", 1),
     "too few fields": (GOOD + "2,0.1\n", [], "line 3: 2 fields where the header has 3 (no value for column 'temp')", 1),
-    "empty feature": (GOOD + "2,,20.3\n", [], "line 3, column 'x' is empty: a number is required", 1),
-    "NaN": (GOOD + "2,nan,20.3\n", [], "line 3, column 'x': 'nan' is NaN: a finite number is required", 1),
+    # missing values are imputed by default (tests/test_cli_input.py); --missing error keeps them bad rows
+    "empty feature": (GOOD + "2,,20.3\n", ["--missing", "error"], "line 3, column 'x' is empty: a number is required",
+                      1),
+    "NaN": (GOOD + "2,nan,20.3\n", ["--missing", "error"], "line 3, column 'x': 'nan' is NaN: a finite number is "
+            "required", 1),
     "inf target": (GOOD + "2,0.2,-inf\n", [], "line 3, column 'temp': '-inf' is not a finite number", 1),
     "out of range": (GOOD + "2,1e300,1\n", [], "line 3, column 'x': '1e300' is out of range", 1),
     "bad UTF-8": (GOOD.encode() + b"2,0.\xff,1\n", [], "line 3, column 'x': '0.\\udcff' is not a number", 1),
