@@ -15,8 +15,9 @@ from typing import Any, Callable, Hashable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from . import _kernels as K
-from . import _keyed_kernels as KK
+from ._kernels import checks, hashtable
+from ._kernels import keyed as KK
+from ._kernels import layout as K
 from . import persistence
 from .model import LSTMState, OnlineLSTM
 
@@ -182,7 +183,7 @@ class KeyedLSTM:
         self._dict: dict[Hashable, int] = {}
         self._objkey: dict[int, Hashable] = {}
         self._TK = np.zeros(16, dtype=np.int64)
-        self._TR = np.full(16, KK.EMPTY, dtype=np.int64)
+        self._TR = np.full(16, hashtable.EMPTY, dtype=np.int64)
         self._n_int = 0
         self._n_tomb = 0
         self._free: list[int] = []
@@ -236,8 +237,8 @@ class KeyedLSTM:
         cap = 16
         while cap < 2 * (self._n_int + m):
             cap *= 2
-        TK, TR = np.zeros(cap, dtype=np.int64), np.full(cap, KK.EMPTY, dtype=np.int64)
-        KK.table_rebuild(self._TK, self._TR, TK, TR)
+        TK, TR = np.zeros(cap, dtype=np.int64), np.full(cap, hashtable.EMPTY, dtype=np.int64)
+        hashtable.table_rebuild(self._TK, self._TR, TK, TR)
         self._TK, self._TR, self._n_tomb = TK, TR, 0
 
     def _add_keys(self, int_keys: np.ndarray, obj_keys: list) -> None:
@@ -246,7 +247,7 @@ class KeyedLSTM:
         rows = self._new_rows(n_i + len(obj_keys))
         if n_i:
             self._table_room(n_i)
-            self._n_tomb -= KK.table_insert(self._TK, self._TR, int_keys, rows[:n_i])
+            self._n_tomb -= hashtable.table_insert(self._TK, self._TR, int_keys, rows[:n_i])
             self._n_int += n_i
             self._kind[rows[:n_i]] = _KIND_INT
             self._rowkey[rows[:n_i]] = int_keys
@@ -264,7 +265,7 @@ class KeyedLSTM:
         kinds = self._kind[rows]
         ir = rows[kinds == _KIND_INT]
         if ir.size:
-            n = KK.table_delete(self._TK, self._TR, self._rowkey[ir])
+            n = hashtable.table_delete(self._TK, self._TR, self._rowkey[ir])
             self._n_int -= n
             self._n_tomb += n
         for r in rows[kinds == _KIND_OBJ].tolist():
@@ -312,7 +313,7 @@ class KeyedLSTM:
         """Rows of the keys of one call; new keys get zeroed rows (may evict LRU keys)."""
         rows = np.empty(B, dtype=np.int64)
         if ok is None:
-            if KK.table_lookup(self._TK, self._TR, ik, rows):
+            if hashtable.table_lookup(self._TK, self._TR, ik, rows):
                 self._rows_with_new(ik, None, rows, None)
         else:
             try:  # all keys already in the dict (integer keys never are)
@@ -332,7 +333,7 @@ class KeyedLSTM:
             ipos_a = np.asarray(ipos, dtype=np.int64)
             ivals_a = np.asarray(ivals, dtype=np.int64)
             irows = np.empty(len(ipos), dtype=np.int64)
-            miss = KK.table_lookup(self._TK, self._TR, ivals_a, irows)
+            miss = hashtable.table_lookup(self._TK, self._TR, ivals_a, irows)
             get = self._dict.get
             okeys = [ok[i] for i in opos]
             try:
@@ -375,7 +376,7 @@ class KeyedLSTM:
             if excess > 0:
                 self._evict_lru(excess, present)
         self._add_keys(new_int, new_obj)
-        KK.table_lookup(self._TK, self._TR, ik, irows)
+        hashtable.table_lookup(self._TK, self._TR, ik, irows)
         if okeys is not None:
             d = self._dict
             orows[:] = [d[k] for k in okeys]
@@ -618,7 +619,7 @@ class KeyedLSTM:
         n_upd = I[K.I_NUPD]
         first = KK.k_event_row(row, x, yv, labelled, S, C, m._P, m._R, m._F, I)
         if first != first and I[K.I_STATUS]:
-            bad_input = not K.check_input(x, I.copy())
+            bad_input = not checks.check_input(x, I.copy())
             err = m._refused("input" if bad_input else "target", x if bad_input else yv)
             raise ValueError(f"key {key!r}: {err}")
         self._contributions = int(I[K.I_NUPD] - n_upd)
@@ -700,7 +701,7 @@ class KeyedLSTM:
             v = _int_key(key)
         if v is None:
             return self._dict.get(key)
-        s = KK.table_find(self._TK, self._TR, v)
+        s = hashtable.table_find(self._TK, self._TR, v)
         return None if s < 0 else int(self._TR[s])
 
     def _live_row(self, key: Hashable, v: int | None = None) -> int | None:
@@ -1007,7 +1008,7 @@ class KeyedLSTM:
             engine._last[rows] = now - arrays["age"]
             engine._recent[rows] = arrays["recency"]
             engine._table_room(ir.size)
-            KK.table_insert(engine._TK, engine._TR, ints[ir].astype(np.int64), ir)
+            hashtable.table_insert(engine._TK, engine._TR, ints[ir].astype(np.int64), ir)
             engine._n_int = int(ir.size)
             engine._kind[ir] = _KIND_INT
             engine._rowkey[ir] = ints[ir]
