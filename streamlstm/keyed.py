@@ -257,6 +257,7 @@ class KeyedLSTM:
         self._kind[rows[n_i:]] = _KIND_OBJ
         self._last[rows] = self._now()
         self._recent[rows] = self._events
+        self._added = rows
 
     def _drop_rows(self, rows: Any) -> int:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -499,12 +500,15 @@ class KeyedLSTM:
         self._end(rows, now)
         return out
 
-    def learn_many(self, keys: Sequence[Hashable] | np.ndarray, X: Any, Y: Any, mask: Any = None) -> np.ndarray:
+    def learn_many(self, keys: Sequence[Hashable] | np.ndarray, X: Any, Y: Any, mask: Any = None,
+                   lag: int = 0) -> np.ndarray:
         """Advance and label a batch of events of many keys; then one optimizer step.
 
         Semantics: the weights are fixed during the call. Every event is advanced (and
-        labelled where ``mask[e]``, default all) as ``model.learn_one`` would, key by key in
-        arrival order; every time a key's update is due (``update_every`` steps since its
+        labelled where ``mask[e]``, default all) as ``model.advance(x)`` then
+        ``model.label(y, lag)`` would, key by key in arrival order (``lag = 0``:
+        ``learn_one``; ``lag > 0``: the target of the key's step ``lag`` events back, a
+        forecast whose truth arrives now); every time a key's update is due (``update_every`` steps since its
         last one) its TBPTT gradient is computed over its own history; at the end of the
         call ONE optimizer step is applied to the MEAN of those gradients (the same
         clipping, L2 and optimizer as the single-stream core). With one due key, that is
@@ -516,9 +520,15 @@ class KeyedLSTM:
         >>> preds = engine.learn_many(["x", "y"], [[0.5], [1.0]], [1.0, 2.0])
         >>> preds.shape, model.n_updates, engine.last_contributions
         ((2, 1), 1, 2)
+
+        A labelled event of a key fewer than ``lag`` steps deep raises ``ValueError``
+        naming it, before anything changes (keys the call would have created are dropped).
         """
         if not self._learn:
             raise RuntimeError("this KeyedLSTM serves only (learn=False): build it with learn=True to learn")
+        bptt = self._model.bptt
+        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag < bptt:
+            raise ValueError(f"lag must be an integer in [0, bptt={bptt}), got {lag!r}")
         ik, ok, B = self._split_keys(keys)
         X = self._inputs(X, B, (ik, ok))
         M = self._mask(mask, B)
@@ -526,18 +536,27 @@ class KeyedLSTM:
         out = np.empty((B, self._model.n_outputs), dtype=np.float64)
         if B == 0:
             return out
-        return self._run_learn(ik, ok, X, Y, M, out)
+        return self._run_learn(ik, ok, X, Y, M, out, int(lag))
 
     def _run_learn(self, ik: np.ndarray | None, ok: list | None, X: np.ndarray, Y: np.ndarray,
-                   M: np.ndarray, out: np.ndarray) -> np.ndarray:
+                   M: np.ndarray, out: np.ndarray, lag: int = 0) -> np.ndarray:
+        self._added = np.empty(0, dtype=np.int64)
         rows, now = self._begin(ik, ok, X.shape[0])
         m = self._model
         I = m._I
+        if lag:
+            bad = KK.first_shallow_label(rows, M, self._C, self._occ, lag)
+            if bad >= 0:
+                steps = int(np.count_nonzero(rows[:bad + 1] == rows[bad]) + self._C[rows[bad], 0])
+                key = self._key_at((ik, ok), bad)
+                self._drop_rows(self._added)
+                raise ValueError(f"row {bad} (key {key!r}): lag {lag} is out of range: a label may go to one "
+                                 f"of the last min(steps={steps}, bptt={m.bptt}) steps of its key")
         ring, se = int(I[K.I_RING]), m._state_end
         saved = m._R[ring:se].copy()
         t, since = int(I[K.I_T]), int(I[K.I_SINCE])
         try:
-            self._waves = KK.k_learn(rows, X, Y, M, out, self._S, self._C, self._occ, m._P, m._R, m._F, I,
+            self._waves = KK.k_learn(rows, X, Y, M, lag, out, self._S, self._C, self._occ, m._P, m._R, m._F, I,
                                      self._opt, self._stats)
         finally:
             m._R[ring:se] = saved

@@ -269,9 +269,10 @@ class OnlineLSTM:
             return ValueError(f"{where}{what} position {pos} is {float(values[pos])!r}: not a finite number")
         if status == K.ST_BAD_CLASS:
             return ValueError(f"{where}{what} {float(values[0])!r} is not a class index in [0, {self.n_outputs})")
-        if status == K.ST_BAD_LAG:
-            return ValueError(f"lag {pos} is out of range: a label may go to one of the last "
-                              f"min(steps={self.n_steps_stream}, bptt={self.bptt}) steps")
+        if status == K.ST_BAD_LAG:  # in a block, the refused row's own step counts
+            steps = self.n_steps_stream + (row is not None)
+            return ValueError(f"{where}lag {pos} is out of range: a label may go to one of the last "
+                              f"min(steps={steps}, bptt={self.bptt}) steps")
         return ValueError(f"{where}{what} refused (status {status})")
 
     def _finish(self, first: float, x: np.ndarray) -> float | np.ndarray:
@@ -374,19 +375,26 @@ class OnlineLSTM:
             raise ValueError(f"X must have shape (T, {self.n_inputs}), got {X.shape}")
         return np.ascontiguousarray(X)
 
-    def learn_many(self, X: Any, Y: Any, mask: Any = None) -> np.ndarray:
+    def learn_many(self, X: Any, Y: Any, mask: Any = None, lag: int = 0) -> np.ndarray:
         """Advance through the rows of ``X`` and learn ``Y[t]`` where ``mask[t]`` (default all).
 
-        One compiled call; results are exactly those of ``learn_one`` / ``advance`` row by
-        row. Returns the prequential predictions, shape ``(T, n_outputs)``. A bad row
-        raises :class:`InputError` after the rows before it were processed.
+        Row t is ``advance(X[t])``, then, where ``mask[t]``, ``label(Y[t], lag)``: with
+        ``lag = 0`` the target of the row's own step (``learn_one``), with ``lag > 0`` the
+        target of the step ``lag`` rows back (a forecast ``lag + 1`` steps ahead whose truth
+        arrives now). One compiled call; results are exactly those of the row-by-row calls.
+        Returns the prequential predictions, shape ``(T, n_outputs)``. A bad row (or a
+        labelled row fewer than ``lag`` steps into the stream) raises :class:`InputError`
+        after the rows before it were processed; the bad row itself changes nothing.
 
         >>> import numpy as np
         >>> m = OnlineLSTM(n_inputs=1, hidden=4)
         >>> preds = m.learn_many(np.ones((5, 1)), np.ones(5), mask=[1, 1, 0, 1, 1])
         >>> preds.shape, m.n_steps_stream, m.n_updates
         ((5, 1), 5, 4)
+        >>> _ = m.learn_many(np.ones((3, 1)), np.ones(3), lag=2)   # labels 2 rows back
         """
+        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag < self.bptt:
+            raise ValueError(f"lag must be an integer in [0, bptt={self.bptt}), got {lag!r}")
         X = self._matrix(X)
         T = X.shape[0]
         Y = np.asarray(Y, dtype=np.float64)
@@ -403,7 +411,7 @@ class OnlineLSTM:
             if M.shape != (T,):
                 raise ValueError(f"mask must have shape ({T},), got {M.shape}")
         out = np.empty((T, self.n_outputs), dtype=np.float64)
-        done = entry.k_learn_many(X, Y, M, out, self._B, self._F, self._I)
+        done = entry.k_learn_many(X, Y, M, int(lag), out, self._B, self._F, self._I)
         if done < T:
             bad_input = not checks.check_input(X[done], self._I.copy())
             err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)

@@ -65,11 +65,13 @@ def k_learn_one(x, y, B, F, I):
 
 
 @jit
-def k_learn_many(X, Y, mask, out, B, F, I):
-    """Advance through the rows of X, labelling row t with Y[t] where mask[t].
+def k_learn_many(X, Y, mask, lag, out, B, F, I):
+    """Advance through the rows of X; where mask[t], label the step ``lag`` rows back
+    (0: row t's own) with Y[t].
 
-    Stops at the first refused row and returns its index (I says why); returns the
-    number of rows on success. out[t] receives the prequential output of row t.
+    Stops at the first refused row (input, target, or a lag deeper than the stream after
+    the row's step) before changing anything for it, and returns its index (I says why);
+    returns the number of rows on success. out[t] receives the prequential output of row t.
     """
     P, R = B[:I[I_R_START]], B[I[I_R_START]:]
     n_out = I[I_NOUT]
@@ -77,13 +79,13 @@ def k_learn_many(X, Y, mask, out, B, F, I):
         x = X[t]
         if not check_input(x, I):
             return t
-        if mask[t] and not check_target(Y[t], I):
+        if mask[t] and not (check_target(Y[t], I) and check_lag(lag, I[I_T] + 1, I)):
             return t
         advance(x, P, R, F, I)
         for m in range(n_out):
             out[t, m] = F[I[I_FOUT] + m]
         if mask[t]:
-            label(Y[t], 0, P, R, F, I)
+            label(Y[t], lag, P, R, F, I)
     I[I_STATUS] = ST_OK
     return X.shape[0]
 

@@ -240,9 +240,26 @@ def k_infer(rows, X, out, S, occ, P, F, I, opt):
 
 # ------------------------------------------------------------------------- learning
 @jit
-def learn_tile(ev, n, rows, XS, YS, mask, RAW, S, C, P, R, F, I, XH, Z, SB, acc, stats):
+def first_shallow_label(rows, mask, C, occ, lag):
+    """The first labelled event whose key, after the event's step, is at most ``lag``
+    steps deep (no step ``lag`` back to label), or -1. ``occ``: zeros, left as zeros."""
+    bad = -1
+    for e in range(rows.shape[0]):
+        r = rows[e]
+        occ[r] += 1
+        if mask[e] and C[r, 0] + occ[r] <= lag:
+            bad = e
+            break
+    for e in range(rows.shape[0]):
+        occ[rows[e]] = 0
+    return bad
+
+
+@jit
+def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, R, F, I, XH, Z, SB, acc, stats):
     """Advance the full stream rows (h, c, ring) of the tile's n events by one step,
-    attach their labels, and add the TBPTT gradient of every key whose update is due."""
+    attach their labels (to the step ``lag`` back), and add the TBPTT gradient of every
+    key whose update is due."""
     H, L, cell = I[I_H], I[I_L], I[I_CELL]
     n_in, n_out, G = I[I_NIN], I[I_NOUT], I[I_G]
     LH = L * H
@@ -290,7 +307,7 @@ def learn_tile(ev, n, rows, XS, YS, mask, RAW, S, C, P, R, F, I, XH, Z, SB, acc,
         I[I_NSTEPS] += 1
         if not mask[e]:
             continue
-        lb = labelled_slot(s, I, C[row, 0], 0)
+        lb = labelled_slot(s, I, C[row, 0], lag)
         for m in range(width):
             s[lb + sy + m] = YS[e, m]
         if C[row, 1] < K1:
@@ -323,8 +340,8 @@ def learn_tile(ev, n, rows, XS, YS, mask, RAW, S, C, P, R, F, I, XH, Z, SB, acc,
 
 
 @jit
-def k_learn(rows, X, Y, mask, out, S, C, occ, P, R, F, I, opt, stats):
-    """``advance`` + ``label`` for a batch of events of many keys, weights fixed; then one
+def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
+    """``advance`` + ``label(y, lag)`` for a batch of events of many keys, weights fixed; then one
     optimizer step on the mean of the due keys' TBPTT gradients."""
     B = rows.shape[0]
     n_in, n_out, H, G = I[I_NIN], I[I_NOUT], I[I_H], I[I_G]
@@ -351,7 +368,7 @@ def k_learn(rows, X, Y, mask, out, S, C, occ, P, R, F, I, opt, stats):
         a = start[w]
         while a < start[w + 1]:
             n = min(tile, start[w + 1] - a)
-            learn_tile(order[a:a + n], n, rows, XS, YS, mask, RAW, S, C, P, R, F, I, XH, Z, SB, acc, stats)
+            learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, R, F, I, XH, Z, SB, acc, stats)
             a += n
     stats[S_NWAVES] = nw
     emit_all(RAW, TS, std_y, out, F, I)
