@@ -167,7 +167,7 @@ class KeyedLSTM:
         self._scratch_c = np.zeros((1, 2), dtype=np.int64)
         G = model._G
         tile = max(8, min(32, 32768 // (G * self._dtype.itemsize)))  # a tile of gates: ~32 KB
-        self._opt = np.array([int(self.update_input_stats), tile], dtype=np.int64)
+        self._opt = np.array([int(self.update_input_stats), tile, 32], dtype=np.int64)  # tiles: forward, backward
         self._stats = np.zeros(4, dtype=np.float64)
         self._calls = 0
         self._events = 0

@@ -123,6 +123,26 @@ def cell_forward(cell, W, b, xh, c_prev, act, tc, h, c):
 
 
 @jit
+def gate_grads(cell, c_prev, act, tc, dh, dc, dz):
+    """dz = ∂L/∂z of one step from dh (and dc, which becomes ∂L/∂c_prev): the equations
+    of ``cell_backward``."""
+    H = dh.shape[0]
+    if cell == CELL_RNN:
+        for j in range(H):
+            dz[j] = dh[j] * (1.0 - act[j] * act[j])
+        return
+    for j in range(H):
+        i, f, g, o = act[j], act[H + j], act[2 * H + j], act[3 * H + j]
+        do = dh[j] * tc[j]
+        dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j])
+        dz[j] = dcj * g * i * (1.0 - i)
+        dz[H + j] = dcj * c_prev[j] * f * (1.0 - f)
+        dz[2 * H + j] = dcj * i * (1.0 - g * g)
+        dz[3 * H + j] = do * o * (1.0 - o)
+        dc[j] = dcj * f
+
+
+@jit
 def cell_backward(cell, WT, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
     """Backward through one step of one layer.
 
@@ -132,20 +152,7 @@ def cell_backward(cell, WT, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
          di = dc·g;  df = dc·c_prev;  dg = dc·i;  dc_prev = dc·f
          dz = [di·i(1-i), df·f(1-f), dg(1-g²), do·o(1-o)]
     """
-    H = dh.shape[0]
-    if cell == CELL_RNN:
-        for j in range(H):
-            dz[j] = dh[j] * (1.0 - act[j] * act[j])
-    else:
-        for j in range(H):
-            i, f, g, o = act[j], act[H + j], act[2 * H + j], act[3 * H + j]
-            do = dh[j] * tc[j]
-            dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j])
-            dz[j] = dcj * g * i * (1.0 - i)
-            dz[H + j] = dcj * c_prev[j] * f * (1.0 - f)
-            dz[2 * H + j] = dcj * i * (1.0 - g * g)
-            dz[3 * H + j] = do * o * (1.0 - o)
-            dc[j] = dcj * f
+    gate_grads(cell, c_prev, act, tc, dh, dc, dz)
     G = dz.shape[0]
     for r in range(G):
         db[r] += dz[r]
@@ -176,4 +183,62 @@ def backprop_input(WT, dz, dxh):
         w0 = WT[r]
         for k in range(dxh.shape[0]):
             dxh[k] += d0 * w0[k]
+        r += 1
+
+
+@jit
+def weight_grad_tile(XH, DZ, dW, db, n, n_rows):
+    """dW += Σ_i XH[i, :n_rows] ⊗ DZ[i] and db += Σ_i DZ[i] over a tile of n keys: one
+    step's weight gradient of many windows as a matrix product (XHᵀ · DZ).
+
+    Keys are summed in ascending order, four per pass over a row of dW (one left-to-right
+    expression: the same roundings as four single passes, a quarter of dW's loads and
+    stores). For one key these are exactly ``cell_backward``'s sums.
+    """
+    G = DZ.shape[1]
+    for i in range(n):
+        d = DZ[i]
+        for r in range(G):
+            db[r] += d[r]
+    for k in range(n_rows):
+        wk = dW[k]
+        i = 0
+        while i + 4 <= n:
+            x0, x1, x2, x3 = XH[i, k], XH[i + 1, k], XH[i + 2, k], XH[i + 3, k]
+            d0, d1, d2, d3 = DZ[i], DZ[i + 1], DZ[i + 2], DZ[i + 3]
+            for r in range(G):
+                wk[r] = (((wk[r] + x0 * d0[r]) + x1 * d1[r]) + x2 * d2[r]) + x3 * d3[r]
+            i += 4
+        while i < n:
+            x0 = XH[i, k]
+            d0 = DZ[i]
+            for r in range(G):
+                wk[r] += x0 * d0[r]
+            i += 1
+
+
+@jit
+def backprop_input_tile(WT, DZ, DXH, n, n_rows):
+    """DXH[i, :n_rows] = W @ DZ[i] for a tile of n keys: ``backprop_input`` with each row
+    quad of WT loaded once for all keys (the same sums, in the same order, per key)."""
+    G = WT.shape[0]
+    for i in range(n):
+        for k in range(n_rows):
+            DXH[i, k] = 0
+    r = 0
+    while r + 4 <= G:
+        w0, w1, w2, w3 = WT[r], WT[r + 1], WT[r + 2], WT[r + 3]
+        for i in range(n):
+            d0, d1, d2, d3 = DZ[i, r], DZ[i, r + 1], DZ[i, r + 2], DZ[i, r + 3]
+            xi = DXH[i]
+            for k in range(n_rows):
+                xi[k] = (((xi[k] + d0 * w0[k]) + d1 * w1[k]) + d2 * w2[k]) + d3 * w3[k]
+        r += 4
+    while r < G:
+        w0 = WT[r]
+        for i in range(n):
+            d0 = DZ[i, r]
+            xi = DXH[i]
+            for k in range(n_rows):
+                xi[k] += d0 * w0[k]
         r += 1

@@ -30,11 +30,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from .cell import cell_activate, preactivation_tile
+from .cell import backprop_input_tile, cell_activate, gate_grads, preactivation_tile, weight_grad_tile
 from .checks import check_input, check_target
 from .hashtable import table_find
 from .layout import (
     CELL_LSTM,
+    F_DELTA,
     F_LOSS,
     I_CELL,
     I_FOUT,
@@ -66,22 +67,27 @@ from .layout import (
     L_IN,
     LOSS_CE,
     layer_params,
+    layer_wt,
+    readout_params,
+    slot_views,
 )
 from .normalise import emit_output, take_inputs, take_target
 from .optim import optimizer_step
 from .tbptt import (
+    _h_of,
     advance,
-    backward_window,
     enter_layer,
     label,
     labelled_slot,
+    loss_grad,
     open_slot,
     pass_up,
     readout,
+    transpose_weights,
 )
 
 # opt (int64) fields
-O_UPDATE_STATS, O_TILE = 0, 1
+O_UPDATE_STATS, O_TILE, O_BACKWARD_TILE = 0, 1, 2
 # stats (float64) fields, written by the learning kernel
 S_NCONTRIB, S_LOSS_SUM, S_NWAVES, S_NSKIPPED = 0, 1, 2, 3
 
@@ -256,10 +262,10 @@ def first_shallow_label(rows, mask, C, occ, lag):
 
 
 @jit
-def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, R, F, I, XH, Z, SB, acc, stats):
-    """Advance the full stream rows (h, c, ring) of the tile's n events by one step,
-    attach their labels (to the step ``lag`` back), and add the TBPTT gradient of every
-    key whose update is due."""
+def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, n_due):
+    """Advance the full stream rows (h, c, ring) of the tile's n events by one step and
+    attach their labels (to the step ``lag`` back); the rows of the keys whose update is
+    now due are appended to ``due`` (``n_due[0]`` of them)."""
     H, L, cell = I[I_H], I[I_L], I[I_CELL]
     n_in, n_out, G = I[I_NIN], I[I_NOUT], I[I_G]
     LH = L * H
@@ -288,10 +294,7 @@ def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, R, F, I, XH, Z, SB,
                 act[r] = zi[r]
             cell_activate(cell, cp, act, tc, hl, cl)
             pass_up(s, I, l, sb, hl)
-    n_par = I[I_NP]
-    ring, se = I[I_RING], I[I_STATE_END]
-    K1, K2, slot, fl = I[I_K1], I[I_K2], I[I_SLOT_SIZE], I[I_SLOT_FLAG]
-    so, sy = I[I_SLOT_OUT], I[I_SLOT_Y]
+    K1, so, sy = I[I_K1], I[I_SLOT_OUT], I[I_SLOT_Y]
     width = 1 if I[I_LOSS] == LOSS_CE else n_out
     for i in range(n):
         e = ev[i]
@@ -313,38 +316,135 @@ def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, R, F, I, XH, Z, SB,
         if C[row, 1] < K1:
             continue
         C[row, 1] = 0
-        # The key's TBPTT gradient: its history goes into the model's own stream buffer
-        # (used as scratch), the core's backward_window fills the grad block.
-        for q in range(ring, se):
-            R[q] = s[q]
-        I[I_T] = C[row, 0]
-        value = backward_window(P, R, F, I)
-        for q in range(K2):
-            s[ring + q * slot + fl] = R[ring + q * slot + fl]  # the flags it consumed
-        if value < 0.0:
-            continue
-        finite = np.isfinite(value)
-        if finite:
-            for k in range(n_par):
-                if not np.isfinite(P[n_par + k]):
-                    finite = False
-                    break
-        if not finite:
-            I[I_NSKIP] += 1
-            stats[S_NSKIPPED] += 1.0
-            continue
-        for k in range(n_par):
-            acc[k] += P[n_par + k]
-        stats[S_NCONTRIB] += 1.0
-        stats[S_LOSS_SUM] += value
+        due[n_due[0]] = row
+        n_due[0] += 1
+
+
+@jit
+def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats):
+    """The TBPTT gradients of the windows of n due keys (rows ``due[:n]``, distinct) in one
+    backward pass, their sum added to ``acc``.
+
+    The keys walk back through their windows together: at each step back, the gate
+    gradients of every key still in its window are one tile (``gate_grads`` per key), the
+    weight gradient is one matrix product over the tile (``weight_grad_tile``) and the
+    gradient flowing to the inputs another (``backprop_input_tile``). Each key's loss is
+    the mean over its labelled steps, as in ``backward_window``; a key whose loss is not
+    finite is left out (counted as a skipped update), and so is the tile when its summed
+    gradient is not. For one key, every number is the one ``backward_window`` gives.
+    """
+    n_par, H, L, cell = I[I_NP], I[I_H], I[I_L], I[I_CELL]
+    n_out, K2, ring, slot = I[I_NOUT], I[I_K2], I[I_RING], I[I_SLOT_SIZE]
+    fl, so, sy = I[I_SLOT_FLAG], I[I_SLOT_OUT], I[I_SLOT_Y]
+    # each key's window, labels and loss; longest windows first, so that the keys still
+    # in their windows at any step back are a prefix of the tile
+    m = 0
+    loss_sum = 0.0
+    for w in range(K2, 0, -1):
+        for i in range(n):
+            row = due[i]
+            t = C[row, 0]
+            if min(t, K2) != w:
+                continue
+            s = S[row]
+            n_lab = 0
+            total = 0.0
+            for back in range(w):
+                sb = ring + ((t - 1 - back) % K2) * slot
+                if s[sb + fl] != 0.0:
+                    n_lab += 1
+                    total += loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out],
+                                       dout)
+            if n_lab == 0:
+                continue
+            inv_n = 1.0 / n_lab
+            value = total * inv_n
+            if not np.isfinite(value):
+                for back in range(w):
+                    s[ring + ((t - 1 - back) % K2) * slot + fl] = 0.0
+                I[I_NSKIP] += 1
+                stats[S_NSKIPPED] += 1.0
+                continue
+            loss_sum += value
+            SL[m] = row  # SL holds the kept rows until the walk needs it for slots
+            WIN[m] = w
+            INV[m] = inv_n
+            m += 1
+    if m == 0:
+        return
+    rows = SL[:m].copy()
+    for q in range(n_par):
+        P[n_par + q] = 0.0
+    for i in range(m):
+        for q in range(L * H):
+            DH[i, q] = 0.0
+            DC[i, q] = 0.0
+    V, _ = readout_params(P, I, 0)
+    dV, da = readout_params(P, I, n_par)
+    for back in range(K2):
+        na = 0
+        while na < m and WIN[na] > back:
+            na += 1
+        if na == 0:
+            break
+        for i in range(na):
+            row = rows[i]
+            s = S[row]
+            sb = ring + ((C[row, 0] - 1 - back) % K2) * slot
+            SL[i] = sb
+            if s[sb + fl] == 0.0:
+                continue
+            s[sb + fl] = 0.0
+            loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out], dout)
+            # readout: out = a + h_top @ V (as backward_window)
+            dh_top = DH[i, (L - 1) * H:L * H]
+            for q in range(n_out):
+                dout[q] *= INV[i]
+                da[q] += dout[q]
+            for j in range(H):
+                hj = _h_of(s, I, L - 1, sb, j)
+                acc_j = 0.0
+                for q in range(n_out):
+                    dV[j, q] += hj * dout[q]
+                    acc_j += V[j, q] * dout[q]
+                dh_top[j] += acc_j
+        for l in range(L - 1, -1, -1):
+            n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
+            n_x = n_xh - H
+            for i in range(na):
+                xh, act, cp, tc = slot_views(S[rows[i]], I, l, SL[i])
+                gate_grads(cell, cp, act, tc, DH[i, l * H:(l + 1) * H], DC[i, l * H:(l + 1) * H], DZ[i])
+                xb = XB[i]
+                for k in range(n_xh):
+                    xb[k] = xh[k]
+            dW, db = layer_params(P, I, l, n_par)
+            weight_grad_tile(XB, DZ, dW, db, na, n_xh)
+            backprop_input_tile(layer_wt(R, I, l), DZ, DXH, na, n_xh)
+            for i in range(na):
+                for j in range(H):
+                    DH[i, l * H + j] = DXH[i, n_x + j]  # flows to the previous step of this layer
+                if l > 0:
+                    for j in range(H):
+                        DH[i, (l - 1) * H + j] += DXH[i, j]  # flows down to layer l-1 at this step
+    for q in range(n_par):
+        if not np.isfinite(P[n_par + q]):
+            I[I_NSKIP] += m
+            stats[S_NSKIPPED] += m
+            return
+    for q in range(n_par):
+        acc[q] += P[n_par + q]
+    stats[S_NCONTRIB] += m
+    stats[S_LOSS_SUM] += loss_sum
 
 
 @jit
 def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
-    """``advance`` + ``label(y, lag)`` for a batch of events of many keys, weights fixed; then one
-    optimizer step on the mean of the due keys' TBPTT gradients."""
+    """``advance`` + ``label(y, lag)`` for a batch of events of many keys, weights fixed;
+    after each wave, one batched backward pass over the windows of the keys whose update
+    became due (``backward_tile``); at the end, one optimizer step on the mean of their
+    gradients. R (the model's own stream buffer) serves as scratch beyond the stream state."""
     B = rows.shape[0]
-    n_in, n_out, H, G = I[I_NIN], I[I_NOUT], I[I_H], I[I_G]
+    n_in, n_out, H, G, L = I[I_NIN], I[I_NOUT], I[I_H], I[I_G], I[I_L]
     dt = S.dtype
     XS = np.empty((B, n_in), dt)
     stage_inputs(X, XS, F, I, opt[O_UPDATE_STATS] != 0)
@@ -356,19 +456,39 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
     start = np.empty(B + 1, np.int64)
     nw = waves(rows, occ, order, start)
     tile = opt[O_TILE]
-    XH = np.zeros((tile, max(n_in, H) + H), dt)
+    n_xh = max(n_in, H) + H
+    XH = np.zeros((tile, n_xh), dt)
     Z = np.empty((tile, G), dt)
     SB = np.empty(tile, np.int64)
     RAW = np.empty((B, n_out), dt)
+    due = np.empty(B, np.int64)
+    n_due = np.zeros(1, np.int64)
+    bt = opt[O_BACKWARD_TILE]
+    DH = np.empty((bt, L * H), dt)
+    DC = np.empty((bt, L * H), dt)
+    DZ = np.empty((bt, G), dt)
+    XB = np.empty((bt, n_xh), dt)
+    DXH = np.empty((bt, n_xh), dt)
+    dout = np.empty(n_out, dt)
+    SL = np.empty(bt, np.int64)
+    WIN = np.empty(bt, np.int64)
+    INV = np.empty(bt, np.float64)
     n_par = I[I_NP]
     acc = np.zeros(n_par, np.float64)
     for q in range(stats.shape[0]):
         stats[q] = 0.0
+    transpose_weights(P, R, I)
     for w in range(nw):
         a = start[w]
+        n_due[0] = 0
         while a < start[w + 1]:
             n = min(tile, start[w + 1] - a)
-            learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, R, F, I, XH, Z, SB, acc, stats)
+            learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, n_due)
+            a += n
+        a = 0
+        while a < n_due[0]:
+            n = min(bt, n_due[0] - a)
+            backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats)
             a += n
     stats[S_NWAVES] = nw
     emit_all(RAW, TS, std_y, out, F, I)

@@ -231,6 +231,18 @@ def _h_of(R, I, l, slot_base, j):
 
 
 @jit
+def transpose_weights(P, R, I):
+    """Every layer's W transposed into R's scratch (``layer_wt``): rows of WT are what
+    ``backprop_input`` runs along."""
+    for l in range(I[I_L]):
+        W, _ = layer_params(P, I, l, 0)
+        WT = layer_wt(R, I, l)
+        for k in range(W.shape[0]):
+            for r in range(W.shape[1]):
+                WT[r, k] = W[k, r]
+
+
+@jit
 def backward_window(P, R, F, I):
     """Gradient of the mean loss of the labelled steps in the window into P's grad block.
 
@@ -256,12 +268,7 @@ def backward_window(P, R, F, I):
     dc_all[:] = 0.0
     dout = R[I[I_GRAD_OUT]:I[I_GRAD_OUT] + n_out]
     dz = R[I[I_GRAD_Z]:I[I_GRAD_Z] + I[I_G]]
-    for l in range(L):
-        W, _ = layer_params(P, I, l, 0)
-        WT = layer_wt(R, I, l)
-        for k in range(W.shape[0]):
-            for r in range(W.shape[1]):
-                WT[r, k] = W[k, r]
+    transpose_weights(P, R, I)
     V, _ = readout_params(P, I, 0)
     dV, da = readout_params(P, I, n_par)
     inv_n = 1.0 / n_lab
