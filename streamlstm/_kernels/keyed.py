@@ -30,11 +30,18 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from .cell import backprop_input_tile, cell_activate, gate_grads, preactivation_tile, weight_grad_tile
+from .cell import (
+    backprop_input_tile,
+    cell_activate,
+    gate_grads,
+    preactivation_tile,
+    weight_grad_tile,
+)
 from .checks import check_input, check_target
 from .hashtable import table_find
 from .layout import (
     CELL_LSTM,
+    CELL_RNN,
     F_DELTA,
     F_LOSS,
     I_CELL,
@@ -74,7 +81,6 @@ from .layout import (
 from .normalise import emit_output, take_inputs, take_target
 from .optim import optimizer_step
 from .tbptt import (
-    _h_of,
     advance,
     enter_layer,
     label,
@@ -401,8 +407,9 @@ def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, 
             for q in range(n_out):
                 dout[q] *= INV[i]
                 da[q] += dout[q]
+            _, act, _, tc = slot_views(s, I, L - 1, sb)
             for j in range(H):
-                hj = _h_of(s, I, L - 1, sb, j)
+                hj = act[j] if cell == CELL_RNN else act[3 * H + j] * tc[j]  # h_j, as _h_of
                 acc_j = 0.0
                 for q in range(n_out):
                     dV[j, q] += hj * dout[q]
