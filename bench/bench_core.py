@@ -576,11 +576,11 @@ def run_versions(args, OnlineLSTM):
 def render_versions(args, info, speed, comp):
     ref = _versions.describe(args.against)
     L = ["<!-- core-versions:start -->", f"## Core against {ref}", "",
-         f"One process, both versions imported side by side, each measurement interleaved repeat by repeat "
+         (f"One process, both versions imported side by side, each measurement interleaved repeat by repeat "
          f"(order alternating), median of {args.repeats} repeats of {args.events_predict} predict / "
          f"{args.events_learn} learn events; n_inputs=1, n_outputs=1, Adam, bptt=16. Commit {info['commit']}, "
          f"{info.get('cpu', '')}; load average at start / end: {' '.join(info['loadavg'])} / "
-         f"{' '.join(info.get('loadavg_end', []))} (2 shared cores: differences of a few % are noise).", "",
+         f"{' '.join(info.get('loadavg_end', []))} (2 shared cores: differences of a few % are noise)."), "",
          "| dtype | H | what | new µs | ref µs | new / ref |", "|---|---:|---|---:|---:|---:|"]
     for key, r in speed.items():
         dtype, H = key.split("/H")

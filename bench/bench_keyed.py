@@ -319,10 +319,11 @@ def render(args, info, gemm, rows, flops):
                  f"{_n(r['keys_measured'])} keys. Smaller bptt shrinks the history proportionally.")
     L.append("- 1 key: a batch is one key's events, which must run one after the other (B waves of one "
              "event), so there is nothing to batch; it still saves the per-event Python call.")
-    L.append("- Learning: every labelled event of a key whose update is due (every event here) runs the "
-             "core's TBPTT backward over its own 16-step window; the gradients of the batch are averaged "
-             "into one optimizer step. The backward is per key (not batched), so learning gains less "
-             "than inference.")
+    L.append("- Learning: every labelled event of a key whose update is due (every event here) runs a "
+             "TBPTT backward over its own 16-step window; the gradients of the batch are averaged into one "
+             "optimizer step. After each wave the due keys share one batched backward pass (tile matrix "
+             "products, no fused multiply-add, so that one key's numbers stay the core's); learning still "
+             "gains less than inference.")
     L.append("")
     L.append("### Inference GFLOP/s against the one-thread float32 GEMM ceiling")
     L.append("")
@@ -393,13 +394,13 @@ def run_against(args):
 def render_against(args, info, rows):
     ref = _versions.describe(args.against)
     L = ["<!-- keyed-versions:start -->", f"## KeyedLSTM against {ref}", "",
-         f"{args.against_keys:,} keys (created beforehand; learning keys with bptt steps of history), H=32, "
+         (f"{args.against_keys:,} keys (created beforehand; learning keys with bptt steps of history), H=32, "
          f"float32, OnlineLSTM defaults (Adam, bptt=16, update_every=1, every event labelled), micro-batches of "
          f"B={args.batch:,} events with uniform keys, {args.batches} batches × {args.repeats} repeats, the two "
          f"versions interleaved repeat by repeat in one process; events/s from the median batch's CPU time. Loop = "
          f"`model.state = s; model.learn_one(x, y); states[k] = model.state` over {args.loop_events_learn:,} "
          f"events (with the garbage collector on / off). Commit {info['git']}, {info['cpu']}; load average at "
-         f"start / end: {' '.join(info['loadavg_start'])} / {' '.join(info.get('loadavg_end', []))} (2 shared cores).",
+         f"start / end: {' '.join(info['loadavg_start'])} / {' '.join(info.get('loadavg_end', []))} (2 shared cores)."),
          "", "| | new ev/s | ref ev/s | new / ref | loop ev/s (gc on / off) | new / loop (gc on / off) |",
          "|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -15,10 +15,10 @@ from typing import Any, Callable, Hashable, Iterator, Literal, Sequence
 
 import numpy as np
 
+from . import persistence
 from ._kernels import checks, hashtable
 from ._kernels import keyed as KK
 from ._kernels import layout as K
-from . import persistence
 from .model import LSTMState, OnlineLSTM
 
 __all__ = ["KeyedLSTM"]

@@ -8,9 +8,9 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from . import persistence
 from ._kernels import checks, entry
 from ._kernels import layout as K
-from . import persistence
 
 __all__ = ["OnlineLSTM", "LSTMState", "InputError"]
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference as R  # noqa: E402
+import reference as R
 
-from streamlstm import KeyedLSTM, OnlineLSTM  # noqa: E402
+from streamlstm import KeyedLSTM, OnlineLSTM
 
 N_IN, HIDDEN, K1, K2 = 2, 3, 2, 4
 

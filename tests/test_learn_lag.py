@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from streamlstm import InputError, KeyedLSTM, LSTMState, OnlineLSTM
-from streamlstm._kernels import optim
 from streamlstm._kernels import layout as K
+from streamlstm._kernels import optim
 
 
 def make_model(dtype="float64", **kw):

@@ -23,9 +23,10 @@ _MARKER = "streamlstm-kernels.stamp"
 def _cache_dirs() -> list[Path]:
     """Where numba keeps this package's cache: beside the sources, or under NUMBA_CACHE_DIR."""
     dirs = [_PACKAGE / "__pycache__"]
-    if config.CACHE_DIR:
+    user_dir = getattr(config, "CACHE_DIR", "")  # NUMBA_CACHE_DIR, read when numba was imported
+    if user_dir:
         sub = caching._CacheLocator.get_suitable_cache_subpath(str(_PACKAGE / "_jit.py"))
-        dirs.append(Path(config.CACHE_DIR) / sub)
+        dirs.append(Path(user_dir) / sub)
     return dirs
 
 
