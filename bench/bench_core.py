@@ -81,16 +81,16 @@ def make_stream(n: int, seed: int = 0):
     return xs, ys
 
 
-def _timed(fn, xs, ys=None) -> float:
+def _timed(fn, xs, ys=None, clock=time.perf_counter) -> float:
     """µs per event for one pass of fn over the events."""
-    t0 = time.perf_counter()
+    t0 = clock()
     if ys is None:
         for x in xs:
             fn(x)
     else:
         for x, y in zip(xs, ys):
             fn(x, y)
-    return (time.perf_counter() - t0) / len(xs) * 1e6
+    return (clock() - t0) / len(xs) * 1e6
 
 
 # --------------------------------------------------------------------------- torch
@@ -188,7 +188,7 @@ def make_ours(OnlineLSTM, H, dtype, k1=1):
 
 
 # --------------------------------------------------------------------------- runs
-def bench_pair(name, fns, xs, ys, repeats, warm):
+def bench_pair(name, fns, xs, ys, repeats, warm, clock=time.perf_counter):
     """Interleave the contenders repeat by repeat (fair under background load)."""
     res = {k: [] for k in fns}
     if warm:
@@ -197,7 +197,7 @@ def bench_pair(name, fns, xs, ys, repeats, warm):
     order = list(fns)
     for r in range(repeats):
         for k in (order if r % 2 == 0 else order[::-1]):
-            res[k].append(_timed(fns[k], xs, ys))
+            res[k].append(_timed(fns[k], xs, ys, clock))
     out = {k: {"median_us": statistics.median(v), "runs_us": v} for k, v in res.items()}
     msg = "  ".join(f"{k}={out[k]['median_us']:.2f}" for k in out)
     print(f"  {name:<22s} {msg}  (µs/event)", flush=True)
@@ -562,13 +562,13 @@ def run_versions(args, OnlineLSTM):
             print(key, flush=True)
             new, old = make_ours(OnlineLSTM, H, dtype), make_ours(ref, H, dtype)
             r = {"predict": bench_pair("predict", {"new": new.predict_one, "ref": old.predict_one}, xs_p, None,
-                                       args.repeats, warm=min(200, len(xs_p)))}
+                                       args.repeats, warm=min(200, len(xs_p)), clock=time.process_time)}
             for k1 in (1, 16):
                 new, old = make_ours(OnlineLSTM, H, dtype, k1), make_ours(ref, H, dtype, k1)
                 for m in (new, old):
                     _timed(m.learn_one, xs_l[:64], ys_l[:64])
                 r[f"learn_{k1}_{K2}"] = bench_pair(f"learn TBPTT({k1},{K2})", {"new": new.learn_one, "ref": old.learn_one},
-                                                   xs_l[64:], ys_l[64:], args.repeats, warm=0)
+                                                   xs_l[64:], ys_l[64:], args.repeats, warm=0, clock=time.process_time)
             results[key] = r
     return results
 
@@ -577,7 +577,7 @@ def render_versions(args, info, speed, comp):
     ref = _versions.describe(args.against)
     L = ["<!-- core-versions:start -->", f"## Core against {ref}", "",
          (f"One process, both versions imported side by side, each measurement interleaved repeat by repeat "
-         f"(order alternating), median of {args.repeats} repeats of {args.events_predict} predict / "
+         f"(order alternating), CPU time of the process (other jobs' turns on the core not counted), median of {args.repeats} repeats of {args.events_predict} predict / "
          f"{args.events_learn} learn events; n_inputs=1, n_outputs=1, Adam, bptt=16. Commit {info['commit']}, "
          f"{info.get('cpu', '')}; load average at start / end: {' '.join(info['loadavg'])} / "
          f"{' '.join(info.get('loadavg_end', []))} (2 shared cores: differences of a few % are noise)."), "",
