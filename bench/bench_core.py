@@ -28,6 +28,9 @@ results markdown (other sections of the file are kept), a plot, and raw numbers 
 
     python bench/bench_core.py            # full run (a few minutes)
     python bench/bench_core.py --quick    # smoke run
+    python bench/bench_core.py --against /tmp/v010 --hidden 32
+        # ours against another checkout (a worktree of v0.1.0), interleaved in one
+        # process: predict, TBPTT(1,16), TBPTT(16,16) and cold compile; section "core-versions"
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ from collections import deque
 from pathlib import Path
 
 import _results
+import _versions
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -76,16 +80,16 @@ def make_stream(n: int, seed: int = 0):
     return xs, ys
 
 
-def _timed(fn, xs, ys=None) -> float:
+def _timed(fn, xs, ys=None, clock=time.perf_counter) -> float:
     """µs per event for one pass of fn over the events."""
-    t0 = time.perf_counter()
+    t0 = clock()
     if ys is None:
         for x in xs:
             fn(x)
     else:
         for x, y in zip(xs, ys):
             fn(x, y)
-    return (time.perf_counter() - t0) / len(xs) * 1e6
+    return (clock() - t0) / len(xs) * 1e6
 
 
 # --------------------------------------------------------------------------- torch
@@ -183,7 +187,7 @@ def make_ours(OnlineLSTM, H, dtype, k1=1):
 
 
 # --------------------------------------------------------------------------- runs
-def bench_pair(name, fns, xs, ys, repeats, warm):
+def bench_pair(name, fns, xs, ys, repeats, warm, clock=time.perf_counter):
     """Interleave the contenders repeat by repeat (fair under background load)."""
     res = {k: [] for k in fns}
     if warm:
@@ -192,7 +196,7 @@ def bench_pair(name, fns, xs, ys, repeats, warm):
     order = list(fns)
     for r in range(repeats):
         for k in (order if r % 2 == 0 else order[::-1]):
-            res[k].append(_timed(fns[k], xs, ys))
+            res[k].append(_timed(fns[k], xs, ys, clock))
     out = {k: {"median_us": statistics.median(v), "runs_us": v} for k, v in res.items()}
     msg = "  ".join(f"{k}={out[k]['median_us']:.2f}" for k in out)
     print(f"  {name:<22s} {msg}  (µs/event)", flush=True)
@@ -334,17 +338,17 @@ def _run_snippet(code, env, argv=(), timeout=900):
     raise RuntimeError(f"subprocess failed (rc={p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
 
 
-def _child_env(**extra):
+def _child_env(repo=REPO, **extra):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env
 
 
-def run_compile():
+def run_compile(repo=REPO):
     cache = tempfile.mkdtemp(prefix="streamlstm_numba_cache_")
     try:
-        env = _child_env(NUMBA_CACHE_DIR=cache)
+        env = _child_env(repo, NUMBA_CACHE_DIR=cache)
         cold = _run_snippet(COMPILE_SNIPPET, env)
         n_files = sum(1 for _ in Path(cache).rglob("*") if _.is_file())
         warm = _run_snippet(COMPILE_SNIPPET, env)
@@ -544,6 +548,70 @@ def plot(args, speed, path: Path):
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- versions
+def run_versions(args, OnlineLSTM):
+    """Ours against the checkout ``args.against``, interleaved repeat by repeat (medians)."""
+    ref = _versions.load_reference(args.against).OnlineLSTM
+    xs_p, _ = make_stream(args.events_predict, seed=1)
+    xs_l, ys_l = make_stream(args.events_learn + 64, seed=2)
+    results = {}
+    for dtype in DTYPES:
+        for H in args.hidden:
+            key = f"{dtype}/H{H}"
+            print(key, flush=True)
+            new, old = make_ours(OnlineLSTM, H, dtype), make_ours(ref, H, dtype)
+            r = {"predict": bench_pair("predict", {"new": new.predict_one, "ref": old.predict_one}, xs_p, None,
+                                       args.repeats, warm=min(200, len(xs_p)), clock=time.process_time)}
+            for k1 in (1, 16):
+                new, old = make_ours(OnlineLSTM, H, dtype, k1), make_ours(ref, H, dtype, k1)
+                for m in (new, old):
+                    _timed(m.learn_one, xs_l[:64], ys_l[:64])
+                r[f"learn_{k1}_{K2}"] = bench_pair(f"learn TBPTT({k1},{K2})", {"new": new.learn_one, "ref": old.learn_one},
+                                                   xs_l[64:], ys_l[64:], args.repeats, warm=0, clock=time.process_time)
+            results[key] = r
+    return results
+
+
+def render_versions(args, info, speed, comp):
+    ref = _versions.describe(args.against)
+    L = ["<!-- core-versions:start -->", f"## Core against {ref}", "",
+         (f"One process, both versions imported side by side, each measurement interleaved repeat by repeat "
+         f"(order alternating), CPU time of the process (other jobs' turns on the core not counted), median of {args.repeats} repeats of {args.events_predict} predict / "
+         f"{args.events_learn} learn events; n_inputs=1, n_outputs=1, Adam, bptt=16. Commit {info['commit']}, "
+         f"{info.get('cpu', '')}; load average at start / end: {' '.join(info['loadavg'])} / "
+         f"{' '.join(info.get('loadavg_end', []))} (2 shared cores: differences of a few % are noise)."), "",
+         "| dtype | H | what | new µs | ref µs | new / ref |", "|---|---:|---|---:|---:|---:|"]
+    for key, r in speed.items():
+        dtype, H = key.split("/H")
+        for what, label in (("predict", "predict_one"), (f"learn_1_{K2}", f"learn TBPTT(1,{K2})"),
+                            (f"learn_16_{K2}", f"learn TBPTT(16,{K2})")):
+            a, b = r[what]["new"]["median_us"], r[what]["ref"]["median_us"]
+            L.append(f"| {dtype} | {H} | {label} | {a:.2f} | {b:.2f} | **{a / b:.3f}** |")
+    if comp:
+        L += ["", "Cold compile (fresh process, empty numba cache: import + first predict + first learn, "
+                  "float64 then float32): " + ", ".join(f"{k} {v['cold']['total_s']:.1f} s (warm start "
+                                                         f"{v['warm']['total_s']:.2f} s)" for k, v in comp.items())
+              + ", one after the other."]
+    L.append("<!-- core-versions:end -->")
+    return "\n".join(L)
+
+
+def main_versions(args, OnlineLSTM):
+    info = {"commit": _results.git_head(REPO), "cpu": _results.cpu_model(), "loadavg": _results.load_average()}
+    print(json.dumps(info), flush=True)
+    comp = None
+    if not args.skip_compile:
+        comp = {"new": run_compile(), "ref": run_compile(Path(args.against))}
+        print("compile: " + ", ".join(f"{k} cold {v['cold']['total_s']:.1f}s" for k, v in comp.items()), flush=True)
+    speed = run_versions(args, OnlineLSTM)
+    info["loadavg_end"] = _results.load_average()
+    _results.write_section("core-versions", render_versions(args, info, speed, comp), args.out)
+    jsn = args.out.parent / "core_versions.json"
+    jsn.write_text(json.dumps({"against": _versions.describe(args.against), "machine": info, "speed": speed,
+                               "compile": comp}, indent=1))
+    print(f"wrote {args.out}, {jsn}")
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -558,6 +626,8 @@ def main(argv=None):
     ap.add_argument("--skip-ours", action="store_true", help="torch side only")
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--skip-gemm", action="store_true")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another checkout (e.g. a worktree of v0.1.0): time ours against it instead of torch")
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
@@ -573,6 +643,8 @@ def main(argv=None):
     OnlineLSTM = None if args.skip_ours else import_ours()
     if isinstance(OnlineLSTM, Exception):
         sys.exit(f"cannot import streamlstm ({OnlineLSTM!r}); use --skip-ours for the torch side only")
+    if args.against is not None:
+        return main_versions(args, OnlineLSTM)
 
     info = machine_info()
     print(json.dumps(info), flush=True)

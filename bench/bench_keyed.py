@@ -25,6 +25,9 @@ bench/RESULTS.md (other sections are kept) and the raw numbers to bench/keyed_re
 
     python bench/bench_keyed.py            # full run (a few minutes)
     python bench/bench_keyed.py --quick    # smoke run
+    python bench/bench_keyed.py --against /tmp/v010
+        # KeyedLSTM against another checkout (a worktree of v0.1.0) at 100,000 keys, H=32,
+        # float32, interleaved in one process, with the per-event loop: section "keyed-versions"
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ import tracemalloc
 from pathlib import Path
 
 import _results
+import _versions
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -65,8 +69,8 @@ def flops_per_event(H, n_in=1, n_out=1):
     return 2 * 4 * H * (n_in + H) + 2 * H * n_out
 
 
-def make_model(H, seed=0):
-    return OnlineLSTM(n_inputs=1, n_outputs=1, hidden=H, dtype="float32", seed=seed)
+def make_model(H, seed=0, lib=None):
+    return (lib.OnlineLSTM if lib else OnlineLSTM)(n_inputs=1, n_outputs=1, hidden=H, dtype="float32", seed=seed)
 
 
 def gemm_ceiling(quick):
@@ -126,14 +130,15 @@ def prefill(engine, n_keys, B, steps=1, strings=False):
             engine.step_many(str_keys(ks) if strings else ks, X[:ks.size])
 
 
-def build(H, n_keys, learn, B, strings=False):
-    """Engine with n_keys keys; returns (engine, bytes per key by tracemalloc, seconds)."""
-    model = make_model(H)
+def build(H, n_keys, learn, B, strings=False, lib=None):
+    """Engine with n_keys keys (of ``lib``, another checkout's streamlstm, or ours);
+    returns (engine, bytes per key by tracemalloc, seconds)."""
+    model = make_model(H, lib=lib)
     gc.collect()
     tracemalloc.start()
     t = time.perf_counter()
     base = tracemalloc.get_traced_memory()[0]
-    engine = KeyedLSTM(model, learn=learn, capacity=max(n_keys, 1))
+    engine = (lib.KeyedLSTM if lib else KeyedLSTM)(model, learn=learn, capacity=max(n_keys, 1))
     prefill(engine, n_keys, B, strings=strings)
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -322,10 +327,11 @@ def render(args, info, gemm, rows, flops):
                  f"{_n(r['keys_measured'])} keys. Smaller bptt shrinks the history proportionally.")
     L.append("- 1 key: a batch is one key's events, which must run one after the other (B waves of one "
              "event), so there is nothing to batch; it still saves the per-event Python call.")
-    L.append("- Learning: every labelled event of a key whose update is due (every event here) runs the "
-             "core's TBPTT backward over its own 16-step window; the gradients of the batch are averaged "
-             "into one optimizer step. The backward is per key (not batched), so learning gains less "
-             "than inference.")
+    L.append("- Learning: every labelled event of a key whose update is due (every event here) runs a "
+             "TBPTT backward over its own 16-step window; the gradients of the batch are averaged into one "
+             "optimizer step. After each wave the due keys share one batched backward pass (tile matrix "
+             "products, no fused multiply-add, so that one key's numbers stay the core's); learning still "
+             "gains less than inference.")
     L.append("")
     L.append("### Inference GFLOP/s against the one-thread float32 GEMM ceiling")
     L.append("")
@@ -354,12 +360,75 @@ def write_section(path, text):
     _results.write_section("keyed", text, path)
 
 
+def run_against(args):
+    """Ours against another checkout at 100,000 keys, H=32: both engines built alike, their
+    batches interleaved repeat by repeat (order alternating); CPU-time medians. Learning also
+    against the per-event loop with state swapping."""
+    ref = _versions.load_reference(args.against)
+    rng = np.random.default_rng(7)
+    B, n_keys = args.batch, args.against_keys
+    batches = key_batches(rng, n_keys, B, args.batches)
+    X = rng.normal(size=(B, 1))
+    Y = rng.normal(size=B)
+    rows = []
+    for learn in (False, True):
+        engines = {"new": build(32, n_keys, learn, B)[0], "ref": build(32, n_keys, learn, B, lib=ref)[0]}
+        fns = {k: (e.learn_many if learn else (lambda ks, X, Y, e=e: e.step_many(ks, X))) for k, e in engines.items()}
+        for fn in fns.values():
+            fn(batches[0], X, Y)  # warm-up (first touch of pages)
+        ts = {k: [] for k in fns}
+        for r in range(args.repeats):
+            for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+                ts[k] += timed_batches(fns[k], batches, X, Y)
+        eps = {k: B / statistics.median(v) for k, v in ts.items()}
+        row = {"learn": learn, "keys": n_keys, "batch": B, "events_per_s": eps,
+               "new_over_ref": eps["new"] / eps["ref"], "runs_s": ts}
+        if learn:
+            row["loop_events_per_s"] = loop_baseline(32, n_keys, args.loop_events_learn, True)
+            row["loop_nogc_events_per_s"] = loop_baseline(32, n_keys, args.loop_events_learn, True, gc_off=True)
+            row["new_over_loop"] = eps["new"] / row["loop_events_per_s"]
+            row["new_over_loop_nogc"] = eps["new"] / row["loop_nogc_events_per_s"]
+        print(f"  {'learn' if learn else 'infer'}: new {eps['new']:,.0f} ev/s, ref {eps['ref']:,.0f} ev/s "
+              f"(new/ref {row['new_over_ref']:.3f})"
+              + (f", loop {row['loop_events_per_s']:,.0f} / no-gc {row['loop_nogc_events_per_s']:,.0f} ev/s "
+                 f"(new/loop {row['new_over_loop']:.1f}x, {row['new_over_loop_nogc']:.1f}x)" if learn else ""),
+              flush=True)
+        rows.append(row)
+        del engines, fns
+        gc.collect()
+    return rows
+
+
+def render_against(args, info, rows):
+    ref = _versions.describe(args.against)
+    L = ["<!-- keyed-versions:start -->", f"## KeyedLSTM against {ref}", "",
+         (f"{args.against_keys:,} keys (created beforehand; learning keys with bptt steps of history), H=32, "
+         f"float32, OnlineLSTM defaults (Adam, bptt=16, update_every=1, every event labelled), micro-batches of "
+         f"B={args.batch:,} events with uniform keys, {args.batches} batches × {args.repeats} repeats, the two "
+         f"versions interleaved repeat by repeat in one process; events/s from the median batch's CPU time. Loop = "
+         f"`model.state = s; model.learn_one(x, y); states[k] = model.state` over {args.loop_events_learn:,} "
+         f"events (with the garbage collector on / off). Commit {info['git']}, {info['cpu']}; load average at "
+         f"start / end: {' '.join(info['loadavg_start'])} / {' '.join(info.get('loadavg_end', []))} (2 shared cores)."),
+         "", "| | new ev/s | ref ev/s | new / ref | loop ev/s (gc on / off) | new / loop (gc on / off) |",
+         "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        e = r["events_per_s"]
+        loop = (f"{r['loop_events_per_s']:,.0f} / {r['loop_nogc_events_per_s']:,.0f} | "
+                f"**{r['new_over_loop']:.1f}× / {r['new_over_loop_nogc']:.1f}×**") if r["learn"] else " | "
+        L.append(f"| {'learning' if r['learn'] else 'inference'} | {e['new']:,.0f} | {e['ref']:,.0f} | "
+                 f"**{r['new_over_ref']:.2f}×** | {loop} |")
+    L.append("<!-- keyed-versions:end -->")
+    return "\n".join(L)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer repeats, smaller loops and budget")
     ap.add_argument("--learn-mem-gb", type=float, default=None, help="memory budget for learning keys (GB)")
     ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
     ap.add_argument("--json", default=str(HERE / "keyed_results.json"))
+    ap.add_argument("--against", default=None, help="another checkout (e.g. a worktree of v0.1.0) to compare with")
+    ap.add_argument("--against-keys", type=int, default=100_000)
     args = ap.parse_args()
     q = args.quick
     args.batch = 16384
@@ -371,6 +440,14 @@ def main():
         args.learn_mem_gb = 0.5 if q else 3.0
     info = machine_info()
     print(f"bench_keyed: {info['cpu']}, load {info['loadavg_start']}", flush=True)
+    if args.against:
+        rows = run_against(args)
+        info["loadavg_end"] = _results.load_average()
+        Path(args.json).with_name("keyed_versions.json").write_text(json.dumps(
+            {"info": info, "against": _versions.describe(args.against), "rows": rows}, indent=1, default=float))
+        _results.write_section("keyed-versions", render_against(args, info, rows), args.results)
+        print(f"wrote {args.results}")
+        return
     # compile everything once (cached afterwards)
     warm = KeyedLSTM(make_model(8), learn=True)
     warm.learn_many([1, 2, 1], np.ones((3, 1)), np.ones(3))

@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _kernels as K
-from . import _keyed_kernels as KK
 from . import persistence
+from ._kernels import checks, hashtable
+from ._kernels import keyed as KK
+from ._kernels import layout as K
 from .model import LSTMState, OnlineLSTM
 
 __all__ = ["KeyedLSTM"]
@@ -167,7 +168,7 @@ class KeyedLSTM:
         self._scratch_c = np.zeros((1, 2), dtype=np.int64)
         G = model._G
         tile = max(8, min(32, 32768 // (G * self._dtype.itemsize)))  # a tile of gates: ~32 KB
-        self._opt = np.array([int(self.update_input_stats), tile], dtype=np.int64)
+        self._opt = np.array([int(self.update_input_stats), tile, 32], dtype=np.int64)  # tiles: forward, backward
         self._stats = np.zeros(4, dtype=np.float64)
         self._calls = 0
         self._events = 0
@@ -183,7 +184,7 @@ class KeyedLSTM:
         self._dict: dict[Hashable, int] = {}
         self._objkey: dict[int, Hashable] = {}
         self._TK = np.zeros(16, dtype=np.int64)
-        self._TR = np.full(16, KK.EMPTY, dtype=np.int64)
+        self._TR = np.full(16, hashtable.EMPTY, dtype=np.int64)
         self._n_int = 0
         self._n_tomb = 0
         self._free: list[int] = []
@@ -237,8 +238,8 @@ class KeyedLSTM:
         cap = 16
         while cap < 2 * (self._n_int + m):
             cap *= 2
-        TK, TR = np.zeros(cap, dtype=np.int64), np.full(cap, KK.EMPTY, dtype=np.int64)
-        KK.table_rebuild(self._TK, self._TR, TK, TR)
+        TK, TR = np.zeros(cap, dtype=np.int64), np.full(cap, hashtable.EMPTY, dtype=np.int64)
+        hashtable.table_rebuild(self._TK, self._TR, TK, TR)
         self._TK, self._TR, self._n_tomb = TK, TR, 0
 
     def _add_keys(self, int_keys: np.ndarray, obj_keys: list) -> None:
@@ -247,7 +248,7 @@ class KeyedLSTM:
         rows = self._new_rows(n_i + len(obj_keys))
         if n_i:
             self._table_room(n_i)
-            self._n_tomb -= KK.table_insert(self._TK, self._TR, int_keys, rows[:n_i])
+            self._n_tomb -= hashtable.table_insert(self._TK, self._TR, int_keys, rows[:n_i])
             self._n_int += n_i
             self._kind[rows[:n_i]] = _KIND_INT
             self._rowkey[rows[:n_i]] = int_keys
@@ -257,6 +258,7 @@ class KeyedLSTM:
         self._kind[rows[n_i:]] = _KIND_OBJ
         self._last[rows] = self._now()
         self._recent[rows] = self._events
+        self._added = rows
 
     def _drop_rows(self, rows: Any) -> int:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -265,7 +267,7 @@ class KeyedLSTM:
         kinds = self._kind[rows]
         ir = rows[kinds == _KIND_INT]
         if ir.size:
-            n = KK.table_delete(self._TK, self._TR, self._rowkey[ir])
+            n = hashtable.table_delete(self._TK, self._TR, self._rowkey[ir])
             self._n_int -= n
             self._n_tomb += n
         for r in rows[kinds == _KIND_OBJ].tolist():
@@ -313,7 +315,7 @@ class KeyedLSTM:
         """Rows of the keys of one call; new keys get zeroed rows (may evict LRU keys)."""
         rows = np.empty(B, dtype=np.int64)
         if ok is None:
-            if KK.table_lookup(self._TK, self._TR, ik, rows):
+            if hashtable.table_lookup(self._TK, self._TR, ik, rows):
                 self._rows_with_new(ik, None, rows, None)
         else:
             try:  # all keys already in the dict (integer keys never are)
@@ -333,7 +335,7 @@ class KeyedLSTM:
             ipos_a = np.asarray(ipos, dtype=np.int64)
             ivals_a = np.asarray(ivals, dtype=np.int64)
             irows = np.empty(len(ipos), dtype=np.int64)
-            miss = KK.table_lookup(self._TK, self._TR, ivals_a, irows)
+            miss = hashtable.table_lookup(self._TK, self._TR, ivals_a, irows)
             get = self._dict.get
             okeys = [ok[i] for i in opos]
             try:
@@ -376,7 +378,7 @@ class KeyedLSTM:
             if excess > 0:
                 self._evict_lru(excess, present)
         self._add_keys(new_int, new_obj)
-        KK.table_lookup(self._TK, self._TR, ik, irows)
+        hashtable.table_lookup(self._TK, self._TR, ik, irows)
         if okeys is not None:
             d = self._dict
             orows[:] = [d[k] for k in okeys]
@@ -499,12 +501,15 @@ class KeyedLSTM:
         self._end(rows, now)
         return out
 
-    def learn_many(self, keys: Sequence[Hashable] | np.ndarray, X: Any, Y: Any, mask: Any = None) -> np.ndarray:
+    def learn_many(self, keys: Sequence[Hashable] | np.ndarray, X: Any, Y: Any, mask: Any = None,
+                   lag: int = 0) -> np.ndarray:
         """Advance and label a batch of events of many keys; then one optimizer step.
 
         Semantics: the weights are fixed during the call. Every event is advanced (and
-        labelled where ``mask[e]``, default all) as ``model.learn_one`` would, key by key in
-        arrival order; every time a key's update is due (``update_every`` steps since its
+        labelled where ``mask[e]``, default all) as ``model.advance(x)`` then
+        ``model.label(y, lag)`` would, key by key in arrival order (``lag = 0``:
+        ``learn_one``; ``lag > 0``: the target of the key's step ``lag`` events back, a
+        forecast whose truth arrives now); every time a key's update is due (``update_every`` steps since its
         last one) its TBPTT gradient is computed over its own history; at the end of the
         call ONE optimizer step is applied to the MEAN of those gradients (the same
         clipping, L2 and optimizer as the single-stream core). With one due key, that is
@@ -516,9 +521,15 @@ class KeyedLSTM:
         >>> preds = engine.learn_many(["x", "y"], [[0.5], [1.0]], [1.0, 2.0])
         >>> preds.shape, model.n_updates, engine.last_contributions
         ((2, 1), 1, 2)
+
+        A labelled event of a key fewer than ``lag`` steps deep raises ``ValueError``
+        naming it, before anything changes (keys the call would have created are dropped).
         """
         if not self._learn:
             raise RuntimeError("this KeyedLSTM serves only (learn=False): build it with learn=True to learn")
+        bptt = self._model.bptt
+        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag < bptt:
+            raise ValueError(f"lag must be an integer in [0, bptt={bptt}), got {lag!r}")
         ik, ok, B = self._split_keys(keys)
         X = self._inputs(X, B, (ik, ok))
         M = self._mask(mask, B)
@@ -526,18 +537,27 @@ class KeyedLSTM:
         out = np.empty((B, self._model.n_outputs), dtype=np.float64)
         if B == 0:
             return out
-        return self._run_learn(ik, ok, X, Y, M, out)
+        return self._run_learn(ik, ok, X, Y, M, out, int(lag))
 
     def _run_learn(self, ik: np.ndarray | None, ok: list | None, X: np.ndarray, Y: np.ndarray,
-                   M: np.ndarray, out: np.ndarray) -> np.ndarray:
+                   M: np.ndarray, out: np.ndarray, lag: int = 0) -> np.ndarray:
+        self._added = np.empty(0, dtype=np.int64)
         rows, now = self._begin(ik, ok, X.shape[0])
         m = self._model
         I = m._I
+        if lag:
+            bad = KK.first_shallow_label(rows, M, self._C, self._occ, lag)
+            if bad >= 0:
+                steps = int(np.count_nonzero(rows[:bad + 1] == rows[bad]) + self._C[rows[bad], 0])
+                key = self._key_at((ik, ok), bad)
+                self._drop_rows(self._added)
+                raise ValueError(f"row {bad} (key {key!r}): lag {lag} is out of range: a label may go to one "
+                                 f"of the last min(steps={steps}, bptt={m.bptt}) steps of its key")
         ring, se = int(I[K.I_RING]), m._state_end
         saved = m._R[ring:se].copy()
         t, since = int(I[K.I_T]), int(I[K.I_SINCE])
         try:
-            self._waves = KK.k_learn(rows, X, Y, M, out, self._S, self._C, self._occ, m._P, m._R, m._F, I,
+            self._waves = KK.k_learn(rows, X, Y, M, lag, out, self._S, self._C, self._occ, m._P, m._R, m._F, I,
                                      self._opt, self._stats)
         finally:
             m._R[ring:se] = saved
@@ -619,7 +639,7 @@ class KeyedLSTM:
         n_upd = I[K.I_NUPD]
         first = KK.k_event_row(row, x, yv, labelled, S, C, m._P, m._R, m._F, I)
         if first != first and I[K.I_STATUS]:
-            bad_input = not K.check_input(x, I.copy())
+            bad_input = not checks.check_input(x, I.copy())
             err = m._refused("input" if bad_input else "target", x if bad_input else yv)
             raise ValueError(f"key {key!r}: {err}")
         self._contributions = int(I[K.I_NUPD] - n_upd)
@@ -701,7 +721,7 @@ class KeyedLSTM:
             v = _int_key(key)
         if v is None:
             return self._dict.get(key)
-        s = KK.table_find(self._TK, self._TR, v)
+        s = hashtable.table_find(self._TK, self._TR, v)
         return None if s < 0 else int(self._TR[s])
 
     def _live_row(self, key: Hashable, v: int | None = None) -> int | None:
@@ -1008,7 +1028,7 @@ class KeyedLSTM:
             engine._last[rows] = now - arrays["age"]
             engine._recent[rows] = arrays["recency"]
             engine._table_room(ir.size)
-            KK.table_insert(engine._TK, engine._TR, ints[ir].astype(np.int64), ir)
+            hashtable.table_insert(engine._TK, engine._TR, ints[ir].astype(np.int64), ir)
             engine._n_int = int(ir.size)
             engine._kind[ir] = _KIND_INT
             engine._rowkey[ir] = ints[ir]

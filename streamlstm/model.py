@@ -9,13 +9,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _kernels as K
 from . import persistence
+from ._kernels import checks, entry
+from ._kernels import layout as K
 
 __all__ = ["InputError", "LSTMState", "OnlineLSTM"]
 
 _F64 = np.dtype(np.float64)
-_k_predict, _k_advance = K.k_predict, K.k_advance  # module globals: one lookup fewer per call
+_k_predict, _k_advance = entry.k_predict, entry.k_advance  # module globals: one lookup fewer per call
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -73,63 +74,6 @@ class LSTMState:
 
     def copy(self) -> LSTMState:
         return LSTMState(self.buffer.copy(), self.counters.copy(), self.layers, self.hidden)
-
-
-def _layout(n_in: int, n_out: int, H: int, L: int, cell: int, k2: int) -> tuple[np.ndarray, int, int, int]:
-    """Offsets of everything in P, R and F; returns (I, n_params, len(R), len(F))."""
-    G = 4 * H if cell == K.CELL_LSTM else H
-    I = np.zeros(K.I_LAYERS + K.I_PER_LAYER * L, dtype=np.int64)
-    p = s = 0
-    for l in range(L):
-        rec = K.I_LAYERS + K.I_PER_LAYER * l
-        n_x = n_in if l == 0 else H
-        I[rec + K.L_IN] = n_x
-        I[rec + K.L_OFFW] = p
-        p += (n_x + H) * G
-        I[rec + K.L_OFFB] = p
-        p += G
-        I[rec + K.L_SXH] = s
-        s += n_x + H
-        I[rec + K.L_SACT] = s
-        s += G
-        I[rec + K.L_SCP] = s
-        s += H
-        I[rec + K.L_STC] = s
-        s += H
-    I[K.I_OFFV] = p
-    p += H * n_out
-    I[K.I_OFFA] = p
-    p += n_out
-    I[K.I_SOUT] = s
-    s += n_out
-    I[K.I_SY] = s
-    s += n_out
-    I[K.I_SFLAG] = s
-    s += 1
-    I[K.I_NIN], I[K.I_NOUT], I[K.I_H], I[K.I_L], I[K.I_CELL], I[K.I_K2] = n_in, n_out, H, L, cell, k2
-    I[K.I_G], I[K.I_NP], I[K.I_SLOT] = G, p, s
-    r = 2 * L * H
-    I[K.I_RING] = r
-    r += k2 * s
-    I[K.I_STATE_END] = r
-    I[K.I_SCR] = r
-    r += s
-    for key, size in ((K.I_SH, L * H), (K.I_SC, L * H), (K.I_DZ, G), (K.I_DXH, max(n_in, H) + H),
-                      (K.I_DH, L * H), (K.I_DC, L * H), (K.I_DOUT, n_out), (K.I_WT, p)):
-        I[key] = r
-        r += size
-    f = K.F_HEADER
-    I[K.I_FX] = f
-    f += 3 * n_in
-    I[K.I_FXS] = f
-    f += 3 * n_in
-    I[K.I_FY] = f
-    f += 3 * n_out
-    I[K.I_FOUT] = f
-    f += n_out
-    I[K.I_FLAB] = f
-    f += n_out
-    return I, p, r, f
 
 
 class OnlineLSTM:
@@ -250,7 +194,7 @@ class OnlineLSTM:
     # ------------------------------------------------------------------ set-up
     def _allocate(self, n_in: int, n_out: int) -> None:
         dt = np.dtype(self.dtype)
-        I, n_par, n_r, n_f = _layout(n_in, n_out, self.hidden, self.layers, _CELLS[self.cell], self.bptt)
+        I, n_par, n_r, n_f = K.build(n_in, n_out, self.hidden, self.layers, _CELLS[self.cell], self.bptt)
         I[K.I_LOSS] = _LOSSES[self.loss]
         I[K.I_OPT] = _OPTIMIZERS[self.optimizer]
         I[K.I_K1] = self.update_every
@@ -258,7 +202,7 @@ class OnlineLSTM:
         I[K.I_STDY] = self.standardize_targets
         self.n_inputs, self.n_outputs = n_in, n_out
         self._I = I
-        I[K.I_RBASE] = 4 * n_par
+        I[K.I_R_START] = 4 * n_par
         self._B = np.zeros(4 * n_par + n_r, dtype=dt)  # one buffer: one argument fewer per call
         self._P, self._R = self._B[:4 * n_par], self._B[4 * n_par:]
         self._F = np.zeros(n_f, dtype=np.float64)
@@ -326,9 +270,10 @@ class OnlineLSTM:
             return ValueError(f"{where}{what} position {pos} is {float(values[pos])!r}: not a finite number")
         if status == K.ST_BAD_CLASS:
             return ValueError(f"{where}{what} {float(values[0])!r} is not a class index in [0, {self.n_outputs})")
-        if status == K.ST_BAD_LAG:
-            return ValueError(f"lag {pos} is out of range: a label may go to one of the last "
-                              f"min(steps={self.n_steps_stream}, bptt={self.bptt}) steps")
+        if status == K.ST_BAD_LAG:  # in a block, the refused row's own step counts
+            steps = self.n_steps_stream + (row is not None)
+            return ValueError(f"{where}lag {pos} is out of range: a label may go to one of the last "
+                              f"min(steps={steps}, bptt={self.bptt}) steps")
         return ValueError(f"{where}{what} refused (status {status})")
 
     def _finish(self, first: float, x: np.ndarray) -> float | np.ndarray:
@@ -402,7 +347,7 @@ class OnlineLSTM:
         1
         """
         y = self._target(y)
-        if not K.k_label(y, int(lag), self._B, self._F, self._I):
+        if not entry.k_label(y, int(lag), self._B, self._F, self._I):
             raise self._refused("target", y)
 
     def learn_one(self, x: Sequence[float] | np.ndarray, y: float | int | Sequence[float] | np.ndarray) -> float | np.ndarray:
@@ -416,9 +361,9 @@ class OnlineLSTM:
         if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
             x = self._vector(x)
         y = self._target(y)
-        first = K.k_learn_one(x, y, self._B, self._F, self._I)
+        first = entry.k_learn_one(x, y, self._B, self._F, self._I)
         if first != first and self._I[K.I_STATUS]:
-            bad_input = not K.check_input(x, self._I.copy())
+            bad_input = not checks.check_input(x, self._I.copy())
             raise self._refused("input" if bad_input else "target", x if bad_input else y)
         return self._output(first)
 
@@ -431,19 +376,26 @@ class OnlineLSTM:
             raise ValueError(f"X must have shape (T, {self.n_inputs}), got {X.shape}")
         return np.ascontiguousarray(X)
 
-    def learn_many(self, X: Any, Y: Any, mask: Any = None) -> np.ndarray:
+    def learn_many(self, X: Any, Y: Any, mask: Any = None, lag: int = 0) -> np.ndarray:
         """Advance through the rows of ``X`` and learn ``Y[t]`` where ``mask[t]`` (default all).
 
-        One compiled call; results are exactly those of ``learn_one`` / ``advance`` row by
-        row. Returns the prequential predictions, shape ``(T, n_outputs)``. A bad row
-        raises :class:`InputError` after the rows before it were processed.
+        Row t is ``advance(X[t])``, then, where ``mask[t]``, ``label(Y[t], lag)``: with
+        ``lag = 0`` the target of the row's own step (``learn_one``), with ``lag > 0`` the
+        target of the step ``lag`` rows back (a forecast ``lag + 1`` steps ahead whose truth
+        arrives now). One compiled call; results are exactly those of the row-by-row calls.
+        Returns the prequential predictions, shape ``(T, n_outputs)``. A bad row (or a
+        labelled row fewer than ``lag`` steps into the stream) raises :class:`InputError`
+        after the rows before it were processed; the bad row itself changes nothing.
 
         >>> import numpy as np
         >>> m = OnlineLSTM(n_inputs=1, hidden=4)
         >>> preds = m.learn_many(np.ones((5, 1)), np.ones(5), mask=[1, 1, 0, 1, 1])
         >>> preds.shape, m.n_steps_stream, m.n_updates
         ((5, 1), 5, 4)
+        >>> _ = m.learn_many(np.ones((3, 1)), np.ones(3), lag=2)   # labels 2 rows back
         """
+        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag < self.bptt:
+            raise ValueError(f"lag must be an integer in [0, bptt={self.bptt}), got {lag!r}")
         X = self._matrix(X)
         T = X.shape[0]
         Y = np.asarray(Y, dtype=np.float64)
@@ -460,9 +412,9 @@ class OnlineLSTM:
             if M.shape != (T,):
                 raise ValueError(f"mask must have shape ({T},), got {M.shape}")
         out = np.empty((T, self.n_outputs), dtype=np.float64)
-        done = K.k_learn_many(X, Y, M, out, self._B, self._F, self._I)
+        done = entry.k_learn_many(X, Y, M, int(lag), out, self._B, self._F, self._I)
         if done < T:
-            bad_input = not K.check_input(X[done], self._I.copy())
+            bad_input = not checks.check_input(X[done], self._I.copy())
             err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
             raise InputError(str(err), done, out[:done].copy())
         return out
@@ -487,7 +439,7 @@ class OnlineLSTM:
         """
         X = self._matrix(X)
         out = np.empty((X.shape[0], self.n_outputs), dtype=np.float64)
-        done = K.k_predict_many(X, out, self._B, self._F, self._I)
+        done = entry.k_predict_many(X, out, self._B, self._F, self._I)
         if done < X.shape[0]:
             raise InputError(str(self._refused("input", X[done], row=done)), 0, out[:0].copy())
         return out
@@ -580,9 +532,9 @@ class OnlineLSTM:
             out[f"weight_hh_l{l}"] = W[n_x:].T
             o = int(I[rec + K.L_OFFB])
             out[f"bias_l{l}"] = flat[o:o + G]
-        o = int(I[K.I_OFFV])
+        o = int(I[K.I_READOUT_W])
         out["readout.weight"] = flat[o:o + H * self.n_outputs].reshape(H, self.n_outputs).T
-        o = int(I[K.I_OFFA])
+        o = int(I[K.I_READOUT_B])
         out["readout.bias"] = flat[o:o + self.n_outputs]
         return out
 
@@ -667,14 +619,14 @@ class OnlineLSTM:
         R = self._R
         arrays["state/h"] = R[:L * H].reshape(L, H).copy()
         arrays["state/c"] = R[L * H:2 * L * H].reshape(L, H).copy()
-        ring = R[int(I[K.I_RING]):self._state_end].reshape(k2, int(I[K.I_SLOT]))
+        ring = R[int(I[K.I_RING]):self._state_end].reshape(k2, int(I[K.I_SLOT_SIZE]))
         for l in range(L):
             rec = K.I_LAYERS + K.I_PER_LAYER * l
-            for field, key, width in (("xh", K.L_SXH, int(I[rec + K.L_IN]) + H), ("act", K.L_SACT, self._G),
-                                      ("c_prev", K.L_SCP, H), ("tanh_c", K.L_STC, H)):
+            for field, key, width in (("xh", K.L_SLOT_XH, int(I[rec + K.L_IN]) + H), ("act", K.L_SLOT_ACT, self._G),
+                                      ("c_prev", K.L_SLOT_C_PREV, H), ("tanh_c", K.L_SLOT_TANH_C, H)):
                 o = int(I[rec + key])
                 arrays[f"ring/l{l}/{field}"] = ring[:, o:o + width].copy()
-        for field, key, width in (("out", K.I_SOUT, self.n_outputs), ("y", K.I_SY, self.n_outputs), ("flag", K.I_SFLAG, 1)):
+        for field, key, width in (("out", K.I_SLOT_OUT, self.n_outputs), ("y", K.I_SLOT_Y, self.n_outputs), ("flag", K.I_SLOT_FLAG, 1)):
             o = int(I[key])
             arrays[f"ring/{field}"] = ring[:, o:o + width].copy()
         F = self._F
@@ -682,7 +634,7 @@ class OnlineLSTM:
         for name, key, n in (("inputs", K.I_FX, self.n_inputs), ("targets", K.I_FY, self.n_outputs)):
             o = int(I[key])
             arrays[f"stats/{name}"] = F[o:o + 3 * n].reshape(3, n).copy()
-        arrays["counters"] = I[[K.I_NSTEPS, K.I_NUPD, K.I_NSKIP, K.I_ADAMT, K.I_NDROP, K.I_T, K.I_SINCE]].copy()
+        arrays["counters"] = I[[K.I_NSTEPS, K.I_NUPD, K.I_NSKIP, K.I_OPT_STEPS, K.I_NDROP, K.I_T, K.I_SINCE]].copy()
         return arrays
 
     def _import(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -693,14 +645,14 @@ class OnlineLSTM:
         R = self._R
         R[:L * H] = arrays["state/h"].reshape(-1)
         R[L * H:2 * L * H] = arrays["state/c"].reshape(-1)
-        ring = R[int(I[K.I_RING]):self._state_end].reshape(k2, int(I[K.I_SLOT]))
+        ring = R[int(I[K.I_RING]):self._state_end].reshape(k2, int(I[K.I_SLOT_SIZE]))
         for l in range(L):
             rec = K.I_LAYERS + K.I_PER_LAYER * l
-            for field, key in (("xh", K.L_SXH), ("act", K.L_SACT), ("c_prev", K.L_SCP), ("tanh_c", K.L_STC)):
+            for field, key in (("xh", K.L_SLOT_XH), ("act", K.L_SLOT_ACT), ("c_prev", K.L_SLOT_C_PREV), ("tanh_c", K.L_SLOT_TANH_C)):
                 a = arrays[f"ring/l{l}/{field}"]
                 o = int(I[rec + key])
                 ring[:, o:o + a.shape[1]] = a
-        for field, key in (("out", K.I_SOUT), ("y", K.I_SY), ("flag", K.I_SFLAG)):
+        for field, key in (("out", K.I_SLOT_OUT), ("y", K.I_SLOT_Y), ("flag", K.I_SLOT_FLAG)):
             a = arrays[f"ring/{field}"]
             o = int(I[key])
             ring[:, o:o + a.shape[1]] = a
@@ -710,7 +662,7 @@ class OnlineLSTM:
             a = arrays[f"stats/{name}"]
             o = int(I[key])
             F[o:o + a.size] = a.reshape(-1)
-        (I[K.I_NSTEPS], I[K.I_NUPD], I[K.I_NSKIP], I[K.I_ADAMT], I[K.I_NDROP],
+        (I[K.I_NSTEPS], I[K.I_NUPD], I[K.I_NSKIP], I[K.I_OPT_STEPS], I[K.I_NDROP],
          I[K.I_T], I[K.I_SINCE]) = arrays["counters"]
 
     def to_bytes(self) -> bytes:

@@ -20,10 +20,10 @@ def _stream(n: int, n_in: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 def _snapshot(m: OnlineLSTM) -> dict[str, np.ndarray]:
     """Everything a model keeps, less the scratch fields that every call writes."""
-    from streamlstm import _kernels as K
+    from streamlstm._kernels import layout as K
     F = m._F.copy()
     F[m._fout:m._fout + m.n_outputs] = 0.0
-    fxs = int(m._I[K.I_FXS])
+    fxs = int(m._I[K.I_FX_SCRATCH])
     F[fxs:fxs + 3 * m.n_inputs] = 0.0
     return {"P": m._P.copy(), "R": m._R[:m._state_end].copy(), "F": F, "I": m._I.copy()}
 
@@ -31,7 +31,7 @@ def _snapshot(m: OnlineLSTM) -> dict[str, np.ndarray]:
 def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     for k in a:
         if k == "I":  # the status field of I records the last refusal; everything else must match
-            from streamlstm import _kernels as K
+            from streamlstm._kernels import layout as K
             a_i, b_i = a[k].copy(), b[k].copy()
             a_i[[K.I_STATUS, K.I_ERRPOS]] = 0
             b_i[[K.I_STATUS, K.I_ERRPOS]] = 0

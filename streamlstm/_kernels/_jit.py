@@ -1,0 +1,58 @@
+"""The kernels' one numba decorator, and the purge of their stale on-disk cache.
+
+``error_model="numpy"``: a division by zero gives inf/NaN (checked where it matters)
+instead of raising, which would need a branch per division. No ``fastmath``: LLVM keeps
+every sum in the written order, so all paths through the kernels round alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from numba import njit
+
+from .._numba_config import module_cache_dir
+
+jit = njit(cache=True, error_model="numpy", nogil=True)
+
+_PACKAGE = Path(__file__).resolve().parent
+_MARKER = "streamlstm-kernels.stamp"
+
+
+def _cache_dirs() -> list[Path]:
+    """Where numba keeps this package's cache: the one directory it really uses (under
+    NUMBA_CACHE_DIR, or beside the sources when that is unset). Never create a folder
+    inside an installed package that numba does not use: it would outlive an uninstall."""
+    return [Path(module_cache_dir(str(_PACKAGE / "_jit.py")))]
+
+
+def purge_stale_cache() -> None:
+    """Numba's cache checks only the source file of each function, but a kernel inlines
+    its callees from the package's other modules: after an edit of one module, the cached
+    machine code of the others would run the old code. Keep a stamp of every module beside
+    the cache and drop the package's entries when it moves."""
+    digest = hashlib.sha256()
+    sources = sorted(_PACKAGE.glob("*.py"))
+    for path in sources:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    stamp = digest.hexdigest()
+    for cache in _cache_dirs():
+        try:
+            marker = cache / _MARKER
+            if marker.exists() and marker.read_text() == stamp:
+                continue
+            for path in sources:
+                for entry in cache.glob(f"{path.stem}.*.nb[ic]"):
+                    entry.unlink()
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f"{_MARKER}.{os.getpid()}"
+            tmp.write_text(stamp)
+            tmp.replace(marker)
+        except OSError:  # a read-only install: numba then caches elsewhere or not at all
+            pass
+
+
+purge_stale_cache()

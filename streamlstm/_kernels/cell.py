@@ -1,0 +1,244 @@
+"""One LSTM (or tanh RNN) layer step, forward and backward, for one stream or a tile of keys.
+
+Layer l has one fused weight matrix ``W`` of shape ``(n_x + H, G)`` applied to
+``xh = [x; h_prev]`` as ``z = b + xh @ W`` (``G = 4H`` gates ``i, f, g, o`` in PyTorch's
+order for the LSTM, ``G = H`` for the RNN). Storing it input-major makes the forward and
+the weight-gradient loops run along contiguous rows of ``G`` values, which LLVM vectorises
+without reordering any sum, so every path through the kernels rounds the same way.
+"""
+
+from __future__ import annotations
+
+from ._jit import jit
+from .activations import sigmoid, tanh
+from .layout import CELL_RNN
+
+
+@jit
+def preactivation(W, b, xh, z):
+    """z = b + xh @ W, summed over k in ascending order (batched callers keep that order).
+
+    Four rows of W per pass over z: the parenthesised sum is the same sequence of roundings
+    as four single passes (so every path gives the same bits), with a quarter of the loads
+    and stores of z.
+    """
+    G = z.shape[0]
+    n = xh.shape[0]
+    for r in range(G):
+        z[r] = b[r]
+    k = 0
+    while k + 4 <= n:
+        x0, x1, x2, x3 = xh[k], xh[k + 1], xh[k + 2], xh[k + 3]
+        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
+        for r in range(G):
+            z[r] = (((z[r] + x0 * w0[r]) + x1 * w1[r]) + x2 * w2[r]) + x3 * w3[r]
+        k += 4
+    while k < n:
+        xk = xh[k]
+        wk = W[k]
+        for r in range(G):
+            z[r] += xk * wk[r]
+        k += 1
+
+
+@jit
+def preactivation_tile(W, b, XH, Z, n, n_rows):
+    """Z[i] = b + XH[i, :n_rows] @ W for i < n: ``preactivation`` for a tile of keys.
+
+    Every element is rounded exactly as in ``preactivation``: it starts at b[r] and
+    accumulates XH[i, k] * W[k, r] for k ascending (four k per pass, written as one
+    left-to-right expression: the same sequence of roundings). No fused multiply-add
+    (no fastmath), as in the core. Two keys per pass share each load of W's rows, which
+    keeps the loop on the arithmetic units rather than on the loads.
+    """
+    G = W.shape[1]
+    for i in range(n):
+        z = Z[i]
+        for r in range(G):
+            z[r] = b[r]
+    k = 0
+    while k + 4 <= n_rows:
+        w0 = W[k]
+        w1 = W[k + 1]
+        w2 = W[k + 2]
+        w3 = W[k + 3]
+        i = 0
+        while i + 2 <= n:
+            a0, a1, a2, a3 = XH[i, k], XH[i, k + 1], XH[i, k + 2], XH[i, k + 3]
+            c0, c1, c2, c3 = XH[i + 1, k], XH[i + 1, k + 1], XH[i + 1, k + 2], XH[i + 1, k + 3]
+            za = Z[i]
+            zc = Z[i + 1]
+            for r in range(G):
+                v0, v1, v2, v3 = w0[r], w1[r], w2[r], w3[r]
+                za[r] = (((za[r] + a0 * v0) + a1 * v1) + a2 * v2) + a3 * v3
+                zc[r] = (((zc[r] + c0 * v0) + c1 * v1) + c2 * v2) + c3 * v3
+            i += 2
+        if i < n:
+            a0, a1, a2, a3 = XH[i, k], XH[i, k + 1], XH[i, k + 2], XH[i, k + 3]
+            za = Z[i]
+            for r in range(G):
+                za[r] = (((za[r] + a0 * w0[r]) + a1 * w1[r]) + a2 * w2[r]) + a3 * w3[r]
+        k += 4
+    while k < n_rows:
+        w0 = W[k]
+        for i in range(n):
+            x0 = XH[i, k]
+            z = Z[i]
+            for r in range(G):
+                z[r] = z[r] + x0 * w0[r]
+        k += 1
+
+
+@jit
+def cell_activate(cell, c_prev, act, tc, h, c):
+    """Turn the pre-activations in ``act`` into gates, then the new c and h.
+
+    LSTM:  i, f, o = σ(z_i, z_f, z_o);  g = tanh(z_g);  c = f·c_prev + i·g;  h = o·tanh(c)
+    RNN:   h = tanh(z)
+    ``act`` keeps the activated gates (the backward pass needs them), ``tc`` = tanh(c).
+    """
+    H = h.shape[0]
+    if cell == CELL_RNN:
+        for j in range(H):
+            act[j] = tanh(act[j])
+            h[j] = act[j]
+        return
+    for j in range(H):
+        i = sigmoid(act[j])
+        f = sigmoid(act[H + j])
+        g = tanh(act[2 * H + j])
+        o = sigmoid(act[3 * H + j])
+        act[j], act[H + j], act[2 * H + j], act[3 * H + j] = i, f, g, o
+        c[j] = f * c_prev[j] + i * g
+        tc[j] = tanh(c[j])
+        h[j] = o * tc[j]
+
+
+@jit
+def cell_forward(cell, W, b, xh, c_prev, act, tc, h, c):
+    """One step of one layer: z = b + xh @ W, then the cell (``cell_activate``).
+    ``xh`` = [x; h_prev] is already filled in."""
+    preactivation(W, b, xh, act)
+    cell_activate(cell, c_prev, act, tc, h, c)
+
+
+@jit
+def gate_grads(cell, c_prev, act, tc, dh, dc, dz):
+    """dz = ∂L/∂z of one step from dh (and dc, which becomes ∂L/∂c_prev): the equations
+    of ``cell_backward``."""
+    H = dh.shape[0]
+    if cell == CELL_RNN:
+        for j in range(H):
+            dz[j] = dh[j] * (1.0 - act[j] * act[j])
+        return
+    for j in range(H):
+        i, f, g, o = act[j], act[H + j], act[2 * H + j], act[3 * H + j]
+        do = dh[j] * tc[j]
+        dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j])
+        dz[j] = dcj * g * i * (1.0 - i)
+        dz[H + j] = dcj * c_prev[j] * f * (1.0 - f)
+        dz[2 * H + j] = dcj * i * (1.0 - g * g)
+        dz[3 * H + j] = do * o * (1.0 - o)
+        dc[j] = dcj * f
+
+
+@jit
+def cell_backward(cell, WT, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
+    """Backward through one step of one layer.
+
+    In: dh = ∂L/∂h (this step), dc = ∂L/∂c (from the next step; LSTM only).
+    Out: dW, db accumulated; dxh = ∂L/∂[x; h_prev]; dc becomes ∂L/∂c_prev.
+         do = dh·tanh(c);  dc += dh·o·(1 - tanh²c)
+         di = dc·g;  df = dc·c_prev;  dg = dc·i;  dc_prev = dc·f
+         dz = [di·i(1-i), df·f(1-f), dg(1-g²), do·o(1-o)]
+    """
+    gate_grads(cell, c_prev, act, tc, dh, dc, dz)
+    G = dz.shape[0]
+    for r in range(G):
+        db[r] += dz[r]
+    for k in range(xh.shape[0]):
+        xk = xh[k]
+        for r in range(G):
+            dW[k, r] += xk * dz[r]
+    backprop_input(WT, dz, dxh)
+
+
+@jit
+def backprop_input(WT, dz, dxh):
+    """dxh = W @ dz from W's transpose: rows of WT are contiguous, so the sums run along
+    dxh as vector updates, four gate rows per pass, in ascending order (the same roundings
+    on every path; no reassociation needed to vectorise)."""
+    G = dz.shape[0]
+    for k in range(dxh.shape[0]):
+        dxh[k] = 0
+    r = 0
+    while r + 4 <= G:
+        d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
+        w0, w1, w2, w3 = WT[r], WT[r + 1], WT[r + 2], WT[r + 3]
+        for k in range(dxh.shape[0]):
+            dxh[k] = (((dxh[k] + d0 * w0[k]) + d1 * w1[k]) + d2 * w2[k]) + d3 * w3[k]
+        r += 4
+    while r < G:
+        d0 = dz[r]
+        w0 = WT[r]
+        for k in range(dxh.shape[0]):
+            dxh[k] += d0 * w0[k]
+        r += 1
+
+
+@jit
+def weight_grad_tile(XH, DZ, dW, db, n, n_rows):
+    """dW += Σ_i XH[i, :n_rows] ⊗ DZ[i] and db += Σ_i DZ[i] over a tile of n keys: one
+    step's weight gradient of many windows as a matrix product (XHᵀ · DZ).
+
+    Keys are summed in ascending order, four per pass over a row of dW (one left-to-right
+    expression: the same roundings as four single passes, a quarter of dW's loads and
+    stores). For one key these are exactly ``cell_backward``'s sums.
+    """
+    G = DZ.shape[1]
+    for i in range(n):
+        d = DZ[i]
+        for r in range(G):
+            db[r] += d[r]
+    for k in range(n_rows):
+        wk = dW[k]
+        i = 0
+        while i + 4 <= n:
+            x0, x1, x2, x3 = XH[i, k], XH[i + 1, k], XH[i + 2, k], XH[i + 3, k]
+            d0, d1, d2, d3 = DZ[i], DZ[i + 1], DZ[i + 2], DZ[i + 3]
+            for r in range(G):
+                wk[r] = (((wk[r] + x0 * d0[r]) + x1 * d1[r]) + x2 * d2[r]) + x3 * d3[r]
+            i += 4
+        while i < n:
+            x0 = XH[i, k]
+            d0 = DZ[i]
+            for r in range(G):
+                wk[r] += x0 * d0[r]
+            i += 1
+
+
+@jit
+def backprop_input_tile(WT, DZ, DXH, n, n_rows):
+    """DXH[i, :n_rows] = W @ DZ[i] for a tile of n keys: ``backprop_input`` with each row
+    quad of WT loaded once for all keys (the same sums, in the same order, per key)."""
+    G = WT.shape[0]
+    for i in range(n):
+        for k in range(n_rows):
+            DXH[i, k] = 0
+    r = 0
+    while r + 4 <= G:
+        w0, w1, w2, w3 = WT[r], WT[r + 1], WT[r + 2], WT[r + 3]
+        for i in range(n):
+            d0, d1, d2, d3 = DZ[i, r], DZ[i, r + 1], DZ[i, r + 2], DZ[i, r + 3]
+            xi = DXH[i]
+            for k in range(n_rows):
+                xi[k] = (((xi[k] + d0 * w0[k]) + d1 * w1[k]) + d2 * w2[k]) + d3 * w3[k]
+        r += 4
+    while r < G:
+        w0 = WT[r]
+        for i in range(n):
+            d0 = DZ[i, r]
+            xi = DXH[i]
+            for k in range(n_rows):
+                xi[k] += d0 * w0[k]
+        r += 1
