@@ -3,7 +3,7 @@
 A cache written into ``site-packages/streamlstm/__pycache__`` survives ``pip uninstall``
 and turns into a namespace package that hides a later editable install. These tests run
 fresh interpreters with a clean environment and look where numba would put (and where
-the keyed kernels do put) their cache files. No kernel is compiled: the cache locations
+the kernels do put) their cache files. No kernel is compiled: the cache locations
 are fixed when the functions are decorated. `.ci/run` runs the README's two commands in
 one venv, the end-to-end check of the same thing.
 """
@@ -23,11 +23,14 @@ PACKAGE = Path(streamlstm.__file__).resolve().parent
 PROBE = """
 import json, os, sys
 {before}
-import streamlstm._kernels as K, streamlstm._keyed_kernels as KK
+import importlib, pkgutil
+import streamlstm._kernels as KP
 from numba.core import config
 from streamlstm._numba_config import module_cache_dir
-paths = [d._cache._cache_path for d in vars(K).values() if hasattr(d, "_cache") and hasattr(d._cache, "_cache_path")]
-stamp = os.path.join(module_cache_dir(KK.__file__), "_keyed_kernels.core-stamp")
+mods = [importlib.import_module("streamlstm._kernels." + m.name) for m in pkgutil.iter_modules(KP.__path__)]
+paths = [d._cache._cache_path for M in mods for d in vars(M).values()
+         if hasattr(d, "_cache") and hasattr(d._cache, "_cache_path")]
+stamp = os.path.join(module_cache_dir(os.path.join(KP.__path__[0], "_jit.py")), "streamlstm-kernels.stamp")
 print(json.dumps({{"env": os.environ.get("NUMBA_CACHE_DIR"), "config": config.CACHE_DIR, "paths": paths,
                   "stamp": stamp, "stamp_exists": os.path.exists(stamp)}}))
 """
@@ -53,7 +56,7 @@ def test_numba_cache_defaults_to_the_per_user_directory(tmp_path):
     assert got["paths"], "no cached kernel found to check"
     assert all(_inside(p, user) for p in got["paths"]), got["paths"]
     assert not any(_inside(p, PACKAGE) for p in got["paths"])
-    assert got["stamp_exists"] and _inside(got["stamp"], user)  # the keyed kernels' stamp goes there too
+    assert got["stamp_exists"] and _inside(got["stamp"], user)  # the kernels' stale-cache stamp goes there too
 
 
 def test_numba_cache_dir_set_by_the_user_wins(tmp_path):
