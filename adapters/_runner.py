@@ -120,8 +120,6 @@ class Engine:
         self.informed_default = template is not None and _has_learned(template)
 
     def _setup(self, job: dict[str, Any], params: dict[str, Any], learn: bool) -> None:
-        import inspect
-
         self.job = dict(job)
         self.params = dict(params)
         self.learn = learn
@@ -147,7 +145,6 @@ class Engine:
         self.informed_default = False
         self.ring_real: dict[Any, np.ndarray] = {}  # were the forecasts in `ring` made after a label
         self.unreal = np.zeros(0, dtype=bool)  # rows of the last block without a real prediction
-        self._lag_block = "lag" in inspect.signature(OnlineLSTM.learn_many).parameters
 
     def _new_model(self) -> OnlineLSTM:
         if self._template is not None:
@@ -321,15 +318,7 @@ class Engine:
             return np.array([_one(model.advance, X[0])])
         if lag == 0:
             return model.learn_many(X, Y, M)[:, 0]
-        if self._lag_block:
-            return model.learn_many(X, Y, M, lag=lag)[:, 0]
-        P = np.empty(len(X))
-        advance, label = model.advance, model.label
-        for i in range(len(X)):  # until the core's block call takes a lag
-            P[i] = _one(advance, X[i])
-            if M[i]:
-                label(float(Y[i]), lag)
-        return P
+        return model.learn_many(X, Y, M, lag=lag)[:, 0]
 
     # --------------------------------------------------------- persistence
     def _keys(self) -> list[Any]:

@@ -530,3 +530,31 @@ def test_file_run_stops_at_the_first_bad_row_like_a_pipe_run(tmp_path):
     assert f.returncode == p.returncode == 2
     assert f.stdout == p.stdout and len(f.stdout.splitlines()) == 1 + 3000
     assert "line 3002, column 'y': 'abc' is not a number" in f.stderr.decode()
+
+
+def test_ahead_with_learning_runs_in_blocks_and_equals_the_per_row_path(tmp_path, monkeypatch):
+    """--ahead 3 with learning: the core's block call with a label lag serves whole runs of
+    rows (no per-row loop), and writes exactly what one-row blocks write."""
+    from click.testing import CliRunner
+
+    from streamlstm import OnlineLSTM
+    from streamlstm.adapters import cli as cli_module
+
+    data = make_csv(tmp_path / "d.csv", rows=150, keys=("a", "b"))
+    calls: list[tuple[int, int]] = []
+    block_call = OnlineLSTM.learn_many
+
+    def spy(self, X, Y, mask=None, lag=0):
+        calls.append((len(X), lag))
+        return block_call(self, X, Y, mask, lag=lag)
+
+    monkeypatch.setattr(OnlineLSTM, "learn_many", spy)
+    args = ["run", str(data), "--target", "temp", "--time", "time", "--features", "hum", "--ahead", "3", *SMALL]
+    blocks = CliRunner().invoke(cli_module.main, args, catch_exceptions=False)
+    assert blocks.exit_code == 0, blocks.output
+    assert any(n > 1 and lag == 2 for n, lag in calls), calls  # whole runs went through one block call
+    n_block_calls = len(calls)
+    rows = CliRunner().invoke(cli_module.main, [*args, "--block-size", "1"], catch_exceptions=False)
+    assert rows.exit_code == 0, rows.output
+    assert not any(n > 1 and lag for n, lag in calls[n_block_calls:])  # one-row blocks: the per-row path
+    assert blocks.stdout == rows.stdout
