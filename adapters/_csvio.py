@@ -44,6 +44,10 @@ MAX_LINE = 1 << 20  # a "line" longer than this without a newline is refused (1 
 LIMIT = 1e100       # larger magnitudes are refused: the core's running statistics would overflow
 FILE_CHUNK = 1 << 20  # bytes per read from a regular file (a pipe: 64 KiB, what it holds)
 csv.field_size_limit(MAX_LINE)
+# A longer line is one bad record, reported at its own line number; the rest of it is
+# read past without being kept. The same words whatever read cut it: the message is part
+# of the input's fingerprint (a resumed run must see the same records).
+LONG_LINE = f"the line is longer than {MAX_LINE:,} characters (refused whole)"
 
 
 class CliError(Exception):
@@ -139,6 +143,7 @@ class RecordReader:
         self._raw_eof = False      # the source has ended after the bytes in _raw
         self.plain_mode = False    # next_plain is in use (set by the command line for regular files)
         self.guard_reads = True    # a signal may break a read (off when another thread reads)
+        self._overlong = False     # dropping the rest of a line refused as too long
 
     # ------------------------------------------------------------------ reading
     def _fill_once(self, n_lines: int = 1) -> None:
@@ -167,25 +172,32 @@ class RecordReader:
             hold, text = "\r", text[:-1]
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self._overlong:  # the rest of a refused line, up to its end, is dropped
+            end = text.find("\n")
+            text = "" if end < 0 else text[end + 1:]
+            self._overlong = end < 0
         parts = text.split("\n")
         self._tail = parts.pop() + hold
+        long_tail = len(self._tail) > MAX_LINE
         if final:
             self._eof = True
-            if self._tail:
+            if self._tail and not long_tail:
                 parts.append(self._tail)
-                self._tail = ""
-        elif len(self._tail) > MAX_LINE:
-            parts.append(self._tail)
             self._tail = ""
+        elif long_tail:  # no end in sight: refuse the line now, drop the rest as it comes
+            self._tail = ""
+            self._overlong = True
         if parts:
             self._split(parts)
+        if long_tail:
+            self._split([None])
         if final and self._pending:
             self._emit(self._pending_line, BadRecord("unterminated quoted field (a '\"' is never closed)"))
             self._pending = []
 
     def _take_lines(self, k: int) -> bytes:
-        """The next ``k`` lines of undecoded bytes (fewer at the end, or a line longer than
-        ``MAX_LINE`` cut there); b"" at the end of the input."""
+        """The next ``k`` lines of undecoded bytes; b"" at the end of the input. Of a line
+        longer than ``MAX_LINE``, the bytes read so far: :meth:`_fill_once` refuses it."""
         while True:
             raw, start = self._raw, self._raw_pos
             pos = start
@@ -228,7 +240,7 @@ class RecordReader:
 
         from ._fastcsv import scan_plain
 
-        if not self._started or self._pending or self._ready():
+        if not self._started or self._pending or self._ready() or self._overlong:
             return None
         if self._tail or self._decoder.getstate()[0]:  # text the Python mode decoded: back to bytes
             held = self._tail.encode("utf-8", "surrogateescape") + self._decoder.getstate()[0]
@@ -264,10 +276,13 @@ class RecordReader:
         self._lines.append(line)
         self._recs.append(rec)
 
-    def _split(self, lines: list[str]) -> None:
+    def _split(self, lines: list[Any]) -> None:
+        """Records from complete lines (``None``: a line too long to keep)."""
         first = self._next_line + 1
         self._next_line += len(lines)
-        if not self._pending and '"' not in "\n".join(lines):
+        joined = "\n".join(lines) if lines[-1] is not None else None
+        if not self._pending and joined is not None and '"' not in joined and (
+                len(joined) <= MAX_LINE or max(map(len, lines)) <= MAX_LINE):
             # fast path, no quotes anywhere: a record is its line (fields = line.split(","))
             if all(lines) and not any(map(str.isspace, lines)):
                 self._lines.extend(range(first, first + len(lines)))
@@ -280,6 +295,10 @@ class RecordReader:
             return
         for i, s in enumerate(lines):
             n = first + i
+            if s is None or len(s) > MAX_LINE:  # a quoted record open in it is refused with it
+                self._emit(self._pending_line if self._pending else n, BadRecord(LONG_LINE))
+                self._pending = []
+                continue
             if self._pending:
                 self._pending.append(s)
                 self._pending_size += len(s) + 1
@@ -364,13 +383,16 @@ class RecordReader:
             raise CliError(f"line {lines[0]}: the header is not valid CSV: {recs[0].message}")
         return [s.strip() for s in fields(recs[0])]
 
-    def skip(self, n: int) -> int:
-        """Consume ``n`` records without looking at them (resume); returns how many there were."""
+    def skip(self, n: int, seen: Callable[[list[Any], int], None] | None = None) -> int:
+        """Consume ``n`` records without parsing them (resume); returns how many there were.
+        ``seen(records, count)`` is called with each batch (the resume's fingerprint)."""
         done = 0
         while done < n:
             _, recs = self.next_batch(min(n - done, 65536))
             if not recs:
                 break
+            if seen is not None:
+                seen(recs, len(recs))
             done += len(recs)
         return done
 

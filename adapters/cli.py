@@ -171,7 +171,19 @@ def run(ctx: click.Context, **o: Any) -> None:
     Exit status: 0 done, 2 bad input or usage, 1 other failure, 128+N stopped by signal N.
     """
     explicit = {name for name in o if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    _guard(_run, o, explicit)
+    _guard(_run_locked, o, explicit)
+
+
+def _run_locked(o: dict[str, Any], explicit: set[str]) -> Any:
+    """`_run`, holding the checkpoint's lock: two runs must not write one checkpoint."""
+    from ._runner import CheckpointLock, check_file_option
+
+    check_file_option("--checkpoint", o.get("checkpoint"))
+    check_file_option("--save", o.get("save"))
+    if not o.get("checkpoint"):
+        return _run(o, explicit)
+    with CheckpointLock(o["checkpoint"]):
+        return _run(o, explicit)
 
 
 def _job_from_options(o: dict[str, Any]) -> dict[str, Any]:
@@ -209,10 +221,18 @@ def _read_saved(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         raise CliError(f"{path}: is a directory") from None
     except PermissionError:
         raise CliError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
     except persistence.FormatError as exc:
         raise CliError(str(exc)) from None
+    except (ValueError, LookupError, TypeError, OverflowError, RecursionError) as exc:  # a header the reader trips on
+        raise CliError(f"{path}: corrupt streamlstm file: {type(exc).__name__}: {exc}") from None
     if kind not in ("streamlstm.cli", "OnlineLSTM"):
         raise CliError(f"{path} holds a {kind!r}, not a streamlstm model")
+    if kind == "streamlstm.cli":
+        from ._runner import check_checkpoint
+
+        check_checkpoint(meta, arrays, path)
     return kind, meta, arrays
 
 
@@ -331,19 +351,23 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     from . import _runner as R
 
     stats = R.Stats()
+    fingerprint = R.InputFingerprint()
     if saved is not None and saved[0] == "streamlstm.cli":
         kind, meta, arrays = saved
-        engine = R.Engine.restore(meta, arrays, learn)
+        engine = R.Engine.restore(meta, arrays, learn, saved_path)
         if resuming:
             if meta.get("header") != header:
                 raise CliError(f"the input's header differs from the one {saved_path} was made on: "
                                "--resume needs the same input")
             stats = R.Stats.from_meta(meta.get("stats", {}))
             want = int(meta.get("consumed", 0))
-            got = reader.skip(want)
+            got = reader.skip(want, fingerprint.add)
             if got < want:
                 raise CliError(f"the input has {got} rows but {saved_path} has consumed {want}: "
                                "--resume needs the same input")
+            if meta.get("input_sha256", fingerprint.hexdigest()) != fingerprint.hexdigest():
+                raise CliError(f"the input's first {want:,} rows differ from the {want:,} that {saved_path} "
+                               "consumed: --resume needs the same input (it skips the rows consumed)")
             if not o.get("quiet"):
                 _echo(f"resuming from {saved_path} after {want:,} input rows")
         else:
@@ -360,7 +384,10 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         if saved is not None:
             from streamlstm import OnlineLSTM
 
-            template = OnlineLSTM.load(saved_path)
+            try:
+                template = OnlineLSTM.load(saved_path)
+            except (ValueError, OSError) as exc:  # FormatError is a ValueError
+                raise CliError(f"{saved_path}: {exc}") from None
             if o.get("fresh_state"):
                 template.reset_state()
             params = template.get_params()
@@ -392,7 +419,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"),
         progress=not o.get("quiet") and stream is None and sys.stderr.isatty(),
         collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header,
-        prefetch=o.get("reader_thread", True))
+        prefetch=o.get("reader_thread", True), fingerprint=fingerprint, resumed=resuming)
     outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)
     if not o.get("quiet"):
         _echo(R.summary(outcome))
