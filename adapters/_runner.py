@@ -826,7 +826,7 @@ class InputFingerprint:
             if source[-1] != 10 or count < int(np.count_nonzero(source == 10)):
                 ends = np.flatnonzero(source == 10)
                 end = int(ends[count - 1]) + 1
-            self._hash.update(memoryview(source[:end]))
+            self._hash.update(source[:end].data)
             return
         recs = source[:count]
         if set(map(type, recs)) == {str}:
@@ -843,6 +843,15 @@ class InputFingerprint:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+    def copy(self) -> InputFingerprint:
+        twin = InputFingerprint()
+        twin._hash = self._hash.copy()
+        return twin
+
+    def adopt(self, other: InputFingerprint) -> None:
+        """Become ``other`` (the fingerprint of the same records, taken further elsewhere)."""
+        self._hash = other._hash
 
 
 def check_file_option(option: str, path: str | None) -> None:
@@ -931,7 +940,7 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
             saved[0] = stats.consumed
         last_ck = time.perf_counter()
 
-    blocks = _blocks(reader, schema, opts, stats.consumed)
+    blocks = _blocks(reader, schema, opts, stats.consumed, fingerprint)
     if reader.regular and opts.prefetch:  # reads never block: parse the next blocks on a second thread
         blocks = _Prefetch(blocks, reader)
     with _Signals() as sig, np.errstate(all="ignore"):
@@ -941,7 +950,8 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                 item = next(blocks, None)
                 if item is None:
                     break
-                blk, bad, cut, source = item
+                blk, bad, cut, source, read_through = item
+                whole = cut
                 if bad and opts.on_bad_row == "error":
                     cut = bad[0][0]
                     keep = int(np.searchsorted(blk.pos, cut))
@@ -961,7 +971,10 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                     if opts.on_bad_row == "warn":
                         log(f"warning: {msg} (row skipped)")
                 stats.consumed += cut
-                fingerprint.add(source, cut)
+                if cut == whole:  # hashed on the reader's side (its thread, for a file)
+                    fingerprint.adopt(read_through)
+                else:
+                    fingerprint.add(source, cut)
                 if opts.flush_each_batch:
                     writer.flush()
                 if bad and opts.on_bad_row == "error":
@@ -1017,14 +1030,17 @@ def _output_lost(exc: OutputError, opts: RunOptions, saved: int | None) -> Outpu
                        "was written: run again with --resume to go on from there")
 
 
-def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions,
-            consumed: int) -> Iterator[tuple[Block, list[tuple[int, str]], int, Any]]:
-    """``(typed block, bad rows, records consumed, their source)`` until the input ends;
-    the source (records or bytes of plain lines) is for :class:`InputFingerprint`.
+def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: int,
+            fingerprint: InputFingerprint) -> Iterator[tuple[Block, list[tuple[int, str]], int, Any, InputFingerprint]]:
+    """``(typed block, bad rows, records consumed, their source, fingerprint)`` until the
+    input ends: the source (records or bytes of plain lines) and the fingerprint of the
+    input through this block, which starts from ``fingerprint``, are for the consumer
+    to take (or, when it consumes only part of the block, to hash that part).
 
     Blocks end at multiples of ``checkpoint_every`` input records, so that a checkpoint
     falls exactly there."""
     every = opts.checkpoint_every
+    read = fingerprint.copy()
     while True:
         n = opts.block_size
         if every:
@@ -1039,7 +1055,8 @@ def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions,
                 return
             blk, bad = schema.parse(lines, recs)
             cut, source = len(recs), recs
-        yield blk, bad, cut, source
+        read.add(source, cut)
+        yield blk, bad, cut, source, read.copy()
         consumed += cut
 
 

@@ -90,6 +90,9 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if os.environ.get("STREAMLSTM_DEBUG"):
             raise
+        if isinstance(exc, getattr(sys.modules.get("streamlstm.persistence"), "FormatError", ())):
+            _echo(str(exc))  # a file or bytes the core refused: the user's input, not our failure
+            sys.exit(2)
         _echo(f"internal error: {type(exc).__name__}: {exc} (set STREAMLSTM_DEBUG=1 for the traceback)")
         sys.exit(1)
 
@@ -141,7 +144,8 @@ def main() -> None:
                                              "kill -9, rows answered after the last checkpoint are answered again.")
 @click.option("--on-bad-row", type=click.Choice(["error", "skip", "warn"]), default="error", show_default=True,
               help="A row that does not parse: stop (exit 2), skip it silently, or skip it with a warning.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True,
+              help="CSV copies kept cells byte for byte; JSON lines are UTF-8, a byte that is not becomes \\xNN.")
 @click.option("--digits", type=click.IntRange(1, 17), metavar="N", help="Significant digits of the numbers written "
                                                          "(default: shortest exact representation).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs predicted (and error) to this "
@@ -354,7 +358,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     fingerprint = R.InputFingerprint()
     if saved is not None and saved[0] == "streamlstm.cli":
         kind, meta, arrays = saved
-        engine = R.Engine.restore(meta, arrays, learn, saved_path)
+        engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
         if resuming:
             if meta.get("header") != header:
                 raise CliError(f"the input's header differs from the one {saved_path} was made on: "

@@ -321,6 +321,8 @@ def test_a_corrupt_checkpoint_is_a_clear_error_with_exit_2(uninterrupted, tmp_pa
         make(ck)
         for cmd in (["--checkpoint", ck, "--resume"], ["--load", ck]):
             fails(cli("run", data, *KEYED, *cmd), 2, word, str(ck))
+        if name != "state width":  # `info` reads no per-key state
+            fails(cli("info", ck), 2, str(ck) if name != "model bytes" else "truncated")
 
 
 def test_settings_the_core_refuses_exit_2_naming_the_setting(tmp_path):
