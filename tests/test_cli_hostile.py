@@ -18,10 +18,16 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("click")
+pytest.importorskip("hypothesis")
 
+from test_cli_fuzz import Trickle  # noqa: E402
 from test_cli import CMD, ENV, SMALL, assert_same_model, cli, consumed, make_csv, ok, read_line, start  # noqa: E402
 
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 from streamlstm import OnlineLSTM, persistence  # noqa: E402
+from streamlstm.adapters import _csvio  # noqa: E402
 from streamlstm.adapters._csvio import MAX_LINE  # noqa: E402
 from streamlstm.adapters._runner import InputFingerprint  # noqa: E402
 
@@ -139,6 +145,37 @@ def test_a_header_of_a_million_columns_is_refused_not_cut(tmp_path):
     data = tmp_path / "wide.csv"
     data.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + ",".join(["1"] * 3) + "\n")
     fails(cli("run", data, "--target", "c1"), 2, "line 1: the header is not valid CSV: the line is longer than")
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # MAX_LINE is set alike
+@given(lengths=st.lists(st.integers(1, 100), min_size=1, max_size=25), chunk=st.integers(1, 70),
+       batch=st.integers(1, 9), plain=st.booleans(), quoted_at=st.integers(-1, 30))
+def test_the_reader_refuses_long_lines_whole_at_any_read_boundary(monkeypatch, lengths, chunk, batch, plain,
+                                                                  quoted_at):
+    """Lines over the limit (40 characters here) are one bad record each, at their own
+    line number, whichever read cut them and whether the Python or the plain-line reader
+    meets them; every other line is a record, whole."""
+    monkeypatch.setattr(_csvio, "MAX_LINE", 40)
+    lines = [("q,\"" + "z" * (n - 4) + "\"") if i == quoted_at and n >= 4 else (str(i % 10) * n)
+             for i, n in enumerate(lengths)]
+    reader = _csvio.RecordReader(Trickle(("h\n" + "\n".join(lines) + "\n").encode(), chunk), fill=False)
+    reader.plain_mode = plain
+    assert reader.read_header() == ["h"]
+    got = []
+    while True:
+        found = reader.next_plain(batch) if plain else None
+        if found is not None:
+            first, raw, count = found
+            got += zip(range(first, first + count), raw.tobytes().decode().split("\n")[:count])
+            continue
+        numbers, recs = reader.next_batch(batch)
+        if not recs:
+            break
+        got += [(n, r.message if isinstance(r, _csvio.BadRecord) else r if isinstance(r, str) else ",".join(r))
+                for n, r in zip(numbers, recs)]
+    want = [(i + 2, _csvio.LONG_LINE if len(s) > 40 else s.replace('"', "")) for i, s in enumerate(lines)]
+    assert got == want
 
 
 # ----------------------------------------------- 11. checkpoints and context
