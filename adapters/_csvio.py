@@ -50,6 +50,10 @@ csv.field_size_limit(MAX_LINE)
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter detection chooses from
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none"})  # cells meaning "no value" (any case)
 MISSING_POLICIES = ("impute", "error")
+# A longer line is one bad record, reported at its own line number; the rest of it is
+# read past without being kept. The same words whatever read cut it: the message is part
+# of the input's fingerprint (a resumed run must see the same records).
+LONG_LINE = f"the line is longer than {MAX_LINE:,} characters (refused whole)"
 
 
 class CliError(Exception):
@@ -149,6 +153,7 @@ class RecordReader:
         self._raw_eof = False      # the source has ended after the bytes in _raw
         self.plain_mode = False    # next_plain is in use (set by the command line for regular files)
         self.guard_reads = True    # a signal may break a read (off when another thread reads)
+        self._overlong = False     # dropping the rest of a line refused as too long
 
     # ------------------------------------------------------------------ reading
     def _fill_once(self, n_lines: int = 1) -> None:
@@ -177,25 +182,32 @@ class RecordReader:
             hold, text = "\r", text[:-1]
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self._overlong:  # the rest of a refused line, up to its end, is dropped
+            end = text.find("\n")
+            text = "" if end < 0 else text[end + 1:]
+            self._overlong = end < 0
         parts = text.split("\n")
         self._tail = parts.pop() + hold
+        long_tail = len(self._tail) > MAX_LINE
         if final:
             self._eof = True
-            if self._tail:
+            if self._tail and not long_tail:
                 parts.append(self._tail)
-                self._tail = ""
-        elif len(self._tail) > MAX_LINE:
-            parts.append(self._tail)
             self._tail = ""
+        elif long_tail:  # no end in sight: refuse the line now, drop the rest as it comes
+            self._tail = ""
+            self._overlong = True
         if parts:
             self._split(parts)
+        if long_tail:
+            self._split([None])
         if final and self._pending:
             self._emit(self._pending_line, BadRecord("unterminated quoted field (a '\"' is never closed)"))
             self._pending = []
 
     def _take_lines(self, k: int) -> bytes:
-        """The next ``k`` lines of undecoded bytes (fewer at the end, or a line longer than
-        ``MAX_LINE`` cut there); b"" at the end of the input."""
+        """The next ``k`` lines of undecoded bytes; b"" at the end of the input. Of a line
+        longer than ``MAX_LINE``, the bytes read so far: :meth:`_fill_once` refuses it."""
         while True:
             raw, start = self._raw, self._raw_pos
             pos = start
@@ -238,7 +250,7 @@ class RecordReader:
 
         from ._fastcsv import scan_plain
 
-        if not self._started or self._pending or self._ready() or self.delimiter != ",":
+        if not self._started or self._pending or self._ready() or self.delimiter != "," or self._overlong:
             return None
         if self._tail or self._decoder.getstate()[0]:  # text the Python mode decoded: back to bytes
             held = self._tail.encode("utf-8", "surrogateescape") + self._decoder.getstate()[0]
@@ -274,7 +286,8 @@ class RecordReader:
         self._lines.append(line)
         self._recs.append(rec)
 
-    def _split(self, lines: list[str]) -> None:
+    def _split(self, lines: list[Any]) -> None:
+        """Records from complete lines (``None``: a line too long to keep)."""
         first = self._next_line + 1
         self._next_line += len(lines)
         if self.delimiter is None:
@@ -283,14 +296,20 @@ class RecordReader:
                     self.delimiter = detect_delimiter(s)
                     break
         delim = self.delimiter
-        if delim != ",":
+        if delim is not None and delim != ",":
             for i, s in enumerate(lines):
-                if self._pending or '"' in s:
-                    self._quoted_line(first + i, s)
+                n = first + i
+                if s is None or len(s) > MAX_LINE:  # a quoted record open in it is refused with it
+                    self._emit(self._pending_line if self._pending else n, BadRecord(LONG_LINE))
+                    self._pending = []
+                elif self._pending or '"' in s:
+                    self._quoted_line(n, s)
                 elif s and (delim in s or not s.isspace()):  # "\t\t" is a row of empty cells, not blank
-                    self._emit(first + i, s.split(delim))
+                    self._emit(n, s.split(delim))
             return
-        if not self._pending and '"' not in "\n".join(lines):
+        joined = "\n".join(lines) if lines[-1] is not None else None
+        if not self._pending and joined is not None and '"' not in joined and (
+                len(joined) <= MAX_LINE or max(map(len, lines)) <= MAX_LINE):
             # fast path, no quotes anywhere: a record is its line (fields = line.split(","))
             if all(lines) and not any(map(str.isspace, lines)):
                 self._lines.extend(range(first, first + len(lines)))
@@ -302,8 +321,12 @@ class RecordReader:
                     self._recs.append(s)
             return
         for i, s in enumerate(lines):
-            if self._pending or '"' in s:
-                self._quoted_line(first + i, s)
+            n = first + i
+            if s is None or len(s) > MAX_LINE:  # a quoted record open in it is refused with it
+                self._emit(self._pending_line if self._pending else n, BadRecord(LONG_LINE))
+                self._pending = []
+            elif self._pending or '"' in s:
+                self._quoted_line(n, s)
             elif s and not s.isspace():
                 self._emit(first + i, s)
 
@@ -399,13 +422,16 @@ class RecordReader:
             raise CliError(f"line {lines[0]}: the header is not valid CSV: {recs[0].message}")
         return [s.strip() for s in fields(recs[0])]
 
-    def skip(self, n: int) -> int:
-        """Consume ``n`` records without looking at them (resume); returns how many there were."""
+    def skip(self, n: int, seen: Callable[[list[Any], int], None] | None = None) -> int:
+        """Consume ``n`` records without parsing them (resume); returns how many there were.
+        ``seen(records, count)`` is called with each batch (the resume's fingerprint)."""
         done = 0
         while done < n:
             _, recs = self.next_batch(min(n - done, 65536))
             if not recs:
                 break
+            if seen is not None:
+                seen(recs, len(recs))
             done += len(recs)
         return done
 

@@ -11,9 +11,13 @@ and a block of thousands (a regular file) give the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import select
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ import numpy as np
 
 from streamlstm import InputError, LSTMState, OnlineLSTM, persistence
 
-from ._csvio import Block, CliError, RecordReader, Schema, reading_guard
+from ._csvio import BadRecord, Block, CliError, RecordReader, Schema, reading_guard
 
 KIND = "streamlstm.cli"
 FORMAT = 1
@@ -97,6 +101,109 @@ def _has_learned(model: OnlineLSTM) -> bool:
     return model.n_updates > 0 or bool(model.target_statistics()[0].sum() > 0)
 
 
+def _check_fits(model: OnlineLSTM, what: str, n_inputs: int | None = None, ahead: int = 0) -> None:
+    """Refuse (exit 2) a model this command cannot run: a classifier, several outputs, or
+    (from a checkpoint) another input width or a window too short for its forecasts."""
+    if model.loss == "cross_entropy":
+        raise CliError(f"{what} is a classifier (loss 'cross_entropy', {model.n_outputs} classes): `streamlstm run` "
+                       "predicts one number per row; classify with the Python API or River's LSTMClassifier")
+    if model.n_outputs != 1:
+        raise CliError(f"{what} predicts {model.n_outputs} values per step: `streamlstm run` needs n_outputs=1")
+    if n_inputs is not None and model.n_inputs != n_inputs:
+        raise CliError(f"corrupt checkpoint: {what} takes {model.n_inputs} inputs, its job has {n_inputs}")
+    if ahead > model.bptt:
+        raise CliError(f"corrupt checkpoint: {what} has bptt={model.bptt}, shorter than its job's ahead={ahead}")
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> None:
+    """Raise :class:`CliError` (exit 2) naming the field when the metadata and arrays of a
+    ``streamlstm run`` checkpoint do not hold what :meth:`Engine.restore` reads.
+
+    The container's own checks (magic, sizes, CRC) have passed; this catches a file that
+    was edited or built by hand, before anything is allocated from it.
+    """
+    def bad(what: str) -> CliError:
+        return CliError(f"{source}: corrupt checkpoint: {what}")
+
+    if not isinstance(meta, dict):
+        raise bad("its metadata is not a JSON object")
+    fmt = meta.get("format", 0)
+    if not _is_int(fmt) or fmt < 0:
+        raise bad(f"'format' is {fmt!r}, not a version number")
+    if fmt > FORMAT:
+        raise CliError(f"{source} was written by a newer streamlstm CLI (format {fmt}): upgrade streamlstm")
+    job = meta.get("job")
+    if not isinstance(job, dict):
+        raise bad("'job' is missing or not an object")
+    for name, ok, want in (
+            ("target", lambda v: isinstance(v, str) and v, "a column name"),
+            ("features", lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v), "a list of column names"),
+            ("key", lambda v: v is None or isinstance(v, str), "a column name or null"),
+            ("time", lambda v: v is None or isinstance(v, str), "a column name or null"),
+            ("ahead", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
+            ("per_key_models", lambda v: v is None or isinstance(v, bool), "true or false"),
+            ("difference", lambda v: v is None or isinstance(v, bool), "true or false")):
+        if not ok(job.get(name)):
+            raise bad(f"job.{name} is {job.get(name)!r}, expected {want}")
+    if not isinstance(meta.get("params"), dict):
+        raise bad("'params' is missing or not an object")
+    for name in ("learned", "consumed"):
+        v = meta.get(name, 0)
+        if not _is_int(v) or v < 0:
+            raise bad(f"{name!r} is {v!r}, expected an integer >= 0")
+    header = meta.get("header", [])
+    if not isinstance(header, list) or not all(isinstance(c, str) for c in header):
+        raise bad("'header' is not a list of column names")
+    st = meta.get("stats", {})
+    if not isinstance(st, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in st.values()):
+        raise bad("'stats' is not an object of numbers")
+    digest = meta.get("input_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
+        raise bad(f"'input_sha256' is {digest!r}, not a SHA-256 digest")
+    keys = meta.get("keys")
+    keyed = job.get("key") is not None
+    if not isinstance(keys, list):
+        raise bad("'keys' is missing or not a list")
+    if keyed and not (all(isinstance(k, str) for k in keys) and len(set(keys)) == len(keys)):
+        raise bad("'keys' is not a list of distinct key strings")
+    if not keyed and keys != [None]:
+        raise bad(f"'keys' is {keys[:3]!r}, a job without --key has the one key null")
+    n = len(keys)
+
+    def array(name: str, kinds: str, ndim: int, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+        a = arrays.get(name)
+        if a is None:
+            raise bad(f"the array {name!r} is missing")
+        if a.dtype.kind not in kinds or a.ndim != ndim or (rows is not None and a.shape[0] != rows) or (
+                cols is not None and a.shape[1] != cols):
+            want = ", ".join(str(d) for d in (rows, cols)[:ndim]).replace("None", "any")
+            raise bad(f"the array {name!r} is {a.dtype} of shape {a.shape}, expected {ndim}-d ({want}) of kind {kinds!r}")
+        return a
+
+    H = job.get("ahead") or 0
+    if job.get("per_key_models") and keyed:
+        models = array("models", "u", 1)
+        sizes = array("model_sizes", "i", 1, n)
+        if (sizes < 0).any() or int(sizes.sum()) != models.shape[0]:
+            raise bad(f"'model_sizes' do not add up to the {models.shape[0]} bytes of 'models'")
+    else:
+        array("model", "u", 1)
+        if keyed:
+            array("states", "f", 2, n)
+            array("state_counters", "i", 2, n, 2)
+    if "template" in arrays:
+        array("template", "u", 1)
+    if H:
+        array("last", "f", 1, n)
+        array("ring", "f", 2, n, H)
+        if job.get("difference"):
+            array("ring_v", "f", 2, n, H)
+
+
 class Engine:
     """Models, per-key states and forecasting bookkeeping for one job.
 
@@ -107,6 +214,8 @@ class Engine:
     def __init__(self, job: dict[str, Any], params: dict[str, Any], learn: bool = True,
                  template: OnlineLSTM | None = None):
         self._setup(job, params, learn)
+        if template is not None:
+            _check_fits(template, "the loaded model")
         self._template = None if template is None else template.to_bytes()
         if template is not None and template.n_inputs != self.n_inputs:
             raise CliError(f"the loaded model takes {template.n_inputs} inputs, this job has {self.n_inputs} "
@@ -145,6 +254,15 @@ class Engine:
         self.informed_default = False
         self.ring_real: dict[Any, np.ndarray] = {}  # were the forecasts in `ring` made after a label
         self.unreal = np.zeros(0, dtype=bool)  # rows of the last block without a real prediction
+
+    def _restored(self, blob: bytes, source: str, what: str) -> OnlineLSTM:
+        """A model of a checkpoint, checked to fit this job."""
+        try:
+            model = OnlineLSTM.from_bytes(blob)
+        except (persistence.FormatError, ValueError, TypeError) as exc:
+            raise CliError(f"{source}: corrupt checkpoint: {what}: {exc}") from None
+        _check_fits(model, f"{source}: {what}", self.n_inputs, self.H)
+        return model
 
     def _new_model(self) -> OnlineLSTM:
         if self._template is not None:
@@ -365,9 +483,11 @@ class Engine:
         return persistence.dumps(KIND, meta, arrays)
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], learn: bool) -> "Engine":
-        if meta.get("format", 0) > FORMAT:
-            raise CliError("this file was written by a newer streamlstm CLI: upgrade streamlstm")
+    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], learn: bool,
+                source: str = "the checkpoint") -> "Engine":
+        """The engine a checkpoint holds; one that does not fit together raises
+        :class:`CliError` (exit 2) naming ``source`` and what is wrong."""
+        check_checkpoint(meta, arrays, source)
         eng = cls.__new__(cls)
         eng._setup(meta["job"], meta["params"], learn)
         eng.learned = int(meta.get("learned", 0))
@@ -384,14 +504,21 @@ class Engine:
             blob = arrays["models"].tobytes()
             pos = 0
             for k, size in zip(keys, arrays["model_sizes"].tolist()):
-                eng.models[k] = OnlineLSTM.from_bytes(blob[pos:pos + size])
+                eng.models[k] = eng._restored(blob[pos:pos + size], source, f"the model of key {k!r}")
                 pos += size
+            if eng._template is not None:
+                eng._restored(eng._template, source, "the model new keys start from")
         else:
-            eng.model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
+            eng.model = eng._restored(arrays["model"].tobytes(), source, "the model")
             if eng.keyed:
                 tmpl = eng.model.state
                 for k, buf, cnt in zip(keys, arrays["states"], arrays["state_counters"]):
                     eng.states[k] = LSTMState(buf.copy(), cnt.astype(tmpl.counters.dtype), tmpl.layers, tmpl.hidden)
+                    try:  # the model checks a state it is given
+                        eng.model.state = eng.states[k]
+                    except (ValueError, TypeError) as exc:
+                        raise CliError(f"{source}: corrupt checkpoint: the state of key {k!r}: {exc}") from None
+                eng.model.state = tmpl
         if eng.H:
             for k, last, ring in zip(keys, arrays["last"].tolist(), arrays["ring"]):
                 if last == last:
@@ -408,11 +535,135 @@ class Engine:
 
 
 # ------------------------------------------------------------------------ output
+class OutputError(CliError):
+    """The output could not be written (disk full, I/O error): the run stops (exit 1)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 1)
+
+
+class _FdOutput:
+    """Bytes to a file descriptor, every one of them or an :class:`OutputError`.
+
+    Python's text streams cannot promise that: with ``PYTHONUNBUFFERED=1`` (``python -u``)
+    ``sys.stdout`` writes straight to the descriptor and drops the rest of a short write
+    (a full disk) without a word. Here a short write is continued, a failed one raises,
+    and a regular output file is synced before a checkpoint counts its rows.
+    """
+
+    FLUSH_AT = 1 << 16  # bytes held before a write (a block of rows is one write)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.regular = _is_regular_fd(fd)
+
+    def write(self, data: Any) -> None:
+        self.buf += memoryview(data)  # bytes or a uint8 array (+= on the array would be numpy's)
+        if len(self.buf) >= self.FLUSH_AT:
+            self.flush()
+
+    def write_text(self, text: str) -> None:
+        self.write(text.encode("utf-8", "surrogateescape"))
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        done = 0
+        view = memoryview(self.buf)
+        try:
+            while done < len(view):
+                try:
+                    done += os.write(self.fd, view[done:])
+                except BlockingIOError:  # a non-blocking descriptor: wait until it takes more
+                    select.select([], [self.fd], [])
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc} "
+                              f"({done:,} of {len(view):,} bytes written)") from None
+        finally:
+            view.release()
+            del self.buf[:done]
+
+    def sync(self) -> None:
+        """Flush, and for a regular file make it durable (a checkpoint is about to count it)."""
+        self.flush()
+        if self.regular:
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                raise OutputError(f"cannot write the output: {exc.strerror or exc} (while syncing it to disk)") from None
+
+
+class _TextOutput:
+    """A text stream without a descriptor (in-process callers, tests)."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, data: Any) -> None:
+        self.write_text(bytes(data).decode("utf-8", "surrogateescape"))
+
+    def write_text(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+    sync = flush
+
+
+def _is_regular_fd(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _output(stream: TextIO) -> _FdOutput | _TextOutput:
+    """Write to the stream's descriptor when it has one (after what it holds already)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return _TextOutput(stream)
+    stream.flush()
+    return _FdOutput(fd)
+
+
+def _json_safe(s: str) -> str:
+    """``s`` with each byte that was not UTF-8 in the input (kept as a lone surrogate by
+    ``surrogateescape``) written as the four characters ``\\xNN``: JSON must be UTF-8.
+
+    >>> _json_safe(b"caf\\xe9".decode("utf-8", "surrogateescape"))
+    'caf\\\\xe9'
+    """
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class Writer:
-    """CSV or JSON-lines rows: pass-through columns, the target, predictions, errors."""
+    """CSV or JSON-lines rows: pass-through columns, the target, predictions, errors.
+
+    CSV copies every cell it keeps byte for byte, including bytes that are not UTF-8.
+    JSON lines are UTF-8 JSON: a byte of a key, time or column name that is not UTF-8 is
+    written as the four characters ``\\xNN`` (backslash, x, two hex digits), so that every
+    line parses and keys that differ by such bytes stay apart. Output goes to the stream's file descriptor
+    (see :class:`_FdOutput`): a row is either written or the run stops with an error.
+    """
 
     def __init__(self, stream: TextIO, fmt: str, schema: Schema, ahead: int, digits: int | None):
         self.stream = stream
+        self.out = _output(stream)
         self.fmt = fmt
         self.digits = digits
         self.ahead = ahead
@@ -432,7 +683,15 @@ class Writer:
 
     def header(self) -> None:
         if self.fmt == "csv":
-            self.stream.write(",".join(_quote(n) for n in self.names) + "\n")
+            self.out.write_text(",".join(_quote(n) for n in self.names) + "\n")
+
+    def flush(self) -> None:
+        """Everything written so far is with the operating system (or an :class:`OutputError`)."""
+        self.out.flush()
+
+    def sync(self) -> None:
+        """:meth:`flush`, and a regular output file synced to disk: for a checkpoint."""
+        self.out.sync()
 
     def write(self, blk: Block, pred: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Write the rows; returns the error per row (NaN where unknown)."""
@@ -474,7 +733,7 @@ class Writer:
         cells *= len(blk)
         for j, col in enumerate(cols):
             cells[2 * j::width] = col
-        self.stream.write("".join(cells))
+        self.out.write_text("".join(cells))
 
     def _csv_compiled(self, blk: Block, nums: list[np.ndarray]) -> None:
         # The kept cells are copied from the input's bytes, the numbers printed by the
@@ -488,7 +747,7 @@ class Writer:
         spans = blk.spans
         out = np.empty(len(blk.raw) + n * (spans.shape[1] + len(nums) * (MAX_REPR + 1) + 1), dtype=np.uint8)
         end = format_block(blk.raw, spans, values.view(np.uint64), out)
-        self.stream.write(out[:end].tobytes().decode("utf-8", "surrogateescape"))
+        self.out.write(out[:end])
 
     def _jsonl(self, blk: Block, nums: list[np.ndarray]) -> None:
         cols: list[list[Any]] = [list(c) for c in blk.passthrough]
@@ -501,7 +760,15 @@ class Writer:
                 cols.append([v if v == v else None for v in arr.tolist()])
         names = self.names
         dumps = json.dumps
-        self.stream.write("".join(dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in zip(*cols)))
+        text = "".join(dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in zip(*cols))
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that were not UTF-8: see the class doc
+                names = [_json_safe(n) for n in names]
+                cols[:len(blk.passthrough)] = [[_json_safe(s) for s in c] for c in cols[:len(blk.passthrough)]]
+                text = "".join(dumps(dict(zip(names, row)), ensure_ascii=False) + "\n" for row in zip(*cols))
+        self.out.write_text(text)
 
 
 def _quote(s: str) -> str:
@@ -606,6 +873,8 @@ class RunOptions:
     prefetch: bool = True           # a regular file: parse the next blocks on a second thread
     position: Callable[[], tuple[int, int]] | None = None  # (bytes read, size) of a file, for % and ETA
     header_meta: list[str] = field(default_factory=list)
+    fingerprint: InputFingerprint | None = None  # of the input consumed so far (resume: of the rows skipped)
+    resumed: bool = False           # stats.consumed rows are counted by the checkpoint on disk
 
 
 @dataclass
@@ -631,8 +900,124 @@ def _collect(out: Outcome, blk: Block, pred: np.ndarray, prev: np.ndarray | None
         out.times.append(list(blk.passthrough[schema.pass_idx.index(schema.time_idx)]))
 
 
-def save_file(path: str, engine: Engine, stats: Stats, header: list[str]) -> None:
-    blob = engine.snapshot({"stats": stats.to_meta(), "consumed": stats.consumed, "header": header})
+class InputFingerprint:
+    """A running SHA-256 of the input records consumed, kept in checkpoints: ``--resume``
+    checks that the input it skips is the one the checkpoint consumed.
+
+    A record counts as the bytes of its line and a newline (a plain line), its fields as
+    JSON (a quoted record) or its error message (a record that is not valid CSV), so a
+    pipe and a file, the compiled and the Python reader, give the same digest. Blank
+    lines and line ends (LF, CRLF, CR) do not count.
+
+    >>> a, b = InputFingerprint(), InputFingerprint()
+    >>> a.add(["1,2", "3,4"], 2)
+    >>> b.add(np.frombuffer(b"1,2\\n3,4\\n5,6\\n", dtype=np.uint8), 2)
+    >>> a.hexdigest() == b.hexdigest()
+    True
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, source: Any, count: int) -> None:
+        """The first ``count`` records of ``source``: a record list (:meth:`RecordReader.next_batch`)
+        or the uint8 array of plain lines, each ending in a newline (:meth:`RecordReader.next_plain`)."""
+        if count <= 0:
+            return
+        if isinstance(source, np.ndarray):
+            end = len(source)
+            ends = None
+            if source[-1] != 10 or count < int(np.count_nonzero(source == 10)):
+                ends = np.flatnonzero(source == 10)
+                end = int(ends[count - 1]) + 1
+            self._hash.update(source[:end].data)
+            return
+        recs = source[:count]
+        if set(map(type, recs)) == {str}:
+            self._hash.update(("\n".join(recs) + "\n").encode("utf-8", "surrogateescape"))
+            return
+        for rec in recs:
+            if type(rec) is str:
+                data = rec + "\n"
+            elif isinstance(rec, BadRecord):
+                data = "\x00" + rec.message + "\n"
+            else:
+                data = "\x01" + json.dumps(list(rec)) + "\n"
+            self._hash.update(data.encode("utf-8", "surrogateescape"))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def copy(self) -> InputFingerprint:
+        twin = InputFingerprint()
+        twin._hash = self._hash.copy()
+        return twin
+
+    def adopt(self, other: InputFingerprint) -> None:
+        """Become ``other`` (the fingerprint of the same records, taken further elsewhere)."""
+        self._hash = other._hash
+
+
+def check_file_option(option: str, path: str | None) -> None:
+    """Refuse (exit 2) a file to write that is a FIFO, device, socket or folder, before
+    any work: an atomic write would replace it with a regular file."""
+    if path:
+        try:
+            persistence.check_replaceable(path)
+        except OSError as exc:
+            raise CliError(f"{option} {path} {exc.strerror}: it must name a regular file") from None
+
+
+class CheckpointLock:
+    """An exclusive lock on a checkpoint (``fcntl.flock`` on ``.NAME.lock`` beside the file
+    it names, through symlinks) held for a whole run: a second run given the same
+    checkpoint stops at once with :class:`CliError` instead of writing over the first's.
+    Where the file system has no locks, the run goes on unlocked.
+    """
+
+    def __init__(self, path: str):
+        folder, name = os.path.split(os.path.realpath(path))
+        self.path = os.path.join(folder, f".{name}.lock")
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise CliError(f"cannot lock the checkpoint {path}: {self.path}: {exc.strerror or exc}", 1) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise CliError(f"the checkpoint {path} is in use by another streamlstm run (process {holder}, lock "
+                           f"{self.path}): two runs must not write one checkpoint") from None
+        except OSError:  # no locks on this file system
+            os.close(fd)
+            return
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock; the lock file stays (removing it would race)
+            self.fd = None
+
+    def __enter__(self) -> "CheckpointLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def save_file(path: str, engine: Engine, stats: Stats, header: list[str], fingerprint: str | None = None) -> None:
+    extra = {"stats": stats.to_meta(), "consumed": stats.consumed, "header": header}
+    if fingerprint is not None:
+        extra["input_sha256"] = fingerprint
+    blob = engine.snapshot(extra)
     try:
         persistence.write_atomic(path, blob)
     except OSError as exc:
@@ -648,15 +1033,18 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
     last_progress = 0.0
     every = opts.checkpoint_every
     header = opts.header_meta
+    fingerprint = opts.fingerprint if opts.fingerprint is not None else InputFingerprint()
+    saved = [stats.consumed if opts.resumed else None]  # the input rows the checkpoint on disk counts
 
     def checkpoint() -> None:
         nonlocal last_ck
         if opts.checkpoint:
-            writer.stream.flush()
-            save_file(opts.checkpoint, engine, stats, header)
+            writer.sync()  # a checkpoint never counts a row whose output is not out
+            save_file(opts.checkpoint, engine, stats, header, fingerprint.hexdigest())
+            saved[0] = stats.consumed
         last_ck = time.perf_counter()
 
-    blocks = _blocks(reader, schema, opts, stats.consumed)
+    blocks = _blocks(reader, schema, opts, stats.consumed, fingerprint)
     if reader.regular and opts.prefetch:  # reads never block: parse the next blocks on a second thread
         blocks = _Prefetch(blocks, reader)
     with _Signals() as sig, np.errstate(all="ignore"):
@@ -666,7 +1054,8 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                 item = next(blocks, None)
                 if item is None:
                     break
-                blk, bad, cut = item
+                blk, bad, cut, source, read_through = item
+                whole = cut
                 if bad and opts.on_bad_row == "error":
                     cut = bad[0][0]
                     keep = int(np.searchsorted(blk.pos, cut))
@@ -685,8 +1074,12 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                     if opts.on_bad_row == "warn":
                         log(f"warning: {msg} (row skipped)")
                 stats.consumed += cut
+                if cut == whole:  # hashed on the reader's side (its thread, for a file)
+                    fingerprint.adopt(read_through)
+                else:
+                    fingerprint.add(source, cut)
                 if opts.flush_each_batch:
-                    writer.stream.flush()
+                    writer.flush()
                 if bad and opts.on_bad_row == "error":
                     out.bad_row = bad[0][1]
                     break
@@ -700,6 +1093,14 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                     sys.stderr.flush()
         except Stop as stop:
             out.stopped_by = stop.signum
+        except OutputError as exc:
+            raise _output_lost(exc, opts, saved[0]) from None
+        except BaseException:  # an error in the job: the rows answered before it still go out
+            try:
+                writer.flush()
+            except (OSError, OutputError):
+                pass
+            raise
         finally:
             if isinstance(blocks, _Prefetch):
                 blocks.close()
@@ -709,22 +1110,38 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
         out.elapsed = time.perf_counter() - t0
         # everything above is emitted; now make it durable
         try:
-            writer.stream.flush()
-        except BrokenPipeError:
-            raise
-        if opts.checkpoint:
-            checkpoint()
+            if opts.checkpoint:
+                checkpoint()
+            else:
+                writer.flush()
+        except OutputError as exc:
+            raise _output_lost(exc, opts, saved[0]) from None
         if opts.save and out.stopped_by is None and out.bad_row is None:
-            save_file(opts.save, engine, stats, header)
+            save_file(opts.save, engine, stats, header, fingerprint.hexdigest())
     return out
 
 
-def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: int) -> Iterator[tuple[Block, list[tuple[int, str]], int]]:
-    """``(typed block, bad rows, records consumed)`` until the input ends.
+def _output_lost(exc: OutputError, opts: RunOptions, saved: int | None) -> OutputError:
+    """The error of a failed write, saying what the checkpoint on disk still holds."""
+    if not opts.checkpoint:
+        return exc
+    if saved is None:
+        return OutputError(f"{exc}; stopped; no checkpoint was written to {opts.checkpoint}")
+    return OutputError(f"{exc}; stopped; {opts.checkpoint} counts the first {saved:,} input rows, whose output "
+                       "was written: run again with --resume to go on from there")
+
+
+def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: int,
+            fingerprint: InputFingerprint) -> Iterator[tuple[Block, list[tuple[int, str]], int, Any, InputFingerprint]]:
+    """``(typed block, bad rows, records consumed, their source, fingerprint)`` until the
+    input ends: the source (records or bytes of plain lines) and the fingerprint of the
+    input through this block, which starts from ``fingerprint``, are for the consumer
+    to take (or, when it consumes only part of the block, to hash that part).
 
     Blocks end at multiples of ``checkpoint_every`` input records, so that a checkpoint
     falls exactly there."""
     every = opts.checkpoint_every
+    read = fingerprint.copy()
     while True:
         n = opts.block_size
         if every:
@@ -732,14 +1149,15 @@ def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: in
         plain = reader.next_plain(n) if schema.compiled else None
         if plain is not None:  # plain lines as bytes, for the compiled parser
             blk, bad = schema.parse_plain(*plain)
-            cut = plain[2]
+            cut, source = plain[2], plain[1]
         else:
             lines, recs = reader.next_batch(n)
             if not recs:
                 return
             blk, bad = schema.parse(lines, recs)
-            cut = len(recs)
-        yield blk, bad, cut
+            cut, source = len(recs), recs
+        read.add(source, cut)
+        yield blk, bad, cut, source, read.copy()
         consumed += cut
 
 

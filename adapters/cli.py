@@ -90,6 +90,9 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if os.environ.get("STREAMLSTM_DEBUG"):
             raise
+        if isinstance(exc, getattr(sys.modules.get("streamlstm.persistence"), "FormatError", ())):
+            _echo(str(exc))  # a file or bytes the core refused: the user's input, not our failure
+            sys.exit(2)
         _echo(f"internal error: {type(exc).__name__}: {exc} (set STREAMLSTM_DEBUG=1 for the traceback)")
         sys.exit(1)
 
@@ -156,7 +159,8 @@ def main() -> None:
                                              "kill -9, rows answered after the last checkpoint are answered again.")
 @click.option("--on-bad-row", type=click.Choice(["error", "skip", "warn"]), default="error", show_default=True,
               help="A row that does not parse: stop (exit 2), skip it silently, or skip it with a warning.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True,
+              help="CSV copies kept cells byte for byte; JSON lines are UTF-8, a byte that is not becomes \\xNN.")
 @click.option("--digits", type=click.IntRange(1, 17), metavar="N", help="Round the numbers written to N significant "
               "digits (e.g. --digits 6 writes -0.68, not -0.6799999999999997). Default: the shortest text that "
               "reads back as exactly the same number.")
@@ -200,7 +204,19 @@ def run(ctx: click.Context, **o: Any) -> None:
     Exit status: 0 done, 2 bad input or usage, 1 other failure, 128+N stopped by signal N.
     """
     explicit = {name for name in o if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    _guard(_run, o, explicit)
+    _guard(_run_locked, o, explicit)
+
+
+def _run_locked(o: dict[str, Any], explicit: set[str]) -> Any:
+    """`_run`, holding the checkpoint's lock: two runs must not write one checkpoint."""
+    from ._runner import CheckpointLock, check_file_option
+
+    check_file_option("--checkpoint", o.get("checkpoint"))
+    check_file_option("--save", o.get("save"))
+    if not o.get("checkpoint"):
+        return _run(o, explicit)
+    with CheckpointLock(o["checkpoint"]):
+        return _run(o, explicit)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -305,10 +321,18 @@ def _read_saved(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         raise CliError(f"{path}: is a directory") from None
     except PermissionError:
         raise CliError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
     except persistence.FormatError as exc:
         raise CliError(str(exc)) from None
+    except (ValueError, LookupError, TypeError, OverflowError, RecursionError) as exc:  # a header the reader trips on
+        raise CliError(f"{path}: corrupt streamlstm file: {type(exc).__name__}: {exc}") from None
     if kind not in ("streamlstm.cli", "OnlineLSTM"):
         raise CliError(f"{path} holds a {kind!r}, not a streamlstm model")
+    if kind == "streamlstm.cli":
+        from ._runner import check_checkpoint
+
+        check_checkpoint(meta, arrays, path)
     return kind, meta, arrays
 
 
@@ -373,24 +397,29 @@ def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> s
 
 
 def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | None, learn: bool, saved: Any,
-            saved_path: str | None, resuming: bool, header: list[str], reader: RecordReader) -> tuple[Any, Any]:
-    """The job's engine (new, loaded or resumed, then past the consumed rows) and its stats."""
+            saved_path: str | None, resuming: bool, header: list[str], reader: RecordReader) -> tuple[Any, Any, Any]:
+    """The job's engine (new, loaded or resumed, then past the consumed rows), its stats and
+    the fingerprint of the rows consumed so far."""
     from . import _runner as R
 
     stats = R.Stats()
+    fingerprint = R.InputFingerprint()
     if saved is not None and saved[0] == "streamlstm.cli":
         kind, meta, arrays = saved
-        engine = R.Engine.restore(meta, arrays, learn)
+        engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
         if resuming:
             if meta.get("header") != header:
                 raise CliError(f"the input's header differs from the one {saved_path} was made on: "
                                "--resume needs the same input")
             stats = R.Stats.from_meta(meta.get("stats", {}))
             want = int(meta.get("consumed", 0))
-            got = reader.skip(want)
+            got = reader.skip(want, fingerprint.add)
             if got < want:
                 raise CliError(f"the input has {got} rows but {saved_path} has consumed {want}: "
                                "--resume needs the same input")
+            if meta.get("input_sha256", fingerprint.hexdigest()) != fingerprint.hexdigest():
+                raise CliError(f"the input's first {want:,} rows differ from the {want:,} that {saved_path} "
+                               "consumed: --resume needs the same input (it skips the rows consumed)")
             if not o.get("quiet"):
                 _echo(f"resuming from {saved_path} after {want:,} input rows")
         else:
@@ -409,7 +438,10 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
             from streamlstm import OnlineLSTM
 
             assert saved_path is not None
-            template = OnlineLSTM.load(saved_path)
+            try:
+                template = OnlineLSTM.load(saved_path)
+            except (ValueError, OSError) as exc:  # FormatError is a ValueError
+                raise CliError(f"{saved_path}: {exc}") from None
             if o.get("fresh_state"):
                 template.reset_state()
             params = template.get_params()
@@ -418,7 +450,7 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
         engine = R.Engine(job, params, learn, template=template)
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
-    return engine, stats
+    return engine, stats, fingerprint
 
 
 def _header(reader: RecordReader, o: dict[str, Any]) -> list[str]:
@@ -536,7 +568,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
 
     # the core (numba) from here on; a cold numba cache compiles for a while: say so on a terminal
     with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
-        engine, stats = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
+        engine, stats, fingerprint = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
         if not o.get("quiet"):
             _echo(_describe(job, learn, roles))
         engine.warm_up()  # start-up work (loading compiled code), not the first rows
@@ -562,7 +594,8 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         checkpoint_seconds=o.get("checkpoint_seconds"), save=o.get("save"),
         progress=not o.get("quiet") and stream is None and sys.stderr.isatty(),
         collect=collect or bool(o.get("plot")), flush_each_batch=not reader.regular, header_meta=header,
-        prefetch=o.get("reader_thread", True), position=_position(source) if reader.regular else None)
+        prefetch=o.get("reader_thread", True), position=_position(source) if reader.regular else None,
+        fingerprint=fingerprint, resumed=resuming)
     outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)
     if not o.get("quiet"):
         _echo(R.summary(outcome))

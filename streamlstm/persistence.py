@@ -14,10 +14,14 @@ A truncated, corrupt, foreign or newer file raises :class:`FormatError` saying w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import stat
 import struct
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -104,12 +108,26 @@ def loads(blob: bytes, expect_kind: str | None = None) -> tuple[str, dict[str, A
 def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
     """Write ``blob`` so that ``path`` holds either its old content or all of ``blob``.
 
-    A temporary file in the same folder is written, flushed to disk, then renamed over
-    ``path`` (an atomic step on POSIX), and the folder entry itself is synced.
+    A temporary file ``.NAME.PID.XXXXXXXX.tmp`` in the same folder is written, flushed to
+    disk, then renamed over ``path`` (an atomic step on POSIX), and the folder entry itself
+    is synced. A symlink is written through: the file it points to is replaced, the link
+    stays. A FIFO, device, socket or folder at ``path`` raises ``OSError`` (renaming over
+    it would replace it with a regular file). Temporary files of this naming that a killed
+    writer left behind are removed (see :func:`_remove_stale_temporaries`).
+
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> write_atomic(os.path.join(folder, "real"), b"one")
+    >>> os.symlink("real", os.path.join(folder, "link"))
+    >>> write_atomic(os.path.join(folder, "link"), b"two")
+    >>> os.path.islink(os.path.join(folder, "link")), open(os.path.join(folder, "real"), "rb").read()
+    (True, b'two')
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    path = Path(os.path.realpath(path))
+    check_replaceable(path)
+    folder = path.parent
+    _remove_stale_temporaries(folder, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from its group
         with os.fdopen(fd, "wb") as fh:
@@ -131,6 +149,86 @@ def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_replaceable(path: str | os.PathLike[str]) -> None:
+    """Raise ``OSError`` saying what ``path`` is when it exists and is not a regular file
+    (through symlinks): :func:`write_atomic` will not replace it.
+
+    >>> check_replaceable("/dev/null")
+    Traceback (most recent call last):
+    OSError: [Errno 22] is a character device, not a regular file: an atomic write would replace it: '/dev/null'
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    for test, what in _SPECIAL:
+        if test(mode):
+            raise OSError(errno.EINVAL, f"is {what}, not a regular file: an atomic write would replace it",
+                          str(path))
+
+
+_TMP_NAME = r"\.{}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp"  # ours; without a PID: written by 0.1.0
+_STALE_DEAD = 60.0      # seconds untouched before a dead writer's file goes (the PID may be another host's)
+_STALE_UNOWNED = 3600.0  # seconds untouched before a file without a PID goes
+_SWEEP_EVERY = 60.0     # a folder is looked through at most this often per name
+_last_sweep: dict[tuple[str, str], float] = {}
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Remove the temporary files of :func:`write_atomic` for ``name`` that a killed writer
+    left: only names of our pattern, only regular files, only when the process in the
+    name is gone (untouched for a minute) or, for names without one, after an hour."""
+    now = time.monotonic()
+    key = (str(folder), name)
+    if now - _last_sweep.get(key, -_SWEEP_EVERY) < _SWEEP_EVERY:
+        return
+    _last_sweep[key] = now
+    pattern = re.compile(_TMP_NAME.format(re.escape(name)))
+    prefix = f".{name}."
+    wall = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        m = pattern.fullmatch(entry.name)
+        if m is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        age = wall - st.st_mtime
+        pid = m.group(1)
+        stale = (age > _STALE_UNOWNED) if pid is None else (age > _STALE_DEAD and not _alive(int(pid)))
+        if stale and stat.S_ISREG(st.st_mode):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process
+        return True
+    except (OverflowError, ValueError):  # not a process id at all
+        return False
+    return True
 
 
 def _umask() -> int:
