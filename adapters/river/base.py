@@ -30,6 +30,8 @@ class LSTMEstimator:
 
     _loss_kind = "squared"
     _features: Features
+    #: settings added since 0.1.0, with the value an estimator pickled by 0.1.0 gets
+    _added_settings: dict[str, Any] = {}
     hidden: int  # every estimator's __init__ sets its settings as attributes of these names
 
     def _set_params(self, params: dict[str, Any]) -> None:
@@ -40,6 +42,16 @@ class LSTMEstimator:
                 setattr(self, name, value)
         self._check()
         self._reset_learning()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        missing = {name: value for name, value in self._added_settings.items() if name not in state}
+        if missing:  # pickled before these settings existed: give them, and what they need
+            self.__dict__.update(missing)
+            self._upgrade_state()
+
+    def _upgrade_state(self) -> None:
+        """Create what the ``_added_settings`` need in an estimator pickled without them."""
 
     def _core_kwargs(self) -> dict[str, Any]:
         kw = {name: getattr(self, name) for name in _CORE}

@@ -117,6 +117,9 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
     n_lags: int
     exogenous: bool
     loss: str
+    interval_level: float | None
+    interval_horizon: int
+    _added_settings = {"interval_level": 0.9, "interval_horizon": 1}
 
     def __init__(
         self,
@@ -184,6 +187,10 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         self._scale_change = RunningMedianAbs()
         self._scale_error = RunningMedianAbs()
         self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
+
+    def _upgrade_state(self) -> None:
+        self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
+        self._made = collections.deque(maxlen=self.interval_horizon)
 
     def _reset_series(self) -> None:
         size = max(self.n_lags, self.season or 0) + 1

@@ -81,6 +81,8 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
 
     residual: bool
     loss: str
+    interval_level: float | None
+    _added_settings = {"interval_level": 0.9}
 
     def __init__(
         self,
@@ -118,6 +120,9 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
     def _reset_learning(self) -> None:
         super()._reset_learning()
         self._last_y: float | None = None
+        self._calibrator = new_calibrator(self.interval_level)
+
+    def _upgrade_state(self) -> None:
         self._calibrator = new_calibrator(self.interval_level)
 
     def _build(self, n_inputs: int) -> OnlineLSTM:
