@@ -45,9 +45,14 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
 
     ``score_one`` is pure; ``learn_one(x)`` feeds the scorer, learns ``x`` as the target of the
     previous step and advances the state by ``x``. Features emerging mid-stream grow the inputs
-    (and the outputs when they are targets); a missing target feature is not scored. The scores
-    plug into River's thresholders: ``anomaly.ThresholdFilter(LSTMAnomalyDetector(),
-    threshold=DEFAULT_THRESHOLD)`` (a quantile filter suits them less: most scores are 0).
+    (and the outputs when they are targets); a missing target feature is not scored.
+
+    Turn scores into alerts with ``score >= DEFAULT_THRESHOLD`` and learn every event, flagged
+    or not: the score reports an incident once and stays calibrated by learning every value.
+    River's ``anomaly.ThresholdFilter`` protects its detector by default (flagged events are
+    not learned), so a lasting change would be flagged for ever; and in River 0.26 its
+    ``protect_anomaly_detector=False`` learns no event at all (``AnomalyFilter.learn_one``
+    learns only when protecting). A quantile filter suits these scores less: most are 0.
 
     Parameters
     ----------
@@ -79,7 +84,7 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
     documented threshold. Its docstring tells of four anomalous segments: three drops of the
     flow (to 24 l/s, hours 93-110, 210-224 and 872-887) and a small peak (hours 328-330).
 
-    >>> from river import anomaly, datasets
+    >>> from river import datasets
     >>> from streamlstm.adapters.river import LSTMAnomalyDetector
     >>> from streamlstm.anomaly import DEFAULT_THRESHOLD
     >>> model = LSTMAnomalyDetector()
@@ -95,10 +100,6 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
 
     Hour 1 is the first forecast (the network has seen no target yet); then the three drops,
     each reported at once or within a few hours; the small peak stays below the threshold.
-
-    River's ``ThresholdFilter`` does the same (and by default does not learn flagged events):
-
-    >>> detector = anomaly.ThresholdFilter(LSTMAnomalyDetector(), threshold=DEFAULT_THRESHOLD)
     """
 
     targets: tuple | None
