@@ -319,18 +319,17 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         return self._forecast(self.interval_horizon, [x] if x is not None else None)
 
     def _calibrate(self, y: float, made_now: list[float]) -> None:
-        """Feed the calibrator the residual of every earlier forecast whose step is ``y``'s,
-        then keep the forecast made for this step and the next ones."""
+        """Keep the forecast made for ``y``'s step and the next ones (before ``y`` was known),
+        then feed the calibrator the residual of every forecast whose step ``s`` is ``y``'s."""
         made = self._made
+        made.append(made_now)
+        if self.interval_horizon == 1:
+            self._calibrator.update(y - made_now[0])  # type: ignore[union-attr]
+            return
         residuals = np.full(self.interval_horizon, np.nan)
         for s in range(len(made)):
-            residuals[s] = y - made[-1 - s][s]  # forecast made s+1 events ago, step s after it
-        if self.interval_horizon == 1:
-            if len(made):
-                self._calibrator.update(float(residuals[0]))  # type: ignore[union-attr]
-        else:
-            self._calibrator.update(residuals)  # type: ignore[union-attr]
-        made.append(made_now)
+            residuals[s] = y - made[-1 - s][s]  # the forecast made s events before this one
+        self._calibrator.update(residuals)  # type: ignore[union-attr]
 
     def advance_one(self, x: dict | None = None) -> None:
         """Step the series without observing its value: the state advances and the one-step
