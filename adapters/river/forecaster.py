@@ -107,7 +107,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
     >>> [round(v) for v in model.forecast(3)]
     [447, 420, 470]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['335-541', '331-528', '369-569']
+    ['422-469', '392-449', '440-500']
     """
 
     residual: bool
