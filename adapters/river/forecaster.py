@@ -324,7 +324,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         made = self._made
         made.append(made_now)
         if self.interval_horizon == 1:
-            self._calibrator.update(y - made_now[0])  # type: ignore[union-attr]
+            self._calibrator.update(float(y - made_now[0]))  # type: ignore[union-attr]
             return
         residuals = np.full(self.interval_horizon, np.nan)
         for s in range(len(made)):
