@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 
 from river import datasets
-
 from streamlstm.adapters.river import LSTMAnomalyDetector, LSTMForecaster, LSTMRegressor
 
 REPEATS = 15

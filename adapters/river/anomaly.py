@@ -5,6 +5,7 @@ every stream."""
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -106,7 +107,7 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
     scoring: str
     grace_period: int
     # 0.1.0 pickles go on answering with the score they were giving
-    _added_settings = {"scoring": "robust"}
+    _added_settings: ClassVar[dict[str, Any]] = {"scoring": "robust"}
     loss: str
 
     def __init__(

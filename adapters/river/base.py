@@ -5,7 +5,7 @@ split of a frame into compiled blocks."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class LSTMEstimator:
     _loss_kind = "squared"
     _features: Features
     #: settings added since 0.1.0, with the value an estimator pickled by 0.1.0 gets
-    _added_settings: dict[str, Any] = {}
+    _added_settings: ClassVar[dict[str, Any]] = {}
     hidden: int  # every estimator's __init__ sets its settings as attributes of these names
 
     def _set_params(self, params: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from river import conf
@@ -119,7 +119,8 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
     loss: str
     interval_level: float | None
     interval_horizon: int
-    _added_settings = {"interval_level": 0.9, "interval_horizon": 1}
+    _added_settings: ClassVar[dict[str, Any]] = {"interval_level": 0.9, "interval_horizon": 1}
+    _made: collections.deque[list[float]]
 
     def __init__(
         self,
@@ -190,7 +191,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
 
     def _upgrade_state(self) -> None:
         self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
-        self._made = collections.deque(maxlen=self.interval_horizon)
+        self._made = collections.deque(maxlen=self.interval_horizon)  # what _reset_series makes
 
     def _reset_series(self) -> None:
         size = max(self.n_lags, self.season or 0) + 1
@@ -198,7 +199,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         self._t = 0           # steps of the series seen (phase = t % season)
         self._error = 0.0     # error of the base at the last step
         # the forecasts made at the last interval_horizon events, latest last (for the calibrator)
-        self._made: collections.deque = collections.deque(maxlen=self.interval_horizon)
+        self._made = collections.deque(maxlen=self.interval_horizon)
 
     def reset_state(self) -> None:
         """Start a new series: zero the network's state and forget the last values (the
@@ -306,7 +307,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
                 self._model.add_inputs(n_new)
             b = self._base(self._history[-1], self._t)
             scale = self._target_scale()
-            out = float(self._model.learn_one(np.array(row, dtype=np.float64), (f - b) / scale))  # type: ignore[arg-type]
+            out = float(self._model.learn_one(np.array(row, dtype=np.float64), (f - b) / scale))
             if self._calibrator is not None:
                 self._calibrate(f, [b + out * scale] if ahead is None else ahead)
         self._observe(f)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from river import conf
@@ -82,7 +82,7 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
     residual: bool
     loss: str
     interval_level: float | None
-    _added_settings = {"interval_level": 0.9}
+    _added_settings: ClassVar[dict[str, Any]] = {"interval_level": 0.9}
 
     def __init__(
         self,
@@ -146,7 +146,7 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
             if self.residual and self._last_y is None:
                 model.advance(row)
             else:
-                y_hat = float(model.learn_one(row, target))  # type: ignore[arg-type]
+                y_hat = float(model.learn_one(row, target))
                 if self._calibrator is not None:
                     # residual of the prediction made before learning, as learn_many's block
                     # computes it (target - output), so that the two paths stay identical
