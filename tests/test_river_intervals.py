@@ -142,9 +142,11 @@ def test_forecaster_step_one_residual_is_the_prediction_learn_one_made() -> None
     before learning: their step-0 calibrations are identical."""
     one = LSTMForecaster(interval_horizon=1, seed=0)
     three = LSTMForecaster(interval_horizon=3, seed=0)
+    plain = LSTMForecaster(interval_level=None, seed=0)
     for _, y in datasets.WaterFlow().take(300):
-        one.learn_one(y)
-        three.learn_one(y)
+        for m in (one, three, plain):
+            m.learn_one(y)
+    assert plain.forecast(5) == one.forecast(5) and plain._calibrator is None
     assert np.array_equal(one._calibrator.state[:, 0], three._calibrator.state[:, 0])
     assert one.forecast(1, with_interval=True) == three.forecast(1, with_interval=True)
     assert three.forecast(3) == one.forecast(3)  # the intervals do not change the forecasts
