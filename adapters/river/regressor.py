@@ -161,19 +161,7 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         that prediction instead (River's convention); the bounds come from the residuals
         learned so far and need not be symmetric about the prediction."""
         if with_interval:
-            return self._interval(self._predict(x))
-        return self._predict(x)
-
-    def _interval(self, y_hat: float | None) -> conf.Interval | None:
-        if self._calibrator is None:
-            raise ValueError("with_interval=True needs a calibrator: construct the regressor with "
-                             "interval_level=0.9 (or another level in (0, 1)), not None")
-        if y_hat is None:
-            return None
-        lower, upper = self._calibrator.bounds(y_hat)
-        return conf.Interval(lower, upper)
-
-    def _predict(self, x: dict) -> float | None:
+            return self._interval(self.predict_one(x))  # type: ignore[arg-type]  # a float or None here
         if self._last_y is None:
             return None
         model = self._model
@@ -187,6 +175,15 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         if self.residual:
             return self._last_y + out
         return out if row is not None else self._last_y
+
+    def _interval(self, y_hat: float | None) -> conf.Interval | None:
+        if self._calibrator is None:
+            raise ValueError("with_interval=True needs a calibrator: construct the regressor with "
+                             "interval_level=0.9 (or another level in (0, 1)), not None")
+        if y_hat is None:
+            return None
+        lower, upper = self._calibrator.bounds(y_hat)
+        return conf.Interval(lower, upper)
 
     def learn_many(self, X, y) -> None:
         """``learn_one`` over the rows of ``X`` (missing values NaN) with targets ``y``
@@ -224,7 +221,7 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         """``predict_one`` of each row (independent look-aheads from the current state)."""
         import pandas as pd
 
-        preds = [self._predict(rec) for rec in X.to_dict("records")]
+        preds = [self.predict_one(rec) for rec in X.to_dict("records")]
         return pd.Series(preds, index=X.index, dtype=float if None not in preds else object)
 
 
