@@ -68,7 +68,8 @@ def infer(model, x, kind):
         return model.predict_proba_one(x)
     if kind == "fc":
         return model.forecast(5, xs=[x] * 5)
-    return model.score_one(x)
+    # the calibrated score is 0 between incidents: the forecast it scores against goes with it
+    return model.score_one(x), tuple(model._prediction)
 
 
 KINDS = ["reg", "clf", "fc", "ad"]
@@ -409,13 +410,15 @@ def test_forecaster_beats_last_value_on_a_seasonal_series():
 
 # ------------------------------------------------------------------- anomaly detector
 WATERFLOW_SEGMENTS = [(93, 110), (210, 224), (872, 887), (328, 330)]  # hours (0-based), see examples/
+# the score of 0.1.0 (now scoring="robust") with the network settings it was tuned with
+ROBUST_0_1 = {"scoring": "robust", "lr": 1e-2, "loss": "huber", "dtype": "float32"}
 
 
 def test_anomaly_scores_rank_waterflow_segments():
     labels = np.zeros(1268, dtype=bool)
     for a, b in WATERFLOW_SEGMENTS:
         labels[a:b + 1] = True
-    model = LSTMAnomalyDetector(seed=0)
+    model = LSTMAnomalyDetector(seed=0, **ROBUST_0_1)
     scores = []
     for _, y in datasets.WaterFlow():
         scores.append(model.score_one({"flow": y}))
@@ -428,7 +431,7 @@ def test_anomaly_scores_rank_waterflow_segments():
 
 
 def test_anomaly_detector_with_quantile_filter_and_targets():
-    model = anomaly.QuantileFilter(LSTMAnomalyDetector(targets=("flow",), hidden=4, seed=0), q=0.98)
+    model = anomaly.QuantileFilter(LSTMAnomalyDetector(targets=("flow",), hidden=4, seed=0, **ROBUST_0_1), q=0.98)
     flagged = []
     for x, y in datasets.WaterFlow().take(300):
         event = {"flow": y, **_hour(x)}
@@ -493,7 +496,9 @@ def test_example_anomaly_waterflow(examples_path, tmp_path):
     import anomaly_waterflow
 
     out = tmp_path / "scores.png"
-    auc = anomaly_waterflow.main(["--out", str(out)])
-    assert auc > 0.95 and out.stat().st_size > 10_000
-    _, _, scores, flagged = anomaly_waterflow.score_waterflow()
-    assert all(hit for _, _, hit in anomaly_waterflow.segment_table(scores, flagged))
+    table, false_alerts = anomaly_waterflow.main(["--out", str(out)])
+    assert out.stat().st_size > 10_000
+    # the three drops are flagged at the default threshold; the one false alert is the
+    # first forecast (hour 1), made before the network had seen any target
+    assert [hit for name, _, hit in table if name != "peak"] == [True, True, True]
+    assert false_alerts == [1]

@@ -5,14 +5,24 @@ split of a frame into compiled blocks."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from streamlstm import OnlineLSTM
+from streamlstm.calibration import OnlineCalibrator
 
 from .features import Features, block_end, frame_matrix
 from .params import _CORE, _CORE_OPTIONAL
+
+
+def new_calibrator(level: float | None, horizon: int = 1) -> OnlineCalibrator | None:
+    """The calibrator of an estimator's ``interval_level`` setting (``None``: none)."""
+    if level is None:
+        return None
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0.0 < level < 1.0:
+        raise ValueError(f"interval_level must be None or a number strictly between 0 and 1 (e.g. 0.9), got {level!r}")
+    return OnlineCalibrator(levels=[float(level)], horizon=horizon)
 
 
 class LSTMEstimator:
@@ -20,6 +30,8 @@ class LSTMEstimator:
 
     _loss_kind = "squared"
     _features: Features
+    #: settings added since 0.1.0, with the value an estimator pickled by 0.1.0 gets
+    _added_settings: ClassVar[dict[str, Any]] = {}
     hidden: int  # every estimator's __init__ sets its settings as attributes of these names
 
     def _set_params(self, params: dict[str, Any]) -> None:
@@ -30,6 +42,16 @@ class LSTMEstimator:
                 setattr(self, name, value)
         self._check()
         self._reset_learning()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        missing = {name: value for name, value in self._added_settings.items() if name not in state}
+        if missing:  # pickled before these settings existed: give them, and what they need
+            self.__dict__.update(missing)
+            self._upgrade_state()
+
+    def _upgrade_state(self) -> None:
+        """Create what the ``_added_settings`` need in an estimator pickled without them."""
 
     def _core_kwargs(self) -> dict[str, Any]:
         kw = {name: getattr(self, name) for name in _CORE}

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import collections
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from river import conf
 from river.time_series.base import Forecaster
 
-from .base import LSTMEstimator
+from .base import LSTMEstimator, new_calibrator
 from .features import Features, as_target
 from .params import with_params_doc
 from .running_median import RunningMedianAbs
@@ -58,6 +59,13 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         Use the features ``x`` (``False``: ignore them, e.g. when x only holds timestamps).
     loss, huber_delta
         ``"squared"`` or ``"huber"``.
+    interval_level, interval_horizon
+        Coverage of the intervals ``forecast(horizon, xs, with_interval=True)`` returns, and the
+        largest horizon they are calibrated for. Each step ``s`` has its own
+        :class:`streamlstm.calibration.OnlineCalibrator` row, fed the residual of the
+        ``s+1``-step forecast once its value arrives (``docs/calibration.md``): one forecast of
+        ``interval_horizon`` steps is rolled at every learned value, so a horizon above 1 costs
+        that roll per event. ``interval_level=None``: no calibrator.
     {params}
     Defaults (tuned on WaterFlow and AirlinePassengers, see ``bench/RESULTS.md``):
     ``residual=True`` (the last value is a strong baseline: learn what moves the series away
@@ -89,6 +97,17 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
     ...                            metrics.MAE(), horizon=12)
     >>> len(metric.get())
     12
+
+    Calibrated intervals, one ``river.conf.Interval`` per step (River's convention for
+    intervals; its forecasters have none). The steps to calibrate are chosen at construction:
+
+    >>> model = LSTMForecaster(season=12, exogenous=False, interval_level=0.9, interval_horizon=3, seed=42)
+    >>> for x, y in datasets.AirlinePassengers():
+    ...     model.learn_one(y, x)
+    >>> [round(v) for v in model.forecast(3)]
+    [447, 420, 470]
+    >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
+    ['422-469', '392-449', '440-500']
     """
 
     residual: bool
@@ -98,6 +117,10 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
     n_lags: int
     exogenous: bool
     loss: str
+    interval_level: float | None
+    interval_horizon: int
+    _added_settings: ClassVar[dict[str, Any]] = {"interval_level": 0.9, "interval_horizon": 1}
+    _made: collections.deque[list[float]]
 
     def __init__(
         self,
@@ -124,6 +147,8 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         huber_delta: float = 1.0,
         dtype: str = "float32",
         seed: int | None = 0,
+        interval_level: float | None = 0.9,
+        interval_horizon: int = 1,
     ):
         self._set_params(locals())
 
@@ -136,6 +161,8 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
             raise ValueError(f"n_lags must be a positive integer, got {self.n_lags!r}")
         if not 0.0 < self.season_smoothing <= 1.0:
             raise ValueError(f"season_smoothing must be in (0, 1], got {self.season_smoothing!r}")
+        if isinstance(self.interval_horizon, bool) or not isinstance(self.interval_horizon, int) or self.interval_horizon < 1:
+            raise ValueError(f"interval_horizon must be a positive integer, got {self.interval_horizon!r}")
         super()._check()
 
     def _core_kwargs(self) -> dict[str, Any]:
@@ -149,6 +176,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         yield {"hidden": 4, "bptt": 4, "n_lags": 2}
         yield {"hidden": 4, "n_lags": 3, "season": 2, "residual": False}
         yield {"hidden": 4, "n_lags": 2, "season": 3, "multiplicative": False}
+        yield {"hidden": 4, "n_lags": 2, "interval_horizon": 3, "interval_level": 0.8}
 
     def _reset_learning(self) -> None:
         super()._reset_learning()
@@ -159,12 +187,19 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         self._err_season: float | None = None
         self._scale_change = RunningMedianAbs()
         self._scale_error = RunningMedianAbs()
+        self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
+
+    def _upgrade_state(self) -> None:
+        self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
+        self._made = collections.deque(maxlen=self.interval_horizon)  # what _reset_series makes
 
     def _reset_series(self) -> None:
         size = max(self.n_lags, self.season or 0) + 1
         self._history: collections.deque = collections.deque(maxlen=size)  # values, latest last
         self._t = 0           # steps of the series seen (phase = t % season)
         self._error = 0.0     # error of the base at the last step
+        # the forecasts made at the last interval_horizon events, latest last (for the calibrator)
+        self._made = collections.deque(maxlen=self.interval_horizon)
 
     def reset_state(self) -> None:
         """Start a new series: zero the network's state and forget the last values (the
@@ -262,6 +297,7 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         if f is None:
             self.advance_one(x)
             return
+        ahead = self._forecast_to_calibrate(x)
         exog, n_new = self._exog(x, learn=True)
         if self._history:
             row = self._series_inputs(self._history, self._error) + exog
@@ -270,15 +306,42 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
             elif n_new:
                 self._model.add_inputs(n_new)
             b = self._base(self._history[-1], self._t)
-            self._model.learn_one(np.array(row, dtype=np.float64), (f - b) / self._target_scale())
+            scale = self._target_scale()
+            out = float(self._model.learn_one(np.array(row, dtype=np.float64), (f - b) / scale))
+            if self._calibrator is not None:
+                self._calibrate(f, [b + out * scale] if ahead is None else ahead)
         self._observe(f)
+
+    def _forecast_to_calibrate(self, x: dict | None) -> list[float] | None:
+        """The forecast of the steps beyond the next one, made before the value arrives (None
+        when only the next step is calibrated: learn_one's own prediction is that one)."""
+        if self._calibrator is None or self.interval_horizon == 1 or not self._history:
+            return None
+        return self._forecast(self.interval_horizon, [x] if x is not None else None)
+
+    def _calibrate(self, y: float, made_now: list[float]) -> None:
+        """Keep the forecast made for ``y``'s step and the next ones (before ``y`` was known),
+        then feed the calibrator the residual of every forecast whose step ``s`` is ``y``'s."""
+        made = self._made
+        made.append(made_now)
+        if self.interval_horizon == 1:
+            self._calibrator.update(float(y - made_now[0]))  # type: ignore[union-attr]
+            return
+        residuals = np.full(self.interval_horizon, np.nan)
+        for s in range(len(made)):
+            residuals[s] = y - made[-1 - s][s]  # the forecast made s events before this one
+        self._calibrator.update(residuals)  # type: ignore[union-attr]
 
     def advance_one(self, x: dict | None = None) -> None:
         """Step the series without observing its value: the state advances and the one-step
         forecast stands in for the value."""
+        ahead = self._forecast_to_calibrate(x)
         exog, n_new = self._exog(x, learn=True)
         if not self._history:
             return
+        if self._calibrator is not None:
+            # the value of this step never arrives: only the later steps of its forecast count
+            self._made.append([np.nan] if ahead is None else ahead)
         row = self._series_inputs(self._history, self._error) + exog
         if self._model is None:
             self._model = self._new_core(len(row))
@@ -291,10 +354,32 @@ class LSTMForecaster(LSTMEstimator, Forecaster):
         self._t += 1
         self._error = 0.0
 
-    def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
+    def forecast(self, horizon: int, xs: list[dict] | None = None,
+                 with_interval: bool = False) -> list[float] | list[conf.Interval]:
         """Forecasts for the next ``horizon`` steps (``xs``: their exogenous features, any
         sequence; missing ones count as the features' means). Pure: a copy of the state rolls
-        forward, each forecast feeding the next step."""
+        forward, each forecast feeding the next step.
+
+        ``with_interval=True`` returns one ``river.conf.Interval`` per step instead, at
+        ``interval_level`` around that step's forecast (as River's regressors do with
+        ``predict_one(x, with_interval=True)``); ``horizon`` may not exceed
+        ``interval_horizon``."""
+        if with_interval:
+            cal = self._calibrator
+            if cal is None:
+                raise ValueError("with_interval=True needs a calibrator: construct the forecaster with "
+                                 "interval_level=0.9 (or another level in (0, 1)), not None")
+            if horizon > cal.horizon:
+                raise ValueError(f"intervals are calibrated up to interval_horizon={cal.horizon} steps, "
+                                 f"{horizon} were asked: construct the forecaster with interval_horizon={horizon}")
+            points = self._forecast(horizon, xs)
+            if cal.horizon == 1:
+                return [conf.Interval(*cal.bounds(p)) for p in points]
+            lower, upper = cal.interval(points + [points[-1] if points else 0.0] * (cal.horizon - horizon))
+            return [conf.Interval(float(lower[s, 0]), float(upper[s, 0])) for s in range(horizon)]
+        return self._forecast(horizon, xs)
+
+    def _forecast(self, horizon: int, xs: list[dict] | None) -> list[float]:
         if not self._history:
             return [0.0] * horizon
         xs = list(xs) if xs is not None else []

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from river import conf
 from river.base import MiniBatchRegressor
 
 from streamlstm import OnlineLSTM
 
-from .base import SupervisedEstimator
+from .base import SupervisedEstimator, new_calibrator
 from .features import Features, as_target
 from .params import with_params_doc
 
@@ -38,6 +39,13 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         ``"squared"`` or ``"huber"`` (in standardised units).
     standardize_inputs, standardize_targets
         The core's online standardisation of inputs and targets (running mean and variance).
+    interval_level
+        Coverage of the interval ``predict_one(x, with_interval=True)`` returns (River's
+        convention, as ``river.conf.RegressionJackknife``): a
+        :class:`streamlstm.calibration.OnlineCalibrator` fed the prequential residual of each
+        labelled event (the prediction made before learning it) gives long-run coverage at this
+        level, with no assumption on the model or the data (``docs/calibration.md``). ``None``:
+        no calibrator (``with_interval=True`` then raises).
     {params}
     Defaults (tuned on TrumpApproval and synthetic series, see ``bench/RESULTS.md``): the target
     of a sequence regression usually moves little from one event to the next, so
@@ -58,10 +66,23 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
     An event whose target is unknown still moves the state:
 
     >>> model.advance_one({"gallup": 41.0, "ipsos": 40.5})
+
+    Calibrated prediction intervals (90% by default), River's ``with_interval`` convention:
+
+    >>> model = LSTMRegressor(seed=42)
+    >>> hits = []
+    >>> for t, (x, y) in enumerate(datasets.TrumpApproval()):
+    ...     if t >= 100:
+    ...         hits.append(y in model.predict_one(x, with_interval=True))
+    ...     model.learn_one(x, y)
+    >>> print(f"coverage: {sum(hits) / len(hits):.2f}")
+    coverage: 0.90
     """
 
     residual: bool
     loss: str
+    interval_level: float | None
+    _added_settings: ClassVar[dict[str, Any]] = {"interval_level": 0.9}
 
     def __init__(
         self,
@@ -86,6 +107,7 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         standardize_targets: bool = True,
         dtype: str = "float32",
         seed: int | None = 0,
+        interval_level: float | None = 0.9,
     ):
         self._set_params(locals())
 
@@ -98,6 +120,10 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
     def _reset_learning(self) -> None:
         super()._reset_learning()
         self._last_y: float | None = None
+        self._calibrator = new_calibrator(self.interval_level)
+
+    def _upgrade_state(self) -> None:
+        self._calibrator = new_calibrator(self.interval_level)
 
     def _build(self, n_inputs: int) -> OnlineLSTM:
         return self._new_core(n_inputs)
@@ -115,19 +141,27 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
             return
         row = self._encode(x, learn=True)
         model = self._model
+        target = f - self._last_y if self.residual and self._last_y is not None else f
         if row is not None and model is not None:
-            if self.residual:
-                if self._last_y is None:
-                    model.advance(row)
-                else:
-                    model.learn_one(row, f - self._last_y)
+            if self.residual and self._last_y is None:
+                model.advance(row)
             else:
-                model.learn_one(row, f)
+                y_hat = float(model.learn_one(row, target))
+                if self._calibrator is not None:
+                    # residual of the prediction made before learning, as learn_many's block
+                    # computes it (target - output), so that the two paths stay identical
+                    self._calibrator.update(target - y_hat)
         self._last_y = f
 
-    def predict_one(self, x: dict) -> float | None:  # type: ignore[override]  # None: no target yet
+    def predict_one(self, x: dict, with_interval: bool = False) -> float | conf.Interval | None:  # type: ignore[override]
         """The prediction ``learn_one(x, y)`` would make for ``x``; pure. ``None`` until a first
-        target has been learned."""
+        target has been learned (no prediction).
+
+        ``with_interval=True`` returns a ``river.conf.Interval`` at ``interval_level`` around
+        that prediction instead (River's convention); the bounds come from the residuals
+        learned so far and need not be symmetric about the prediction."""
+        if with_interval:
+            return self._interval(self.predict_one(x))  # type: ignore[arg-type]  # a float or None here
         if self._last_y is None:
             return None
         model = self._model
@@ -141,6 +175,15 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
         if self.residual:
             return self._last_y + out
         return out if row is not None else self._last_y
+
+    def _interval(self, y_hat: float | None) -> conf.Interval | None:
+        if self._calibrator is None:
+            raise ValueError("with_interval=True needs a calibrator: construct the regressor with "
+                             "interval_level=0.9 (or another level in (0, 1)), not None")
+        if y_hat is None:
+            return None
+        lower, upper = self._calibrator.bounds(y_hat)
+        return conf.Interval(lower, upper)
 
     def learn_many(self, X, y) -> None:
         """``learn_one`` over the rows of ``X`` (missing values NaN) with targets ``y``
@@ -166,8 +209,11 @@ class LSTMRegressor(SupervisedEstimator, MiniBatchRegressor):
                 target[mask] = ys[mask]
                 if mask.any():
                     last = float(ys[np.flatnonzero(mask)[-1]])
-            self._model.learn_many(Xc, target, mask)
+            predictions = self._model.learn_many(Xc, target, mask)
             self._last_y = last
+            if self._calibrator is not None and mask.any():
+                rows = np.flatnonzero(mask)
+                self._calibrator.update_many(np.zeros(rows.size, dtype=np.int64), target[rows] - predictions[rows, 0])
 
         self._learn_frame(X, set(), single, block)
 
