@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
 from . import _kernels as K
-from . import persistence
+from . import _state_check, persistence
+from .settings import ModelSettings
+from .settings import names as settings_names
 
 __all__ = ["OnlineLSTM", "LSTMState", "InputError"]
 
 _F64 = np.dtype(np.float64)
-_k_predict, _k_advance = K.k_predict, K.k_advance  # module globals: one lookup fewer per call
+_k_predict, _k_advance = K.k_predict, K.k_advance
+_first_fault = _state_check.first_fault  # module globals: one lookup fewer per call
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -203,50 +207,23 @@ class OnlineLSTM:
         dtype: Literal["float64", "float32"] = "float64",
         seed: int | None = 0,
     ) -> None:
-        for name, value, low in (("n_inputs", n_inputs, 1), ("n_outputs", n_outputs, 1), ("hidden", hidden, 1),
-                                 ("layers", layers, 1), ("bptt", bptt, 1), ("update_every", update_every, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if update_every > bptt:
-            raise ValueError(f"update_every ({update_every}) must not exceed bptt ({bptt}): "
-                             "labels would leave the window before an update uses them")
-        for name, value, table in (("cell", cell, _CELLS), ("loss", loss, _LOSSES), ("optimizer", optimizer, _OPTIMIZERS)):
-            if value not in table:
-                raise ValueError(f"{name} must be one of {sorted(table)}, got {value!r}")
-        if dtype not in ("float64", "float32"):
-            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-        if loss == "cross_entropy" and n_outputs < 2:
-            raise ValueError("cross_entropy needs n_outputs >= 2 classes")
-        for name, value in (("lr", lr), ("eps", eps), ("huber_delta", huber_delta), ("l2", l2), ("momentum", momentum), ("rho", rho)):
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if clip is not None and not (np.isfinite(clip) and clip > 0):
-            raise ValueError(f"clip must be a positive number or None, got {clip!r}")
-        self.n_inputs = int(n_inputs)
-        self.n_outputs = int(n_outputs)
-        self.hidden = int(hidden)
-        self.layers = int(layers)
-        self.cell = cell
-        self.bptt = int(bptt)
-        self.update_every = int(update_every)
-        self.optimizer = optimizer
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.rho = float(rho)
-        self.eps = float(eps)
-        self.clip = None if clip is None else float(clip)
-        self.l2 = float(l2)
-        self.loss = loss
-        self.huber_delta = float(huber_delta)
-        self.standardize_inputs = bool(standardize_inputs)
-        self.standardize_targets = bool(standardize_targets) and loss != "cross_entropy"
-        self.dtype = dtype
-        self.seed = seed
+        settings = ModelSettings(
+            n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden, layers=layers, cell=cell, bptt=bptt,
+            update_every=update_every, optimizer=optimizer, lr=lr, momentum=momentum, betas=betas, rho=rho,
+            eps=eps, clip=clip, l2=l2, loss=loss, huber_delta=huber_delta, standardize_inputs=standardize_inputs,
+            standardize_targets=standardize_targets, dtype=dtype, seed=seed)
+        self._apply_settings(settings)
+        self._lock = threading.Lock()
         self._allocate(self.n_inputs, self.n_outputs)
         self._init_weights(np.random.default_rng(seed))
 
     # ------------------------------------------------------------------ set-up
+    def _apply_settings(self, settings: ModelSettings) -> None:
+        """The checked settings become the model's attributes (``n_inputs`` and
+        ``n_outputs`` move on when the model grows; ``get_params`` reads them back)."""
+        self.__dict__.update(settings.as_config())
+        self.betas = settings.betas
+
     def _allocate(self, n_in: int, n_out: int) -> None:
         dt = np.dtype(self.dtype)
         I, n_par, n_r, n_f = _layout(n_in, n_out, self.hidden, self.layers, _CELLS[self.cell], self.bptt)
@@ -268,6 +245,8 @@ class OnlineLSTM:
         self._y1 = self._ybuf[:1]
         self._scalar_out = n_out == 1 and self.loss != "cross_entropy"
         self._is_ce = self.loss == "cross_entropy"
+        self._state_spec = _state_check.spec_of(int(I[K.I_RING]), self.bptt, int(I[K.I_SLOT]), int(I[K.I_SFLAG]),
+                                                int(I[K.I_SY]), n_out, self._is_ce, self._state_end)
         F = self._F
         F[K.F_LR], F[K.F_MOM], F[K.F_B1], F[K.F_B2] = self.lr, self.momentum, self.betas[0], self.betas[1]
         F[K.F_RHO], F[K.F_EPS], F[K.F_CLIP], F[K.F_L2] = self.rho, self.eps, self.clip or 0.0, self.l2
@@ -506,8 +485,28 @@ class OnlineLSTM:
             raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
                              f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
                              f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
+        self.check_states(value.buffer.reshape(1, -1), np.asarray(value.counters).reshape(1, -1), "state")
         self._R[:self._state_end] = value.buffer
         self._I[K.I_T], self._I[K.I_SINCE] = value.counters
+
+    def check_states(self, buffers: np.ndarray, counters: np.ndarray, what: str) -> None:
+        """``ValueError`` unless every row of ``buffers`` (whole state buffers, or ``h`` and
+        ``c`` only) and of ``counters`` (``[t, since]`` rows, or none) is a state this model
+        can run: finite, label flags 0 or 1, pending class indices in range, counters >= 0.
+
+        >>> m = OnlineLSTM(n_inputs=1, hidden=2)
+        >>> s = m.state; s.buffer[0] = float("nan")
+        >>> m.state = s
+        Traceback (most recent call last):
+        ...
+        ValueError: state holds a non-finite value at position 0: nan
+        """
+        if counters.ndim != 2 or counters.shape[1] != 2 or counters.dtype.kind not in "iu":
+            raise ValueError(f"{what}: counters must be integer pairs (t, since), got {counters.dtype} "
+                             f"{counters.shape}")
+        fault = _first_fault(buffers, counters.astype(np.int64, copy=False), self._state_spec)
+        if fault:
+            raise ValueError(_state_check.describe_fault(fault, buffers, counters, self.n_outputs, what))
 
     def reset_state(self) -> None:
         """Zero h and c and forget the TBPTT history (pending labels are dropped)."""
@@ -647,10 +646,7 @@ class OnlineLSTM:
 
     # ------------------------------------------------------------- persistence
     def _config(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (
-            "n_inputs", "n_outputs", "hidden", "layers", "cell", "bptt", "update_every", "optimizer",
-            "lr", "momentum", "betas", "rho", "eps", "clip", "l2", "loss", "huber_delta",
-            "standardize_inputs", "standardize_targets", "dtype", "seed")}
+        return {name: getattr(self, name) for name in settings_names()}
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments: ``OnlineLSTM(**m.get_params())`` is a fresh twin."""
@@ -732,19 +728,45 @@ class OnlineLSTM:
         return cls._from_parts(meta, arrays)
 
     @classmethod
-    def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
-        config = dict(meta["config"])
-        config["betas"] = tuple(config["betas"])
-        n_in, n_out = config["n_inputs"], config["n_outputs"]
-        model = cls.__new__(cls)
-        OnlineLSTM.__init__(model, **config)
-        model._allocate(n_in, n_out)
+    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+        """A model from a file's parts: every setting, array and index-like value is checked
+        before anything as large as the model is built; ``FormatError`` names the field."""
         try:
-            model._import(arrays)
-        except (KeyError, ValueError) as exc:
-            raise persistence.FormatError(f"corrupt streamlstm model: {exc}") from None
-        model._rng_state = meta.get("rng")
-        model.statistics_frozen = bool(meta.get("statistics_frozen", False))
+            return cls._checked_from_parts(meta, arrays)
+        except persistence.FormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+                RecursionError) as exc:
+            raise persistence.FormatError(f"corrupt streamlstm model: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+        bad = persistence.FormatError
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise bad("corrupt streamlstm model: the header has no 'config' object of settings")
+        config = dict(meta["config"])
+        try:
+            settings = ModelSettings.from_config(config)
+        except ValueError as exc:
+            raise bad(f"corrupt streamlstm model: setting {exc}") from None
+        frozen, rng = meta.get("statistics_frozen", False), meta.get("rng")
+        if not isinstance(frozen, bool):
+            raise bad(f"corrupt streamlstm model: 'statistics_frozen' must be true or false, got {frozen!r}")
+        if rng is not None and not isinstance(rng, dict):
+            raise bad(f"corrupt streamlstm model: 'rng' must be an object, got {type(rng).__name__}")
+        _check_arrays(settings, arrays)
+        model = cls.__new__(cls)
+        model._apply_settings(settings)
+        model._lock = threading.Lock()
+        model._allocate(settings.n_inputs, settings.n_outputs)
+        model._import(arrays)
+        try:
+            model.check_states(model._R[:model._state_end].reshape(1, -1),
+                               model._I[[K.I_T, K.I_SINCE]].reshape(1, 2), "the saved state (arrays 'state/*' and 'ring/*')")
+        except ValueError as exc:
+            raise bad(f"corrupt streamlstm model: {exc}") from None
+        model._rng_state = rng
+        model.statistics_frozen = frozen
         return model
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -860,6 +882,86 @@ class OnlineLSTM:
         w["readout.bias"] = a
         model.set_weights(w)
         return model
+
+
+def _expected_arrays(s: ModelSettings) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every array :meth:`OnlineLSTM._export` writes for settings ``s``."""
+    H, L, k2, n_in, n_out = s.hidden, s.layers, s.bptt, s.n_inputs, s.n_outputs
+    G = 4 * H if s.cell == "lstm" else H
+    dt = s.dtype
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for block in ("theta", "grad", "moment1", "moment2"):
+        for l in range(L):
+            n_x = n_in if l == 0 else H
+            out[f"{block}/weight_ih_l{l}"] = ((G, n_x), dt)
+            out[f"{block}/weight_hh_l{l}"] = ((G, H), dt)
+            out[f"{block}/bias_l{l}"] = ((G,), dt)
+        out[f"{block}/readout.weight"] = ((n_out, H), dt)
+        out[f"{block}/readout.bias"] = ((n_out,), dt)
+    out["state/h"] = out["state/c"] = ((L, H), dt)
+    for l in range(L):
+        n_x = n_in if l == 0 else H
+        out[f"ring/l{l}/xh"] = ((k2, n_x + H), dt)
+        out[f"ring/l{l}/act"] = ((k2, G), dt)
+        out[f"ring/l{l}/c_prev"] = out[f"ring/l{l}/tanh_c"] = ((k2, H), dt)
+    out["ring/out"] = out["ring/y"] = ((k2, n_out), dt)
+    out["ring/flag"] = ((k2, 1), dt)
+    out["F/header"] = ((K.F_HEADER,), "float64")
+    out["stats/inputs"] = ((3, n_in), "float64")
+    out["stats/targets"] = ((3, n_out), "float64")
+    out["counters"] = ((7,), "int64")
+    return out
+
+
+_N_FIXED_ARRAYS, _N_ARRAYS_PER_LAYER = 4 * 2 + 2 + 3 + 4, 4 * 3 + 4  # as _expected_arrays writes them
+_MAY_BE_NONFINITE = (K.F_LOSS, K.F_GNORM)  # the last update's loss and norm, kept after a skipped update
+
+
+def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
+    """Names, shapes, dtypes and values of a saved model's arrays against its settings.
+
+    The count of arrays is checked first, so that ``layers=10**6`` in a small file is
+    refused before a million names are made; matching shapes then bound the model's size
+    by the file's.
+    """
+    bad = persistence.FormatError
+    want = _N_FIXED_ARRAYS + _N_ARRAYS_PER_LAYER * s.layers
+    if len(arrays) != want:
+        raise bad(f"corrupt streamlstm model: {len(arrays)} arrays, settings layers={s.layers} need {want}")
+    expected = _expected_arrays(s)
+    for name, (shape, dtype) in expected.items():
+        a = arrays.get(name)
+        if a is None:
+            raise bad(f"corrupt streamlstm model: array {name!r} is missing")
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            raise bad(f"corrupt streamlstm model: array {name!r} is {a.dtype} {a.shape}, settings say "
+                      f"{dtype} {shape}")
+        if a.dtype.kind == "f" and not name.startswith("grad/") and name != "F/header" \
+                and not np.isfinite(a).all():
+            pos = int(np.flatnonzero(~np.isfinite(a.reshape(-1)))[0])
+            raise bad(f"corrupt streamlstm model: array {name!r} holds {a.reshape(-1)[pos]!r} at flat position "
+                      f"{pos}: not finite")
+    head = arrays["F/header"]
+    fixed = {K.F_LR: ("lr", s.lr), K.F_MOM: ("momentum", s.momentum), K.F_B1: ("betas[0]", s.betas[0]),
+             K.F_B2: ("betas[1]", s.betas[1]), K.F_RHO: ("rho", s.rho), K.F_EPS: ("eps", s.eps),
+             K.F_CLIP: ("clip", s.clip or 0.0), K.F_L2: ("l2", s.l2), K.F_DELTA: ("huber_delta", s.huber_delta),
+             K.F_GLIMIT: ("gradient limit", 1e30 if s.dtype == "float32" else 1e300)}
+    for k, (name, value) in fixed.items():
+        if head[k] != value:
+            raise bad(f"corrupt streamlstm model: F/header[{k}] ({name}) is {head[k]!r}, the settings say {value!r}")
+    for k, name in ((K.F_B1T, "adam beta1 power"), (K.F_B2T, "adam beta2 power")):
+        if not 0.0 <= head[k] <= 1.0:
+            raise bad(f"corrupt streamlstm model: F/header[{k}] ({name}) is {head[k]!r}, allowed [0, 1]")
+    rest = np.delete(head, list(_MAY_BE_NONFINITE))
+    if not np.isfinite(rest).all():
+        raise bad("corrupt streamlstm model: array 'F/header' holds a non-finite value")
+    for name in ("stats/inputs", "stats/targets"):
+        count, m2 = arrays[name][0], arrays[name][2]
+        if (count < 0).any() or (m2 < 0).any():
+            raise bad(f"corrupt streamlstm model: array {name!r} holds a negative count or sum of squares")
+    counters = arrays["counters"]
+    if (counters < 0).any() or (counters > _state_check.MAX_COUNTER).any():
+        raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**62]")
 
 
 def _pad_export(old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], hidden: int) -> dict[str, np.ndarray]:
