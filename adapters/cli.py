@@ -88,6 +88,10 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _echo("out of memory")
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        persistence = sys.modules.get("streamlstm.persistence")  # loaded whenever a file was read
+        if persistence is not None and isinstance(exc, persistence.FormatError):
+            _echo(str(exc))  # a corrupt model or checkpoint is the user's input, not our bug
+            sys.exit(2)
         if os.environ.get("STREAMLSTM_DEBUG"):
             raise
         _echo(f"internal error: {type(exc).__name__}: {exc} (set STREAMLSTM_DEBUG=1 for the traceback)")
@@ -333,7 +337,10 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     stats = R.Stats()
     if saved is not None and saved[0] == "streamlstm.cli":
         kind, meta, arrays = saved
-        engine = R.Engine.restore(meta, arrays, learn)
+        try:
+            engine = R.Engine.restore(meta, arrays, learn)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            raise CliError(f"{saved_path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
         if resuming:
             if meta.get("header") != header:
                 raise CliError(f"the input's header differs from the one {saved_path} was made on: "

@@ -18,7 +18,7 @@ import numpy as np
 from . import _kernels as K
 from . import _keyed_kernels as KK
 from . import persistence
-from .model import LSTMState, OnlineLSTM
+from .model import LSTMState, OnlineLSTM, as_numbers
 from .settings import KeyedSettings
 
 __all__ = ["KeyedLSTM"]
@@ -415,9 +415,9 @@ class KeyedLSTM:
     def _inputs(self, X: Any, B: int, keys: tuple) -> np.ndarray:
         n_in = self._model.n_inputs
         try:
-            X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"X must be numbers of shape ({B}, {n_in})") from None
+            X = as_numbers(X, "X")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"X must be numbers of shape ({B}, {n_in}) ({exc})") from None
         if X.ndim == 1 and n_in == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape != (B, n_in):
@@ -433,9 +433,9 @@ class KeyedLSTM:
         ce = m.loss == "cross_entropy"
         width = 1 if ce else m.n_outputs
         try:
-            Y = np.asarray(Y, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"Y must be numbers of shape ({B},) or ({B}, {width})") from None
+            Y = as_numbers(Y, "Y")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Y must be numbers of shape ({B},) or ({B}, {width}) ({exc})") from None
         if Y.ndim == 1 and width == 1:
             Y = Y[:, None]
         if Y.shape != (B, width):
@@ -1094,7 +1094,10 @@ class KeyedLSTM:
              clock: Callable[[], float] | None = None) -> "KeyedLSTM":
         """Read an engine written by :meth:`save`."""
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
-        return cls._from_parts(meta, arrays, decode_key, clock)
+        try:
+            return cls._from_parts(meta, arrays, decode_key, clock)
+        except persistence.FormatError as exc:
+            raise persistence.FormatError(f"{path}: {exc}") from None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"blob": self.snapshot()}

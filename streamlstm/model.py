@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
@@ -213,7 +212,7 @@ class OnlineLSTM:
             eps=eps, clip=clip, l2=l2, loss=loss, huber_delta=huber_delta, standardize_inputs=standardize_inputs,
             standardize_targets=standardize_targets, dtype=dtype, seed=seed)
         self._apply_settings(settings)
-        self._lock = threading.Lock()
+        self._busy = False  # see _in_use
         self._allocate(self.n_inputs, self.n_outputs)
         self._init_weights(np.random.default_rng(seed))
 
@@ -285,9 +284,9 @@ class OnlineLSTM:
     # --------------------------------------------------------------- the stream
     def _vector(self, x: Any) -> np.ndarray:
         try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"input must be a sequence of {self.n_inputs} numbers, got {x!r}") from None
+            arr = as_numbers(x, "input")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"input must be a sequence of {self.n_inputs} numbers, got {x!r} ({exc})") from None
         if arr.ndim != 1:
             arr = arr.reshape(-1) if arr.size == self.n_inputs else arr
             if arr.ndim != 1:
@@ -330,9 +329,9 @@ class OnlineLSTM:
             self._y1[0] = y
             return self._y1
         try:
-            return np.ascontiguousarray(np.asarray(y, dtype=np.float64).reshape(-1))
-        except (TypeError, ValueError):
-            raise TypeError(f"target must be {self.n_outputs} number(s), got {y!r}") from None
+            return np.ascontiguousarray(as_numbers(y, "target").reshape(-1))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"target must be {self.n_outputs} number(s), got {y!r} ({exc})") from None
 
     def predict_one(self, x: Sequence[float] | np.ndarray) -> float | np.ndarray:
         """The output that ``advance(x)`` would give, changing nothing (a pure look-ahead).
@@ -344,12 +343,18 @@ class OnlineLSTM:
         >>> m.predict_one([0.5, -1.0]) == m.predict_one([0.5, -1.0])
         True
         """
-        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
-            x = self._vector(x)
-        first = _k_predict(x, self._B, self._F, self._I)
-        if self._scalar_out and first == first:
-            return first
-        return self._finish(first, x)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                x = self._vector(x)
+            first = _k_predict(x, self._B, self._F, self._I)
+            if self._scalar_out and first == first:
+                return first
+            return self._finish(first, x)
+        finally:
+            self._busy = False
 
     def advance(self, x: Sequence[float] | np.ndarray) -> float | np.ndarray:
         """Feed ``x``: the state moves one step; returns that step's output (target units).
@@ -359,12 +364,18 @@ class OnlineLSTM:
         >>> m.n_steps_stream
         1
         """
-        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
-            x = self._vector(x)
-        first = _k_advance(x, self._B, self._F, self._I)
-        if self._scalar_out and first == first:
-            return first
-        return self._finish(first, x)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                x = self._vector(x)
+            first = _k_advance(x, self._B, self._F, self._I)
+            if self._scalar_out and first == first:
+                return first
+            return self._finish(first, x)
+        finally:
+            self._busy = False
 
     def label(self, y: float | int | Sequence[float] | np.ndarray, lag: int = 0) -> None:
         """Attach target ``y`` to the output of the step ``lag`` steps back (0 = the latest).
@@ -379,9 +390,15 @@ class OnlineLSTM:
         >>> m.n_updates
         1
         """
-        y = self._target(y)
-        if not K.k_label(y, int(lag), self._B, self._F, self._I):
-            raise self._refused("target", y)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            y = self._target(y)
+            if not K.k_label(y, int(lag), self._B, self._F, self._I):
+                raise self._refused("target", y)
+        finally:
+            self._busy = False
 
     def learn_one(self, x: Sequence[float] | np.ndarray, y: float | int | Sequence[float] | np.ndarray) -> float | np.ndarray:
         """``advance(x)`` then ``label(y)``; returns the prediction made before learning.
@@ -391,18 +408,24 @@ class OnlineLSTM:
         >>> m.n_steps_stream, m.n_updates
         (1, 1)
         """
-        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
-            x = self._vector(x)
-        y = self._target(y)
-        first = K.k_learn_one(x, y, self._B, self._F, self._I)
-        if first != first and self._I[K.I_STATUS]:
-            bad_input = not K.check_input(x, self._I.copy())
-            raise self._refused("input" if bad_input else "target", x if bad_input else y)
-        return self._output(first)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                x = self._vector(x)
+            y = self._target(y)
+            first = K.k_learn_one(x, y, self._B, self._F, self._I)
+            if first != first and self._I[K.I_STATUS]:
+                bad_input = not K.check_input(x, self._I.copy())
+                raise self._refused("input" if bad_input else "target", x if bad_input else y)
+            return self._output(first)
+        finally:
+            self._busy = False
 
     # ----------------------------------------------------------------- blocks
     def _matrix(self, X: Any) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        X = as_numbers(X, "X")
         if X.ndim == 1 and self.n_inputs == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
@@ -422,28 +445,34 @@ class OnlineLSTM:
         >>> preds.shape, m.n_steps_stream, m.n_updates
         ((5, 1), 5, 4)
         """
-        X = self._matrix(X)
-        T = X.shape[0]
-        Y = np.asarray(Y, dtype=np.float64)
-        width = 1 if self._is_ce else self.n_outputs
-        if Y.ndim == 1 and width == 1:
-            Y = Y[:, None]
-        if Y.shape != (T, width):
-            raise ValueError(f"Y must have shape ({T},) or ({T}, {width}), got {Y.shape}")
-        Y = np.ascontiguousarray(Y)
-        if mask is None:
-            M = np.ones(T, dtype=np.bool_)
-        else:
-            M = np.ascontiguousarray(np.asarray(mask, dtype=np.bool_))
-            if M.shape != (T,):
-                raise ValueError(f"mask must have shape ({T},), got {M.shape}")
-        out = np.empty((T, self.n_outputs), dtype=np.float64)
-        done = K.k_learn_many(X, Y, M, out, self._B, self._F, self._I)
-        if done < T:
-            bad_input = not K.check_input(X[done], self._I.copy())
-            err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
-            raise InputError(str(err), done, out[:done].copy())
-        return out
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            X = self._matrix(X)
+            T = X.shape[0]
+            Y = as_numbers(Y, "Y")
+            width = 1 if self._is_ce else self.n_outputs
+            if Y.ndim == 1 and width == 1:
+                Y = Y[:, None]
+            if Y.shape != (T, width):
+                raise ValueError(f"Y must have shape ({T},) or ({T}, {width}), got {Y.shape}")
+            Y = np.ascontiguousarray(Y)
+            if mask is None:
+                M = np.ones(T, dtype=np.bool_)
+            else:
+                M = np.ascontiguousarray(np.asarray(mask, dtype=np.bool_))
+                if M.shape != (T,):
+                    raise ValueError(f"mask must have shape ({T},), got {M.shape}")
+            out = np.empty((T, self.n_outputs), dtype=np.float64)
+            done = K.k_learn_many(X, Y, M, out, self._B, self._F, self._I)
+            if done < T:
+                bad_input = not K.check_input(X[done], self._I.copy())
+                err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
+                raise InputError(str(err), done, out[:done].copy())
+            return out
+        finally:
+            self._busy = False
 
     def advance_many(self, X: Any) -> np.ndarray:
         """Advance through the rows of ``X`` without labels; returns the outputs ``(T, n_outputs)``.
@@ -463,12 +492,18 @@ class OnlineLSTM:
         >>> bool((a == b).all()), m.n_steps_stream
         (True, 0)
         """
-        X = self._matrix(X)
-        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float64)
-        done = K.k_predict_many(X, out, self._B, self._F, self._I)
-        if done < X.shape[0]:
-            raise InputError(str(self._refused("input", X[done], row=done)), 0, out[:0].copy())
-        return out
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            X = self._matrix(X)
+            out = np.empty((X.shape[0], self.n_outputs), dtype=np.float64)
+            done = K.k_predict_many(X, out, self._B, self._F, self._I)
+            if done < X.shape[0]:
+                raise InputError(str(self._refused("input", X[done], row=done)), 0, out[:0].copy())
+            return out
+        finally:
+            self._busy = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -479,15 +514,21 @@ class OnlineLSTM:
 
     @state.setter
     def state(self, value: LSTMState) -> None:
-        if not isinstance(value, LSTMState):
-            raise TypeError(f"state must be an LSTMState, got {type(value).__name__}")
-        if value.buffer.shape != (self._state_end,) or value.layers != self.layers or value.hidden != self.hidden:
-            raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
-                             f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
-                             f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
-        self.check_states(value.buffer.reshape(1, -1), np.asarray(value.counters).reshape(1, -1), "state")
-        self._R[:self._state_end] = value.buffer
-        self._I[K.I_T], self._I[K.I_SINCE] = value.counters
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if not isinstance(value, LSTMState):
+                raise TypeError(f"state must be an LSTMState, got {type(value).__name__}")
+            if value.buffer.shape != (self._state_end,) or value.layers != self.layers or value.hidden != self.hidden:
+                raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
+                                 f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
+                                 f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
+            self.check_states(value.buffer.reshape(1, -1), np.asarray(value.counters).reshape(1, -1), "state")
+            self._R[:self._state_end] = value.buffer
+            self._I[K.I_T], self._I[K.I_SINCE] = value.counters
+        finally:
+            self._busy = False
 
     def check_states(self, buffers: np.ndarray, counters: np.ndarray, what: str) -> None:
         """``ValueError`` unless every row of ``buffers`` (whole state buffers, or ``h`` and
@@ -510,8 +551,14 @@ class OnlineLSTM:
 
     def reset_state(self) -> None:
         """Zero h and c and forget the TBPTT history (pending labels are dropped)."""
-        self._R[:self._state_end] = 0.0
-        self._I[K.I_T] = self._I[K.I_SINCE] = 0
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            self._R[:self._state_end] = 0.0
+            self._I[K.I_T] = self._I[K.I_SINCE] = 0
+        finally:
+            self._busy = False
 
     # -------------------------------------------------------------- counters
     @property
@@ -638,11 +685,17 @@ class OnlineLSTM:
         self._grow(self.n_inputs, self.n_outputs + int(k))
 
     def _grow(self, n_in: int, n_out: int) -> None:
-        if n_in < self.n_inputs or n_out < self.n_outputs:
-            raise ValueError("a model can only grow")
-        old = self._export()
-        self._allocate(n_in, n_out)
-        self._import(_pad_export(old, self._export(), self.hidden))
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if n_in < self.n_inputs or n_out < self.n_outputs:
+                raise ValueError("a model can only grow")
+            old = self._export()
+            self._allocate(n_in, n_out)
+            self._import(_pad_export(old, self._export(), self.hidden))
+        finally:
+            self._busy = False
 
     # ------------------------------------------------------------- persistence
     def _config(self) -> dict[str, Any]:
@@ -711,9 +764,15 @@ class OnlineLSTM:
     def to_bytes(self) -> bytes:
         """Everything (weights, state, optimizer moments, normalisers, ring, counters,
         hyper-parameters, RNG) as one versioned, pickle-free byte string."""
-        meta = {"config": self._config(), "rng": _jsonable(self._rng_state),
-                "statistics_frozen": self.statistics_frozen}
-        return persistence.dumps(_KIND, meta, self._export())
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            meta = {"config": self._config(), "rng": _jsonable(self._rng_state),
+                    "statistics_frozen": self.statistics_frozen}
+            return persistence.dumps(_KIND, meta, self._export())
+        finally:
+            self._busy = False
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "OnlineLSTM":
@@ -757,7 +816,7 @@ class OnlineLSTM:
         _check_arrays(settings, arrays)
         model = cls.__new__(cls)
         model._apply_settings(settings)
-        model._lock = threading.Lock()
+        model._busy = False
         model._allocate(settings.n_inputs, settings.n_outputs)
         model._import(arrays)
         try:
@@ -777,7 +836,10 @@ class OnlineLSTM:
     def load(cls, path: str | os.PathLike[str]) -> "OnlineLSTM":
         """Read a model written by :meth:`save`."""
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
-        return cls._from_parts(meta, arrays)
+        try:
+            return cls._from_parts(meta, arrays)
+        except persistence.FormatError as exc:
+            raise persistence.FormatError(f"{path}: {exc}") from None
 
     def copy(self) -> "OnlineLSTM":
         """An independent twin (weights, state, moments, statistics), in microseconds.
@@ -794,6 +856,7 @@ class OnlineLSTM:
         cut = 4 * self._n_par
         twin._P, twin._R = twin._B[:cut], twin._B[cut:]
         twin._y1 = twin._ybuf[:1]
+        twin._busy = False
         return twin
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "OnlineLSTM":
@@ -962,6 +1025,53 @@ def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
     counters = arrays["counters"]
     if (counters < 0).any() or (counters > _state_check.MAX_COUNTER).any():
         raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**62]")
+
+
+def _in_use(model: "OnlineLSTM") -> RuntimeError:
+    """Two threads in one model would interleave their steps and lose updates without a
+    word (the kernels run without the GIL). A lock would cost a sixth of a prediction;
+    this flag costs a few nanoseconds and turns the race into an error."""
+    return RuntimeError(f"this {type(model).__name__} is in use by another thread: a model is not thread-safe; "
+                        "use one model per thread (copy()), or hold a threading.Lock of your own around its calls")
+
+
+_PLAIN_NUMBERS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+
+
+def as_numbers(x: Any, what: str) -> np.ndarray:
+    """``x`` as a float64 array, refusing what only looks like numbers.
+
+    ``True``, strings such as ``"1.5"``, dates and ``None`` are refused (``TypeError``
+    naming the position), and so are masked values of a masked array: NumPy would turn
+    them into 1.0, 1.5, a count of days or drop the mask.
+
+    >>> as_numbers([1, 2.5], "input").tolist()
+    [1.0, 2.5]
+    >>> as_numbers([1.0, True], "input")
+    Traceback (most recent call last):
+    ...
+    TypeError: input position 1 is True, a bool, not a number
+    """
+    if isinstance(x, np.ma.MaskedArray):
+        masked = np.ma.getmaskarray(x)
+        if masked.any():
+            pos = tuple(int(i) for i in np.argwhere(masked)[0])
+            raise ValueError(f"{what} position {pos[0] if len(pos) == 1 else pos} is masked: "
+                             "fill or drop masked values first")
+        x = np.asarray(x.data)
+    if isinstance(x, (list, tuple)) and not _PLAIN_NUMBERS.issuperset(map(type, x)):
+        for i, v in enumerate(x):  # a bool or a string inside a list is upcast without a word
+            if isinstance(v, (bool, np.bool_, str, bytes, np.str_, np.bytes_)):
+                raise TypeError(f"{what} position {i} is {v!r}, a {type(v).__name__}, not a number")
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "O":
+        for i, v in enumerate(arr.reshape(-1)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{what} position {i} is {v!r}, a {type(v).__name__}, not a number")
+    elif kind not in "fiu":
+        raise TypeError(f"{what} holds {arr.dtype} values ({np.ravel(arr)[:3].tolist()!r}...), not numbers")
+    return arr.astype(np.float64, copy=False)
 
 
 def _pad_export(old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], hidden: int) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -63,6 +64,7 @@ def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> byt
 # A header is a few KB even for a large model; a longer one is not a header we wrote.
 MAX_HEADER_BYTES = 64 * 2 ** 20
 _MAX_ARRAYS = 1 << 20
+MAX_STREAM_BYTES = 4 * 2 ** 30  # from a pipe or a device, where no file size bounds the read
 _MAX_NDIM = 8
 
 
@@ -231,5 +233,13 @@ def _read_bounded(fh: Any) -> bytes:
     if len(blob) < head + header_len:
         raise FormatError(f"truncated streamlstm file: header wants {header_len} bytes, file has {len(blob)}")
     _, _, entries = _parse_header(blob[head:head + header_len])
-    rest = sum(e[3] for e in entries) + _CRC.size
-    return _read_exactly(fh, rest + 1, blob)  # one byte more shows trailing garbage
+    total = head + header_len + sum(e[3] for e in entries) + _CRC.size
+    st = os.fstat(fh.fileno())
+    if stat.S_ISREG(st.st_mode):
+        if total > st.st_size:
+            raise FormatError(f"truncated streamlstm file: the header announces {total} bytes, the file has "
+                              f"{st.st_size}")
+    elif total > MAX_STREAM_BYTES:
+        raise FormatError(f"the header announces {total} bytes, over {MAX_STREAM_BYTES} bytes for a stream "
+                          "that is not a regular file")
+    return _read_exactly(fh, total - len(blob) + 1, blob)  # one byte more shows trailing garbage
