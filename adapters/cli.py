@@ -217,7 +217,44 @@ def _read_saved(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         raise CliError(str(exc)) from None
     if kind not in ("streamlstm.cli", "OnlineLSTM"):
         raise CliError(f"{path} holds a {kind!r}, not a streamlstm model")
+    if kind == "streamlstm.cli":
+        problem = _checkpoint_problem(meta, arrays)
+        if problem:
+            raise CliError(f"{path}: corrupt checkpoint: {problem}")
     return kind, meta, arrays
+
+
+def _checkpoint_problem(meta: dict[str, Any], arrays: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's job, keys and forecast arrays, before any is used."""
+    job = meta.get("job")
+    if not isinstance(job, dict):
+        return "'job' must be an object"
+    kinds = {"target": (str,), "features": (list,), "key": (str, type(None)), "time": (str, type(None)),
+             "ahead": (int,), "per_key_models": (bool,), "difference": (bool,)}
+    for name, types in kinds.items():
+        if type(job.get(name)) not in types:
+            return f"job field {name!r} is {job.get(name)!r}"
+    if not all(isinstance(f, str) for f in job["features"]) or not 0 <= job["ahead"] <= 10 ** 6:
+        return f"job fields 'features' {job['features']!r} / 'ahead' {job['ahead']!r} out of range"
+    if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("keys"), list):
+        return "'params' must be an object and 'keys' a list"
+    n = len(meta["keys"])
+    if job["ahead"]:
+        shapes = {"last": (n,), "ring": (n, job["ahead"])}
+        if job["difference"]:
+            shapes["ring_v"] = (n, job["ahead"])
+        for name, shape in shapes.items():
+            a = arrays.get(name)
+            if a is None or a.shape != shape or a.dtype.kind != "f":
+                return f"array {name!r} is {None if a is None else (str(a.dtype), a.shape)}, expected float {shape}"
+    if job["per_key_models"] and job["key"] is not None:
+        sizes, blob = arrays.get("model_sizes"), arrays.get("models")
+        if sizes is None or blob is None or sizes.shape != (n,) or sizes.dtype.kind != "i" \
+                or (sizes < 0).any() or int(sizes.sum()) != blob.size:
+            return "arrays 'model_sizes' and 'models' do not match the keys"
+    elif arrays.get("model") is None or arrays["model"].dtype.kind != "u":
+        return "array 'model' (the model's bytes) is missing"
+    return None
 
 
 def _open_input(path: Any) -> Any:

@@ -789,7 +789,7 @@ class KeyedLSTM:
         if state.buffer.shape != (m._state_end,) or state.layers != m.layers or state.hidden != m.hidden:
             raise ValueError(f"state does not fit this model: buffer of {state.buffer.shape} values, expected "
                              f"({m._state_end},)")
-        m.check_states(state.buffer.reshape(1, -1), np.asarray(state.counters).reshape(1, -1), "state")
+        m.check_states(state.buffer.reshape(1, -1), np.asarray(state.counters).reshape(1, -1), "state", stored=False)
         row = self._row_for_write(key)
         self._S[row] = state.buffer[:self._width]
         if self._learn:

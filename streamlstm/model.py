@@ -16,6 +16,7 @@ from .settings import names as settings_names
 __all__ = ["OnlineLSTM", "LSTMState", "InputError"]
 
 _F64 = np.dtype(np.float64)
+_I64 = np.dtype(np.int64)
 _k_predict, _k_advance = K.k_predict, K.k_advance
 _first_fault = _state_check.first_fault  # module globals: one lookup fewer per call
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
@@ -524,16 +525,21 @@ class OnlineLSTM:
                 raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
                                  f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
                                  f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
-            self.check_states(value.buffer.reshape(1, -1), np.asarray(value.counters).reshape(1, -1), "state")
+            counters = value.counters
+            if (type(counters) is not np.ndarray or counters.dtype != _I64 or counters.shape != (2,)
+                    or _first_fault(value.buffer.reshape(1, -1), counters.reshape(1, 2), self._state_spec)):
+                self.check_states(value.buffer.reshape(1, -1), np.asarray(counters).reshape(1, -1), "state",
+                                  stored=False)
             self._R[:self._state_end] = value.buffer
             self._I[K.I_T], self._I[K.I_SINCE] = value.counters
         finally:
             self._busy = False
 
-    def check_states(self, buffers: np.ndarray, counters: np.ndarray, what: str) -> None:
+    def check_states(self, buffers: np.ndarray, counters: np.ndarray, what: str, stored: bool = True) -> None:
         """``ValueError`` unless every row of ``buffers`` (whole state buffers, or ``h`` and
         ``c`` only) and of ``counters`` (``[t, since]`` rows, or none) is a state this model
-        can run: finite, label flags 0 or 1, pending class indices in range, counters >= 0.
+        can run: finite, label flags 0 or 1, pending class indices in range, counters in
+        [0, 2**61] (``stored``: from a file or bytes) or [0, 2**62].
 
         >>> m = OnlineLSTM(n_inputs=1, hidden=2)
         >>> s = m.state; s.buffer[0] = float("nan")
@@ -545,9 +551,15 @@ class OnlineLSTM:
         if counters.ndim != 2 or counters.shape[1] != 2 or counters.dtype.kind not in "iu":
             raise ValueError(f"{what}: counters must be integer pairs (t, since), got {counters.dtype} "
                              f"{counters.shape}")
-        fault = _first_fault(buffers, counters.astype(np.int64, copy=False), self._state_spec)
+        buffers = np.ascontiguousarray(buffers)
+        spec = self._state_spec
+        if stored:
+            spec = spec.copy()
+            spec[_state_check.S_LIMIT] = _state_check.MAX_STORED_COUNTER
+        fault = _first_fault(buffers, np.ascontiguousarray(counters, dtype=np.int64), spec)
         if fault:
-            raise ValueError(_state_check.describe_fault(fault, buffers, counters, self.n_outputs, what))
+            raise ValueError(_state_check.describe_fault(fault, buffers, counters, self.n_outputs, what,
+                                                         int(spec[_state_check.S_LIMIT])))
 
     def reset_state(self) -> None:
         """Zero h and c and forget the TBPTT history (pending labels are dropped)."""
@@ -1023,8 +1035,8 @@ def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
         if (count < 0).any() or (m2 < 0).any():
             raise bad(f"corrupt streamlstm model: array {name!r} holds a negative count or sum of squares")
     counters = arrays["counters"]
-    if (counters < 0).any() or (counters > _state_check.MAX_COUNTER).any():
-        raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**62]")
+    if (counters < 0).any() or (counters > _state_check.MAX_STORED_COUNTER).any():
+        raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**61]")
 
 
 def _in_use(model: "OnlineLSTM") -> RuntimeError:

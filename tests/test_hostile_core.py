@@ -444,3 +444,24 @@ def test_things_that_only_look_like_numbers_are_refused_as_targets(y):
 def test_unmasked_masked_arrays_are_used_as_numbers():
     m = OnlineLSTM(n_inputs=2, hidden=3)
     assert m.predict_one(np.ma.masked_array([1.0, 2.0], mask=[0, 0])) == m.predict_one([1.0, 2.0])
+
+
+# -------------------------------------------------------- files written by 0.1.0
+V010 = os.path.join(os.path.dirname(__file__), "data", "v0.1.0")
+
+
+@pytest.mark.parametrize("name", ["ce_float32.slstm", "reg_float64.slstm"])
+def test_models_written_by_0_1_0_load_and_write_the_same_bytes(name):
+    """Written by 0.1.0 (commit 9e19979): every check accepts what the old writer wrote."""
+    path = os.path.join(V010, name)
+    m = OnlineLSTM.load(path)
+    assert m.to_bytes() == open(path, "rb").read()
+    m.learn_one([0.1, 0.2], 1)
+
+
+def test_keyed_snapshot_and_state_bytes_written_by_0_1_0_load():
+    e = KeyedLSTM.load(os.path.join(V010, "keyed_float32.slstm"))
+    assert sorted(map(str, e.keys())) == ["('x', 1)", "3", "a"]
+    blob = open(os.path.join(V010, "state_float32.bin"), "rb").read()
+    e.set_state_bytes("copy", blob)
+    assert e.state_bytes("copy") == blob == e.state_bytes("a")
