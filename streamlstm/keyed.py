@@ -8,6 +8,7 @@ single-stream model and swapped states. See ``docs/keyed.md``.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import time
@@ -980,13 +981,8 @@ class KeyedLSTM:
     @classmethod
     def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray],
                     decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> "KeyedLSTM":
-        try:
+        with persistence.format_errors("KeyedLSTM snapshot"):
             return cls._checked_from_parts(meta, arrays, decode_key, clock)
-        except persistence.FormatError:
-            raise
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
-                RecursionError) as exc:
-            raise persistence.FormatError(f"corrupt KeyedLSTM snapshot: {type(exc).__name__}: {exc}") from None
 
     @classmethod
     def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray],
@@ -1008,18 +1004,21 @@ class KeyedLSTM:
             v = meta.get(name)
             if type(v) is not int or v < 0:
                 raise bad(f"corrupt KeyedLSTM snapshot: {name!r} must be an integer >= 0, got {v!r}")
-        since_sweep = meta.get("since_sweep")
-        if type(since_sweep) not in (int, float) or not np.isfinite(since_sweep):
+        since_sweep: Any = meta.get("since_sweep")
+        if type(since_sweep) not in (int, float) or not math.isfinite(since_sweep):
             raise bad(f"corrupt KeyedLSTM snapshot: 'since_sweep' must be a finite number, got {since_sweep!r}")
-        states = arrays.get("states")
-        n = -1 if states is None or states.ndim != 2 else states.shape[0]
+        found = arrays.get("states")
         width = (model._state_end if settings.learn
                  else (2 if model.cell == "lstm" else 1) * model.layers * model.hidden)
-        if n < 0 or states.shape[1] != width or states.dtype != np.dtype(model.dtype) or meta.get("width") != width:
-            got = None if states is None else (str(states.dtype), states.shape)
+        if found is None or found.ndim != 2 or found.shape[1] != width or found.dtype != np.dtype(model.dtype) \
+                or meta.get("width") != width:
+            got = None if found is None else (str(found.dtype), found.shape)
             raise bad(f"corrupt KeyedLSTM snapshot: array 'states' is {got}, expected {model.dtype} (n, {width})")
-        shapes = {"age": ((n,), "float64"), "recency": ((n,), "int64"), "key_kind": ((n,), "uint8"),
-                  "int_keys": ((n,), "int64")}
+        states: np.ndarray = found
+        n = states.shape[0]
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {
+            "age": ((n,), "float64"), "recency": ((n,), "int64"), "key_kind": ((n,), "uint8"),
+            "int_keys": ((n,), "int64")}
         if settings.learn:
             shapes["counters"] = ((n, 2), "int64")
         extra = set(arrays) - set(shapes) - {"model", "states"}
@@ -1051,7 +1050,8 @@ class KeyedLSTM:
         if np.unique(ints[ir]).size != ir.size or len(set(objs)) != len(objs) \
                 or any(_int_key(k) is not None for k in objs):
             raise bad("corrupt KeyedLSTM snapshot: duplicate keys")
-        engine = cls(model, learn=settings.learn, capacity=max(n, 1), ttl=settings.ttl, ttl_unit=settings.ttl_unit,
+        engine = cls(model, learn=settings.learn, capacity=max(n, 1), ttl=settings.ttl,
+                     ttl_unit=settings.ttl_unit,  # type: ignore[arg-type]  # checked by KeyedSettings
                      max_keys=settings.max_keys, update_input_stats=settings.update_input_stats, clock=clock)
         engine._calls, engine._events = meta["calls"], meta["events"]
         now = engine._now()

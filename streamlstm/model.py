@@ -183,6 +183,29 @@ class OnlineLSTM:
     True
     """
 
+    # the settings (streamlstm.settings.ModelSettings), set from the checked schema
+    n_inputs: int
+    n_outputs: int
+    hidden: int
+    layers: int
+    cell: str
+    bptt: int
+    update_every: int
+    optimizer: str
+    lr: float
+    momentum: float
+    betas: tuple[float, float]
+    rho: float
+    eps: float
+    clip: float | None
+    l2: float
+    loss: str
+    huber_delta: float
+    standardize_inputs: bool
+    standardize_targets: bool
+    dtype: str
+    seed: int | None
+
     def __init__(
         self,
         n_inputs: int,
@@ -802,13 +825,8 @@ class OnlineLSTM:
     def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
         """A model from a file's parts: every setting, array and index-like value is checked
         before anything as large as the model is built; ``FormatError`` names the field."""
-        try:
+        with persistence.format_errors("streamlstm model"):
             return cls._checked_from_parts(meta, arrays)
-        except persistence.FormatError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
-                RecursionError) as exc:
-            raise persistence.FormatError(f"corrupt streamlstm model: {type(exc).__name__}: {exc}") from None
 
     @classmethod
     def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
@@ -821,6 +839,7 @@ class OnlineLSTM:
         except ValueError as exc:
             raise bad(f"corrupt streamlstm model: setting {exc}") from None
         frozen, rng = meta.get("statistics_frozen", False), meta.get("rng")
+        rng_state: Any = rng
         if not isinstance(frozen, bool):
             raise bad(f"corrupt streamlstm model: 'statistics_frozen' must be true or false, got {frozen!r}")
         if rng is not None and not isinstance(rng, dict):
@@ -836,7 +855,7 @@ class OnlineLSTM:
                                model._I[[K.I_T, K.I_SINCE]].reshape(1, 2), "the saved state (arrays 'state/*' and 'ring/*')")
         except ValueError as exc:
             raise bad(f"corrupt streamlstm model: {exc}") from None
-        model._rng_state = rng
+        model._rng_state = rng_state
         model.statistics_frozen = frozen
         return model
 

@@ -21,7 +21,8 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -35,6 +36,29 @@ _DTYPE_NAMES = {(np.dtype(name).kind, np.dtype(name).itemsize): name for name in
 
 class FormatError(ValueError):
     """A file or byte string that is not a readable streamlstm container."""
+
+
+# what reading a malformed header can raise, before a check of ours names the field
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+              RecursionError)
+
+
+@contextmanager
+def format_errors(what: str) -> Iterator[None]:
+    """Turn what a malformed header raises inside the block into a ``FormatError`` about ``what``.
+
+    >>> with format_errors("demo file"):
+    ...     {}["config"]
+    Traceback (most recent call last):
+    ...
+    streamlstm.persistence.FormatError: corrupt demo file: KeyError: 'config'
+    """
+    try:
+        yield
+    except FormatError:
+        raise
+    except _MALFORMED as exc:
+        raise FormatError(f"corrupt {what}: {type(exc).__name__}: {exc}") from None
 
 
 def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:

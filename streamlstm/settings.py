@@ -18,12 +18,13 @@ ValueError: eps must be a finite number in (0, inf), got 0.0
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["ModelSettings", "SettingInfo", "describe", "KeyedSettings"]
+__all__ = ["KeyedSettings", "ModelSettings", "SettingInfo", "describe"]
 
 Check = Callable[[str, Any], Any]  # (name, value) -> normalised value, or ValueError
 
@@ -151,7 +152,7 @@ class ModelSettings:
             object.__setattr__(self, "standardize_targets", False)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "ModelSettings":
+    def from_config(cls, config: Mapping[str, Any]) -> ModelSettings:
         """Settings from a saved configuration; ``ValueError`` names an unknown or missing one.
 
         >>> ModelSettings.from_config({"n_inputs": 1, "hidden": 4}).hidden

@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from streamlstm import KeyedLSTM, OnlineLSTM, persistence  # noqa: E402
+from streamlstm import KeyedLSTM, OnlineLSTM, persistence
 
 CHILD = Path(__file__).with_name("fuzz_child.py")
 HOSTILE_NUMBERS = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e12, -1.0, 0.5, 3.0, 2.0 ** 62, 2.0 ** 63, 0.0]
@@ -144,18 +144,23 @@ def _set_path(node, path, value):
     node[path[-1]] = value
 
 
+def _byte_mutation(draw, op: str, blob: bytes) -> bytes:
+    """A flipped byte, a truncation or some bytes appended: the CRC or the sizes see these."""
+    if op == "flip":
+        pos = draw(st.integers(0, len(blob) - 1))
+        return blob[:pos] + bytes([blob[pos] ^ draw(st.integers(1, 255))]) + blob[pos + 1:]
+    if op == "truncate":
+        return blob[:draw(st.integers(0, len(blob) - 1))]
+    return blob + draw(st.binary(min_size=1, max_size=64))
+
+
 @st.composite
 def container_mutation(draw, blob: bytes) -> tuple[str, bytes]:
     header, chunks = _split(blob)
     op = draw(st.sampled_from(["flip", "truncate", "extend", "field", "shape", "dtype", "value", "value",
                                "drop_array", "version"]))
-    if op == "flip":
-        pos = draw(st.integers(0, len(blob) - 1))
-        return op, blob[:pos] + bytes([blob[pos] ^ draw(st.integers(1, 255))]) + blob[pos + 1:]
-    if op == "truncate":
-        return op, blob[:draw(st.integers(0, len(blob) - 1))]
-    if op == "extend":
-        return op, blob + draw(st.binary(min_size=1, max_size=64))
+    if op in ("flip", "truncate", "extend"):
+        return op, _byte_mutation(draw, op, blob)
     if op == "version":
         return op, _join(header, chunks, draw(st.sampled_from([0, 2, 2 ** 32 - 1])))
     if op == "field":
@@ -206,13 +211,8 @@ def container_mutation(draw, blob: bytes) -> tuple[str, bytes]:
 @st.composite
 def state_mutation(draw, blob: bytes) -> tuple[str, bytes]:
     op = draw(st.sampled_from(["flip", "truncate", "extend", "header", "value", "value", "counter"]))
-    if op == "flip":
-        pos = draw(st.integers(0, len(blob) - 1))
-        return op, blob[:pos] + bytes([blob[pos] ^ draw(st.integers(1, 255))]) + blob[pos + 1:]
-    if op == "truncate":
-        return op, blob[:draw(st.integers(0, len(blob) - 1))]
-    if op == "extend":
-        return op, blob + draw(st.binary(min_size=1, max_size=16))
+    if op in ("flip", "truncate", "extend"):
+        return op, _byte_mutation(draw, op, blob)
     if op == "header":  # magic, version, flags, layers, hidden, width
         fields = list(struct.unpack_from("<4sBBHII", blob))
         j = draw(st.integers(1, 5))

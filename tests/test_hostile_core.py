@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 import pytest
 
-from streamlstm import FormatError, KeyedLSTM, LSTMState, OnlineLSTM, persistence
+from streamlstm import FormatError, KeyedLSTM, OnlineLSTM, persistence
 from streamlstm.settings import ModelSettings, describe, names
 
 
