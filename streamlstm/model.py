@@ -1083,6 +1083,8 @@ def as_numbers(x: Any, what: str) -> np.ndarray:
     ...
     TypeError: input position 1 is True, a bool, not a number
     """
+    if type(x) is np.ndarray and x.dtype is _F64:
+        return x
     if isinstance(x, np.ma.MaskedArray):
         masked = np.ma.getmaskarray(x)
         if masked.any():
@@ -1090,7 +1092,9 @@ def as_numbers(x: Any, what: str) -> np.ndarray:
             raise ValueError(f"{what} position {pos[0] if len(pos) == 1 else pos} is masked: "
                              "fill or drop masked values first")
         x = np.asarray(x.data)
-    if isinstance(x, (list, tuple)) and not _PLAIN_NUMBERS.issuperset(map(type, x)):
+    if type(x) is list or type(x) is tuple:
+        if _PLAIN_NUMBERS.issuperset(map(type, x)):
+            return np.asarray(x, dtype=np.float64)  # the common case: one pass over the types
         for i, v in enumerate(x):  # a bool or a string inside a list is upcast without a word
             if isinstance(v, (bool, np.bool_, str, bytes, np.str_, np.bytes_)):
                 raise TypeError(f"{what} position {i} is {v!r}, a {type(v).__name__}, not a number")
