@@ -33,6 +33,14 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
+def _finite(value: Any) -> bool:
+    """``math.isfinite`` that answers False, not OverflowError, for an integer beyond any float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def positive_int(name: str, value: Any) -> int:
     """An integer >= 1 (``True`` is not a number of units)."""
     if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -47,7 +55,7 @@ def _real(low: float, high: float, low_open: bool, high_open: bool) -> Check:
     def check(name: str, value: Any) -> float:
         if _is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise ValueError(f"{name} must be a finite number in {text}, got {value!r}")
-        v = float(value)
+        v = float(value) if _finite(value) else math.inf
         inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
         if not (math.isfinite(v) and inside):
             raise ValueError(f"{name} must be a finite number in {text}, got {value!r}")
@@ -86,7 +94,7 @@ def _clip(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if _is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(value) and value > 0):
+            or not (value > 0 and _finite(value)):
         raise ValueError(f"{name} must be a positive number or None (allowed: (0, inf) or None), got {value!r}")
     return float(value)
 

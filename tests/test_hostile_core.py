@@ -217,7 +217,8 @@ def test_non_finite_arrays_refused_naming_the_array(array, value):
 @pytest.mark.parametrize("setting, value", [("lr", float("nan")), ("lr", float("inf")), ("eps", 0.0),
                                             ("betas", [0.9, 1.0]), ("rho", 1.5), ("momentum", 1.0),
                                             ("huber_delta", -1.0), ("hidden", 0), ("hidden", True),
-                                            ("cell", "gru"), ("seed", "x"), ("clip", float("nan"))])
+                                            ("cell", "gru"), ("seed", "x"), ("clip", float("nan")),
+                                            ("eps", 10 ** 400), ("clip", 10 ** 400)])
 def test_bad_settings_in_a_file_are_refused_naming_the_setting(setting, value):
     blob = _header_says(OnlineLSTM(n_inputs=1, hidden=3).to_bytes(), **{setting: value})
     with pytest.raises(FormatError, match=setting):
