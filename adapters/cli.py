@@ -238,6 +238,12 @@ def _checkpoint_problem(meta: dict[str, Any], arrays: dict[str, Any]) -> str | N
         return f"job fields 'features' {job['features']!r} / 'ahead' {job['ahead']!r} out of range"
     if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("keys"), list):
         return "'params' must be an object and 'keys' a list"
+    from streamlstm.settings import ModelSettings
+
+    try:  # the settings new keys' models are built with
+        ModelSettings.from_config({"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]})
+    except (ValueError, TypeError) as exc:
+        return f"setting {exc}"
     n = len(meta["keys"])
     if job["ahead"]:
         shapes = {"last": (n,), "ring": (n, job["ahead"])}

@@ -1043,6 +1043,9 @@ class KeyedLSTM:
             raise bad("corrupt KeyedLSTM snapshot: 'object_keys' must be a list")
         dec = decode_key or _decode_key
         objs = [dec(v) for v in objects]
+        if decode_key is None:
+            for k in objs:
+                _encode_key(k)  # what could not be saved again (a key of inf) is refused now
         ir = np.flatnonzero(kinds == _KIND_INT)
         orows = np.flatnonzero(kinds == _KIND_OBJ)
         if ir.size + orows.size != n or len(objs) != orows.size:

@@ -41,10 +41,15 @@ def _finite(value: Any) -> bool:
         return False
 
 
+MAX_SIZE = 2 ** 31 - 1  # sizes multiply in int64 offsets: keep every product far from overflow
+
+
 def positive_int(name: str, value: Any) -> int:
-    """An integer >= 1 (``True`` is not a number of units)."""
+    """An integer in [1, 2**31) (``True`` is not a number of units)."""
     if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if value > MAX_SIZE:
+        raise ValueError(f"{name} must be an integer >= 1 and <= {MAX_SIZE}, got {value!r}")
     return int(value)
 
 

@@ -266,7 +266,7 @@ def _raw_container(header: object, body: bytes = b"") -> bytes:
     (b"[" * 100000 + b"]" * 100000, "unreadable header"),
     (b"\xff\xfe", "unreadable header"),
     ({"kind": "OnlineLSTM", "meta": {}, "arrays": []}, "config"),
-    ({"kind": "OnlineLSTM", "meta": {"config": {"n_inputs": 1, "hidden": 10 ** 400}}, "arrays": []}, "arrays"),
+    ({"kind": "OnlineLSTM", "meta": {"config": {"n_inputs": 1, "hidden": 10 ** 400}}, "arrays": []}, "hidden"),
     ({"kind": "OnlineLSTM", "meta": {"config": {"n_inputs": 1, "colour": 1}}, "arrays": []}, "colour"),
     ({"kind": "OnlineLSTM", "meta": {"config": {"hidden": 2}}, "arrays": []}, "n_inputs"),
 ])
