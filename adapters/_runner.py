@@ -512,6 +512,7 @@ class Engine:
             eng.model = eng._restored(arrays["model"].tobytes(), source, "the model")
             if eng.keyed:
                 tmpl = eng.model.state
+                _check_saved_states(eng.model, keys, arrays["states"], arrays["state_counters"])
                 for k, buf, cnt in zip(keys, arrays["states"], arrays["state_counters"]):
                     eng.states[k] = LSTMState(buf.copy(), cnt.astype(tmpl.counters.dtype), tmpl.layers, tmpl.hidden)
                     try:  # the model checks a state it is given
@@ -532,6 +533,20 @@ class Engine:
                     if last == last:
                         eng.ring_v[k] = rv.copy()
         return eng
+
+
+def _check_saved_states(model: OnlineLSTM, keys: list[Any], states: np.ndarray, counters: np.ndarray) -> None:
+    """Every key's saved state must fit the model and be one it can run, checked here:
+    a bad one found when its key comes back would stop the run far from its cause."""
+    want = (len(keys), model.state.buffer.shape[0])
+    if states.shape != want or states.dtype != np.dtype(model.dtype) or counters.shape != (len(keys), 2):
+        raise persistence.FormatError(f"corrupt checkpoint: array 'states' is {states.dtype} {states.shape} and "
+                                      f"'state_counters' {counters.shape}, the model needs {model.dtype} {want} "
+                                      f"and ({len(keys)}, 2)")
+    try:
+        model.check_states(states, counters, "array 'states'")
+    except ValueError as exc:
+        raise persistence.FormatError(f"corrupt checkpoint: {exc}") from None
 
 
 # ------------------------------------------------------------------------ output

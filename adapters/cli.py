@@ -88,6 +88,10 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _echo("out of memory")
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        persistence = sys.modules.get("streamlstm.persistence")  # loaded whenever a file was read
+        if persistence is not None and isinstance(exc, persistence.FormatError):
+            _echo(str(exc))  # a corrupt model or checkpoint is the user's input, not our bug
+            sys.exit(2)
         if os.environ.get("STREAMLSTM_DEBUG"):
             raise
         if isinstance(exc, getattr(sys.modules.get("streamlstm.persistence"), "FormatError", ())):
@@ -333,7 +337,49 @@ def _read_saved(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         from ._runner import check_checkpoint
 
         check_checkpoint(meta, arrays, path)
+        problem = _checkpoint_problem(meta, arrays)
+        if problem:
+            raise CliError(f"{path}: corrupt checkpoint: {problem}")
     return kind, meta, arrays
+
+
+def _checkpoint_problem(meta: dict[str, Any], arrays: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's job, keys and forecast arrays, before any is used."""
+    job = meta.get("job")
+    if not isinstance(job, dict):
+        return "'job' must be an object"
+    kinds = {"target": (str,), "features": (list,), "key": (str, type(None)), "time": (str, type(None)),
+             "ahead": (int,), "per_key_models": (bool,), "difference": (bool,)}
+    for name, types in kinds.items():
+        if type(job.get(name)) not in types:
+            return f"job field {name!r} is {job.get(name)!r}"
+    if not all(isinstance(f, str) for f in job["features"]) or not 0 <= job["ahead"] <= 10 ** 6:
+        return f"job fields 'features' {job['features']!r} / 'ahead' {job['ahead']!r} out of range"
+    if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("keys"), list):
+        return "'params' must be an object and 'keys' a list"
+    from streamlstm.settings import ModelSettings
+
+    try:  # the settings new keys' models are built with
+        ModelSettings.from_config({"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]})
+    except (ValueError, TypeError) as exc:
+        return f"setting {exc}"
+    n = len(meta["keys"])
+    if job["ahead"]:
+        shapes = {"last": (n,), "ring": (n, job["ahead"])}
+        if job["difference"]:
+            shapes["ring_v"] = (n, job["ahead"])
+        for name, shape in shapes.items():
+            a = arrays.get(name)
+            if a is None or a.shape != shape or a.dtype.kind != "f":
+                return f"array {name!r} is {None if a is None else (str(a.dtype), a.shape)}, expected float {shape}"
+    if job["per_key_models"] and job["key"] is not None:
+        sizes, blob = arrays.get("model_sizes"), arrays.get("models")
+        if sizes is None or blob is None or sizes.shape != (n,) or sizes.dtype.kind != "i" \
+                or (sizes < 0).any() or int(sizes.sum()) != blob.size:
+            return "arrays 'model_sizes' and 'models' do not match the keys"
+    elif arrays.get("model") is None or arrays["model"].dtype.kind != "u":
+        return "array 'model' (the model's bytes) is missing"
+    return None
 
 
 def _open_input(path: Any) -> Any:
@@ -406,7 +452,12 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
     fingerprint = R.InputFingerprint()
     if saved is not None and saved[0] == "streamlstm.cli":
         kind, meta, arrays = saved
-        engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
+        try:
+            engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            if isinstance(exc, CliError):
+                raise
+            raise CliError(f"{saved_path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
         if resuming:
             if meta.get("header") != header:
                 raise CliError(f"the input's header differs from the one {saved_path} was made on: "

@@ -328,6 +328,7 @@ class LearningEngine(_Engine):
         m = _load_model(model)
         m.reset_state()
         self.template = m
+        self._shape = _shape_of(m)
         self.initial_state = m.to_bytes()
         self._rows = _Rows(m)
         per_entry = 2 * len(self.initial_state)  # the bytes + the decoded model, roughly
@@ -354,6 +355,11 @@ class LearningEngine(_Engine):
                 model = self._from_bytes(state)
             except ValueError as exc:
                 raise RuntimeError(f"key {key!r}: its state in Flink is not a streamlstm model ({exc})") from None
+            if _shape_of(model) != self._shape:
+                raise RuntimeError(f"key {key!r}: its state in Flink is a model of another shape "
+                                   f"{_shape_of(model)}, this job's is {self._shape} (n_inputs, n_outputs, "
+                                   "hidden, layers, cell, bptt, loss, dtype): was the job resumed with "
+                                   "another model?")
             self.n_decoded += 1
         try:
             pred = model.advance(x) if y is None else model.learn_one(x, y)
@@ -365,6 +371,12 @@ class LearningEngine(_Engine):
             if len(self._cache) > self.cache_keys:
                 self._cache.popitem(last=False)
         return blob, self._rows.output(key, t, pred, y)
+
+
+def _shape_of(model) -> tuple:
+    """What a key's model must share with the job's: its inputs, outputs and layout."""
+    return (model.n_inputs, model.n_outputs, model.hidden, model.layers, model.cell, model.bptt, model.loss,
+            model.dtype)
 
 
 def serving_engine(model, on_bad_row: str = "fail", cache_mb="64") -> ServingEngine:

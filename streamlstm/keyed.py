@@ -8,6 +8,7 @@ single-stream model and swapped states. See ``docs/keyed.md``.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import time
@@ -20,7 +21,8 @@ from . import persistence
 from ._kernels import checks, hashtable
 from ._kernels import keyed as KK
 from ._kernels import layout as K
-from .model import LSTMState, OnlineLSTM
+from .model import LSTMState, OnlineLSTM, as_numbers
+from .settings import KeyedSettings
 
 __all__ = ["KeyedLSTM"]
 
@@ -32,7 +34,6 @@ _STATE_VERSION = 1
 _STATE_HEADER = struct.Struct("<4sBBHIIqq")
 _COUNTERS = struct.Struct("<qq")
 _ZERO_COUNTERS = _COUNTERS.pack(0, 0)
-_TTL_UNITS = ("calls", "events", "seconds")
 _I64_MIN, _I64_MAX = -(2 ** 63), 2 ** 63 - 1
 _KIND_FREE, _KIND_INT, _KIND_OBJ = 0, 1, 2
 
@@ -137,20 +138,14 @@ class KeyedLSTM:
     ) -> None:
         if not isinstance(model, OnlineLSTM):
             raise TypeError(f"model must be an OnlineLSTM, got {type(model).__name__}")
-        if ttl_unit not in _TTL_UNITS:
-            raise ValueError(f"ttl_unit must be one of {_TTL_UNITS}, got {ttl_unit!r}")
-        if ttl is not None and not (np.isfinite(ttl) and ttl >= 0):
-            raise ValueError(f"ttl must be a finite number >= 0 or None, got {ttl!r}")
-        if max_keys is not None and (not isinstance(max_keys, (int, np.integer)) or max_keys < 1):
-            raise ValueError(f"max_keys must be an integer >= 1 or None, got {max_keys!r}")
-        if not isinstance(capacity, (int, np.integer)) or capacity < 1:
-            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        settings = KeyedSettings(learn=learn, capacity=capacity, ttl=ttl, ttl_unit=ttl_unit, max_keys=max_keys,
+                                 update_input_stats=update_input_stats)
         self._model = model
-        self._learn = bool(learn)
-        self.ttl = None if ttl is None else float(ttl)
-        self.ttl_unit = ttl_unit
-        self.max_keys = None if max_keys is None else int(max_keys)
-        self.update_input_stats = bool(update_input_stats)
+        self._learn = settings.learn
+        self.ttl = settings.ttl
+        self.ttl_unit = settings.ttl_unit
+        self.max_keys = settings.max_keys
+        self.update_input_stats = settings.update_input_stats
         self._clock = clock or time.monotonic
         self._fingerprint = self._layout_of(model)
         self._P_ref = model._P  # replaced only when the model's layout changes
@@ -175,7 +170,7 @@ class KeyedLSTM:
         self._last_sweep = 0.0
         self._contributions = 0
         self._waves = 0
-        self._reset_keys(int(capacity))
+        self._reset_keys(settings.capacity)
         self._last_sweep = self._now()
 
     def _reset_keys(self, cap: int) -> None:
@@ -424,9 +419,9 @@ class KeyedLSTM:
     def _inputs(self, X: Any, B: int, keys: tuple) -> np.ndarray:
         n_in = self._model.n_inputs
         try:
-            X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"X must be numbers of shape ({B}, {n_in})") from None
+            X = as_numbers(X, "X")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"X must be numbers of shape ({B}, {n_in}) ({exc})") from None
         if X.ndim == 1 and n_in == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape != (B, n_in):
@@ -442,9 +437,9 @@ class KeyedLSTM:
         ce = m.loss == "cross_entropy"
         width = 1 if ce else m.n_outputs
         try:
-            Y = np.asarray(Y, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"Y must be numbers of shape ({B},) or ({B}, {width})") from None
+            Y = as_numbers(Y, "Y")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Y must be numbers of shape ({B},) or ({B}, {width}) ({exc})") from None
         if Y.ndim == 1 and width == 1:
             Y = Y[:, None]
         if Y.shape != (B, width):
@@ -816,8 +811,7 @@ class KeyedLSTM:
         if state.buffer.shape != (m._state_end,) or state.layers != m.layers or state.hidden != m.hidden:
             raise ValueError(f"state does not fit this model: buffer of {state.buffer.shape} values, expected "
                              f"({m._state_end},)")
-        if not np.isfinite(state.buffer).all():
-            raise ValueError("state holds non-finite values")
+        m.check_states(state.buffer.reshape(1, -1), np.asarray(state.counters).reshape(1, -1), "state", stored=False)
         row = self._row_for_write(key)
         self._S[row] = state.buffer[:self._width]
         if self._learn:
@@ -849,6 +843,7 @@ class KeyedLSTM:
         if len(blob) != self._blob_len or bytes(blob[:len(self._head)]) != self._head:
             raise self._bad_state_bytes(blob)
         vals = np.frombuffer(blob, dtype=self._dtype, count=self._width, offset=n)
+        self._check_state_bytes(blob, vals)
         fresh = self._row_any(key) is None
         row = self._row_for_write(key)
         if not KK.put_row(self._S, row, vals):
@@ -921,6 +916,7 @@ class KeyedLSTM:
             if len(state) != self._blob_len or bytes(state[:len(self._head)]) != self._head:
                 raise self._bad_state_bytes(state)
             vals = np.frombuffer(state, dtype=self._dtype, count=self._width, offset=_STATE_HEADER.size)
+            self._check_state_bytes(state, vals)
             if not KK.put_row(S, 0, vals):
                 raise ValueError("key state holds non-finite values")
             C[0] = _COUNTERS.unpack_from(state, len(self._head))
@@ -930,6 +926,13 @@ class KeyedLSTM:
         yv = m._target(y) if labelled else m._y1
         out = self._event_row(0, "<state>", x, yv, labelled, S, C)
         return self._head + _COUNTERS.pack(int(C[0, 0]), int(C[0, 1])) + S[0].tobytes(), out
+
+    def _check_state_bytes(self, blob: bytes, vals: np.ndarray) -> None:
+        """A learning key's ring holds class indices and step counters: check them (and
+        finiteness) before compiled code uses them; h and c alone need only be finite."""
+        if self._learn:
+            counters = np.array([_COUNTERS.unpack_from(blob, len(self._head))], dtype=np.int64)
+            self._model.check_states(vals.reshape(1, -1), counters, "key state")
 
     def _bad_state_bytes(self, blob: bytes) -> ValueError:
         n = _STATE_HEADER.size
@@ -997,49 +1000,101 @@ class KeyedLSTM:
         return cls._from_parts(meta, arrays, decode_key, clock)
 
     @classmethod
-    def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-                    decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> KeyedLSTM:
+    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray],
+                    decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> "KeyedLSTM":
+        with persistence.format_errors("KeyedLSTM snapshot"):
+            return cls._checked_from_parts(meta, arrays, decode_key, clock)
+
+    @classmethod
+    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray],
+                            decode_key: Callable[[Any], Hashable] | None,
+                            clock: Callable[[], float] | None) -> "KeyedLSTM":
+        bad = persistence.FormatError
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise bad("corrupt KeyedLSTM snapshot: the header has no 'config' object")
+        model_bytes = arrays.get("model")
+        if model_bytes is None or model_bytes.dtype != np.uint8 or model_bytes.ndim != 1:
+            raise bad("corrupt KeyedLSTM snapshot: array 'model' must be the model's bytes (uint8)")
+        model = OnlineLSTM.from_bytes(model_bytes.tobytes())
+        cfg = meta["config"]
         try:
-            model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
-            cfg = meta["config"]
-            states = arrays["states"]
-            n = states.shape[0]
-            engine = cls(model, learn=cfg["learn"], capacity=max(n, 1), ttl=cfg["ttl"], ttl_unit=cfg["ttl_unit"],
-                         max_keys=cfg["max_keys"], update_input_stats=cfg["update_input_stats"], clock=clock)
-            if meta["width"] != engine._width or states.shape != (n, engine._width):
-                raise ValueError(f"states of shape {states.shape}, expected (n, {engine._width})")
-            kinds, ints = arrays["key_kind"], arrays["int_keys"]
-            dec = decode_key or _decode_key
-            objs = [dec(v) for v in meta["object_keys"]]
-            ir = np.flatnonzero(kinds == _KIND_INT)
-            orows = np.flatnonzero(kinds == _KIND_OBJ)
-            if kinds.shape != (n,) or ints.shape != (n,) or ir.size + orows.size != n or len(objs) != orows.size:
-                raise ValueError("the key arrays do not match the states")
-            if np.unique(ints[ir]).size != ir.size or len(set(objs)) != len(objs) \
-                    or any(_int_key(k) is not None for k in objs):
-                raise ValueError("duplicate keys")
-            engine._calls, engine._events = int(meta["calls"]), int(meta["events"])
-            now = engine._now()
-            engine._last_sweep = now - float(meta["since_sweep"])
-            rows = engine._new_rows(n)  # 0 .. n-1
-            engine._S[rows] = states
-            if engine._learn:
-                engine._C[rows] = arrays["counters"]
-            engine._last[rows] = now - arrays["age"]
-            engine._recent[rows] = arrays["recency"]
-            engine._table_room(ir.size)
-            hashtable.table_insert(engine._TK, engine._TR, ints[ir].astype(np.int64), ir)
-            engine._n_int = int(ir.size)
-            engine._kind[ir] = _KIND_INT
-            engine._rowkey[ir] = ints[ir]
-            for r, k in zip(orows.tolist(), objs):
-                engine._dict[k] = r
-                engine._objkey[r] = k
-            engine._kind[orows] = _KIND_OBJ
-        except (KeyError, ValueError, TypeError) as exc:
-            if isinstance(exc, persistence.FormatError):
-                raise
-            raise persistence.FormatError(f"corrupt KeyedLSTM snapshot: {exc}") from None
+            settings = KeyedSettings(**cfg)
+        except (TypeError, ValueError) as exc:
+            raise bad(f"corrupt KeyedLSTM snapshot: setting {exc}") from None
+        for name in ("calls", "events"):
+            v = meta.get(name)
+            if type(v) is not int or v < 0:
+                raise bad(f"corrupt KeyedLSTM snapshot: {name!r} must be an integer >= 0, got {v!r}")
+        since_sweep: Any = meta.get("since_sweep")
+        if type(since_sweep) not in (int, float) or not math.isfinite(since_sweep):
+            raise bad(f"corrupt KeyedLSTM snapshot: 'since_sweep' must be a finite number, got {since_sweep!r}")
+        found = arrays.get("states")
+        width = (model._state_end if settings.learn
+                 else (2 if model.cell == "lstm" else 1) * model.layers * model.hidden)
+        if found is None or found.ndim != 2 or found.shape[1] != width or found.dtype != np.dtype(model.dtype) \
+                or meta.get("width") != width:
+            got = None if found is None else (str(found.dtype), found.shape)
+            raise bad(f"corrupt KeyedLSTM snapshot: array 'states' is {got}, expected {model.dtype} (n, {width})")
+        states: np.ndarray = found
+        n = states.shape[0]
+        shapes: dict[str, tuple[tuple[int, ...], str]] = {
+            "age": ((n,), "float64"), "recency": ((n,), "int64"), "key_kind": ((n,), "uint8"),
+            "int_keys": ((n,), "int64")}
+        if settings.learn:
+            shapes["counters"] = ((n, 2), "int64")
+        extra = set(arrays) - set(shapes) - {"model", "states"}
+        if extra:
+            raise bad(f"corrupt KeyedLSTM snapshot: unexpected arrays {sorted(extra)}")
+        for name, (shape, dtype) in shapes.items():
+            a = arrays.get(name)
+            if a is None or a.shape != shape or a.dtype != np.dtype(dtype):
+                got = None if a is None else (str(a.dtype), a.shape)
+                raise bad(f"corrupt KeyedLSTM snapshot: array {name!r} is {got}, expected {dtype} {shape}")
+        age = arrays["age"]
+        if not np.isfinite(age).all():
+            raise bad("corrupt KeyedLSTM snapshot: array 'age' holds a non-finite key age")
+        counters = arrays["counters"] if settings.learn else np.zeros((0, 2), dtype=np.int64)
+        try:
+            model.check_states(states, counters, "array 'states'")
+        except ValueError as exc:
+            raise bad(f"corrupt KeyedLSTM snapshot: {exc}") from None
+        kinds, ints = arrays["key_kind"], arrays["int_keys"]
+        objects = meta.get("object_keys")
+        if not isinstance(objects, list):
+            raise bad("corrupt KeyedLSTM snapshot: 'object_keys' must be a list")
+        dec = decode_key or _decode_key
+        objs = [dec(v) for v in objects]
+        if decode_key is None:
+            for k in objs:
+                _encode_key(k)  # what could not be saved again (a key of inf) is refused now
+        ir = np.flatnonzero(kinds == _KIND_INT)
+        orows = np.flatnonzero(kinds == _KIND_OBJ)
+        if ir.size + orows.size != n or len(objs) != orows.size:
+            raise bad("corrupt KeyedLSTM snapshot: the key arrays do not match the states")
+        if np.unique(ints[ir]).size != ir.size or len(set(objs)) != len(objs) \
+                or any(_int_key(k) is not None for k in objs):
+            raise bad("corrupt KeyedLSTM snapshot: duplicate keys")
+        engine = cls(model, learn=settings.learn, capacity=max(n, 1), ttl=settings.ttl,
+                     ttl_unit=settings.ttl_unit,  # type: ignore[arg-type]  # checked by KeyedSettings
+                     max_keys=settings.max_keys, update_input_stats=settings.update_input_stats, clock=clock)
+        engine._calls, engine._events = meta["calls"], meta["events"]
+        now = engine._now()
+        engine._last_sweep = now - float(since_sweep)
+        rows = engine._new_rows(n)  # 0 .. n-1
+        engine._S[rows] = states
+        if engine._learn:
+            engine._C[rows] = counters
+        engine._last[rows] = now - age
+        engine._recent[rows] = arrays["recency"]
+        engine._table_room(ir.size)
+        hashtable.table_insert(engine._TK, engine._TR, ints[ir].astype(np.int64), ir)
+        engine._n_int = int(ir.size)
+        engine._kind[ir] = _KIND_INT
+        engine._rowkey[ir] = ints[ir]
+        for r, k in zip(orows.tolist(), objs):
+            engine._dict[k] = r
+            engine._objkey[r] = k
+        engine._kind[orows] = _KIND_OBJ
         return engine
 
     def restore(self, blob: bytes, decode_key: Callable[[Any], Hashable] | None = None) -> None:
@@ -1063,7 +1118,10 @@ class KeyedLSTM:
              clock: Callable[[], float] | None = None) -> KeyedLSTM:
         """Read an engine written by :meth:`save`."""
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
-        return cls._from_parts(meta, arrays, decode_key, clock)
+        try:
+            return cls._from_parts(meta, arrays, decode_key, clock)
+        except persistence.FormatError as exc:
+            raise persistence.FormatError(f"{path}: {exc}") from None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"blob": self.snapshot()}

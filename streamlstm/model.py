@@ -9,14 +9,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import persistence
+from . import _state_check, persistence
 from ._kernels import checks, entry
 from ._kernels import layout as K
+from .settings import ModelSettings
+from .settings import names as settings_names
 
 __all__ = ["InputError", "LSTMState", "OnlineLSTM"]
 
 _F64 = np.dtype(np.float64)
-_k_predict, _k_advance = entry.k_predict, entry.k_advance  # module globals: one lookup fewer per call
+_I64 = np.dtype(np.int64)
+_k_predict, _k_advance = entry.k_predict, entry.k_advance
+_first_fault = _state_check.first_fault  # module globals: one lookup fewer per call
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -124,6 +128,29 @@ class OnlineLSTM:
     True
     """
 
+    # the settings (streamlstm.settings.ModelSettings), set from the checked schema
+    n_inputs: int
+    n_outputs: int
+    hidden: int
+    layers: int
+    cell: str
+    bptt: int
+    update_every: int
+    optimizer: str
+    lr: float
+    momentum: float
+    betas: tuple[float, float]
+    rho: float
+    eps: float
+    clip: float | None
+    l2: float
+    loss: str
+    huber_delta: float
+    standardize_inputs: bool
+    standardize_targets: bool
+    dtype: str
+    seed: int | None
+
     def __init__(
         self,
         n_inputs: int,
@@ -148,50 +175,23 @@ class OnlineLSTM:
         dtype: Literal["float64", "float32"] = "float64",
         seed: int | None = 0,
     ) -> None:
-        for name, value, low in (("n_inputs", n_inputs, 1), ("n_outputs", n_outputs, 1), ("hidden", hidden, 1),
-                                 ("layers", layers, 1), ("bptt", bptt, 1), ("update_every", update_every, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if update_every > bptt:
-            raise ValueError(f"update_every ({update_every}) must not exceed bptt ({bptt}): "
-                             "labels would leave the window before an update uses them")
-        for name, value, table in (("cell", cell, _CELLS), ("loss", loss, _LOSSES), ("optimizer", optimizer, _OPTIMIZERS)):
-            if value not in table:
-                raise ValueError(f"{name} must be one of {sorted(table)}, got {value!r}")
-        if dtype not in ("float64", "float32"):
-            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-        if loss == "cross_entropy" and n_outputs < 2:
-            raise ValueError("cross_entropy needs n_outputs >= 2 classes")
-        for name, value in (("lr", lr), ("eps", eps), ("huber_delta", huber_delta), ("l2", l2), ("momentum", momentum), ("rho", rho)):
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if clip is not None and not (np.isfinite(clip) and clip > 0):
-            raise ValueError(f"clip must be a positive number or None, got {clip!r}")
-        self.n_inputs = int(n_inputs)
-        self.n_outputs = int(n_outputs)
-        self.hidden = int(hidden)
-        self.layers = int(layers)
-        self.cell = cell
-        self.bptt = int(bptt)
-        self.update_every = int(update_every)
-        self.optimizer = optimizer
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.rho = float(rho)
-        self.eps = float(eps)
-        self.clip = None if clip is None else float(clip)
-        self.l2 = float(l2)
-        self.loss = loss
-        self.huber_delta = float(huber_delta)
-        self.standardize_inputs = bool(standardize_inputs)
-        self.standardize_targets = bool(standardize_targets) and loss != "cross_entropy"
-        self.dtype = dtype
-        self.seed = seed
+        settings = ModelSettings(
+            n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden, layers=layers, cell=cell, bptt=bptt,
+            update_every=update_every, optimizer=optimizer, lr=lr, momentum=momentum, betas=betas, rho=rho,
+            eps=eps, clip=clip, l2=l2, loss=loss, huber_delta=huber_delta, standardize_inputs=standardize_inputs,
+            standardize_targets=standardize_targets, dtype=dtype, seed=seed)
+        self._apply_settings(settings)
+        self._busy = False  # see _in_use
         self._allocate(self.n_inputs, self.n_outputs)
         self._init_weights(np.random.default_rng(seed))
 
     # ------------------------------------------------------------------ set-up
+    def _apply_settings(self, settings: ModelSettings) -> None:
+        """The checked settings become the model's attributes (``n_inputs`` and
+        ``n_outputs`` move on when the model grows; ``get_params`` reads them back)."""
+        self.__dict__.update(settings.as_config())
+        self.betas = settings.betas
+
     def _allocate(self, n_in: int, n_out: int) -> None:
         dt = np.dtype(self.dtype)
         I, n_par, n_r, n_f = K.build(n_in, n_out, self.hidden, self.layers, _CELLS[self.cell], self.bptt)
@@ -213,6 +213,8 @@ class OnlineLSTM:
         self._y1 = self._ybuf[:1]
         self._scalar_out = n_out == 1 and self.loss != "cross_entropy"
         self._is_ce = self.loss == "cross_entropy"
+        self._state_spec = _state_check.spec_of(int(I[K.I_RING]), self.bptt, int(I[K.I_SLOT_SIZE]), int(I[K.I_SLOT_FLAG]),
+                                                int(I[K.I_SLOT_Y]), n_out, self._is_ce, self._state_end)
         F = self._F
         F[K.F_LR], F[K.F_MOM], F[K.F_B1], F[K.F_B2] = self.lr, self.momentum, self.betas[0], self.betas[1]
         F[K.F_RHO], F[K.F_EPS], F[K.F_CLIP], F[K.F_L2] = self.rho, self.eps, self.clip or 0.0, self.l2
@@ -251,9 +253,9 @@ class OnlineLSTM:
     # --------------------------------------------------------------- the stream
     def _vector(self, x: Any) -> np.ndarray:
         try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"input must be a sequence of {self.n_inputs} numbers, got {x!r}") from None
+            arr = as_numbers(x, "input")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"input must be a sequence of {self.n_inputs} numbers, got {x!r} ({exc})") from None
         if arr.ndim != 1:
             arr = arr.reshape(-1) if arr.size == self.n_inputs else arr
             if arr.ndim != 1:
@@ -297,9 +299,9 @@ class OnlineLSTM:
             self._y1[0] = y
             return self._y1
         try:
-            return np.ascontiguousarray(np.asarray(y, dtype=np.float64).reshape(-1))
-        except (TypeError, ValueError):
-            raise TypeError(f"target must be {self.n_outputs} number(s), got {y!r}") from None
+            return np.ascontiguousarray(as_numbers(y, "target").reshape(-1))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"target must be {self.n_outputs} number(s), got {y!r} ({exc})") from None
 
     def predict_one(self, x: Sequence[float] | np.ndarray) -> float | np.ndarray:
         """The output that ``advance(x)`` would give, changing nothing (a pure look-ahead).
@@ -311,12 +313,18 @@ class OnlineLSTM:
         >>> m.predict_one([0.5, -1.0]) == m.predict_one([0.5, -1.0])
         True
         """
-        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
-            x = self._vector(x)
-        first = _k_predict(x, self._B, self._F, self._I)
-        if self._scalar_out and first == first:
-            return first
-        return self._finish(first, x)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                x = self._vector(x)
+            first = _k_predict(x, self._B, self._F, self._I)
+            if self._scalar_out and first == first:
+                return first
+            return self._finish(first, x)
+        finally:
+            self._busy = False
 
     def advance(self, x: Sequence[float] | np.ndarray) -> float | np.ndarray:
         """Feed ``x``: the state moves one step; returns that step's output (target units).
@@ -326,12 +334,18 @@ class OnlineLSTM:
         >>> m.n_steps_stream
         1
         """
-        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
-            x = self._vector(x)
-        first = _k_advance(x, self._B, self._F, self._I)
-        if self._scalar_out and first == first:
-            return first
-        return self._finish(first, x)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                x = self._vector(x)
+            first = _k_advance(x, self._B, self._F, self._I)
+            if self._scalar_out and first == first:
+                return first
+            return self._finish(first, x)
+        finally:
+            self._busy = False
 
     def label(self, y: float | int | Sequence[float] | np.ndarray, lag: int = 0) -> None:
         """Attach target ``y`` to the output of the step ``lag`` steps back (0 = the latest).
@@ -346,9 +360,15 @@ class OnlineLSTM:
         >>> m.n_updates
         1
         """
-        y = self._target(y)
-        if not entry.k_label(y, int(lag), self._B, self._F, self._I):
-            raise self._refused("target", y)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            y = self._target(y)
+            if not entry.k_label(y, int(lag), self._B, self._F, self._I):
+                raise self._refused("target", y)
+        finally:
+            self._busy = False
 
     def learn_one(self, x: Sequence[float] | np.ndarray, y: float | int | Sequence[float] | np.ndarray) -> float | np.ndarray:
         """``advance(x)`` then ``label(y)``; returns the prediction made before learning.
@@ -358,18 +378,24 @@ class OnlineLSTM:
         >>> m.n_steps_stream, m.n_updates
         (1, 1)
         """
-        if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
-            x = self._vector(x)
-        y = self._target(y)
-        first = entry.k_learn_one(x, y, self._B, self._F, self._I)
-        if first != first and self._I[K.I_STATUS]:
-            bad_input = not checks.check_input(x, self._I.copy())
-            raise self._refused("input" if bad_input else "target", x if bad_input else y)
-        return self._output(first)
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                x = self._vector(x)
+            y = self._target(y)
+            first = entry.k_learn_one(x, y, self._B, self._F, self._I)
+            if first != first and self._I[K.I_STATUS]:
+                bad_input = not checks.check_input(x, self._I.copy())
+                raise self._refused("input" if bad_input else "target", x if bad_input else y)
+            return self._output(first)
+        finally:
+            self._busy = False
 
     # ----------------------------------------------------------------- blocks
     def _matrix(self, X: Any) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        X = as_numbers(X, "X")
         if X.ndim == 1 and self.n_inputs == 1:
             X = X[:, None]
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
@@ -396,28 +422,34 @@ class OnlineLSTM:
         """
         if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag < self.bptt:
             raise ValueError(f"lag must be an integer in [0, bptt={self.bptt}), got {lag!r}")
-        X = self._matrix(X)
-        T = X.shape[0]
-        Y = np.asarray(Y, dtype=np.float64)
-        width = 1 if self._is_ce else self.n_outputs
-        if Y.ndim == 1 and width == 1:
-            Y = Y[:, None]
-        if Y.shape != (T, width):
-            raise ValueError(f"Y must have shape ({T},) or ({T}, {width}), got {Y.shape}")
-        Y = np.ascontiguousarray(Y)
-        if mask is None:
-            M = np.ones(T, dtype=np.bool_)
-        else:
-            M = np.ascontiguousarray(np.asarray(mask, dtype=np.bool_))
-            if M.shape != (T,):
-                raise ValueError(f"mask must have shape ({T},), got {M.shape}")
-        out = np.empty((T, self.n_outputs), dtype=np.float64)
-        done = entry.k_learn_many(X, Y, M, int(lag), out, self._B, self._F, self._I)
-        if done < T:
-            bad_input = not checks.check_input(X[done], self._I.copy())
-            err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
-            raise InputError(str(err), done, out[:done].copy())
-        return out
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            X = self._matrix(X)
+            T = X.shape[0]
+            Y = as_numbers(Y, "Y")
+            width = 1 if self._is_ce else self.n_outputs
+            if Y.ndim == 1 and width == 1:
+                Y = Y[:, None]
+            if Y.shape != (T, width):
+                raise ValueError(f"Y must have shape ({T},) or ({T}, {width}), got {Y.shape}")
+            Y = np.ascontiguousarray(Y)
+            if mask is None:
+                M = np.ones(T, dtype=np.bool_)
+            else:
+                M = np.ascontiguousarray(np.asarray(mask, dtype=np.bool_))
+                if M.shape != (T,):
+                    raise ValueError(f"mask must have shape ({T},), got {M.shape}")
+            out = np.empty((T, self.n_outputs), dtype=np.float64)
+            done = entry.k_learn_many(X, Y, M, int(lag), out, self._B, self._F, self._I)
+            if done < T:
+                bad_input = not checks.check_input(X[done], self._I.copy())
+                err = self._refused("input" if bad_input else "target", X[done] if bad_input else Y[done], row=done)
+                raise InputError(str(err), done, out[:done].copy())
+            return out
+        finally:
+            self._busy = False
 
     def advance_many(self, X: Any) -> np.ndarray:
         """Advance through the rows of ``X`` without labels; returns the outputs ``(T, n_outputs)``.
@@ -437,12 +469,18 @@ class OnlineLSTM:
         >>> bool((a == b).all()), m.n_steps_stream
         (True, 0)
         """
-        X = self._matrix(X)
-        out = np.empty((X.shape[0], self.n_outputs), dtype=np.float64)
-        done = entry.k_predict_many(X, out, self._B, self._F, self._I)
-        if done < X.shape[0]:
-            raise InputError(str(self._refused("input", X[done], row=done)), 0, out[:0].copy())
-        return out
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            X = self._matrix(X)
+            out = np.empty((X.shape[0], self.n_outputs), dtype=np.float64)
+            done = entry.k_predict_many(X, out, self._B, self._F, self._I)
+            if done < X.shape[0]:
+                raise InputError(str(self._refused("input", X[done], row=done)), 0, out[:0].copy())
+            return out
+        finally:
+            self._busy = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -453,19 +491,62 @@ class OnlineLSTM:
 
     @state.setter
     def state(self, value: LSTMState) -> None:
-        if not isinstance(value, LSTMState):
-            raise TypeError(f"state must be an LSTMState, got {type(value).__name__}")
-        if value.buffer.shape != (self._state_end,) or value.layers != self.layers or value.hidden != self.hidden:
-            raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
-                             f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
-                             f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
-        self._R[:self._state_end] = value.buffer
-        self._I[K.I_T], self._I[K.I_SINCE] = value.counters
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if not isinstance(value, LSTMState):
+                raise TypeError(f"state must be an LSTMState, got {type(value).__name__}")
+            if value.buffer.shape != (self._state_end,) or value.layers != self.layers or value.hidden != self.hidden:
+                raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
+                                 f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
+                                 f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
+            counters = value.counters
+            if (type(counters) is not np.ndarray or counters.dtype != _I64 or counters.shape != (2,)
+                    or _first_fault(value.buffer.reshape(1, -1), counters.reshape(1, 2), self._state_spec)):
+                self.check_states(value.buffer.reshape(1, -1), np.asarray(counters).reshape(1, -1), "state",
+                                  stored=False)
+            self._R[:self._state_end] = value.buffer
+            self._I[K.I_T], self._I[K.I_SINCE] = value.counters
+        finally:
+            self._busy = False
+
+    def check_states(self, buffers: np.ndarray, counters: np.ndarray, what: str, stored: bool = True) -> None:
+        """``ValueError`` unless every row of ``buffers`` (whole state buffers, or ``h`` and
+        ``c`` only) and of ``counters`` (``[t, since]`` rows, or none) is a state this model
+        can run: finite, label flags 0 or 1, pending class indices in range, counters in
+        [0, 2**61] (``stored``: from a file or bytes) or [0, 2**62].
+
+        >>> m = OnlineLSTM(n_inputs=1, hidden=2)
+        >>> s = m.state; s.buffer[0] = float("nan")
+        >>> m.state = s
+        Traceback (most recent call last):
+        ...
+        ValueError: state holds a non-finite value at position 0: nan
+        """
+        if counters.ndim != 2 or counters.shape[1] != 2 or counters.dtype.kind not in "iu":
+            raise ValueError(f"{what}: counters must be integer pairs (t, since), got {counters.dtype} "
+                             f"{counters.shape}")
+        buffers = np.ascontiguousarray(buffers)
+        spec = self._state_spec
+        if stored:
+            spec = spec.copy()
+            spec[_state_check.S_LIMIT] = _state_check.MAX_STORED_COUNTER
+        fault = _first_fault(buffers, np.ascontiguousarray(counters, dtype=np.int64), spec)
+        if fault:
+            raise ValueError(_state_check.describe_fault(fault, buffers, counters, self.n_outputs, what,
+                                                         int(spec[_state_check.S_LIMIT])))
 
     def reset_state(self) -> None:
         """Zero h and c and forget the TBPTT history (pending labels are dropped)."""
-        self._R[:self._state_end] = 0.0
-        self._I[K.I_T] = self._I[K.I_SINCE] = 0
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            self._R[:self._state_end] = 0.0
+            self._I[K.I_T] = self._I[K.I_SINCE] = 0
+        finally:
+            self._busy = False
 
     # -------------------------------------------------------------- counters
     @property
@@ -592,18 +673,21 @@ class OnlineLSTM:
         self._grow(self.n_inputs, self.n_outputs + int(k))
 
     def _grow(self, n_in: int, n_out: int) -> None:
-        if n_in < self.n_inputs or n_out < self.n_outputs:
-            raise ValueError("a model can only grow")
-        old = self._export()
-        self._allocate(n_in, n_out)
-        self._import(_pad_export(old, self._export(), self.hidden))
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            if n_in < self.n_inputs or n_out < self.n_outputs:
+                raise ValueError("a model can only grow")
+            old = self._export()
+            self._allocate(n_in, n_out)
+            self._import(_pad_export(old, self._export(), self.hidden))
+        finally:
+            self._busy = False
 
     # ------------------------------------------------------------- persistence
     def _config(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (
-            "n_inputs", "n_outputs", "hidden", "layers", "cell", "bptt", "update_every", "optimizer",
-            "lr", "momentum", "betas", "rho", "eps", "clip", "l2", "loss", "huber_delta",
-            "standardize_inputs", "standardize_targets", "dtype", "seed")}
+        return {name: getattr(self, name) for name in settings_names()}
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments: ``OnlineLSTM(**m.get_params())`` is a fresh twin."""
@@ -668,9 +752,15 @@ class OnlineLSTM:
     def to_bytes(self) -> bytes:
         """Everything (weights, state, optimizer moments, normalisers, ring, counters,
         hyper-parameters, RNG) as one versioned, pickle-free byte string."""
-        meta = {"config": self._config(), "rng": _jsonable(self._rng_state),
-                "statistics_frozen": self.statistics_frozen}
-        return persistence.dumps(_KIND, meta, self._export())
+        if self._busy:
+            raise _in_use(self)
+        self._busy = True
+        try:
+            meta = {"config": self._config(), "rng": _jsonable(self._rng_state),
+                    "statistics_frozen": self.statistics_frozen}
+            return persistence.dumps(_KIND, meta, self._export())
+        finally:
+            self._busy = False
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> OnlineLSTM:
@@ -685,19 +775,41 @@ class OnlineLSTM:
         return cls._from_parts(meta, arrays)
 
     @classmethod
-    def _from_parts(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> OnlineLSTM:
+    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+        """A model from a file's parts: every setting, array and index-like value is checked
+        before anything as large as the model is built; ``FormatError`` names the field."""
+        with persistence.format_errors("streamlstm model"):
+            return cls._checked_from_parts(meta, arrays)
+
+    @classmethod
+    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+        bad = persistence.FormatError
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise bad("corrupt streamlstm model: the header has no 'config' object of settings")
         config = dict(meta["config"])
-        config["betas"] = tuple(config["betas"])
-        n_in, n_out = config["n_inputs"], config["n_outputs"]
-        model = cls.__new__(cls)
-        OnlineLSTM.__init__(model, **config)
-        model._allocate(n_in, n_out)
         try:
-            model._import(arrays)
-        except (KeyError, ValueError) as exc:
-            raise persistence.FormatError(f"corrupt streamlstm model: {exc}") from None
-        model._rng_state = meta.get("rng")
-        model.statistics_frozen = bool(meta.get("statistics_frozen", False))
+            settings = ModelSettings.from_config(config)
+        except ValueError as exc:
+            raise bad(f"corrupt streamlstm model: setting {exc}") from None
+        frozen, rng = meta.get("statistics_frozen", False), meta.get("rng")
+        rng_state: Any = rng
+        if not isinstance(frozen, bool):
+            raise bad(f"corrupt streamlstm model: 'statistics_frozen' must be true or false, got {frozen!r}")
+        if rng is not None and not isinstance(rng, dict):
+            raise bad(f"corrupt streamlstm model: 'rng' must be an object, got {type(rng).__name__}")
+        _check_arrays(settings, arrays)
+        model = cls.__new__(cls)
+        model._apply_settings(settings)
+        model._busy = False
+        model._allocate(settings.n_inputs, settings.n_outputs)
+        model._import(arrays)
+        try:
+            model.check_states(model._R[:model._state_end].reshape(1, -1),
+                               model._I[[K.I_T, K.I_SINCE]].reshape(1, 2), "the saved state (arrays 'state/*' and 'ring/*')")
+        except ValueError as exc:
+            raise bad(f"corrupt streamlstm model: {exc}") from None
+        model._rng_state = rng_state
+        model.statistics_frozen = frozen
         return model
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -708,7 +820,10 @@ class OnlineLSTM:
     def load(cls, path: str | os.PathLike[str]) -> OnlineLSTM:
         """Read a model written by :meth:`save`."""
         _, meta, arrays = persistence.read_file(path, expect_kind=_KIND)
-        return cls._from_parts(meta, arrays)
+        try:
+            return cls._from_parts(meta, arrays)
+        except persistence.FormatError as exc:
+            raise persistence.FormatError(f"{path}: {exc}") from None
 
     def copy(self) -> OnlineLSTM:
         """An independent twin (weights, state, moments, statistics), in microseconds.
@@ -725,6 +840,7 @@ class OnlineLSTM:
         cut = 4 * self._n_par
         twin._P, twin._R = twin._B[:cut], twin._B[cut:]
         twin._y1 = twin._ybuf[:1]
+        twin._busy = False
         return twin
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OnlineLSTM:
@@ -813,6 +929,137 @@ class OnlineLSTM:
         w["readout.bias"] = a
         model.set_weights(w)
         return model
+
+
+def _expected_arrays(s: ModelSettings) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every array :meth:`OnlineLSTM._export` writes for settings ``s``."""
+    H, L, k2, n_in, n_out = s.hidden, s.layers, s.bptt, s.n_inputs, s.n_outputs
+    G = 4 * H if s.cell == "lstm" else H
+    dt = s.dtype
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for block in ("theta", "grad", "moment1", "moment2"):
+        for l in range(L):
+            n_x = n_in if l == 0 else H
+            out[f"{block}/weight_ih_l{l}"] = ((G, n_x), dt)
+            out[f"{block}/weight_hh_l{l}"] = ((G, H), dt)
+            out[f"{block}/bias_l{l}"] = ((G,), dt)
+        out[f"{block}/readout.weight"] = ((n_out, H), dt)
+        out[f"{block}/readout.bias"] = ((n_out,), dt)
+    out["state/h"] = out["state/c"] = ((L, H), dt)
+    for l in range(L):
+        n_x = n_in if l == 0 else H
+        out[f"ring/l{l}/xh"] = ((k2, n_x + H), dt)
+        out[f"ring/l{l}/act"] = ((k2, G), dt)
+        out[f"ring/l{l}/c_prev"] = out[f"ring/l{l}/tanh_c"] = ((k2, H), dt)
+    out["ring/out"] = out["ring/y"] = ((k2, n_out), dt)
+    out["ring/flag"] = ((k2, 1), dt)
+    out["F/header"] = ((K.F_HEADER,), "float64")
+    out["stats/inputs"] = ((3, n_in), "float64")
+    out["stats/targets"] = ((3, n_out), "float64")
+    out["counters"] = ((7,), "int64")
+    return out
+
+
+_N_FIXED_ARRAYS, _N_ARRAYS_PER_LAYER = 4 * 2 + 2 + 3 + 4, 4 * 3 + 4  # as _expected_arrays writes them
+_MAY_BE_NONFINITE = (K.F_LOSS, K.F_GNORM)  # the last update's loss and norm, kept after a skipped update
+
+
+def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
+    """Names, shapes, dtypes and values of a saved model's arrays against its settings.
+
+    The count of arrays is checked first, so that ``layers=10**6`` in a small file is
+    refused before a million names are made; matching shapes then bound the model's size
+    by the file's.
+    """
+    bad = persistence.FormatError
+    want = _N_FIXED_ARRAYS + _N_ARRAYS_PER_LAYER * s.layers
+    if len(arrays) != want:
+        raise bad(f"corrupt streamlstm model: {len(arrays)} arrays, settings layers={s.layers} need {want}")
+    expected = _expected_arrays(s)
+    for name, (shape, dtype) in expected.items():
+        a = arrays.get(name)
+        if a is None:
+            raise bad(f"corrupt streamlstm model: array {name!r} is missing")
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            raise bad(f"corrupt streamlstm model: array {name!r} is {a.dtype} {a.shape}, settings say "
+                      f"{dtype} {shape}")
+        if a.dtype.kind == "f" and not name.startswith("grad/") and name != "F/header" \
+                and not np.isfinite(a).all():
+            pos = int(np.flatnonzero(~np.isfinite(a.reshape(-1)))[0])
+            raise bad(f"corrupt streamlstm model: array {name!r} holds {a.reshape(-1)[pos]!r} at flat position "
+                      f"{pos}: not finite")
+    head = arrays["F/header"]
+    fixed = {K.F_LR: ("lr", s.lr), K.F_MOM: ("momentum", s.momentum), K.F_B1: ("betas[0]", s.betas[0]),
+             K.F_B2: ("betas[1]", s.betas[1]), K.F_RHO: ("rho", s.rho), K.F_EPS: ("eps", s.eps),
+             K.F_CLIP: ("clip", s.clip or 0.0), K.F_L2: ("l2", s.l2), K.F_DELTA: ("huber_delta", s.huber_delta),
+             K.F_GLIMIT: ("gradient limit", 1e30 if s.dtype == "float32" else 1e300)}
+    for k, (name, value) in fixed.items():
+        if head[k] != value:
+            raise bad(f"corrupt streamlstm model: F/header[{k}] ({name}) is {head[k]!r}, the settings say {value!r}")
+    for k, name in ((K.F_B1T, "adam beta1 power"), (K.F_B2T, "adam beta2 power")):
+        if not 0.0 <= head[k] <= 1.0:
+            raise bad(f"corrupt streamlstm model: F/header[{k}] ({name}) is {head[k]!r}, allowed [0, 1]")
+    rest = np.delete(head, list(_MAY_BE_NONFINITE))
+    if not np.isfinite(rest).all():
+        raise bad("corrupt streamlstm model: array 'F/header' holds a non-finite value")
+    for name in ("stats/inputs", "stats/targets"):
+        count, m2 = arrays[name][0], arrays[name][2]
+        if (count < 0).any() or (m2 < 0).any():
+            raise bad(f"corrupt streamlstm model: array {name!r} holds a negative count or sum of squares")
+    counters = arrays["counters"]
+    if (counters < 0).any() or (counters > _state_check.MAX_STORED_COUNTER).any():
+        raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**61]")
+
+
+def _in_use(model: "OnlineLSTM") -> RuntimeError:
+    """Two threads in one model would interleave their steps and lose updates without a
+    word (the kernels run without the GIL). A lock would cost a sixth of a prediction;
+    this flag costs a few nanoseconds and turns the race into an error."""
+    return RuntimeError(f"this {type(model).__name__} is in use by another thread: a model is not thread-safe; "
+                        "use one model per thread (copy()), or hold a threading.Lock of your own around its calls")
+
+
+_PLAIN_NUMBERS = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
+
+
+def as_numbers(x: Any, what: str) -> np.ndarray:
+    """``x`` as a float64 array, refusing what only looks like numbers.
+
+    ``True``, strings such as ``"1.5"``, dates and ``None`` are refused (``TypeError``
+    naming the position), and so are masked values of a masked array: NumPy would turn
+    them into 1.0, 1.5, a count of days or drop the mask.
+
+    >>> as_numbers([1, 2.5], "input").tolist()
+    [1.0, 2.5]
+    >>> as_numbers([1.0, True], "input")
+    Traceback (most recent call last):
+    ...
+    TypeError: input position 1 is True, a bool, not a number
+    """
+    if type(x) is np.ndarray and x.dtype is _F64:
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        masked = np.ma.getmaskarray(x)
+        if masked.any():
+            pos = tuple(int(i) for i in np.argwhere(masked)[0])
+            raise ValueError(f"{what} position {pos[0] if len(pos) == 1 else pos} is masked: "
+                             "fill or drop masked values first")
+        x = np.asarray(x.data)
+    if type(x) is list or type(x) is tuple:
+        if _PLAIN_NUMBERS.issuperset(map(type, x)):
+            return np.asarray(x, dtype=np.float64)  # the common case: one pass over the types
+        for i, v in enumerate(x):  # a bool or a string inside a list is upcast without a word
+            if isinstance(v, (bool, np.bool_, str, bytes, np.str_, np.bytes_)):
+                raise TypeError(f"{what} position {i} is {v!r}, a {type(v).__name__}, not a number")
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if kind == "O":
+        for i, v in enumerate(arr.reshape(-1)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{what} position {i} is {v!r}, a {type(v).__name__}, not a number")
+    elif kind not in "fiu":
+        raise TypeError(f"{what} holds {arr.dtype} values ({np.ravel(arr)[:3].tolist()!r}...), not numbers")
+    return arr.astype(np.float64, copy=False)
 
 
 def _pad_export(old: Mapping[str, np.ndarray], new: Mapping[str, np.ndarray], hidden: int) -> dict[str, np.ndarray]:

@@ -24,7 +24,8 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -38,6 +39,29 @@ _DTYPE_NAMES = {(np.dtype(name).kind, np.dtype(name).itemsize): name for name in
 
 class FormatError(ValueError):
     """A file or byte string that is not a readable streamlstm container."""
+
+
+# what reading a malformed header can raise, before a check of ours names the field
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+              RecursionError)
+
+
+@contextmanager
+def format_errors(what: str) -> Iterator[None]:
+    """Turn what a malformed header raises inside the block into a ``FormatError`` about ``what``.
+
+    >>> with format_errors("demo file"):
+    ...     {}["config"]
+    Traceback (most recent call last):
+    ...
+    streamlstm.persistence.FormatError: corrupt demo file: KeyError: 'config'
+    """
+    try:
+        yield
+    except FormatError:
+        raise
+    except _MALFORMED as exc:
+        raise FormatError(f"corrupt {what}: {type(exc).__name__}: {exc}") from None
 
 
 def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
@@ -64,29 +88,87 @@ def dumps(kind: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> byt
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def loads(blob: bytes, expect_kind: str | None = None) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """Inverse of :func:`dumps`; returns ``(kind, meta, arrays)``; arrays are writable copies."""
-    blob = bytes(blob)
+# A header is a few KB even for a large model; a longer one is not a header we wrote.
+MAX_HEADER_BYTES = 64 * 2 ** 20
+_MAX_ARRAYS = 1 << 20
+MAX_STREAM_BYTES = 4 * 2 ** 30  # from a pipe or a device, where no file size bounds the read
+_MAX_NDIM = 8
+
+
+def _entry_size(index: int, entry: Any) -> tuple[str, str, tuple[int, ...], int]:
+    """(name, dtype, shape, bytes) of one header entry, every field checked."""
+    where = f"header entry {index}"
+    if not isinstance(entry, dict):
+        raise FormatError(f"corrupt streamlstm file: {where} is a {type(entry).__name__}, not an object")
+    name, dtype, shape = entry.get("name"), entry.get("dtype"), entry.get("shape")
+    if not isinstance(name, str):
+        raise FormatError(f"corrupt streamlstm file: {where}: 'name' must be a string, got {name!r}")
+    where = f"array {name!r}"
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise FormatError(f"corrupt streamlstm file: {where}: dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    if not isinstance(shape, list) or len(shape) > _MAX_NDIM \
+            or not all(type(d) is int and d >= 0 for d in shape):
+        raise FormatError(f"corrupt streamlstm file: {where}: shape {shape!r} is not a list of at most "
+                          f"{_MAX_NDIM} integers >= 0")
+    count = 1
+    for d in shape:
+        count *= d  # Python integers: no overflow, compared with the byte length next
+    return name, dtype, tuple(shape), count * np.dtype(dtype).itemsize
+
+
+def _parse_header(raw: bytes) -> tuple[str, Any, list[tuple[str, str, tuple[int, ...], int]]]:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FormatError(f"corrupt streamlstm file: unreadable header ({type(exc).__name__}: {exc})") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"corrupt streamlstm file: the header is a {type(header).__name__}, not an object")
+    kind, entries = header.get("kind"), header.get("arrays")
+    if not isinstance(kind, str):
+        raise FormatError(f"corrupt streamlstm file: header field 'kind' must be a string, got {kind!r}")
+    if not isinstance(header.get("meta"), dict):
+        raise FormatError("corrupt streamlstm file: header field 'meta' must be an object")
+    if not isinstance(entries, list) or len(entries) > _MAX_ARRAYS:
+        raise FormatError("corrupt streamlstm file: header field 'arrays' must be a list of array entries")
+    parsed = [_entry_size(i, e) for i, e in enumerate(entries)]
+    if len({p[0] for p in parsed}) != len(parsed):
+        raise FormatError("corrupt streamlstm file: header field 'arrays' names an array twice")
+    return kind, header["meta"], parsed
+
+
+def _prefix(blob: bytes) -> int:
+    """Check magic, size and version; return the header length."""
     if not blob.startswith(MAGIC):
         raise FormatError("not a streamlstm file (bad magic bytes)")
     head = len(MAGIC) + _PREFIX.size
     if len(blob) < head + _CRC.size:
         raise FormatError(f"truncated streamlstm file: {len(blob)} bytes")
     version, header_len = _PREFIX.unpack_from(blob, len(MAGIC))
-    if version > FORMAT_VERSION:
+    if version > FORMAT_VERSION or version < 1:
+        if version < 1:
+            raise FormatError(f"corrupt streamlstm file: format version {version}")
         raise FormatError(
             f"file format version {version} was written by a newer streamlstm; "
             f"this one reads versions up to {FORMAT_VERSION}: upgrade streamlstm"
         )
+    if header_len > MAX_HEADER_BYTES:
+        raise FormatError(f"corrupt streamlstm file: header length {header_len} is over {MAX_HEADER_BYTES} bytes")
+    return int(header_len)
+
+
+def loads(blob: bytes, expect_kind: str | None = None) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    """Inverse of :func:`dumps`; returns ``(kind, meta, arrays)``; arrays are writable copies.
+
+    Sizes are checked against the byte length before anything is built; shapes, dtypes
+    and names against the header. What the arrays mean is the caller's to check.
+    """
+    blob = bytes(blob)
+    header_len = _prefix(blob)
+    head = len(MAGIC) + _PREFIX.size
     if head + header_len + _CRC.size > len(blob):
         raise FormatError(f"truncated streamlstm file: header wants {header_len} bytes, file has {len(blob)}")
-    try:
-        header = json.loads(blob[head:head + header_len].decode("utf-8"))
-        entries = header["arrays"]
-        sizes = [int(np.prod(e["shape"], dtype=np.int64)) * np.dtype(e["dtype"]).itemsize for e in entries]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FormatError(f"corrupt streamlstm file: unreadable header ({exc})") from None
-    expected = head + header_len + sum(sizes) + _CRC.size
+    kind, meta, entries = _parse_header(blob[head:head + header_len])
+    expected = head + header_len + sum(e[3] for e in entries) + _CRC.size
     if len(blob) < expected:
         raise FormatError(f"truncated streamlstm file: {len(blob)} of {expected} bytes")
     if len(blob) > expected:
@@ -94,15 +176,15 @@ def loads(blob: bytes, expect_kind: str | None = None) -> tuple[str, dict[str, A
     (crc,) = _CRC.unpack_from(blob, expected - _CRC.size)
     if zlib.crc32(blob[:expected - _CRC.size]) != crc:
         raise FormatError("corrupt streamlstm file: checksum mismatch")
-    if expect_kind is not None and header["kind"] != expect_kind:
-        raise FormatError(f"this file holds a {header['kind']!r}, not a {expect_kind!r}")
+    if expect_kind is not None and kind != expect_kind:
+        raise FormatError(f"this file holds a {kind!r}, not a {expect_kind!r}")
     arrays = {}
     pos = head + header_len
-    for entry, size in zip(entries, sizes):
-        arr = np.frombuffer(blob, dtype=entry["dtype"], count=size // np.dtype(entry["dtype"]).itemsize, offset=pos)
-        arrays[entry["name"]] = arr.reshape(entry["shape"]).copy()
+    for name, dtype, shape, size in entries:
+        arr = np.frombuffer(blob, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=pos)
+        arrays[name] = arr.reshape(shape).copy()
         pos += size
-    return header["kind"], header["meta"], arrays
+    return kind, meta, arrays
 
 
 def write_atomic(path: str | os.PathLike[str], blob: bytes) -> None:
@@ -238,10 +320,47 @@ def _umask() -> int:
 
 
 def read_file(path: str | os.PathLike[str], expect_kind: str | None = None) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
-    """Read and check a container written by :func:`write_atomic` (or any copy of its bytes)."""
-    with open(path, "rb") as fh:
-        blob = fh.read()
+    """Read and check a container written by :func:`write_atomic` (or any copy of its bytes).
+
+    The magic bytes and the header are checked before the rest is read, and never more
+    than the header announces is read: a device, a FIFO or an endless stream given by
+    mistake is refused after a few bytes.
+    """
     try:
+        with open(path, "rb") as fh:
+            blob = _read_bounded(fh)
         return loads(blob, expect_kind)
     except FormatError as exc:
         raise FormatError(f"{path}: {exc}") from None
+
+
+def _read_exactly(fh: Any, n: int, have: bytes) -> bytes:
+    """``have`` plus up to ``n`` more bytes, read in chunks (memory grows with what arrives)."""
+    parts = [have]
+    while n > 0:
+        chunk = fh.read(min(n, 1 << 24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_bounded(fh: Any) -> bytes:
+    head = len(MAGIC) + _PREFIX.size
+    blob = _read_exactly(fh, head + _CRC.size, b"")
+    header_len = _prefix(blob)
+    blob = _read_exactly(fh, head + header_len - len(blob), blob)
+    if len(blob) < head + header_len:
+        raise FormatError(f"truncated streamlstm file: header wants {header_len} bytes, file has {len(blob)}")
+    _, _, entries = _parse_header(blob[head:head + header_len])
+    total = head + header_len + sum(e[3] for e in entries) + _CRC.size
+    st = os.fstat(fh.fileno())
+    if stat.S_ISREG(st.st_mode):
+        if total > st.st_size:
+            raise FormatError(f"truncated streamlstm file: the header announces {total} bytes, the file has "
+                              f"{st.st_size}")
+    elif total > MAX_STREAM_BYTES:
+        raise FormatError(f"the header announces {total} bytes, over {MAX_STREAM_BYTES} bytes for a stream "
+                          "that is not a regular file")
+    return _read_exactly(fh, total - len(blob) + 1, blob)  # one byte more shows trailing garbage

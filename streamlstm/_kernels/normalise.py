@@ -42,9 +42,11 @@ def scale_of(F, base, n_feat, j):
 def welford(F, base, n_feat, v, j):
     """Welford's update of feature j's count, mean and M2 with value v.
 
-    A value so extreme that the mean or M2 would overflow is left out of the statistics
-    (it is still fed to the network, clipped): one absurd reading must not turn the
-    normaliser, and through it the state, into inf or NaN for good.
+    When the mean or M2 would overflow, one side of the update is absurd (|v| or the
+    mean beyond about 1e154): the statistics keep the side of smaller magnitude. A value
+    far above the mean is left out (it is still fed to the network, clipped); a mean far
+    above the value (an absurd first reading) is dropped and the statistics restart at v.
+    Either way they stay finite and go on adapting after one absurd reading.
     """
     n = F[base + j] + 1.0
     mean = F[base + n_feat + j]
@@ -55,6 +57,10 @@ def welford(F, base, n_feat, v, j):
         F[base + j] = n
         F[base + n_feat + j] = new_mean
         F[base + 2 * n_feat + j] = new_m2
+    elif abs(v) < abs(mean):
+        F[base + j] = 1.0
+        F[base + n_feat + j] = v
+        F[base + 2 * n_feat + j] = 0.0
 
 
 @jit
