@@ -211,12 +211,30 @@ def run(ctx: click.Context, **o: Any) -> None:
     _guard(_run_locked, o, explicit)
 
 
+def _check_paths(o: dict[str, Any]) -> None:
+    """The output paths and checkpoint options, checked before any work (and before the
+    checkpoint's lock is taken, so that a wrong option is named as such)."""
+    if o.get("overwrite") and not o.get("checkpoint"):
+        raise CliError("--overwrite goes with --checkpoint PATH")
+    if o.get("overwrite") and o.get("resume"):
+        raise CliError("--resume continues from the checkpoint and --overwrite replaces it: give one of them")
+    if o.get("columns") is not None and not o.get("no_header"):
+        raise CliError("--columns names the columns of a file without a header line: add --no-header")
+    if o.get("checkpoint") and os.path.exists(o["checkpoint"]) and not o.get("resume") and not o.get("overwrite"):
+        raise CliError(f"--checkpoint {o['checkpoint']} exists: give --resume to continue from it, or --overwrite "
+                       "to start afresh and replace it")
+    for flag in ("save", "checkpoint", "plot"):
+        if o.get(flag):
+            _check_writable(o[flag], "--" + flag)
+
+
 def _run_locked(o: dict[str, Any], explicit: set[str]) -> Any:
     """`_run`, holding the checkpoint's lock: two runs must not write one checkpoint."""
     from ._runner import CheckpointLock, check_file_option
 
     check_file_option("--checkpoint", o.get("checkpoint"))
     check_file_option("--save", o.get("save"))
+    _check_paths(o)
     if not o.get("checkpoint"):
         return _run(o, explicit)
     with CheckpointLock(o["checkpoint"]):
@@ -533,18 +551,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         raise CliError("--difference goes with --ahead H (forecasting)")
     if o.get("fresh_state") and not o.get("load"):
         raise CliError("--fresh-state goes with --load")
-    if o.get("overwrite") and not o.get("checkpoint"):
-        raise CliError("--overwrite goes with --checkpoint PATH")
-    if o.get("overwrite") and o.get("resume"):
-        raise CliError("--resume continues from the checkpoint and --overwrite replaces it: give one of them")
-    if o.get("columns") is not None and not o.get("no_header"):
-        raise CliError("--columns names the columns of a file without a header line: add --no-header")
-    if o.get("checkpoint") and os.path.exists(o["checkpoint"]) and not o.get("resume") and not o.get("overwrite"):
-        raise CliError(f"--checkpoint {o['checkpoint']} exists: give --resume to continue from it, or --overwrite "
-                       "to start afresh and replace it")
-    for flag in ("save", "checkpoint", "plot"):
-        if o.get(flag):
-            _check_writable(o[flag], "--" + flag)
+    _check_paths(o)
     if o.get("plot"):
         _require_matplotlib()
     delimiter = _delimiter(o.get("delimiter"))
