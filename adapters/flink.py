@@ -72,6 +72,7 @@ import importlib
 import logging
 import math
 import os
+import re
 import signal
 import site
 import sys
@@ -781,15 +782,27 @@ def _wait_or_stop(job_client, stop_requested: threading.Event, savepoint_dir: st
     return savepoint
 
 
+def _write_order(path: str):
+    # FileSink names part files <prefix>-<writer id>-<counter><suffix>; a writer's files were
+    # written one after the other, so (last write, writer id, counter as a number) orders them
+    # ("-10" after "-9"), and a later job's files after an earlier job's
+    name = os.path.basename(path)
+    m = re.match(r"(.*)-(\d+)(\.[^.]*)?$", name)
+    writer, counter = (m.group(1), int(m.group(2))) if m else (name, 0)
+    return os.stat(path).st_mtime_ns, writer, counter
+
+
 def read_output(output_dir: str) -> list:
-    """Lines of the committed part files (in-progress files are hidden '.part-*')."""
-    rows = []
+    """Lines of the committed part files, file by file in the order they were written (so
+    each key's rows stay in order, also across jobs that resumed one another). In-progress
+    files are hidden (``.part-*``) and skipped."""
+    paths = []
     for root, _dirs, files in os.walk(output_dir):
-        for f in sorted(files):
-            if f.startswith("."):
-                continue
-            with open(os.path.join(root, f)) as fh:
-                rows.extend(line.rstrip("\n") for line in fh if line.strip())
+        paths.extend(os.path.join(root, f) for f in files if not f.startswith("."))
+    rows = []
+    for path in sorted(paths, key=_write_order):
+        with open(path) as fh:
+            rows.extend(line.rstrip("\n") for line in fh if line.strip())
     return rows
 
 
