@@ -513,14 +513,21 @@ def make_env(
     return env
 
 
+def _is_uri(path: str) -> bool:
+    # s3://..., hdfs://..., file:///..., and Flink's own "file:/tmp/..." (the form it prints
+    # savepoint paths in); a one-letter scheme would be a Windows drive
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", path) is not None
+
+
 def _as_path(path) -> str:
-    """A URI as given (s3://, hdfs://, file://), a local path made absolute."""
+    """A URI as given (s3://, hdfs://, file:), a local path made absolute."""
     path = os.fspath(path)
-    return path if "://" in path else os.path.abspath(path)
+    return path if _is_uri(path) else os.path.abspath(path)
 
 
-def _as_uri(path: str) -> str:
-    return path if "://" in path else "file://" + os.path.abspath(path)
+def _as_uri(path) -> str:
+    path = os.fspath(path)
+    return path if _is_uri(path) else "file://" + os.path.abspath(path)
 
 
 # --------------------------------------------------------------------------------------

@@ -159,29 +159,36 @@ def test_output_is_committed_within_seconds_while_running(tmp_path, continuous_j
 
 
 def test_expired_key_restarts_from_the_zero_state(tmp_path, continuous_job, model_path):
-    # --state-ttl 6: key k0 is idle for longer and restarts from the zero state; key k1,
-    # touched just before, keeps its state.
+    # --state-ttl 6 s. Rows of k0 and k1, then both idle for longer than that; then k1 alone
+    # (expired: it restarts from the zero state), then at once k0 (expired, restarts) and k1
+    # (written a moment ago: keeps its state).
     ttl = 6.0
     inp, out = tmp_path / "in", tmp_path / "out"
     job = continuous_job(inp, out, "--model", model_path, "--checkpoint-interval", 500, "--state-ttl", ttl,
                          "--savepoint-dir", tmp_path / "sp")
-
-    first = _drop_events(inp, "events-0.csv", 200, seed=1, n_keys=2)  # k0 and k1
+    first = _drop_events(inp, "events-0.csv", 200, seed=1, n_keys=2)
     job.wait_rows(len(first))
     time.sleep(ttl + 1.0)
-    keep_alive = [r for r in write_events(os.devnull, 100, 2, seed=2) if r[0] == "k1"]
-    _drop_lines(inp, "events-1.csv", keep_alive)
-    job.wait_rows(len(first) + len(keep_alive))
+    k1_alone = [r for r in write_events(os.devnull, 100, 2, seed=2) if r[0] == "k1"]
+    _drop_lines(inp, "events-1.csv", k1_alone)
+    job.wait_rows(len(first) + len(k1_alone))
     last = _drop_events(inp, "events-2.csv", 200, seed=3, n_keys=2)
-    got = job.wait_rows(len(first) + len(keep_alive) + len(last))
+    got = job.wait_rows(len(first) + len(k1_alone) + len(last))
     _savepoint(job)
-    # the reference: k0's rows after the idle time belong to a new key (zero state)
-    renamed = [(("k0-after-ttl" if k == "k0" else k), t, x, y) for k, t, x, y in last]
-    expected = [line.replace("k0-after-ttl,", "k0,", 1)
-                for line in reference_serving(model_path, first + keep_alive + renamed)]
+
+    def restarted(rows, keys):  # these keys' rows under a new name: a key that starts from zero
+        return [((k + "-restarted" if k in keys else k), t, x, y) for k, t, x, y in rows]
+
+    def named_back(lines):
+        return [line.replace("-restarted,", ",", 1) for line in lines]
+
+    expected = named_back(reference_serving(model_path, first + restarted(k1_alone, {"k1"})
+                                            + restarted(last, {"k0", "k1"})))
     _assert_same_per_key(got, expected)
-    # and without expiry the rows would differ (the test can tell the two apart)
-    assert _by_key(reference_serving(model_path, first + keep_alive + last))["k0"] != _by_key(expected)["k0"]
+    # the test tells expiry apart from no expiry
+    never_expire = reference_serving(model_path, first + k1_alone + last)
+    for key in ("k0", "k1"):
+        assert _by_key(never_expire)[key] != _by_key(expected)[key]
 
 
 def _drop_lines(input_dir, name, rows):
