@@ -79,7 +79,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "LearningEngine",
@@ -97,6 +97,7 @@ __all__ = [
     "prepare_worker_environment",
     "read_output",
     "run_csv_job",
+    "run_until_stopped",
     "serving_engine",
     "state_ttl_config",
     "stop_with_savepoint",
@@ -773,9 +774,17 @@ def stop_with_savepoint(job_client, savepoint_dir: str, *, drain: bool = False, 
     return str(job_client.stop_with_savepoint(bool(drain), target).result())
 
 
-def _wait_or_stop(job_client, stop_requested: threading.Event, savepoint_dir: str) -> str | None:
-    """Wait for the job to end; on ``stop_requested``, stop it with a savepoint. Returns the
-    savepoint's path (None if the job ended by itself). Raises if the job failed."""
+def run_until_stopped(env, job_name: str, savepoint_dir: str) -> str | None:
+    """Run the job on ``env`` until it ends, or until SIGTERM / SIGINT, which stop it with a
+    savepoint in ``savepoint_dir`` (:func:`stop_with_savepoint`). Returns the savepoint's path
+    (None if the job ended by itself); raises if the job failed. Call it from the main thread
+    (signal handlers can only be set there)."""
+    stop_requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop_requested.set())
+    job_client = env.execute_async(job_name)
+    print(f"flink job {job_client.get_job_id()} running; SIGTERM stops it with a savepoint in {savepoint_dir}",
+          flush=True)
     savepoint = None
     while True:
         if stop_requested.wait(0.5):
@@ -803,10 +812,10 @@ def read_output(output_dir: str) -> list:
     """Lines of the committed part files, file by file in the order they were written (so
     each key's rows stay in order, also across jobs that resumed one another). In-progress
     files are hidden (``.part-*``) and skipped."""
-    paths = []
+    paths: list[str] = []
     for root, _dirs, files in os.walk(output_dir):
         paths.extend(os.path.join(root, f) for f in files if not f.startswith("."))
-    rows = []
+    rows: list[str] = []
     for path in sorted(paths, key=_write_order):
         with open(path) as fh:
             rows.extend(line.rstrip("\n") for line in fh if line.strip())
@@ -921,13 +930,7 @@ def main(argv=None) -> int:
     if a.savepoint_dir is None:
         env.execute(a.job_name)
     else:
-        stop_requested = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop_requested.set())
-        job_client = env.execute_async(a.job_name)
-        print(f"flink job {job_client.get_job_id()} running; SIGTERM stops it with a savepoint in "
-              f"{a.savepoint_dir}", flush=True)
-        _wait_or_stop(job_client, stop_requested, a.savepoint_dir)
+        run_until_stopped(env, a.job_name, a.savepoint_dir)
     print(f"flink job done in {time.time() - t0:.2f} s", flush=True)
     return 0
 
