@@ -607,6 +607,10 @@ def state_ttl_config(ttl_ms: int):
     The state is written on every event, so "not written for ``ttl_ms``" means "no event
     for ``ttl_ms``". Expired bytes are never handed back (``NeverReturnExpired``), even
     before the state backend has cleaned them up (in the background, Flink's default).
+
+    >>> config = state_ttl_config(3_600_000)            # one hour without events
+    >>> config.get_ttl().to_milliseconds(), config.get_update_type().name
+    (3600000, 'OnCreateAndWrite')
     """
     from pyflink.common import Time
     from pyflink.datastream.state import StateTtlConfig
@@ -736,6 +740,7 @@ def run_csv_job(input_paths, output_dir: str, model, *, learn: bool = False, on_
 # stopping with a savepoint
 
 def _version_tuple(version: str) -> tuple:
+    """``"2.3.0"`` -> ``(2, 3, 0)``; ``"2.4.dev0"`` -> ``(2, 4, 0)``."""
     parts = []
     for p in version.split(".")[:3]:
         digits = "".join(ch for ch in p if ch.isdigit())

@@ -238,3 +238,13 @@ def test_own_stream_in_and_out_example(tmp_path, model_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     got = [line for line in r.stdout.splitlines() if re.match(r"k\d+,\d+,", line)]
     _assert_same_per_key(got, reference_serving(model_path, rows))
+
+
+def test_flink_module_doctests_run_in_the_flink_venv():
+    # the default suite skips them (no pyflink there): run them here
+    import doctest
+
+    import streamlstm.adapters.flink as flink
+
+    result = doctest.testmod(flink, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 8 and result.failed == 0, result
