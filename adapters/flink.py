@@ -2,12 +2,15 @@
 
 Pipeline (PyFlink 2.x DataStream API)::
 
-    FileSource(text lines "key,time,x1..xn[,y1..ym]")    records its read position in checkpoints
+    FileSource(text lines "key,time,x1..xn[,y1..ym]")    records its read position in checkpoints;
+                                                          bounded, or watching its directories (--follow)
+      (or any DataStream of such lines: build_model_pipeline(env, stream, None, model))
       -> key_by(key)
       -> ModelProcessFunction (KeyedProcessFunction)
            per key:    the engine's state as bytes in a ValueState (PICKLED_BYTE_ARRAY)
            per subtask: the engine, built in open() from the saved model (OnlineLSTM.save)
-      -> FileSink(lines "key,time,prediction[,error]")     exactly-once, commits on checkpoints
+      -> FileSink(lines "key,time,prediction[,error]")     exactly-once: a part file per checkpoint,
+                                                          published when the checkpoint completes
 
 Two engines (see ``docs/flink.md``):
 
