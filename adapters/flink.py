@@ -2,12 +2,15 @@
 
 Pipeline (PyFlink 2.x DataStream API)::
 
-    FileSource(text lines "key,time,x1..xn[,y1..ym]")    records its read position in checkpoints
+    FileSource(text lines "key,time,x1..xn[,y1..ym]")    records its read position in checkpoints;
+                                                          bounded, or watching its directories (--follow)
+      (or any DataStream of such lines: build_model_pipeline(env, stream, None, model))
       -> key_by(key)
       -> ModelProcessFunction (KeyedProcessFunction)
            per key:    the engine's state as bytes in a ValueState (PICKLED_BYTE_ARRAY)
            per subtask: the engine, built in open() from the saved model (OnlineLSTM.save)
-      -> FileSink(lines "key,time,prediction[,error]")     exactly-once, commits on checkpoints
+      -> FileSink(lines "key,time,prediction[,error]")     exactly-once: a part file per checkpoint,
+                                                          published when the checkpoint completes
 
 Two engines (see ``docs/flink.md``):
 
@@ -72,12 +75,14 @@ import importlib
 import logging
 import math
 import os
+import re
+import signal
 import site
 import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "LearningEngine",
@@ -85,6 +90,8 @@ __all__ = [
     "ServingEngine",
     "build_model_pipeline",
     "build_pipeline",
+    "file_sink",
+    "file_source",
     "format_output",
     "learning_engine",
     "main",
@@ -93,7 +100,10 @@ __all__ = [
     "prepare_worker_environment",
     "read_output",
     "run_csv_job",
+    "run_until_stopped",
     "serving_engine",
+    "state_ttl_config",
+    "stop_with_savepoint",
 ]
 
 _log = logging.getLogger(__name__)
@@ -458,6 +468,8 @@ def make_env(
     bundle_size: int | None = None,
     state_cache_size: int | None = None,
     python_executable: str | None = None,
+    savepoint_dir: str | None = None,
+    resume_from: str | None = None,
     conf: dict | None = None,
 ):
     """A StreamExecutionEnvironment with the settings this adapter relies on.
@@ -469,7 +481,11 @@ def make_env(
     parallelism: None leaves it to the cluster (``flink run -p``) or Flink's default.
     checkpoint_interval_ms <= 0 disables checkpointing.
     checkpoint_dir: None keeps checkpoints in the JobManager's memory (enough for restarts of a
-    running job); a path stores them on disk (file://...) so a new job can resume from them.
+    running job); a path stores them on disk (file://...) so a new job can resume from them
+    (they are retained when the job is cancelled: RETAIN_ON_CANCELLATION).
+    savepoint_dir: default target of savepoints (``execution.checkpointing.savepoint-dir``).
+    resume_from: a savepoint or retained checkpoint (its ``chk-N`` directory) to start from
+    (``execution.state-recovery.path``); any parallelism: keyed state is redistributed.
     python_executable: the workers' interpreter; None = this interpreter when run locally,
     and the cluster's / ``flink run -pyexec`` setting when submitted by ``flink run``.
     """
@@ -496,6 +512,12 @@ def make_env(
     if checkpoint_dir is not None:
         c.set_string("execution.checkpointing.storage", "filesystem")
         c.set_string("execution.checkpointing.dir", _as_uri(checkpoint_dir))
+        # a cancelled job keeps its last checkpoint, to resume or rescale from
+        c.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if savepoint_dir is not None:
+        c.set_string("execution.checkpointing.savepoint-dir", _as_uri(savepoint_dir))
+    if resume_from is not None:
+        c.set_string("execution.state-recovery.path", _as_uri(resume_from))
     for k, v in (conf or {}).items():
         c.set_string(k, str(v))
 
@@ -507,14 +529,21 @@ def make_env(
     return env
 
 
+def _is_uri(path: str) -> bool:
+    # s3://..., hdfs://..., file:///..., and Flink's own "file:/tmp/..." (the form it prints
+    # savepoint paths in); a one-letter scheme would be a Windows drive
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", path) is not None
+
+
 def _as_path(path) -> str:
-    """A URI as given (s3://, hdfs://, file://), a local path made absolute."""
+    """A URI as given (s3://, hdfs://, file:), a local path made absolute."""
     path = os.fspath(path)
-    return path if "://" in path else os.path.abspath(path)
+    return path if _is_uri(path) else os.path.abspath(path)
 
 
-def _as_uri(path: str) -> str:
-    return path if "://" in path else "file://" + os.path.abspath(path)
+def _as_uri(path) -> str:
+    path = os.fspath(path)
+    return path if _is_uri(path) else "file://" + os.path.abspath(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -532,16 +561,24 @@ class ModelProcessFunction(_KPF):
     ``engine_factory(*factory_args)`` runs in ``open()`` and returns an object with
     ``process(state: bytes | None, line: str) -> (new_state: bytes | None, output: str | None)``
     (None: leave the state / emit nothing) and optionally ``close()``. ``state`` is None the
-    first time a key is seen. The engine must keep nothing per key that it cannot rebuild
-    from ``state``: only the ValueState is checkpointed. The factory must be picklable by
-    reference (a module-level function importable in the workers).
+    first time a key is seen (and after the key's state expired, see ``state_ttl_ms``). The
+    engine must keep nothing per key that it cannot rebuild from ``state``: only the
+    ValueState is checkpointed. The factory must be picklable by reference (a module-level
+    function importable in the workers).
+
+    ``state_ttl_ms``: a key whose state was not written for this long (processing time) is
+    forgotten and starts again from the zero state (Flink's ``StateTtlConfig``, built by
+    :func:`state_ttl_config`); None keeps every key for ever.
     """
 
     STATE_NAME = "streamlstm-state"
 
-    def __init__(self, engine_factory: Callable, *factory_args):
+    def __init__(self, engine_factory: Callable, *factory_args, state_ttl_ms: int | None = None):
         self._factory = engine_factory
         self._args = tuple(factory_args)
+        self._ttl_ms = None if state_ttl_ms is None else int(state_ttl_ms)
+        if self._ttl_ms is not None and self._ttl_ms <= 0:
+            raise ValueError(f"state_ttl_ms must be > 0 (None: keys never expire), got {state_ttl_ms!r}")
         self._engine = None
         self._state = None
 
@@ -549,9 +586,10 @@ class ModelProcessFunction(_KPF):
         from pyflink.common import Types
         from pyflink.datastream.state import ValueStateDescriptor
 
-        self._state = runtime_context.get_state(
-            ValueStateDescriptor(self.STATE_NAME, Types.PICKLED_BYTE_ARRAY())
-        )
+        descriptor = ValueStateDescriptor(self.STATE_NAME, Types.PICKLED_BYTE_ARRAY())
+        if self._ttl_ms is not None:
+            descriptor.enable_time_to_live(state_ttl_config(self._ttl_ms))
+        self._state = runtime_context.get_state(descriptor)
         # One engine per subtask: subtasks may share a Python process (thread mode runs them
         # on separate JVM threads), and the core's models have scratch buffers.
         self._engine = self._factory(*self._args)
@@ -574,66 +612,233 @@ class ModelProcessFunction(_KPF):
 # --------------------------------------------------------------------------------------
 # job assembly
 
-def build_pipeline(env, input_paths: Iterable[str], output_dir: str, engine_factory: Callable,
-                   *factory_args, name: str = "streamlstm"):
-    """Source -> key_by -> ModelProcessFunction -> FileSink, on ``env``. Returns the sink.
+ROLLING_POLICIES = ("checkpoint", "size")
 
-    The operators carry fixed uids (``<name>-source``, ``<name>-model``, ``<name>-sink``),
-    so that a savepoint can be resumed by a changed job."""
-    from pyflink.common import Encoder, Types, WatermarkStrategy
-    from pyflink.datastream.connectors.file_system import (
-        BucketAssigner,
-        FileSink,
-        FileSource,
-        OutputFileConfig,
-        StreamFormat,
-    )
+
+def state_ttl_config(ttl_ms: int):
+    """Flink's ``StateTtlConfig`` for the per-key state: a key idle for ``ttl_ms``
+    milliseconds (processing time) expires and starts again from the zero state.
+
+    The state is written on every event, so "not written for ``ttl_ms``" means "no event
+    for ``ttl_ms``". Expired bytes are never handed back (``NeverReturnExpired``), even
+    before the state backend has cleaned them up (in the background, Flink's default).
+
+    >>> config = state_ttl_config(3_600_000)            # one hour without events
+    >>> config.get_ttl().to_milliseconds(), config.get_update_type().name
+    (3600000, 'OnCreateAndWrite')
+    """
+    from pyflink.common import Time
+    from pyflink.datastream.state import StateTtlConfig
+
+    return (StateTtlConfig.new_builder(Time.milliseconds(int(ttl_ms)))
+            .update_ttl_on_create_and_write()
+            .never_return_expired()
+            .use_processing_time()
+            .build())
+
+
+def file_source(input_paths, *, follow_s: float | None = None):
+    """A FileSource of text lines from files and directories (paths or URIs).
+
+    ``follow_s``: None reads what is there and ends (bounded); a number of seconds keeps
+    watching the directories and reads every new file found, checking that often
+    (unbounded: the job runs until it is stopped). The source records the files it has
+    read in each checkpoint, so a resumed job does not read them again. Put new files in
+    place atomically (write elsewhere or under a name starting with ``.`` or ``_``, which
+    the source ignores, then rename): a file is read once, as it is when it is found.
+    """
+    from pyflink.common import Duration
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
     paths = [_as_path(p) for p in ([input_paths] if isinstance(input_paths, (str, os.PathLike))
                                    else input_paths)]
-    source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths).build()
-    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), f"{name}-source").uid(f"{name}-source")
+    builder = FileSource.for_record_stream_format(StreamFormat.text_line_format(), *paths)
+    if follow_s is not None:
+        if not follow_s > 0:
+            raise ValueError(f"follow_s must be a positive number of seconds (or None: bounded), got {follow_s!r}")
+        builder = builder.monitor_continuously(Duration.of_millis(max(1, round(float(follow_s) * 1000))))
+    return builder.build()
+
+
+def file_sink(output_dir: str, *, rolling: str = "checkpoint"):
+    """A FileSink writing ``part-*.csv`` lines into ``output_dir`` (path or URI), exactly once.
+
+    Part files become visible (renamed from a hidden ``.part-*.inprogress.*`` file) only when
+    a checkpoint that covers them completes. ``rolling="checkpoint"`` (default) closes the
+    open part file at every checkpoint, so each completed checkpoint publishes the rows
+    before it: a running job's output is at most one checkpoint interval plus the
+    checkpoint's duration behind. ``rolling="size"`` is Flink's default policy (a part file
+    is closed at 128 MB, after 60 s, or after 60 s without rows): fewer, larger files, but
+    rows become visible only after a file is closed AND a checkpoint completes, i.e. up to
+    a minute or more late (and a small bounded job only at its end).
+    """
+    from pyflink.common import Encoder
+    from pyflink.datastream.connectors.file_system import BucketAssigner, FileSink, OutputFileConfig, RollingPolicy
+
+    if rolling not in ROLLING_POLICIES:
+        raise ValueError(f"rolling must be one of {ROLLING_POLICIES}, got {rolling!r}")
+    builder = (FileSink.for_row_format(_as_path(output_dir), Encoder.simple_string_encoder())
+               .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
+               .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part")
+                                        .with_part_suffix(".csv").build()))
+    if rolling == "checkpoint":
+        builder = builder.with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
+    return builder.build()
+
+
+def _is_data_stream(obj) -> bool:
+    from pyflink.datastream import DataStream
+
+    return isinstance(obj, DataStream)
+
+
+def build_pipeline(env, source, output, engine_factory: Callable, *factory_args, name: str = "streamlstm",
+                   follow_s: float | None = None, rolling: str = "checkpoint", state_ttl_ms: int | None = None):
+    """Source -> key_by -> ModelProcessFunction -> sink, on ``env``.
+
+    ``source``: file or directory paths (a :func:`file_source`; ``follow_s`` makes it
+    unbounded), or any ``DataStream`` of text lines that you built yourself (Kafka, a
+    socket, ...). ``output``: a directory for a :func:`file_sink` (``rolling`` chooses when
+    part files commit), or None to get the output ``DataStream`` of lines back and attach
+    your own sink. Returns the sink (``DataStreamSink``) or that stream.
+
+    The operators carry fixed uids (``<name>-source``, ``<name>-model``, ``<name>-sink``), so
+    a savepoint can be resumed by a changed job, at another parallelism."""
+    from pyflink.common import Types, WatermarkStrategy
+
+    if _is_data_stream(source):
+        lines = source
+    else:
+        lines = (env.from_source(file_source(source, follow_s=follow_s), WatermarkStrategy.no_watermarks(),
+                                 f"{name}-source").uid(f"{name}-source"))
     out = (lines.key_by(_key_of, key_type=Types.STRING())
-                .process(ModelProcessFunction(engine_factory, *factory_args), output_type=Types.STRING())
+                .process(ModelProcessFunction(engine_factory, *factory_args, state_ttl_ms=state_ttl_ms),
+                         output_type=Types.STRING())
                 .name(f"{name}-model").uid(f"{name}-model"))
-    sink = (FileSink.for_row_format(_as_path(output_dir), Encoder.simple_string_encoder())
-                    .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())
-                    .with_output_file_config(OutputFileConfig.builder().with_part_prefix("part")
-                                             .with_part_suffix(".csv").build())
-                    .build())
-    return out.sink_to(sink).name(f"{name}-sink").uid(f"{name}-sink")
+    if output is None:
+        return out
+    return out.sink_to(file_sink(output, rolling=rolling)).name(f"{name}-sink").uid(f"{name}-sink")
 
 
-def build_model_pipeline(env, input_paths, output_dir: str, model, *, learn: bool = False,
-                         on_bad_row: str = "fail", cache_mb: float = 64.0, name: str = "streamlstm"):
-    """:func:`build_pipeline` with a streamlstm engine. ``model``: a model file path that the
-    workers can read (loaded in ``open()``, once per worker process), or the model's bytes
-    (shipped inside the job)."""
-    if learn:
-        return build_pipeline(env, input_paths, output_dir, learning_engine, model, on_bad_row, str(cache_mb),
-                              name=name)
-    return build_pipeline(env, input_paths, output_dir, serving_engine, model, on_bad_row, str(cache_mb),
-                          name=name)
+def build_model_pipeline(env, source, output, model, *, learn: bool = False, on_bad_row: str = "fail",
+                         cache_mb: float = 64.0, name: str = "streamlstm", follow_s: float | None = None,
+                         rolling: str = "checkpoint", state_ttl_ms: int | None = None):
+    """:func:`build_pipeline` with a streamlstm engine: serving (default) or ``learn``.
+
+    ``model``: a model file path that the workers can read (loaded in ``open()``, once per
+    worker process), or the model's bytes (shipped inside the job). ``source`` and
+    ``output`` as in :func:`build_pipeline`: paths and a directory, or your own
+    ``DataStream`` of ``key,time,x1..xn[,y]`` lines in and (``output=None``) the stream of
+    ``key,time,prediction[,error]`` lines out::
+
+        lines = env.from_source(kafka_source, WatermarkStrategy.no_watermarks(), "events")
+        predictions = build_model_pipeline(env, lines, None, "model.slstm")
+        predictions.sink_to(kafka_sink)
+    """
+    factory = learning_engine if learn else serving_engine
+    return build_pipeline(env, source, output, factory, model, on_bad_row, str(cache_mb), name=name,
+                          follow_s=follow_s, rolling=rolling, state_ttl_ms=state_ttl_ms)
 
 
 def run_csv_job(input_paths, output_dir: str, model, *, learn: bool = False, on_bad_row: str = "fail",
-                work_dir: str | None = None, job_name: str = "streamlstm", **env_kwargs):
+                work_dir: str | None = None, job_name: str = "streamlstm", rolling: str = "checkpoint",
+                state_ttl_ms: int | None = None, **env_kwargs):
     """Prepare the environment, build and run the job to completion (bounded input)."""
     prepare_worker_environment(work_dir=work_dir)
     env = make_env(**env_kwargs)
-    build_model_pipeline(env, input_paths, output_dir, model, learn=learn, on_bad_row=on_bad_row, name=job_name)
+    build_model_pipeline(env, input_paths, output_dir, model, learn=learn, on_bad_row=on_bad_row, name=job_name,
+                         rolling=rolling, state_ttl_ms=state_ttl_ms)
     return env.execute(job_name)
 
 
+# --------------------------------------------------------------------------------------
+# stopping with a savepoint
+
+def _version_tuple(version: str) -> tuple:
+    """``"2.3.0"`` -> ``(2, 3, 0)``; ``"2.4.dev0"`` -> ``(2, 4, 0)``."""
+    parts = []
+    for p in version.split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+# PyFlink's JobClient.stop_with_savepoint calls the Java JobClient.stopWithSavepoint with two
+# arguments, but since Flink 1.15 that method takes three (the SavepointFormatType), so the
+# call fails in py4j ("Method stopWithSavepoint([class java.lang.Boolean, class java.lang.String])
+# does not exist"). Checked broken in 2.3.0, the newest release; later versions take the public path.
+_STOP_WITH_SAVEPOINT_BROKEN_UP_TO = (2, 3, 0)
+
+
+def stop_with_savepoint(job_client, savepoint_dir: str, *, drain: bool = False, timeout_s: float = 600.0) -> str:
+    """Stop a running job with a savepoint in ``savepoint_dir`` (path or URI); returns its path.
+
+    The sources stop, a savepoint is taken, pending output is committed, and the job ends
+    (FINISHED). ``drain=True`` also sends MAX_WATERMARK first (event-time windows fire);
+    keep it False to resume the job later. Resume (at any parallelism) with the returned path
+    in ``execution.state-recovery.path`` (``--resume-from`` on the command line).
+
+    Works around PyFlink <= 2.3.0, whose ``JobClient.stop_with_savepoint`` calls a Java
+    method that no longer exists: it calls the Java method with the savepoint format
+    (CANONICAL, Flink's default) itself.
+    """
+    import pyflink.version
+
+    target = _as_uri(savepoint_dir)
+    if _version_tuple(pyflink.version.__version__) <= _STOP_WITH_SAVEPOINT_BROKEN_UP_TO:
+        from pyflink.java_gateway import get_gateway
+
+        canonical = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        future = job_client._j_job_client.stopWithSavepoint(bool(drain), target, canonical)
+        return str(future.get(int(timeout_s * 1000), get_gateway().jvm.java.util.concurrent.TimeUnit.MILLISECONDS))
+    return str(job_client.stop_with_savepoint(bool(drain), target).result())
+
+
+def run_until_stopped(env, job_name: str, savepoint_dir: str) -> str | None:
+    """Run the job on ``env`` until it ends, or until SIGTERM / SIGINT, which stop it with a
+    savepoint in ``savepoint_dir`` (:func:`stop_with_savepoint`). Returns the savepoint's path
+    (None if the job ended by itself); raises if the job failed. Call it from the main thread
+    (signal handlers can only be set there)."""
+    stop_requested = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop_requested.set())
+    job_client = env.execute_async(job_name)
+    print(f"flink job {job_client.get_job_id()} running; SIGTERM stops it with a savepoint in {savepoint_dir}",
+          flush=True)
+    savepoint = None
+    while True:
+        if stop_requested.wait(0.5):
+            print("streamlstm: stopping the job with a savepoint ...", flush=True)
+            savepoint = stop_with_savepoint(job_client, savepoint_dir)
+            print(f"savepoint: {savepoint}", flush=True)
+            break
+        if job_client.get_job_status().result().is_globally_terminal_state():
+            break
+    job_client.get_job_execution_result().result()  # raises the job's failure, if any
+    return savepoint
+
+
+def _write_order(path: str):
+    # FileSink names part files <prefix>-<writer id>-<counter><suffix>; a writer's files were
+    # written one after the other, so (last write, writer id, counter as a number) orders them
+    # ("-10" after "-9"), and a later job's files after an earlier job's
+    name = os.path.basename(path)
+    m = re.match(r"(.*)-(\d+)(\.[^.]*)?$", name)
+    writer, counter = (m.group(1), int(m.group(2))) if m else (name, 0)
+    return os.stat(path).st_mtime_ns, writer, counter
+
+
 def read_output(output_dir: str) -> list:
-    """Lines of the committed part files (in-progress files are hidden '.part-*')."""
-    rows = []
+    """Lines of the committed part files, file by file in the order they were written (so
+    each key's rows stay in order, also across jobs that resumed one another). In-progress
+    files are hidden (``.part-*``) and skipped."""
+    paths: list[str] = []
     for root, _dirs, files in os.walk(output_dir):
-        for f in sorted(files):
-            if f.startswith("."):
-                continue
-            with open(os.path.join(root, f)) as fh:
-                rows.extend(line.rstrip("\n") for line in fh if line.strip())
+        paths.extend(os.path.join(root, f) for f in files if not f.startswith("."))
+    rows: list[str] = []
+    for path in sorted(paths, key=_write_order):
+        with open(path) as fh:
+            rows.extend(line.rstrip("\n") for line in fh if line.strip())
     return rows
 
 
@@ -665,7 +870,13 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n")[0], epilog=_USAGE,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", action="append", required=True, help="CSV file or directory (repeatable)")
+    ap.add_argument("--follow", nargs="?", const=1.0, default=None, type=float, metavar="SECONDS",
+                    help="keep watching the input directories for new files, checking every SECONDS "
+                         "(default 1): an unbounded job that runs until stopped")
     ap.add_argument("--output", required=True, help="output directory (FileSink)")
+    ap.add_argument("--rolling", choices=ROLLING_POLICIES, default="checkpoint",
+                    help="when part files close: at every checkpoint (default: output visible after each "
+                         "checkpoint) or Flink's size/time policy (128 MB / 60 s: fewer files, later)")
     ap.add_argument("--model", default=None, help="model file written by OnlineLSTM.save")
     ap.add_argument("--learn", action="store_true",
                     help="per-key models that learn from rows with a target (everything in Flink state)")
@@ -682,7 +893,16 @@ def main(argv=None) -> int:
                     help="default: 1 when run locally, the cluster's (flink run -p) when submitted")
     ap.add_argument("--checkpoint-interval", "--checkpoint-ms", dest="checkpoint_ms", type=int, default=1000,
                     metavar="MS", help="checkpoint every MS milliseconds (<= 0: off; output commits on checkpoints)")
-    ap.add_argument("--checkpoint-dir", default=None, help="durable checkpoint storage (path or URI)")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="durable checkpoint storage (path or URI); the last one is kept when the job is cancelled")
+    ap.add_argument("--savepoint-dir", default=None,
+                    help="on SIGTERM (or SIGINT), stop the job with a savepoint here, print 'savepoint: PATH', exit 0")
+    ap.add_argument("--resume-from", default=None, metavar="PATH",
+                    help="start from this savepoint or retained checkpoint (chk-N directory), at any parallelism "
+                         "(execution.state-recovery.path)")
+    ap.add_argument("--state-ttl", type=float, default=None, metavar="SECONDS",
+                    help="forget a key after SECONDS without events (Flink state TTL, processing time): "
+                         "it restarts from the zero state (default: keys are kept for ever)")
     ap.add_argument("--restart-attempts", type=int, default=3)
     ap.add_argument("--restart-delay", default="1 s")
     ap.add_argument("--bundle-size", type=int, default=None, help="python.fn-execution.bundle.size (process mode)")
@@ -695,6 +915,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if (a.model is None) == (a.engine is None):
         ap.error("give exactly one of --model and --engine")
+    if a.follow is not None and not a.follow > 0:
+        ap.error(f"--follow takes a positive number of seconds, got {a.follow}")
+    if a.state_ttl is not None and not a.state_ttl > 0:
+        ap.error(f"--state-ttl takes a positive number of seconds, got {a.state_ttl}")
+    ttl_ms = None if a.state_ttl is None else max(1, round(a.state_ttl * 1000))
 
     prepare_worker_environment(work_dir=a.work_dir, extra_pythonpath=a.pythonpath)
     for p in a.pythonpath:
@@ -707,9 +932,11 @@ def main(argv=None) -> int:
                    checkpoint_dir=a.checkpoint_dir, restart_attempts=a.restart_attempts,
                    restart_delay=a.restart_delay, bundle_size=a.bundle_size,
                    state_cache_size=a.state_cache_size, python_executable=a.python_executable,
+                   savepoint_dir=a.savepoint_dir, resume_from=a.resume_from,
                    conf=dict(kv.split("=", 1) for kv in a.conf))
+    pipeline = {"name": a.job_name, "follow_s": a.follow, "rolling": a.rolling, "state_ttl_ms": ttl_ms}
     if a.engine is not None:
-        build_pipeline(env, a.input, a.output, _resolve(a.engine), *a.engine_arg, name=a.job_name)
+        build_pipeline(env, a.input, a.output, _resolve(a.engine), *a.engine_arg, **pipeline)
     else:
         model = a.model
         if a.embed_model:
@@ -718,9 +945,12 @@ def main(argv=None) -> int:
         elif os.path.exists(model):
             model = os.path.abspath(model)  # else: a path that only the workers resolve (-pyarch)
         build_model_pipeline(env, a.input, a.output, model, learn=a.learn, on_bad_row=a.on_bad_row,
-                             cache_mb=a.cache_mb, name=a.job_name)
+                             cache_mb=a.cache_mb, **pipeline)
     t0 = time.time()
-    env.execute(a.job_name)
+    if a.savepoint_dir is None:
+        env.execute(a.job_name)
+    else:
+        run_until_stopped(env, a.job_name, a.savepoint_dir)
     print(f"flink job done in {time.time() - t0:.2f} s", flush=True)
     return 0
 

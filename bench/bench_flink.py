@@ -21,20 +21,28 @@ Every engine is wrapped by the same timer (one ``perf_counter`` per event). Repo
 the job's start-up; ``job s`` = env.execute() wall time (includes 5-10 s of start-up).
 Modes: ``thread`` (pemja, embedded in the JVM), ``process`` (Beam workers in the client
 process, "loopback"), ``process-workers`` (real worker processes as on a cluster).
+
+``--baseline REF`` (a git ref, e.g. ``v0.1.0``) also runs every configuration with the
+package (``streamlstm/`` and ``adapters/``) of that commit, put first on the jobs'
+PYTHONPATH, alternating with the working tree's, ``--repeat`` times each: old and new in
+one run on the same loaded machine, compared by the median of their ev/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import os
 import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -86,8 +94,14 @@ class Timed:
         if self.timing_path and self.first is not None:
             with open(self.timing_path, "a") as f:
                 f.write(json.dumps({"pid": os.getpid(), "n": self.n, "first": self.first, "last": self.last,
-                                    "inside": self.inside,
+                                    "inside": self.inside, "package": _package_dir(),
                                     "decoded": getattr(self.inner, "n_decoded", None)}) + "\n")
+
+
+def _package_dir() -> str:
+    import streamlstm.adapters.flink
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(streamlstm.adapters.flink.__file__)))
 
 
 def timed_engine(timing_path: str, kind: str, arg: str):
@@ -126,8 +140,23 @@ def write_events(path: str, n: int, n_keys: int, n_inputs: int, labelled: float,
             f.write(f"k{rng.randrange(n_keys)},{i},{xs}{y}\n")
 
 
+def baseline_package(ref: str, base: str) -> str:
+    """A directory holding the ``streamlstm`` package (with its ``adapters``) of commit ``ref``,
+    laid out as installed; put it first on PYTHONPATH to run that version."""
+    archive = subprocess.run(["git", "archive", ref, "streamlstm", "adapters"], cwd=REPO_ROOT,
+                             capture_output=True, check=True).stdout
+    src = os.path.join(base, f"baseline-src-{ref}")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(src, filter="data")
+    shim = os.path.join(base, f"baseline-{ref}")
+    os.makedirs(shim)
+    shutil.move(os.path.join(src, "streamlstm"), os.path.join(shim, "streamlstm"))
+    shutil.move(os.path.join(src, "adapters"), os.path.join(shim, "streamlstm", "adapters"))
+    return shim
+
+
 def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, args, model: str,
-            sizes: dict) -> dict:
+            sizes: dict, code: str = "working tree", package_dir: str | None = None) -> dict:
     os.makedirs(work, exist_ok=True)
     timing = os.path.join(work, "timing.jsonl")
     kind, arg = {"noop": ("noop", sizes["serve"]), "noop-learn": ("noop", sizes["learn"]),
@@ -145,7 +174,10 @@ def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, 
     env.pop("_python_worker_execution_mode", None)
     if mode == "process-workers":
         env["_python_worker_execution_mode"] = "process"
-    res = {"mode": mode, "engine": engine, "events": n_events,
+    if package_dir is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_dir, env.get("PYTHONPATH")) if p)
+        env["NUMBA_CACHE_DIR"] = os.path.join(package_dir, "numba-cache")
+    res = {"mode": mode, "engine": engine, "code": code, "events": n_events,
            "state_bytes": sizes["learn"] if engine in ("learn", "noop-learn") else sizes["serve"]}
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -172,13 +204,15 @@ def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, 
         res.update(engine_events=n, span_s=round(span, 3), events_per_s=round(n / span) if span > 0 else None,
                    us_in_function=round(sum(r["inside"] for r in recs) / n * 1e6, 1),
                    us_per_event=round(span / n * 1e6, 1))
+        res["package"] = recs[0]["package"]
         if recs[0].get("decoded") is not None:
             res["decoded"] = sum(r["decoded"] for r in recs)
     return res
 
 
 def _table(results: list) -> list:
-    base = {(r["mode"], r["engine"]): r.get("events_per_s") for r in results}
+    base = {(r["mode"], r["engine"]): r.get("events_per_s") for r in results
+            if r.get("code", "working tree") == "working tree"}
     lines = [("| mode | function | state bytes/key | events | ev/s (steady) | vs no-op | µs/event in the function "
              "| job s (with start-up) |"),
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -190,9 +224,28 @@ def _table(results: list) -> list:
         ratio = f"{r['events_per_s'] / ref:.0%}" if ref and r.get("events_per_s") and r["engine"] in ("serve", "learn") else ""
         if r["engine"] == "learn" and base.get((r["mode"], "noop")) and r.get("events_per_s"):
             ratio += f" ({r['events_per_s'] / base[(r['mode'], 'noop')]:.0%} of small no-op)"
-        lines.append(f"| {r['mode']} | {r['engine']} | {r['state_bytes']} | {r['events']} | "
+        name = r["engine"] if r.get("code", "working tree") == "working tree" else f"{r['engine']} ({r['code']})"
+        lines.append(f"| {r['mode']} | {name} | {r['state_bytes']} | {r['events']} | "
                      f"{r.get('events_per_s') or '-':,} | {ratio} | {r.get('us_in_function', '-')} | "
                      f"{r.get('job_s', float('nan')):.1f} |")
+    return lines
+
+
+def _comparison(results: list, baseline: str) -> list:
+    """Median ev/s per configuration, working tree vs the baseline ref."""
+    runs: dict = {}
+    for r in results:
+        if r.get("events_per_s"):
+            runs.setdefault((r["mode"], r["engine"]), {}).setdefault(r["code"], []).append(r["events_per_s"])
+    lines = [f"| mode | function | ev/s {baseline} (runs) | ev/s working tree (runs) | working tree / {baseline} |",
+             "|---|---|---:|---:|---:|"]
+    for (mode, engine), by_code in runs.items():
+        old, new = by_code.get(baseline, []), by_code.get("working tree", [])
+        if not old or not new:
+            continue
+        o, n = statistics.median(old), statistics.median(new)
+        lines.append(f"| {mode} | {engine} | {o:,.0f} ({', '.join(f'{v:,}' for v in old)}) | "
+                     f"{n:,.0f} ({', '.join(f'{v:,}' for v in new)}) | {n / o:.0%} |")
     return lines
 
 
@@ -249,6 +302,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--write-results", action="store_true", help="replace the flink section of bench/RESULTS.md")
+    ap.add_argument("--baseline", default=None, metavar="REF",
+                    help="also run each configuration with the package of this git ref (e.g. v0.1.0), alternating")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per configuration (and per code version)")
     args = ap.parse_args(argv)
 
     base = tempfile.mkdtemp(prefix="bench-flink-")
@@ -261,20 +317,29 @@ def main(argv=None) -> int:
         for name, n in (("small", args.events), ("learn", args.learn_events)):
             files[name] = os.path.join(base, f"events-{name}.csv")
             write_events(files[name], n, args.keys, args.inputs, args.labelled)
+        codes: list[tuple[str, str | None]] = [("working tree", None)]
+        if args.baseline:
+            codes.append((args.baseline, baseline_package(args.baseline, base)))
         results = []
         i = 0
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-                i += 1
-                big = engine in ("learn", "noop-learn")
-                r = run_one(mode, engine, files["learn" if big else "small"],
-                            args.learn_events if big else args.events,
-                            os.path.join(base, f"{i}-{mode}-{engine}"), args, model, sizes)
-                r.update(keys=args.keys, hidden=args.hidden, inputs=args.inputs)
-                results.append(r)
-                print(json.dumps(r), flush=True)
+                for _rep in range(args.repeat):
+                    for code, package_dir in codes:
+                        i += 1
+                        big = engine in ("learn", "noop-learn")
+                        r = run_one(mode, engine, files["learn" if big else "small"],
+                                    args.learn_events if big else args.events,
+                                    os.path.join(base, f"{i}-{mode}-{engine}"), args, model, sizes, code,
+                                    package_dir)
+                        r.update(keys=args.keys, hidden=args.hidden, inputs=args.inputs)
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
         print()
         print("\n".join(_table(results)))
+        if args.baseline:
+            print()
+            print("\n".join(_comparison(results, args.baseline)))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)

@@ -105,3 +105,113 @@ def flink_job(tmp_path):
         return FlinkRun(p.returncode, out, str(work), str(out_dir))
 
     return run
+
+
+class ContinuousJob:
+    """A running ``--follow`` job (its own process group): drop files into its input
+    directory, wait for committed output, stop it with a savepoint (SIGTERM) or SIGKILL it."""
+
+    def __init__(self, popen, log_path, input_dir, out_dir, started):
+        self.popen = popen
+        self.log_path = log_path
+        self.input_dir = input_dir
+        self.out_dir = out_dir
+        self.started = started
+
+    def output(self):
+        with open(self.log_path, errors="replace") as fh:
+            return fh.read()
+
+    def rows(self):
+        from streamlstm.adapters.flink import read_output
+
+        return read_output(self.out_dir)
+
+    def wait_rows(self, n, timeout=JOB_TIMEOUT):
+        """Waits until at least ``n`` committed rows are in the output; returns them."""
+        t_end = time.monotonic() + timeout
+        while True:
+            rows = self.rows()
+            if len(rows) >= n:
+                return rows
+            if self.popen.poll() is not None:
+                pytest.fail(f"the job ended (rc {self.popen.returncode}) with {len(rows)} of {n} rows committed:\n"
+                            f"{self.output()[-4000:]}")
+            if time.monotonic() > t_end:
+                self.kill()
+                pytest.fail(f"{len(rows)} of {n} rows committed after {timeout} s:\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def stop_with_savepoint(self, timeout=120):
+        """SIGTERM to the job's Python process (not its group: the JVM is its child) ->
+        the savepoint's path that it prints."""
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            rc = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"no stop within {timeout} s after SIGTERM:\n{self.output()[-4000:]}")
+        out = self.output()
+        assert rc == 0, out[-4000:]
+        paths = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("savepoint: ")]
+        assert len(paths) == 1, out[-4000:]
+        return paths[0]
+
+    def kill(self):
+        """SIGKILL to the whole process group (Python and its JVM): no chance to clean up."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait()
+
+
+def drop_file(input_dir, name, write):
+    """Puts a new input file in place atomically: ``write(path)`` writes a hidden file, renamed
+    after (the source ignores names starting with '.', and reads a file once, when found)."""
+    hidden = os.path.join(input_dir, "." + name)
+    result = write(hidden)
+    os.rename(hidden, os.path.join(input_dir, name))
+    return result
+
+
+@pytest.fixture
+def continuous_job(tmp_path):
+    """start(input_dir, out_dir, *cli_args, env=None) -> ContinuousJob: ``python -m
+    streamlstm.adapters.flink --follow 0.2 --input input_dir --output out_dir ...``, not
+    waited for. Every job still running at the end of the test is killed."""
+    jobs = []
+
+    def start(input_dir, out_dir, *extra_cli, env=None):
+        work = tmp_path / f"cjob{len(jobs) + 1}"
+        (work / "tmp").mkdir(parents=True)
+        os.makedirs(input_dir, exist_ok=True)
+        cmd = [sys.executable, "-m", "streamlstm.adapters.flink", "--input", str(input_dir), "--follow", "0.2",
+               "--output", str(out_dir), "--work-dir", str(work), "--pythonpath", HERE, *[str(x) for x in extra_cli]]
+        e = dict(os.environ)
+        e.update(TMPDIR=str(work / "tmp"), JVM_ARGS=f"-Djava.io.tmpdir={work / 'tmp'}",
+                 FLINK_LOG_DIR=str(work / "log"), NUMBA_CACHE_DIR=NUMBA_CACHE)
+        e.pop("_python_worker_execution_mode", None)
+        e.update(env or {})
+        log_path = str(work / "job.log")
+        with open(log_path, "w") as log:
+            p = subprocess.Popen(cmd, cwd=REPO_ROOT, env=e, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        job = ContinuousJob(p, log_path, str(input_dir), str(out_dir), time.monotonic())
+        jobs.append(job)
+        return job
+
+    yield start
+    for job in jobs:
+        if job.popen.poll() is None:
+            job.kill()
+
+
+def latest_checkpoint(checkpoint_dir):
+    """The newest complete checkpoint (``<job id>/chk-N`` holding ``_metadata``) under
+    ``checkpoint_dir``, over all jobs that wrote there."""
+    import glob
+
+    done = glob.glob(os.path.join(str(checkpoint_dir), "*", "chk-*", "_metadata"))
+    assert done, f"no completed checkpoint under {checkpoint_dir}"
+    return max((os.path.dirname(m) for m in done), key=lambda d: (os.path.getmtime(os.path.join(d, "_metadata")), d))
