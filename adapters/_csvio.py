@@ -297,15 +297,7 @@ class RecordReader:
                     break
         delim = self.delimiter
         if delim is not None and delim != ",":
-            for i, s in enumerate(lines):
-                n = first + i
-                if s is None or len(s) > MAX_LINE:  # a quoted record open in it is refused with it
-                    self._emit(self._pending_line if self._pending else n, BadRecord(LONG_LINE))
-                    self._pending = []
-                elif self._pending or '"' in s:
-                    self._quoted_line(n, s)
-                elif s and (delim in s or not s.isspace()):  # "\t\t" is a row of empty cells, not blank
-                    self._emit(n, s.split(delim))
+            self._split_slowly(lines, first, delim)
             return
         joined = "\n".join(lines) if lines[-1] is not None else None
         if not self._pending and joined is not None and '"' not in joined and (
@@ -320,6 +312,11 @@ class RecordReader:
                     self._lines.append(first + i)
                     self._recs.append(s)
             return
+        self._split_slowly(lines, first, delim)
+
+    def _split_slowly(self, lines: list[Any], first: int, delim: str | None) -> None:
+        """Line by line: overlong lines, quoted records, and (delimiter other than ",") cells
+        split here; a comma-separated record stays a line for the block parser."""
         for i, s in enumerate(lines):
             n = first + i
             if s is None or len(s) > MAX_LINE:  # a quoted record open in it is refused with it
@@ -327,8 +324,11 @@ class RecordReader:
                 self._pending = []
             elif self._pending or '"' in s:
                 self._quoted_line(n, s)
+            elif delim is not None and delim != ",":
+                if s and (delim in s or not s.isspace()):  # "\t\t" is a row of empty cells, not blank
+                    self._emit(n, s.split(delim))
             elif s and not s.isspace():
-                self._emit(first + i, s)
+                self._emit(n, s)
 
     def _quoted_line(self, n: int, s: str) -> None:
         """Line ``n``, part of a record with quotes: parsed when the record is complete."""
