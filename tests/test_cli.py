@@ -115,7 +115,8 @@ def test_regression_file_pipe_and_block_sizes_agree(tmp_path):
 
 def test_forecasting_columns_and_alignment(tmp_path):
     data = make_csv(tmp_path / "s.csv", 60)
-    r = ok(cli("run", data, "--target", "temp", "--key", "sensor", "--ahead", "3", "--features", "hum", *SMALL))
+    r = ok(cli("run", data, "--target", "temp", "--key", "sensor", "--ahead", "3", "--features", "hum", "--model", "lstm",
+               *SMALL))
     rows = rows_of(r.stdout)
     assert list(rows[0]) == ["sensor", "temp", "forecast_temp_t", "error", "forecast_temp_t+3"]
     for key in ("a", "b"):
@@ -307,8 +308,8 @@ def long_run(tmp_path_factory):
     """An uninterrupted run to compare interrupted ones with."""
     d = tmp_path_factory.mktemp("resume")
     data = make_csv(d / "s.csv", 1500, keys=("a", "b", "c"), missing_every=11)
-    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--features", "hum", *SMALL,
-            "--quiet"]
+    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--features", "hum", "--model",
+            "lstm", *SMALL, "--quiet"]
     r = ok(cli("run", data, *args, "--save", d / "full.slstm"))
     return d, data, args, r.stdout
 
@@ -399,7 +400,7 @@ def test_checkpoint_of_a_prefix_then_resume_equals_one_run_per_key_models_differ
     data = make_csv(tmp_path / "s.csv", 200, missing_every=13)
     prefix = tmp_path / "p.csv"
     prefix.write_text("".join(data.read_text().splitlines(keepends=True)[:1 + 151]))
-    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "3", "--difference",
+    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "3", "--model", "lstm", "--difference",
             "--per-key-models", *SMALL, "--quiet"]
     ck = tmp_path / "ck.slstm"
     p_full = start("run", data, *args, "--save", tmp_path / "full.slstm", stdin=subprocess.DEVNULL)
