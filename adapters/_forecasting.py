@@ -147,7 +147,7 @@ class ForecastEngine:
         return persistence.dumps(KIND, meta, arrays)
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], learn: bool) -> "ForecastEngine":
+    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], learn: bool) -> ForecastEngine:
         if meta.get("format", 0) > FORMAT:
             raise CliError("this file was written by a newer streamlstm CLI: upgrade streamlstm")
         try:
