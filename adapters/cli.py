@@ -785,16 +785,18 @@ def _info(path: str, as_json: bool) -> None:
 # --------------------------------------------------------------------------- demo
 @main.command(context_settings=_CONTEXT)
 @click.option("--ahead", default=1, show_default=True, type=click.IntRange(1), help="Hours ahead.")
-@click.option("--hidden", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--hidden", default=32, show_default=True, type=click.IntRange(1), help="The bare LSTM's units.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="The bare LSTM's learning rate.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the forecasts (CSV) here.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs forecast to this PNG.")
 def demo(**o: Any) -> None:
     """Forecast River's WaterFlow series online (the `run` job on a bundled file).
 
-    Learns while it forecasts, one hourly reading at a time, and compares its mean
-    absolute error with the last-value baseline on the same hours.
+    Learns while it forecasts, one hourly reading at a time, and compares the mean absolute
+    error of the default forecast (the forecasting engine) and of a bare LSTM (--model lstm
+    --difference) with the last-value baseline on the same hours.
     """
     _guard(_demo, o)
 
@@ -814,18 +816,18 @@ def _demo(o: dict[str, Any]) -> None:
     H = o["ahead"]
     if o.get("plot"):
         _require_matplotlib()
-    base = ["--target", target, "--time", "Time", "--ahead", str(H)]
-    extra = (["--hidden", str(o["hidden"])] if o["hidden"] != 32 else []) + \
-        (["--lr", repr(o["lr"])] if o["lr"] != 1e-3 else []) + (["--seed", str(o["seed"])] if o["seed"] else [])
+    base = ["--target", target, "--time", "Time", "--ahead", str(H)] + (["--seed", str(o["seed"])] if o["seed"] else [])
+    lstm = (["--hidden", str(o["hidden"])] if o["hidden"] != 32 else []) + \
+        (["--lr", repr(o["lr"])] if o["lr"] != 1e-3 else [])
     results = []
-    for variant in ([], ["--difference"]):
-        args = [path, *base, *extra, *variant, "--quiet"]
-        if o.get("plot") and variant:
+    for variant in ([], ["--model", "lstm", "--difference", *lstm]):
+        args = [path, *base, *variant, "--quiet"]
+        if o.get("plot") and not variant:
             args += ["--plot", o["plot"]]
         with run.make_context("run", list(args)) as ctx:
             opts = dict(ctx.params)
         sink: Any = io.StringIO()
-        if o.get("out") and variant:
+        if o.get("out") and not variant:
             sink = open(o["out"], "w", encoding="utf-8", newline="\n")
         try:
             with _CompileNote(not results and sys.stderr.isatty()):  # the first run loads (or compiles) the kernels
@@ -833,7 +835,7 @@ def _demo(o: dict[str, Any]) -> None:
         finally:
             if sink is not None and not isinstance(sink, io.StringIO):
                 sink.close()
-        results.append((" ".join(extra + variant), outcome))
+        results.append((" ".join(variant), outcome))
     actual = np.concatenate(results[0][1].actual)
     naive = np.full_like(actual, np.nan)
     naive[H:] = actual[:-H]  # the value known H hours earlier
@@ -844,22 +846,27 @@ def _demo(o: dict[str, Any]) -> None:
     mae_naive = float(np.abs(actual[ok] - naive[ok]).mean())
     n = results[0][1].stats.rows
     click.echo(f"River WaterFlow: {n:,} hourly readings of {target}; each hour, forecast the flow {H} hour(s) "
-               f"ahead, then learn from the true value (online, one pass; LSTM hidden {o['hidden']}, "
-               f"lr {o['lr']:g}, seed {o['seed']})")
-    click.echo(f"  MAE over the {int(ok.sum()):,} hours with a forecast:")
+               f"ahead, then learn from the true value (online, one pass, seed {o['seed']})")
+    season = results[0][1].engine.season_line()
+    click.echo(f"  default (the forecasting engine): {season}")
+    click.echo(f"  MAE over the {int(ok.sum()):,} hours with a forecast from every method:")
     for (opts_text, out), f in zip(results, fcs):
         mae = float(np.abs(actual[ok] - f[ok]).mean())
-        label = "streamlstm run" + (" --difference" if "--difference" in opts_text else "")
+        label = "streamlstm run" + (f" {opts_text}" if opts_text else " (default)")
         rate = out.stats.rows / max(out.elapsed, 1e-9)
-        click.echo(f"  {label:<29} {mae:8.4f}   ({mae / mae_naive:.2f}x the last value; {rate:,.0f} rows/s)")
-    click.echo(f"  {'last value (baseline)':<29} {mae_naive:8.4f}")
+        click.echo(f"  {label:<42} {mae:8.4f}   ({mae / mae_naive:.2f}x the last value; {rate:,.0f} rows/s)")
+    click.echo(f"  {'last value (baseline)':<42} {mae_naive:8.4f}")
+    mae_default = float(np.abs(actual[ok] - fcs[0][ok]).mean())
+    ratio = mae_default / mae_naive
+    click.echo(f"the default forecast's MAE is {ratio:.3f}x the last value's "
+               f"({'%.1f%% lower' % (100 * (1 - ratio)) if ratio < 1 else '%.1f%% higher' % (100 * (ratio - 1))})")
     click.echo("the same job from the shell:")
-    click.echo(f"  streamlstm run {path} --target '{target}' --time Time --ahead {H} --difference"
-               + ("" if not extra else " " + " ".join(extra)))
+    click.echo(f"  streamlstm run {path} --target '{target}' --time Time --ahead {H}"
+               + (f" --seed {o['seed']}" if o["seed"] else ""))
     if o.get("out"):
-        click.echo(f"forecasts (--difference) written to {o['out']}")
+        click.echo(f"forecasts (default) written to {o['out']}")
     if o.get("plot"):
-        click.echo(f"plot (--difference) written to {o['plot']}")
+        click.echo(f"plot (default) written to {o['plot']}")
 
 
 if __name__ == "__main__":

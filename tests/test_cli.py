@@ -448,6 +448,10 @@ def test_demo_and_its_absence(tmp_path):
     assert p1.returncode == 0, e1
     out = o1.decode()
     assert "WaterFlow" in out and "last value (baseline)" in out and "--difference" in out
+    # the default forecast (the engine) beats the last value, and says by how much
+    assert "streamlstm run (default)" in out and "season: 24 steps" in out
+    ratio = float(out.split("the default forecast's MAE is ")[1].split("x")[0])
+    assert ratio < 1.0, out
     assert p2.returncode == 2 and b"pip install 'streamlstm[river]'" in e2
 
 
