@@ -3,7 +3,9 @@
 Imported lazily by :mod:`streamlstm.adapters.cli`. Every number is the core
 :class:`streamlstm.Forecaster`'s: each row's target value is fed with
 ``learn_one(y, x, key)`` and the row's output is ``forecast(key)[H - 1]``, the forecast for
-the row H rows (of the same key) later. This module only routes rows and keeps, per key,
+the row H rows (of the same key) later. The row's features are those of its time in
+``learn_one`` and, as the latest known, stand for the features of the times forecast
+(``forecast(key, xs=[x] * H)``): a row's forecast uses everything the row says. This module only routes rows and keeps, per key,
 the forecasts of the last H rows so that each row can be written beside the forecast made
 for it H rows earlier (the CLI's column convention, shared with the bare-LSTM path of
 :mod:`._runner`).
@@ -95,16 +97,17 @@ class ForecastEngine:
         for i in range(n):
             key = keys[i] if keys is not None else None
             ring = self.ring.get(key)
+            x = blk.X[i] if self.n_features else None
             if known[i]:
                 try:
-                    model.learn_one(y[i], blk.X[i] if self.n_features else None, key)
+                    model.learn_one(y[i], x, key)
                 except (ValueError, TypeError) as exc:  # the parser lets only finite numbers through
                     raise CliError(f"internal error: the engine refused a row that passed the CSV checks: {exc}",
                                    1) from None
                 self.learned += 1
             elif ring is None:  # nothing known yet for this key: wait (no step, no output)
                 continue
-            f = float(model.forecast(key)[H - 1])
+            f = float(model.forecast(key, None if x is None else [x] * H)[H - 1])
             pred[i] = f
             if ring is None:
                 ring = self.ring[key] = np.full(H, np.nan)

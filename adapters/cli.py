@@ -426,7 +426,7 @@ def _require_matplotlib() -> None:
                        "(or: pip install matplotlib)")
 
 
-def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> str:
+def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None, unused: list[str] | None = None) -> str:
     """The job in one line on stderr: the task, which columns are features (and, when they
     were chosen here, the time column found and the columns left out)."""
     feats = job["features"]
@@ -443,6 +443,9 @@ def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> s
         what += f"; key {job['key']!r} (values and experts per key, models pooled over the keys)"
     elif job["key"]:
         what += f"; key {job['key']!r} ({'own weights per key' if job['per_key_models'] else 'shared weights'})"
+    if unused:
+        what += (f"; numeric columns not used as features by the engine: {', '.join(unused[:12])}"
+                 f"{', ...' if len(unused) > 12 else ''} (--features A,B,... to use them)")
     if roles is not None and roles.time:
         what += f"; time column {roles.time!r} ({roles.time_reason}; --time COL to name another)"
     if roles is not None and (roles.text or roles.empty):
@@ -635,6 +638,12 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         roles = column_roles(header, peeked, exclude, find_time=job["time"] is None, keyed=job["key"] is not None)
         job["features"] = roles.features
         job["time"] = job["time"] or roles.time
+    unused: list[str] = []
+    if roles is not None and job["model"] == "engine":
+        # The engine forecasts from the target's history unless features are named: the numeric
+        # columns offered by default made its forecasts worse on all three real series that have
+        # some (bench/bench_cli_forecast.py), where its own experts need no columns to be chosen.
+        unused, roles.features, job["features"] = roles.features, [], []
     schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
                     target_optional=not learn and not job["ahead"], keep=job["keep"], missing=job["missing"],
                     delimiter=reader.delimiter or ",")
@@ -649,7 +658,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
         engine, stats = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
         if not o.get("quiet"):
-            _echo(_describe(job, learn, roles))
+            _echo(_describe(job, learn, roles, unused))
         engine.warm_up()  # start-up work (loading compiled code), not the first rows
         if schema.compiled:
             from ._fastcsv import warm_up

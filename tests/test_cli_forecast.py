@@ -41,18 +41,20 @@ def seasonal_csv(path: Path, rows: int, keys: tuple[str, ...] = ("a",), missing_
 
 
 def core_forecasts(path: Path, H: int, keyed: bool, features: bool, **params) -> list[float]:
-    """The core engine fed the CSV's rows in Python: each row's forecast for t+H (NaN before the
-    key's first value; a row without a value repeats the key's latest forecast)."""
+    """The core engine fed the CSV's rows in Python: each row's forecast for t+H, the row's
+    features standing for those of the times forecast (NaN before the key's first value; a row
+    without a value does not step the engine)."""
     model = Forecaster(horizon=H, n_features=1 if features else 0, **params)
     seen: set = set()
     out = []
     for line in path.read_text().splitlines()[1:]:
         _t, site, hum, load = line.split(",")
         key = site if keyed else None
+        x = [float(hum)] if features else None
         if load:
-            model.learn_one(float(load), [float(hum)] if features else None, key)
+            model.learn_one(float(load), x, key)
             seen.add(key)
-        out.append(float(model.forecast(key)[H - 1]) if key in seen else math.nan)
+        out.append(float(model.forecast(key, None if x is None else [x] * H)[H - 1]) if key in seen else math.nan)
     return out
 
 
