@@ -209,7 +209,9 @@ def run(ctx: click.Context, **o: Any) -> None:
       regression:   [key] [time] TARGET  pred_TARGET  error
       forecasting:  [key] [time] TARGET  forecast_TARGET_t  error  forecast_TARGET_t+H
     error = actual - predicted for that row (empty when the target is empty or unknown);
-    forecast_TARGET_t is the forecast made H rows earlier for this row. An empty target
+    forecast_TARGET_t is the forecast made H rows earlier for this row. Forecasts come from
+    the core's forecasting engine (streamlstm.Forecaster; --model lstm: a bare LSTM); the
+    summary says which season it found. An empty target
     cell means "no label": the state advances, nothing is learned. Numbers are written
     exactly (e.g. -0.6799999999999997); --digits N rounds them to N significant digits.
 
