@@ -141,7 +141,7 @@ class ForecastEngine:
     # --------------------------------------------------------- persistence
     def snapshot(self, extra: dict[str, Any]) -> bytes:
         keys = list(self.ring)
-        arrays = {"forecaster": np.frombuffer(self.model.to_bytes(), dtype=np.uint8),
+        arrays: dict[str, np.ndarray] = {"forecaster": np.frombuffer(self.model.to_bytes(), dtype=np.uint8),
                   "ring": np.array([self.ring[k] for k in keys], dtype=np.float64).reshape(len(keys), self.H)}
         meta = {"format": FORMAT, "job": self.job, "params": self.params, "keys": keys, "learned": self.learned,
                 **extra}

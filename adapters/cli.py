@@ -830,7 +830,7 @@ def _demo(o: dict[str, Any]) -> None:
     base = ["--target", target, "--time", "Time", "--ahead", str(H)] + (["--seed", str(o["seed"])] if o["seed"] else [])
     lstm = (["--hidden", str(o["hidden"])] if o["hidden"] != 32 else []) + \
         (["--lr", repr(o["lr"])] if o["lr"] != 1e-3 else [])
-    results = []
+    results: list[tuple[str, Any]] = []
     for variant in ([], ["--model", "lstm", "--difference", *lstm]):
         args = [path, *base, *variant, "--quiet"]
         if o.get("plot") and not variant:

@@ -326,22 +326,27 @@ def assert_same_model(a: Path, b: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_kill_9_mid_pipe_then_resume_matches_an_uninterrupted_run(long_run, tmp_path):
-    d, data, args, full = long_run
-    ck = tmp_path / "ck.slstm"
+def kill_9_mid_pipe(data: Path, args: list, ck: Path, fed: int, every: int) -> None:
+    """Pipe the first ``fed`` rows of ``data`` to a checkpointing run, read every answer, kill -9 it."""
     lines = data.read_bytes().splitlines(keepends=True)
-    p = start("run", *args, "--checkpoint", ck, "--checkpoint-every", "250")
+    p = start("run", *args, "--checkpoint", ck, "--checkpoint-every", str(every))
     fd = p.stdout.fileno()
     buf = bytearray()
     try:
-        p.stdin.write(b"".join(lines[:1 + 1100]))
+        p.stdin.write(b"".join(lines[:1 + fed]))
         p.stdin.flush()
-        for _ in range(1 + 1100):  # every fed row has been answered, so checkpoints up to 1000 exist
+        for _ in range(1 + fed):  # every fed row has been answered, so the checkpoints before it exist
             read_line(fd, buf, 120)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
     finally:
         p.kill()
+
+
+def test_kill_9_mid_pipe_then_resume_matches_an_uninterrupted_run(long_run, tmp_path):
+    d, data, args, full = long_run
+    ck = tmp_path / "ck.slstm"
+    kill_9_mid_pipe(data, args, ck, 1100, 250)
     assert consumed(ck) == 1000
     r = ok(cli("run", data, *args, "--checkpoint", ck, "--resume", "--save", tmp_path / "end.slstm"))
     full_lines = full.splitlines(keepends=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import io
 import math
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +20,9 @@ import pytest
 
 pytest.importorskip("click")
 
-from test_cli import assert_same_model, cli, consumed, ok, read_line, rows_of, start  # noqa: E402
+from test_cli import assert_same_model, cli, consumed, kill_9_mid_pipe, ok, rows_of, start
 
-from streamlstm import Forecaster  # noqa: E402
+from streamlstm import Forecaster
 
 
 def seasonal_csv(path: Path, rows: int, keys: tuple[str, ...] = ("a",), missing_every: int = 0, seed: int = 0) -> Path:
@@ -109,6 +108,7 @@ def test_the_season_found_is_said_in_the_summary_and_by_info(tmp_path):
     r = ok(cli("run", one, "--target", "load", "--time", "time", "--ahead", "1", "--save", model))
     err = r.stderr.decode()
     assert "the forecasting engine" in err
+    assert "numeric columns not used as features by the engine: hum (--features A,B,... to use them)" in err
     assert "streamlstm: season: 12 steps (found online from the autocorrelation" in err
     info = ok(cli("info", model)).stdout.decode()
     assert "season: 12" in info and "model: forecasting engine" in info and "experts: last_value" in info
@@ -167,19 +167,7 @@ def test_engine_checkpoint_of_a_prefix_then_resume_equals_one_run(engine_run, tm
 def test_engine_kill_9_mid_pipe_then_resume_matches_an_uninterrupted_run(engine_run, tmp_path):
     d, data, args, full = engine_run
     ck = tmp_path / "ck.slstm"
-    lines = data.read_bytes().splitlines(keepends=True)
-    p = start("run", *args, "--checkpoint", ck, "--checkpoint-every", "100")
-    fd = p.stdout.fileno()
-    buf = bytearray()
-    try:
-        p.stdin.write(b"".join(lines[:1 + 550]))
-        p.stdin.flush()
-        for _ in range(1 + 550):  # every fed row has been answered, so checkpoints up to 500 exist
-            read_line(fd, buf, 120)
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=60)
-    finally:
-        p.kill()
+    kill_9_mid_pipe(data, args, ck, 550, 100)
     assert consumed(ck) == 500
     r = ok(cli("run", data, *args, "--checkpoint", ck, "--resume", "--save", tmp_path / "end.slstm"))
     assert r.stdout == b"".join(full.splitlines(keepends=True)[1 + 500:])
