@@ -146,7 +146,8 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
             ("time", lambda v: v is None or isinstance(v, str), "a column name or null"),
             ("ahead", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
             ("per_key_models", lambda v: v is None or isinstance(v, bool), "true or false"),
-            ("difference", lambda v: v is None or isinstance(v, bool), "true or false")):
+            ("difference", lambda v: v is None or isinstance(v, bool), "true or false"),
+            ("model", lambda v: v in (None, "lstm", "engine"), "'lstm' or 'engine'")):
         if not ok(job.get(name)):
             raise bad(f"job.{name} is {job.get(name)!r}, expected {want}")
     if not isinstance(meta.get("params"), dict):
@@ -185,6 +186,10 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
         return a
 
     H = job.get("ahead") or 0
+    if job.get("model") == "engine":  # the forecasting engine's bytes are checked by its own loader
+        array("forecaster", "u", 1)
+        array("ring", "f", 2, n, H)
+        return
     if job.get("per_key_models") and keyed:
         models = array("models", "u", 1)
         sizes = array("model_sizes", "i", 1, n)

@@ -58,8 +58,31 @@ _MODEL_NAMES = ["hidden", "layers", "cell", "bptt", "update_every", "optimizer",
                 "rho", "eps", "clip", "l2", "loss", "huber_delta", "standardize", "standardize_target", "dtype", "seed"]
 
 
+# The settings of the forecasting engine (``--ahead H``, the default model) exposed as options:
+# option -> :class:`streamlstm.Forecaster` parameter, with the engine's own defaults (a test
+# checks each name and default against the Forecaster's signature; the core is not imported
+# here so that --help answers at once). ``--seed`` is shared with the LSTM path.
+_ENGINE_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
+    (["--season"], "season", dict(default="auto", show_default=True, metavar="auto|none|N",
+                                  help="Engine: the season in rows (of a key), 'none', or 'auto': found online "
+                                       "from the autocorrelation of the recent changes (said in the summary).")),
+    (["--max-season"], "max_season", dict(default=48, show_default=True, type=click.IntRange(2),
+                                          help="Engine: the longest season that --season auto looks for.")),
+    (["--lstm-expert/--no-lstm-expert"], "lstm", dict(default=True, show_default=True,
+                                                      help="Engine: include the LSTM expert (on the residual of "
+                                                           "the last value) among the experts.")),
+    (["--lstm-hidden"], "lstm_hidden", dict(default=16, show_default=True, type=click.IntRange(1),
+                                            help="Engine: units of the LSTM expert.")),
+    (["--lstm-lr"], "lstm_lr", dict(default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+                                    help="Engine: learning rate of the LSTM expert.")),
+]
+ENGINE_PARAMS = {decls[0].split("/")[0].lstrip("-").replace("-", "_"): param for decls, param, _ in _ENGINE_OPTIONS}
+
+
 def _model_options(fn: Any) -> Any:
     for decls, kw in reversed(_MODEL_OPTIONS):
+        fn = click.option(*decls, **kw)(fn)
+    for decls, _param, kw in reversed(_ENGINE_OPTIONS):
         fn = click.option(*decls, **kw)(fn)
     return fn
 
@@ -141,9 +164,14 @@ def main() -> None:
 @click.option("--ahead", default=0, type=click.IntRange(0), metavar="H",
               help="Forecast the target H rows (of the same key) ahead, from its own history plus the "
                    "features; learn when the true value arrives. 0 (default): regression.")
+@click.option("--model", "model_kind", type=click.Choice(["engine", "lstm"]), default=None,
+              help="With --ahead: 'engine' (the default) is the core's forecasting engine (streamlstm.Forecaster: "
+                   "simple experts, online autoregressions, an LSTM expert, online aggregation; --season...); "
+                   "'lstm' is a bare LSTM on the target's history (--hidden, --lr, ... --difference). "
+                   "Regression always uses the bare LSTM.")
 @click.option("--difference", is_flag=True,
-              help="With --ahead: learn the change y[t+H] - y[t] and write y[t] + that change as the forecast "
-                   "(often much better on level series that wander, like a random walk).")
+              help="With --ahead --model lstm: learn the change y[t+H] - y[t] and write y[t] + that change as the "
+                   "forecast (often much better on level series that wander, like a random walk).")
 @click.option("--per-key-models", is_flag=True, help="Give every key its own weights (memory grows per key).")
 @click.option("--no-learn", is_flag=True, help="Inference only: states advance, weights stay.")
 @click.option("--load", type=click.Path(dir_okay=False), help="Start from a model saved with --save/--checkpoint "
@@ -189,7 +217,9 @@ def run(ctx: click.Context, **o: Any) -> None:
       regression:   [key] [time] TARGET  pred_TARGET  error
       forecasting:  [key] [time] TARGET  forecast_TARGET_t  error  forecast_TARGET_t+H
     error = actual - predicted for that row (empty when the target is empty or unknown);
-    forecast_TARGET_t is the forecast made H rows earlier for this row. An empty target
+    forecast_TARGET_t is the forecast made H rows earlier for this row. Forecasts come from
+    the core's forecasting engine (streamlstm.Forecaster; --model lstm: a bare LSTM); the
+    summary says which season it found. An empty target
     cell means "no label": the state advances, nothing is learned. Numbers are written
     exactly (e.g. -0.6799999999999997); --digits N rounds them to N significant digits.
 
@@ -252,7 +282,54 @@ def _job_from_options(o: dict[str, Any]) -> dict[str, Any]:
     return {"target": o.get("target"), "features": _names(o.get("features")), "key": o.get("key"),
             "time": o.get("time_col"), "ahead": int(o.get("ahead") or 0),
             "per_key_models": bool(o.get("per_key_models")), "difference": bool(o.get("difference")),
-            "keep": _names(o.get("keep")) or [], "missing": o.get("missing") or "impute"}
+            "keep": _names(o.get("keep")) or [], "missing": o.get("missing") or "impute",
+            "model": _model_kind(o)}
+
+
+def _model_kind(o: dict[str, Any]) -> str:
+    """'engine' (the forecasting engine: the default of --ahead) or 'lstm' (the bare LSTM)."""
+    kind = o.get("model_kind")
+    if not o.get("ahead"):
+        if kind == "engine":
+            raise CliError("--model engine forecasts (--ahead H); regression uses the bare LSTM")
+        return "lstm"
+    return kind or "engine"
+
+
+def _season(text: Any) -> int | str | None:
+    """The --season option: 'auto', None ('none') or a number of rows >= 2."""
+    if text is None or text == "auto":
+        return "auto"
+    if str(text).lower() == "none":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 2:
+        raise CliError(f"--season {text!r}: expected 'auto', 'none' or a whole number of rows >= 2")
+    return n
+
+
+def _engine_params(o: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """:class:`Forecaster` keyword arguments from the options (horizon and features come from the job).
+    The bare LSTM's own options are refused: they would silently do nothing."""
+    lstm_only = [n for n in _MODEL_NAMES if n in explicit and n != "seed"]
+    lstm_only += [n for n in ("difference", "per_key_models") if o.get(n)]
+    if lstm_only:
+        names = ", ".join("--" + n.replace("_", "-") for n in lstm_only)
+        raise CliError(f"{names}: option(s) of the bare LSTM (--model lstm); the forecasting engine (the default "
+                       "with --ahead) takes --season, --max-season, --no-lstm-expert, --lstm-hidden, --lstm-lr, "
+                       "--seed (it keeps each key's values and experts and pools its models over the keys)")
+    params = {param: o.get(name, default) for name, (param, default) in _engine_defaults().items()}
+    params["season"] = _season(params["season"])
+    params["seed"] = o.get("seed", 0)
+    return params
+
+
+def _engine_defaults() -> dict[str, tuple[str, Any]]:
+    """Option name -> (Forecaster parameter, the option's default)."""
+    return {name: (param, kw["default"]) for (decls, param, kw), name in zip(_ENGINE_OPTIONS, ENGINE_PARAMS)}
 
 
 def _delimiter(text: str | None) -> str | None:
@@ -375,6 +452,14 @@ def _checkpoint_problem(meta: dict[str, Any], arrays: dict[str, Any]) -> str | N
         return f"job fields 'features' {job['features']!r} / 'ahead' {job['ahead']!r} out of range"
     if not isinstance(meta.get("params"), dict) or not isinstance(meta.get("keys"), list):
         return "'params' must be an object and 'keys' a list"
+    if job.get("model") == "engine":  # the forecasting engine's own bytes are checked by its loader
+        blob, ring = arrays.get("forecaster"), arrays.get("ring")
+        if blob is None or blob.dtype.kind != "u" or blob.ndim != 1:
+            return "array 'forecaster' (the engine's bytes) is missing"
+        if ring is None or ring.dtype.kind != "f" or ring.shape != (len(meta["keys"]), job["ahead"]):
+            return f"array 'ring' is {None if ring is None else (str(ring.dtype), ring.shape)}, expected float " \
+                   f"({len(meta['keys'])}, {job['ahead']})"
+        return None
     from streamlstm.settings import ModelSettings
 
     try:  # the settings new keys' models are built with
@@ -439,7 +524,7 @@ def _require_matplotlib() -> None:
                        "(or: pip install matplotlib)")
 
 
-def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> str:
+def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None, unused: list[str] | None = None) -> str:
     """The job in one line on stderr: the task, which columns are features (and, when they
     were chosen here, the time column found and the columns left out)."""
     feats = job["features"]
@@ -449,9 +534,16 @@ def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None) -> s
     what = (f"forecasting {job['target']!r} {job['ahead']} row(s) ahead from its history"
             + (f" and {len(feats)} feature(s) ({shown})" if feats else "")
             + (" (learning the change, --difference)" if job.get("difference") else "")
+            + ("; the forecasting engine (--model lstm: a bare LSTM)" if job.get("model") == "engine"
+               else "; a bare LSTM (--model lstm)")
             if job["ahead"] else f"regression of {job['target']!r} on {len(feats)} feature(s) ({shown})")
-    if job["key"]:
+    if job["key"] and job.get("model") == "engine":
+        what += f"; key {job['key']!r} (values and experts per key, models pooled over the keys)"
+    elif job["key"]:
         what += f"; key {job['key']!r} ({'own weights per key' if job['per_key_models'] else 'shared weights'})"
+    if unused:
+        what += (f"; numeric columns not used as features by the engine: {', '.join(unused[:12])}"
+                 f"{', ...' if len(unused) > 12 else ''} (--features A,B,... to use them)")
     if roles is not None and roles.time:
         what += f"; time column {roles.time!r} ({roles.time_reason}; --time COL to name another)"
     if roles is not None and (roles.text or roles.empty):
@@ -471,10 +563,13 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
     if saved is not None and saved[0] == "streamlstm.cli":
         kind, meta, arrays = saved
         try:
-            engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
+            if meta["job"].get("model") == "engine":
+                from ._forecasting import ForecastEngine
+
+                engine: Any = ForecastEngine.restore(meta, arrays, learn)
+            else:
+                engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
-            if isinstance(exc, CliError):
-                raise
             raise CliError(f"{saved_path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
         if resuming:
             if meta.get("header") != header:
@@ -516,7 +611,12 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
             params = template.get_params()
             params.pop("n_inputs", None)
         assert params is not None  # made from the options when there is no saved job
-        engine = R.Engine(job, params, learn, template=template)
+        if job["model"] == "engine":
+            from ._forecasting import ForecastEngine
+
+            engine = ForecastEngine(job, params, learn)
+        else:
+            engine = R.Engine(job, params, learn, template=template)
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
     return engine, stats, fingerprint
@@ -571,12 +671,13 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     if saved is not None and saved[0] == "streamlstm.cli":
         old = saved[1]["job"]
         flags = {"target": "--target", "features": "--features", "key": "--key", "time": "--time",
-                 "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference"}
+                 "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference",
+                 "model": "--model"}
         opt_names = {"target": "target", "features": "features", "key": "key", "time": "time_col",
                      "ahead": "ahead", "per_key_models": "per_key_models", "difference": "difference",
-                     "keep": "keep", "missing": "missing"}
+                     "keep": "keep", "missing": "missing", "model": "model_kind"}
         flags.update(keep="--keep", missing="--missing")
-        defaults = {"keep": [], "missing": "impute"}  # files from before these options
+        defaults = {"keep": [], "missing": "impute", "model": "lstm"}  # files from before these options
         if not resuming:  # a loaded model may run on a file whose time and kept columns are named otherwise
             for name in ("time", "keep", "missing"):
                 flags.pop(name)
@@ -591,14 +692,35 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
             job = {**defaults, **old}
         else:
             job = {**defaults, **old, "time": job["time"], "keep": job["keep"], "missing": job["missing"]}
+    if saved is not None and saved[0] == "OnlineLSTM":  # a bare model: the LSTM path
+        if job["model"] == "engine" and "model_kind" in explicit:
+            raise CliError(f"--model engine: {saved_path} is a bare OnlineLSTM; load it with --model lstm")
+        job["model"] = "lstm"
     if saved is not None:
-        ignored = [n for n in _MODEL_NAMES if n in explicit]
+        ignored = [n for n in [*_MODEL_NAMES, *ENGINE_PARAMS] if n in explicit]
         if ignored:
             _echo(f"ignoring {', '.join('--' + n.replace('_', '-') for n in ignored)}: "
                   f"the model's settings come from {saved_path}")
     if not job["target"]:
         raise CliError("--target COL is required (the column to predict)")
-    params = _params_from_options(o, job["ahead"]) if (saved is None or saved[0] == "OnlineLSTM") else None
+    engine_job = job["model"] == "engine"
+    if engine_job and not learn:
+        from ._forecasting import NO_LEARN
+
+        raise CliError(NO_LEARN)
+    if engine_job and o.get("fresh_state"):
+        raise CliError("--fresh-state goes with --model lstm: the forecasting engine's state is its keys' values")
+    if not engine_job and saved is None:
+        given = [n for n in ENGINE_PARAMS if n in explicit]
+        if given:
+            raise CliError(f"{', '.join('--' + n.replace('_', '-') for n in given)}: option(s) of the forecasting "
+                           "engine (--ahead H without --model lstm)")
+    if saved is not None and saved[0] != "OnlineLSTM":
+        params = None
+    elif engine_job:
+        params = _engine_params(o, explicit)
+    else:
+        params = _params_from_options(o, job["ahead"])
 
     # input and header
     source = _open_input(o.get("input", "-"))
@@ -614,6 +736,12 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         roles = column_roles(header, peeked, exclude, find_time=job["time"] is None, keyed=job["key"] is not None)
         job["features"] = roles.features
         job["time"] = job["time"] or roles.time
+    unused: list[str] = []
+    if roles is not None and job["model"] == "engine":
+        # The engine forecasts from the target's history unless features are named: the numeric
+        # columns offered by default made its forecasts worse on all three real series that have
+        # some (bench/bench_cli_forecast.py), where its own experts need no columns to be chosen.
+        unused, roles.features, job["features"] = roles.features, [], []
     schema = Schema(header, job["target"], job["features"], job["key"], job["time"],
                     target_optional=not learn and not job["ahead"], keep=job["keep"], missing=job["missing"],
                     delimiter=reader.delimiter or ",")
@@ -628,7 +756,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
         engine, stats, fingerprint = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
         if not o.get("quiet"):
-            _echo(_describe(job, learn, roles))
+            _echo(_describe(job, learn, roles, unused))
         engine.warm_up()  # start-up work (loading compiled code), not the first rows
         if schema.compiled:
             from ._fastcsv import warm_up
@@ -657,6 +785,8 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     outcome = R.run_job(reader, schema, engine, writer, opts, stats, _echo)
     if not o.get("quiet"):
         _echo(R.summary(outcome))
+        if hasattr(engine, "season_line"):
+            _echo(engine.season_line())
     if o.get("plot") and outcome.actual:
         import numpy as np
 
@@ -712,10 +842,17 @@ def _info(path: str, as_json: bool) -> None:
         if job.get("keep"):
             d["keep"] = job["keep"]
         if job["key"]:
-            d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
+            if job.get("model") != "engine":
+                d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
             d["keys"] = len(meta["keys"])
         d["missing"] = job.get("missing", "impute")
-        d["settings"] = {"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]}
+        if job.get("model") == "engine":
+            from ._forecasting import describe
+
+            d["model"] = "forecasting engine (streamlstm.Forecaster)"
+            d.update(describe(meta, arrays))
+        else:
+            d["settings"] = {"n_inputs": len(job["features"]) + (1 if job["ahead"] else 0), **meta["params"]}
         if "model" in arrays:
             model = OnlineLSTM.from_bytes(arrays["model"].tobytes())
             d["steps"], d["updates"] = model.n_steps, model.n_updates
@@ -742,6 +879,8 @@ def _info(path: str, as_json: bool) -> None:
     for k, v in d.items():
         if k == "settings":
             v = ", ".join(f"{a}={b}" for a, b in v.items())
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a} ({b:,} keys)" for a, b in v.items())
         elif isinstance(v, list):
             v = ", ".join(map(str, v)) if v else "-"
         elif isinstance(v, float):
@@ -754,16 +893,18 @@ def _info(path: str, as_json: bool) -> None:
 # --------------------------------------------------------------------------- demo
 @main.command(context_settings=_CONTEXT)
 @click.option("--ahead", default=1, show_default=True, type=click.IntRange(1), help="Hours ahead.")
-@click.option("--hidden", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True))
+@click.option("--hidden", default=32, show_default=True, type=click.IntRange(1), help="The bare LSTM's units.")
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="The bare LSTM's learning rate.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the forecasts (CSV) here.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs forecast to this PNG.")
 def demo(**o: Any) -> None:
     """Forecast River's WaterFlow series online (the `run` job on a bundled file).
 
-    Learns while it forecasts, one hourly reading at a time, and compares its mean
-    absolute error with the last-value baseline on the same hours.
+    Learns while it forecasts, one hourly reading at a time, and compares the mean absolute
+    error of the default forecast (the forecasting engine) and of a bare LSTM (--model lstm
+    --difference) with the last-value baseline on the same hours.
     """
     _guard(_demo, o)
 
@@ -783,18 +924,18 @@ def _demo(o: dict[str, Any]) -> None:
     H = o["ahead"]
     if o.get("plot"):
         _require_matplotlib()
-    base = ["--target", target, "--time", "Time", "--ahead", str(H)]
-    extra = (["--hidden", str(o["hidden"])] if o["hidden"] != 32 else []) + \
-        (["--lr", repr(o["lr"])] if o["lr"] != 1e-3 else []) + (["--seed", str(o["seed"])] if o["seed"] else [])
-    results = []
-    for variant in ([], ["--difference"]):
-        args = [path, *base, *extra, *variant, "--quiet"]
-        if o.get("plot") and variant:
+    base = ["--target", target, "--time", "Time", "--ahead", str(H)] + (["--seed", str(o["seed"])] if o["seed"] else [])
+    lstm = (["--hidden", str(o["hidden"])] if o["hidden"] != 32 else []) + \
+        (["--lr", repr(o["lr"])] if o["lr"] != 1e-3 else [])
+    results: list[tuple[str, Any]] = []
+    for variant in ([], ["--model", "lstm", "--difference", *lstm]):
+        args = [path, *base, *variant, "--quiet"]
+        if o.get("plot") and not variant:
             args += ["--plot", o["plot"]]
         with run.make_context("run", list(args)) as ctx:
             opts = dict(ctx.params)
         sink: Any = io.StringIO()
-        if o.get("out") and variant:
+        if o.get("out") and not variant:
             sink = open(o["out"], "w", encoding="utf-8", newline="\n")
         try:
             with _CompileNote(not results and sys.stderr.isatty()):  # the first run loads (or compiles) the kernels
@@ -802,7 +943,7 @@ def _demo(o: dict[str, Any]) -> None:
         finally:
             if sink is not None and not isinstance(sink, io.StringIO):
                 sink.close()
-        results.append((" ".join(extra + variant), outcome))
+        results.append((" ".join(variant), outcome))
     actual = np.concatenate(results[0][1].actual)
     naive = np.full_like(actual, np.nan)
     naive[H:] = actual[:-H]  # the value known H hours earlier
@@ -813,22 +954,27 @@ def _demo(o: dict[str, Any]) -> None:
     mae_naive = float(np.abs(actual[ok] - naive[ok]).mean())
     n = results[0][1].stats.rows
     click.echo(f"River WaterFlow: {n:,} hourly readings of {target}; each hour, forecast the flow {H} hour(s) "
-               f"ahead, then learn from the true value (online, one pass; LSTM hidden {o['hidden']}, "
-               f"lr {o['lr']:g}, seed {o['seed']})")
-    click.echo(f"  MAE over the {int(ok.sum()):,} hours with a forecast:")
+               f"ahead, then learn from the true value (online, one pass, seed {o['seed']})")
+    season = results[0][1].engine.season_line()
+    click.echo(f"  default (the forecasting engine): {season}")
+    click.echo(f"  MAE over the {int(ok.sum()):,} hours with a forecast from every method:")
     for (opts_text, out), f in zip(results, fcs):
         mae = float(np.abs(actual[ok] - f[ok]).mean())
-        label = "streamlstm run" + (" --difference" if "--difference" in opts_text else "")
+        label = "streamlstm run" + (f" {opts_text}" if opts_text else " (default)")
         rate = out.stats.rows / max(out.elapsed, 1e-9)
-        click.echo(f"  {label:<29} {mae:8.4f}   ({mae / mae_naive:.2f}x the last value; {rate:,.0f} rows/s)")
-    click.echo(f"  {'last value (baseline)':<29} {mae_naive:8.4f}")
+        click.echo(f"  {label:<42} {mae:8.4f}   ({mae / mae_naive:.2f}x the last value; {rate:,.0f} rows/s)")
+    click.echo(f"  {'last value (baseline)':<42} {mae_naive:8.4f}")
+    mae_default = float(np.abs(actual[ok] - fcs[0][ok]).mean())
+    ratio = mae_default / mae_naive
+    click.echo(f"the default forecast's MAE is {ratio:.3f}x the last value's "
+               f"({'%.1f%% lower' % (100 * (1 - ratio)) if ratio < 1 else '%.1f%% higher' % (100 * (ratio - 1))})")
     click.echo("the same job from the shell:")
-    click.echo(f"  streamlstm run {path} --target '{target}' --time Time --ahead {H} --difference"
-               + ("" if not extra else " " + " ".join(extra)))
+    click.echo(f"  streamlstm run {path} --target '{target}' --time Time --ahead {H}"
+               + (f" --seed {o['seed']}" if o["seed"] else ""))
     if o.get("out"):
-        click.echo(f"forecasts (--difference) written to {o['out']}")
+        click.echo(f"forecasts (default) written to {o['out']}")
     if o.get("plot"):
-        click.echo(f"plot (--difference) written to {o['plot']}")
+        click.echo(f"plot (default) written to {o['plot']}")
 
 
 if __name__ == "__main__":

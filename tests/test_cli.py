@@ -115,7 +115,8 @@ def test_regression_file_pipe_and_block_sizes_agree(tmp_path):
 
 def test_forecasting_columns_and_alignment(tmp_path):
     data = make_csv(tmp_path / "s.csv", 60)
-    r = ok(cli("run", data, "--target", "temp", "--key", "sensor", "--ahead", "3", "--features", "hum", *SMALL))
+    r = ok(cli("run", data, "--target", "temp", "--key", "sensor", "--ahead", "3", "--features", "hum", "--model", "lstm",
+               *SMALL))
     rows = rows_of(r.stdout)
     assert list(rows[0]) == ["sensor", "temp", "forecast_temp_t", "error", "forecast_temp_t+3"]
     for key in ("a", "b"):
@@ -307,8 +308,8 @@ def long_run(tmp_path_factory):
     """An uninterrupted run to compare interrupted ones with."""
     d = tmp_path_factory.mktemp("resume")
     data = make_csv(d / "s.csv", 1500, keys=("a", "b", "c"), missing_every=11)
-    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--features", "hum", *SMALL,
-            "--quiet"]
+    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--features", "hum", "--model",
+            "lstm", *SMALL, "--quiet"]
     r = ok(cli("run", data, *args, "--save", d / "full.slstm"))
     return d, data, args, r.stdout
 
@@ -325,22 +326,27 @@ def assert_same_model(a: Path, b: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_kill_9_mid_pipe_then_resume_matches_an_uninterrupted_run(long_run, tmp_path):
-    d, data, args, full = long_run
-    ck = tmp_path / "ck.slstm"
+def kill_9_mid_pipe(data: Path, args: list, ck: Path, fed: int, every: int) -> None:
+    """Pipe the first ``fed`` rows of ``data`` to a checkpointing run, read every answer, kill -9 it."""
     lines = data.read_bytes().splitlines(keepends=True)
-    p = start("run", *args, "--checkpoint", ck, "--checkpoint-every", "250")
+    p = start("run", *args, "--checkpoint", ck, "--checkpoint-every", str(every))
     fd = p.stdout.fileno()
     buf = bytearray()
     try:
-        p.stdin.write(b"".join(lines[:1 + 1100]))
+        p.stdin.write(b"".join(lines[:1 + fed]))
         p.stdin.flush()
-        for _ in range(1 + 1100):  # every fed row has been answered, so checkpoints up to 1000 exist
+        for _ in range(1 + fed):  # every fed row has been answered, so the checkpoints before it exist
             read_line(fd, buf, 120)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
     finally:
         p.kill()
+
+
+def test_kill_9_mid_pipe_then_resume_matches_an_uninterrupted_run(long_run, tmp_path):
+    d, data, args, full = long_run
+    ck = tmp_path / "ck.slstm"
+    kill_9_mid_pipe(data, args, ck, 1100, 250)
     assert consumed(ck) == 1000
     r = ok(cli("run", data, *args, "--checkpoint", ck, "--resume", "--save", tmp_path / "end.slstm"))
     full_lines = full.splitlines(keepends=True)
@@ -399,7 +405,7 @@ def test_checkpoint_of_a_prefix_then_resume_equals_one_run_per_key_models_differ
     data = make_csv(tmp_path / "s.csv", 200, missing_every=13)
     prefix = tmp_path / "p.csv"
     prefix.write_text("".join(data.read_text().splitlines(keepends=True)[:1 + 151]))
-    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "3", "--difference",
+    args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "3", "--model", "lstm", "--difference",
             "--per-key-models", *SMALL, "--quiet"]
     ck = tmp_path / "ck.slstm"
     p_full = start("run", data, *args, "--save", tmp_path / "full.slstm", stdin=subprocess.DEVNULL)
@@ -447,6 +453,10 @@ def test_demo_and_its_absence(tmp_path):
     assert p1.returncode == 0, e1
     out = o1.decode()
     assert "WaterFlow" in out and "last value (baseline)" in out and "--difference" in out
+    # the default forecast (the engine) beats the last value, and says by how much
+    assert "streamlstm run (default)" in out and "season: 24 steps" in out
+    ratio = float(out.split("the default forecast's MAE is ")[1].split("x")[0])
+    assert ratio < 1.0, out
     assert p2.returncode == 2 and b"pip install 'streamlstm[river]'" in e2
 
 

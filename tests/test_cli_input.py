@@ -140,7 +140,8 @@ def test_column_roles_time_detection_text_columns_keep_and_no_features(tmp_path)
         "keep": (["run", path, "--target", "temp", "--keep", "name,id", "--features", "hum", *SMALL], None),
         "keep feature": (["run", path, "--target", "temp", "--keep", "hum", "--features", "hum", *SMALL], None),
         "no features": (["run", path, "--target", "temp", "--features", "", *SMALL], None),
-        "no features ahead": (["run", path, "--target", "temp", "--features", "", "--ahead", "1", *SMALL], None),
+        "no features ahead": (["run", path, "--target", "temp", "--features", "", "--ahead", "1", "--model", "lstm",
+                               *SMALL], None),
     })
     _, out, err = good(res["auto"])
     assert list(rows_of(out)[0]) == ["year", "temp", "pred_temp", "error"]  # year: time, copied, not an input
@@ -234,7 +235,8 @@ def test_summary_scores_real_forecasts_only_and_says_over_how_many(tmp_path):
     data = make_csv(tmp_path / "s.csv", 50, keys=("a",))
     res = run_all({
         "regression": (["run", data, "--target", "temp", "--time", "time", *SMALL], None),
-        "forecast": (["run", data, "--target", "temp", "--time", "time", "--ahead", "2", *SMALL], None),
+        "forecast": (["run", data, "--target", "temp", "--time", "time", "--ahead", "2", "--model", "lstm",
+                     *SMALL], None),
     })
     _, out, err = good(res["regression"])
     rows = rows_of(out)

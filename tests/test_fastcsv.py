@@ -287,7 +287,8 @@ RUN_PIECES = ["", "\n", '"q,1",2,3,4\n', "a,b\n", "nan", "1e300", "\r\n", " 1", 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                     HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 10 ** 6), st.lists(st.tuples(st.integers(0, 10 ** 6), st.sampled_from(RUN_PIECES)), max_size=4),
-       st.sampled_from([[], ["--ahead", "2"], ["--ahead", "1", "--difference"], ["--format", "jsonl"],
+       st.sampled_from([[], ["--ahead", "2"], ["--ahead", "1", "--model", "lstm", "--difference"],
+                        ["--ahead", "3", "--model", "lstm"], ["--format", "jsonl"],
                         ["--digits", "5"], ["--block-size", "7"]]),
        st.sampled_from(["skip", "error"]))
 def test_a_file_run_writes_exactly_what_a_pipe_run_writes(tmp_path, seed, edits, extra, policy):
