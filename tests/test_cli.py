@@ -543,7 +543,7 @@ def test_file_run_stops_at_the_first_bad_row_like_a_pipe_run(tmp_path):
 
 
 def test_ahead_with_learning_runs_in_blocks_and_equals_the_per_row_path(tmp_path, monkeypatch):
-    """--ahead 3 with learning: the core's block call with a label lag serves whole runs of
+    """--ahead 3 --model lstm with learning: the core's block call with a label lag serves whole runs of
     rows (no per-row loop), and writes exactly what one-row blocks write."""
     from click.testing import CliRunner
 
@@ -559,7 +559,7 @@ def test_ahead_with_learning_runs_in_blocks_and_equals_the_per_row_path(tmp_path
         return block_call(self, X, Y, mask, lag=lag)
 
     monkeypatch.setattr(OnlineLSTM, "learn_many", spy)
-    args = ["run", str(data), "--target", "temp", "--time", "time", "--features", "hum", "--ahead", "3", *SMALL]
+    args = ["run", str(data), "--target", "temp", "--time", "time", "--features", "hum", "--ahead", "3", "--model", "lstm", *SMALL]
     blocks = CliRunner().invoke(cli_module.main, args, catch_exceptions=False)
     assert blocks.exit_code == 0, blocks.output
     assert any(n > 1 and lag == 2 for n, lag in calls), calls  # whole runs went through one block call

@@ -31,7 +31,7 @@ from streamlstm.adapters import _csvio  # noqa: E402
 from streamlstm.adapters._csvio import MAX_LINE  # noqa: E402
 from streamlstm.adapters._runner import InputFingerprint  # noqa: E402
 
-KEYED = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--features", "hum", *SMALL,
+KEYED = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--model", "lstm", "--features", "hum", *SMALL,
          "--quiet"]
 
 
@@ -350,7 +350,7 @@ def test_a_corrupt_checkpoint_is_a_clear_error_with_exit_2(uninterrupted, tmp_pa
         "ring shape": (lambda p: _rewrite(d / "full.slstm", p, lambda m, a: a.update(ring=a["ring"][:, :1])),
                        "the array 'ring' is float64 of shape (3, 1)"),
         "state width": (lambda p: _rewrite(d / "full.slstm", p, lambda m, a: a.update(states=a["states"][:, :5])),
-                        "corrupt checkpoint: the state of key "),
+                        "corrupt checkpoint: array 'states' is float64 (3, 5)"),
         "model bytes": (lambda p: _rewrite(d / "full.slstm", p, lambda m, a: a.update(model=a["model"][:100])),
                         "the model:"),
     }
