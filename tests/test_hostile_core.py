@@ -357,8 +357,9 @@ def test_river_and_cli_setting_names_match_the_schema():
     cli_names |= {"betas", "standardize_inputs", "standardize_targets"}
     assert cli_names <= schema, cli_names - schema
     pytest.importorskip("river")
-    from streamlstm.adapters import river as river_adapter
-    assert set(river_adapter._CORE) <= schema, set(river_adapter._CORE) - schema
+    from streamlstm.adapters.river import params as river_params
+    offered = set(river_params._CORE) | set(river_params._CORE_OPTIONAL)
+    assert offered <= schema, offered - schema
 
 
 # ---------------------------------------------------------------- 7. one absurd reading
