@@ -211,7 +211,7 @@ def _load_stream(model: Forecaster, i: int, entry: Any, arrays: dict[str, np.nda
     level, anchor = _float(entry.get("level"), f"{what}: 'level'"), _float(entry.get("anchor"), f"{what}: 'anchor'")
     cap, H, E = model._capacity, model.horizon, len(model.expert_names)
     G, nf = len(model.ar_units), model.n_features
-    season = entry.get("season")
+    season: Any = entry.get("season")
     if model.season == "auto":
         high = min(model.max_season, cap)
         ok, allowed = type(season) is int and (season == 0 or 2 <= season <= high), f"0 or in [2, {high}]"
@@ -221,6 +221,7 @@ def _load_stream(model: Forecaster, i: int, entry: Any, arrays: dict[str, np.nda
         ok, allowed = type(season) is int and season == (model.season if n else 0), f"{model.season if n else 0}"
     if not ok:
         raise ValueError(f"{what}: 'season' is {season!r}; with season={model.season!r} and n={n} it must be {allowed}")
+    season = int(season)
     if hw_ready and not season:
         raise ValueError(f"{what}: 'hw_ready' is true without a season")
     name = f"stream/{i}/"

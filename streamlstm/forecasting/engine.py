@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from .. import persistence
-from ..model import LSTMState, OnlineLSTM
 from .aggregation import Aggregator
 from .experts import (
     PROFILE_RATE,
