@@ -16,6 +16,7 @@ to forecast from): its ``forecast_t+H`` repeats the key's latest forecast.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -158,12 +159,33 @@ class ForecastEngine:
         except persistence.FormatError as exc:
             raise CliError(f"the saved forecasting engine cannot be read: {exc}") from None
         eng = cls(meta["job"], meta["params"], learn, model=model)
-        eng.learned = int(meta.get("learned", 0))
-        for k, ring in zip(meta["keys"], arrays["ring"]):
+        learned = meta.get("learned", 0)
+        if type(learned) is not int or not 0 <= learned <= 1 << 62:
+            raise CliError(f"corrupt checkpoint: 'learned' must be a count >= 0, got {learned!r}")
+        eng.learned = learned
+        keys = meta["keys"]
+        # a ring is made for a key right after its first value: the rings' keys are the engine's streams
+        if not all(k is None or type(k) in (str, int) for k in keys) or len(set(keys)) != len(keys) \
+                or set(keys) != set(model.keys) or (not eng.keyed and keys not in ([], [None])):
+            raise CliError(f"corrupt checkpoint: 'keys' {keys[:5]!r} (of {len(keys)}) must be the distinct keys of "
+                           f"the saved engine's streams {model.keys[:5]!r} (of {len(model.keys)})")
+        for k, ring in zip(keys, arrays["ring"]):
             eng.ring[k] = ring.copy()
         if eng.imputer is not None and "imputer" in meta:
+            _check_imputer(meta["imputer"], eng.n_features)
             eng.imputer = Imputer.from_meta(meta["imputer"])
         return eng
+
+
+def _check_imputer(d: Any, n: int) -> None:
+    """Refuse a saved imputer whose running sums would not fit ``n`` features or would
+    impute a non-finite value (the engine would then refuse a row that passed the CSV checks)."""
+    ok = isinstance(d, dict) and all(isinstance(d.get(f), list) and len(d[f]) == n for f in ("sum", "count", "filled"))
+    ok = ok and all(type(v) in (int, float) and math.isfinite(v) for v in d["sum"])
+    ok = ok and all(type(v) is int and 0 <= v <= 1 << 62 for f in ("count", "filled") for v in d[f])
+    if not ok:
+        raise CliError(f"corrupt checkpoint: 'imputer' must hold lists 'sum' (finite), 'count' and 'filled' (counts "
+                       f">= 0) of {n} values, one per feature")
 
 
 def describe(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:

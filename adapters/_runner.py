@@ -205,6 +205,8 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
     if H:
         array("last", "f", 1, n)
         array("ring", "f", 2, n, H)
+        if "ring_real" in arrays:  # a ring of flags read row by row beside 'ring'
+            array("ring_real", "bu", 2, n, H)
         if job.get("difference"):
             array("ring_v", "f", 2, n, H)
 

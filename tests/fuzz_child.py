@@ -76,6 +76,26 @@ def _use_state_bytes(path: str, blob: bytes, engines: dict) -> str:
     return "works"
 
 
+def _use_forecaster(path: str, blob: bytes) -> str:
+    from streamlstm import Forecaster
+
+    f = Forecaster.from_bytes(blob)
+    x = np.full(f.n_features, 0.3) if f.n_features else None
+    xs = None if x is None else [x] * f.horizon
+    keys = f.keys[:3] + ["fresh"]
+    for k in keys:
+        f.forecast(k, xs)
+        f.learn_one(1.5, x, k)
+    out = f.to_bytes()
+    twin = Forecaster.from_bytes(out)
+    assert twin.to_bytes() == out, "a loaded forecaster does not round-trip"
+    for k in keys:
+        twin.learn_one(1.25, x, k)
+        f.learn_one(1.25, x, k)
+        assert np.array_equal(twin.forecast(k, xs), f.forecast(k, xs), equal_nan=True), "a reloaded forecaster differs"
+    return "works"
+
+
 def _use_checkpoint(path: str, blob: bytes, csv: bytes) -> str:
     from streamlstm.adapters import cli
     from streamlstm.adapters._csvio import CliError
@@ -127,6 +147,8 @@ def _run_one(fmt: str, path: str, blob: bytes, engines: dict, csv: bytes) -> str
         return _use_keyed(path, blob)
     if fmt == "state":
         return _use_state_bytes(path, blob, engines)
+    if fmt == "forecaster":
+        return _use_forecaster(path, blob)
     return _use_checkpoint(path, blob, csv)
 
 

@@ -1,5 +1,6 @@
 """A mutation fuzzer over every persistence format: model files, keyed snapshots, per-key
-state bytes and CLI checkpoints (issue 13, acceptance 2).
+state bytes, forecasting engines (``Forecaster.to_bytes``) and CLI checkpoints, of the bare
+LSTM and of the engine, plain and keyed (issue 13, acceptance 2).
 
 Hypothesis draws a batch of mutations of valid files: flipped bytes, truncations,
 extensions, and rewritten header fields, array shapes, dtypes and values with the CRC
@@ -32,7 +33,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streamlstm import KeyedLSTM, OnlineLSTM, persistence
+from streamlstm import Forecaster, KeyedLSTM, OnlineLSTM, persistence
 
 CHILD = Path(__file__).with_name("fuzz_child.py")
 HOSTILE_NUMBERS = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e12, -1.0, 0.5, 3.0, 2.0 ** 62, 2.0 ** 63, 0.0]
@@ -64,6 +65,19 @@ def _checkpoint(tmp: Path, *extra: str) -> bytes:
     return path.read_bytes()
 
 
+def _forecasters() -> dict[str, tuple[str, bytes]]:
+    """Small forecasting engines past their experts' warm-up (the LSTM expert awake, a season
+    in use, Holt-Winters initialised): plain with a given season, keyed with a feature."""
+    plain = Forecaster(horizon=2, season=4, ar_orders=(2,), lstm_hidden=2)
+    keyed = Forecaster(horizon=3, ar_orders=(1, 3), ar_units=("raw",), n_features=1, lstm_hidden=2,
+                       experts=("last_value", "seasonal_drift", "holt_winters", "seasonal_median"))
+    for t in range(30):
+        plain.learn_one(10.0 + (t % 4) + 0.1 * t)
+        for k in ("a", 7):
+            keyed.learn_one(5.0 + np.sin(t / 2) + (k == 7), [0.1 * t], k)
+    return {"forecaster": ("forecaster", plain.to_bytes()), "forecaster_keyed": ("forecaster", keyed.to_bytes())}
+
+
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory) -> dict:
     """name -> (format, bytes) of valid files of every kind, small enough to fuzz fast."""
@@ -93,9 +107,14 @@ def valid(tmp_path_factory) -> dict:
         "state_serve": ("state", s_serve.state_bytes("k")),
         "state_learn": ("state", s_learn.state_bytes("k")),
     }
+    files.update(_forecasters())
     try:
         files["ckpt_keyed"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--time", "time"))
-        files["ckpt_perkey"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--per-key-models", "--ahead", "2"))
+        files["ckpt_perkey"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--per-key-models", "--ahead", "2",
+                                                        "--model", "lstm"))
+        engine = ("--ahead", "2", "--lstm-hidden", "2")
+        files["ckpt_engine"] = ("ckpt", _checkpoint(tmp, *engine))
+        files["ckpt_engine_keyed"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--features", "hum", *engine))
     except pytest.skip.Exception:
         pass
     (tmp / "state_model.slstm").write_bytes(state_model.to_bytes())

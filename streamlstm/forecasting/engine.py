@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from .. import persistence
-from ..model import LSTMState, OnlineLSTM
 from .aggregation import Aggregator
 from .experts import (
     PROFILE_RATE,
@@ -708,38 +707,20 @@ class Forecaster:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Forecaster:
-        """Rebuild a forecaster from :meth:`to_bytes`; it continues bit-identically."""
+        """Rebuild a forecaster from :meth:`to_bytes`; it continues bit-identically.
+
+        Every setting, count, shape, dtype and number is checked before it is used or sized
+        from: a damaged or hostile byte string raises :class:`persistence.FormatError` naming
+        the field, and never crashes the process, exhausts memory or loads a model that runs
+        wrong (see ``_loading.py``).
+
+        >>> Forecaster.from_bytes(b"not a forecaster")
+        Traceback (most recent call last):
+        ...
+        streamlstm.persistence.FormatError: not a streamlstm file (bad magic bytes)
+        """
+        from ._loading import checked_forecaster
+
         _, meta, arrays = persistence.loads(blob, expect_kind=_KIND)
-        try:
-            model = cls(**meta["params"])
-            model._scale[:] = arrays["scale"]
-            model._scale_u[:] = arrays["scale_u"]
-            model._positive[:] = arrays["positive"]
-            model._moments[:] = arrays["moments"]
-            model._P_ready[:] = arrays["ar/ready"]
-            model._updates[:] = arrays["ar/updates"]
-            for name in ("weights", "regret", "squares", "scale"):
-                getattr(model._agg, name)[:] = arrays[f"agg/{name}"]
-            for j in range(len(model._ar)):
-                model._P[j][:] = arrays[f"ar/{j}/P"]
-                model._W[j][:] = arrays[f"ar/{j}/W"]
-            for i, entry in enumerate(meta["streams"]):
-                s = model._stream(entry["key"])
-                s.n, s.season, s.positive = int(entry["n"]), int(entry["season"]), bool(entry["positive"])
-                s.hw_ready = bool(entry["hw_ready"])
-                s.level, s.anchor = float(entry["level"]), float(entry["anchor"])
-                for a in _Stream.ARRAYS:
-                    setattr(s, a, arrays[f"stream/{i}/{a}"])
-                if f"stream/{i}/lstm_buffer" in arrays and model._lstm is not None:
-                    net = model._lstm.model
-                    s.lstm_state = LSTMState(arrays[f"stream/{i}/lstm_buffer"], arrays[f"stream/{i}/lstm_counters"],
-                                             net.layers, net.hidden)
-            if model._lstm is not None:
-                model._lstm.model = OnlineLSTM.from_bytes(arrays["lstm/model"].tobytes())
-                owner = int(meta["lstm_owner"])
-                model._lstm.owner = model.keys[owner] if owner >= 0 else None
-                if owner < 0:
-                    model._lstm.owner = _NOBODY
-        except (KeyError, ValueError, TypeError) as exc:
-            raise persistence.FormatError(f"corrupt streamlstm forecaster: {exc}") from None
-        return model
+        with persistence.format_errors("streamlstm forecaster"):
+            return checked_forecaster(cls, meta, arrays)
