@@ -1023,8 +1023,9 @@ class KeyedLSTM:
             raise bad(f"corrupt KeyedLSTM snapshot: setting {exc}") from None
         for name in ("calls", "events"):
             v = meta.get(name)
-            if type(v) is not int or v < 0:
-                raise bad(f"corrupt KeyedLSTM snapshot: {name!r} must be an integer >= 0, got {v!r}")
+            # the counters live in int64 arrays: anything past 2**62 leaves no room to count on
+            if type(v) is not int or not 0 <= v <= 1 << 62:
+                raise bad(f"corrupt KeyedLSTM snapshot: {name!r} must be an integer in [0, 2**62], got {v!r}")
         since_sweep: Any = meta.get("since_sweep")
         if type(since_sweep) not in (int, float) or not math.isfinite(since_sweep):
             raise bad(f"corrupt KeyedLSTM snapshot: 'since_sweep' must be a finite number, got {since_sweep!r}")

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from streamlstm import Forecaster, KeyedLSTM, OnlineLSTM, persistence
@@ -296,9 +296,11 @@ def _run_batch(valid: dict, cases: list[tuple[str, str, str, bytes]], tmp: Path)
         print(json.dumps(sorted(([list(k), v] for k, v in tally.items())), indent=0))
 
 
-def _draw_cases(valid: dict, n: int, derandomize: bool) -> list[tuple[str, str, str, bytes]]:
+def _draw_cases(valid: dict, n: int, derandomize: bool, seed_value: int | None = None
+                ) -> list[tuple[str, str, str, bytes]]:
     """``n`` mutations drawn by Hypothesis (each example one mutation of one valid file);
-    they are run afterwards, in one child process, rather than one process per example."""
+    they are run afterwards, in one child process, rather than one process per example.
+    ``seed_value`` fixes the draw, so that a failure in CI can be replayed exactly."""
     files = valid["files"]
     strategies = {name: (state_mutation(blob) if fmt == "state" else container_mutation(blob))
                   for name, (fmt, blob) in files.items()}
@@ -311,6 +313,8 @@ def _draw_cases(valid: dict, n: int, derandomize: bool) -> list[tuple[str, str, 
         name, (what, blob) = case
         cases.append((name, files[name][0], what, blob))
 
+    if seed_value is not None:
+        collect = seed(seed_value)(collect)
     collect()
     return cases
 
@@ -320,10 +324,20 @@ def test_quick_mutation_fuzz(valid, tmp_path_factory):
     _run_batch(valid, _draw_cases(valid, 240, derandomize=True), tmp_path_factory.mktemp("fuzz"))
 
 
+def _fuzz_seed(batch: int) -> int | None:
+    """``FUZZ_SEED`` (default 2026) seeds batch ``i`` with ``FUZZ_SEED + i``, so CI draws the
+    same mutations on every run and any failure replays; ``FUZZ_SEED=random`` explores anew."""
+    base = os.environ.get("FUZZ_SEED", "2026")
+    return None if base == "random" else int(base) + batch
+
+
 @pytest.mark.fuzz
 @pytest.mark.parametrize("batch", range(int(os.environ.get("FUZZ_BATCHES", "10"))))
 def test_long_mutation_fuzz(valid, tmp_path_factory, request, batch):
-    """``pytest -m fuzz``: ``FUZZ_BATCHES`` batches of 1,000 random mutations, one child each."""
+    """``pytest -m fuzz``: ``FUZZ_BATCHES`` batches of 1,000 mutations, one child each."""
     if "fuzz" not in (request.config.getoption("-m") or "") or "not fuzz" in request.config.getoption("-m"):
         pytest.skip("the long fuzz profile runs with -m fuzz (its own CI step)")
-    _run_batch(valid, _draw_cases(valid, 1000, derandomize=False), tmp_path_factory.mktemp("fuzz"))
+    seed_value = _fuzz_seed(batch)
+    print(f"fuzz batch {batch}: seed {seed_value if seed_value is not None else 'random'}")
+    _run_batch(valid, _draw_cases(valid, 1000, derandomize=False, seed_value=seed_value),
+               tmp_path_factory.mktemp("fuzz"))
