@@ -16,7 +16,6 @@ to forecast from): its ``forecast_t+H`` repeats the key's latest forecast.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -172,20 +171,8 @@ class ForecastEngine:
         for k, ring in zip(keys, arrays["ring"]):
             eng.ring[k] = ring.copy()
         if eng.imputer is not None and "imputer" in meta:
-            _check_imputer(meta["imputer"], eng.n_features)
-            eng.imputer = Imputer.from_meta(meta["imputer"])
+            eng.imputer = Imputer.from_meta(meta["imputer"], eng.n_features)
         return eng
-
-
-def _check_imputer(d: Any, n: int) -> None:
-    """Refuse a saved imputer whose running sums would not fit ``n`` features or would
-    impute a non-finite value (the engine would then refuse a row that passed the CSV checks)."""
-    ok = isinstance(d, dict) and all(isinstance(d.get(f), list) and len(d[f]) == n for f in ("sum", "count", "filled"))
-    ok = ok and all(type(v) in (int, float) and math.isfinite(v) for v in d["sum"])
-    ok = ok and all(type(v) is int and 0 <= v <= 1 << 62 for f in ("count", "filled") for v in d[f])
-    if not ok:
-        raise CliError(f"corrupt checkpoint: 'imputer' must hold lists 'sum' (finite), 'count' and 'filled' (counts "
-                       f">= 0) of {n} values, one per feature")
 
 
 def describe(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:

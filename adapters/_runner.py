@@ -88,8 +88,18 @@ class Imputer:
         return {"sum": self.sum.tolist(), "count": self.count.tolist(), "filled": self.filled.tolist()}
 
     @classmethod
-    def from_meta(cls, d: dict[str, list[Any]]) -> "Imputer":
-        imp = cls(len(d["sum"]))
+    def from_meta(cls, d: Any, n: int) -> "Imputer":
+        """The imputer saved by :meth:`to_meta`, for ``n`` features; a saved imputer whose sums
+        would not fit ``n`` features or would impute a non-finite value is refused (the engine
+        would otherwise refuse a row that passed the CSV checks, or fail mid-block)."""
+        ok = isinstance(d, dict) and all(isinstance(d.get(f), list) and len(d[f]) == n
+                                         for f in ("sum", "count", "filled"))
+        ok = ok and all(type(v) in (int, float) and math.isfinite(v) for v in d["sum"])
+        ok = ok and all(type(v) is int and 0 <= v <= 1 << 62 for f in ("count", "filled") for v in d[f])
+        if not ok:
+            raise CliError(f"corrupt checkpoint: 'imputer' must hold lists 'sum' (finite), 'count' and 'filled' "
+                           f"(counts >= 0) of {n} values, one per feature")
+        imp = cls(n)
         imp.sum[:] = d["sum"]
         imp.count[:] = d["count"]
         imp.filled[:] = d["filled"]
@@ -502,7 +512,7 @@ class Engine:
         eng.informed = {k: True for k in meta.get("informed", [])}
         eng.informed_default = bool(meta.get("informed_default", "informed" not in meta))
         if eng.imputer is not None and "imputer" in meta:
-            eng.imputer = Imputer.from_meta(meta["imputer"])
+            eng.imputer = Imputer.from_meta(meta["imputer"], len(eng.job["features"]))
         if "template" in arrays:
             eng._template = arrays["template"].tobytes()
         keys = meta["keys"]

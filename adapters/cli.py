@@ -435,6 +435,13 @@ def _read_saved(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         problem = _checkpoint_problem(meta, arrays)
         if problem:
             raise CliError(f"{path}: corrupt checkpoint: {problem}")
+        if "imputer" in meta:  # `info` sums it; a run restores it
+            from ._runner import Imputer
+
+            try:
+                Imputer.from_meta(meta["imputer"], len(meta["job"]["features"]))
+            except CliError as exc:
+                raise CliError(f"{path}: {exc}") from None
     return kind, meta, arrays
 
 

@@ -172,3 +172,30 @@ def test_engine_checkpoint_fields_are_checked(keyed, edit, named):
     with pytest.raises(CliError, match=named) as info:
         engine_cls.restore(meta, arrays, True)
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("per_key", [False, True])
+@pytest.mark.parametrize("edit", [
+    lambda m: m["imputer"].update(sum=[1.0]),            # one feature short: found by the fuzzer
+    lambda m: m["imputer"].update(sum=[1.0, float("inf")]),
+    lambda m: m["imputer"].update(count=[1, -2]),
+    lambda m: m.update(imputer=[1.0, 2.0]),
+])
+def test_the_lstm_engines_saved_imputer_is_checked(per_key, edit):
+    """The ``--model lstm`` / regression engine checks its saved imputer as the forecasting
+    engine does: a mismatched one was accepted and failed in the next block with a NumPy
+    broadcasting error."""
+    pytest.importorskip("click")
+    from streamlstm.adapters._csvio import CliError
+    from streamlstm.adapters._runner import Engine
+
+    job = {"target": "y", "features": ["x1", "x2"], "key": "k", "ahead": 0, "per_key_models": per_key}
+    eng = Engine(job, {"hidden": 2, "bptt": 2})
+    eng.imputer.sum[:] = 3.0
+    eng.imputer.count[:] = 2
+    _, meta, arrays = persistence.loads(eng.snapshot({}))
+    assert Engine.restore(meta, arrays, True).imputer.sum.tolist() == [3.0, 3.0]
+    edit(meta)
+    with pytest.raises(CliError, match="imputer") as info:
+        Engine.restore(meta, arrays, True)
+    assert info.value.code == 2
