@@ -20,7 +20,7 @@ __all__ = ["InputError", "LSTMState", "OnlineLSTM"]
 _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
 _k_predict, _k_advance = entry.k_predict, entry.k_advance
-_first_fault = _state_check.first_fault  # module globals: one lookup fewer per call
+_k_set_state = entry.k_set_state  # module globals: one lookup fewer per call
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -501,13 +501,14 @@ class OnlineLSTM:
                 raise ValueError(f"state does not fit this model: buffer of {value.buffer.shape[0]} values, "
                                  f"expected {self._state_end} (layers={self.layers}, hidden={self.hidden}, "
                                  f"bptt={self.bptt}, n_inputs={self.n_inputs}, n_outputs={self.n_outputs})")
-            counters = value.counters
-            if (type(counters) is not np.ndarray or counters.dtype != _I64 or counters.shape != (2,)
-                    or _first_fault(value.buffer.reshape(1, -1), counters.reshape(1, 2), self._state_spec)):
-                self.check_states(value.buffer.reshape(1, -1), np.asarray(counters).reshape(1, -1), "state",
-                                  stored=False)
-            self._R[:self._state_end] = value.buffer
-            self._I[K.I_T], self._I[K.I_SINCE] = value.counters
+            buffer, counters = value.buffer, value.counters
+            if (type(counters) is not np.ndarray or counters.dtype is not _I64 or counters.shape != (2,)
+                    or buffer.dtype is not self._R.dtype or not buffer.flags.c_contiguous
+                    or _k_set_state(buffer, counters, self._B, self._I, self._state_spec)):
+                # the slow way, for what the compiled check cannot take as it is: it names the fault
+                self.check_states(buffer.reshape(1, -1), np.asarray(counters).reshape(1, -1), "state", stored=False)
+                self._R[:self._state_end] = buffer
+                self._I[K.I_T], self._I[K.I_SINCE] = counters
         finally:
             self._busy = False
 
@@ -532,7 +533,7 @@ class OnlineLSTM:
         if stored:
             spec = spec.copy()
             spec[_state_check.S_LIMIT] = _state_check.MAX_STORED_COUNTER
-        fault = _first_fault(buffers, np.ascontiguousarray(counters, dtype=np.int64), spec)
+        fault = _state_check.first_fault(buffers, np.ascontiguousarray(counters, dtype=np.int64), spec)
         if fault:
             raise ValueError(_state_check.describe_fault(fault, buffers, counters, self.n_outputs, what,
                                                          int(spec[_state_check.S_LIMIT])))

@@ -19,10 +19,12 @@ from .layout import (
     I_SCRATCH_C,
     I_SCRATCH_H,
     I_SCRATCH_SLOT,
+    I_SINCE,
     I_STATUS,
     I_T,
     ST_OK,
 )
+from .._state_check import first_fault
 from .normalise import emit_output
 from .tbptt import advance, begin_lookahead, forward_step, label, peek
 
@@ -105,3 +107,18 @@ def k_predict_many(X, out, B, F, I):
         for m in range(n_out):
             out[t, m] = F[I[I_FOUT] + m]
     return X.shape[0]
+
+
+@jit
+def k_set_state(buffer, counters, B, I, spec):
+    """Make ``buffer`` (a whole state buffer) and ``counters`` ([t, since]) the stream's
+    state if they pass :func:`first_fault`; returns the fault (0: taken). Checking and
+    copying in one call keeps a state swap as cheap as the unchecked copy it replaces."""
+    fault = first_fault(buffer.reshape(1, buffer.shape[0]), counters.reshape(1, 2), spec)
+    if fault == 0:
+        R = B[I[I_R_START]:]
+        for k in range(buffer.shape[0]):
+            R[k] = buffer[k]
+        I[I_T] = counters[0]
+        I[I_SINCE] = counters[1]
+    return fault
