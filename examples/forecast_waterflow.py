@@ -3,8 +3,9 @@
 WaterFlow is the hourly flow through a pipeline branch (litres per second, March-May 2022,
 1268 hours) with a daily rhythm and a few maintenance drops. The forecaster gets the hour of
 day as exogenous features (sine and cosine, computed from the dataset's timestamp), learns the
-next hour's flow online, and forecasts the next 24 hours at every step by rolling a copy of its
-state forward. River's evaluation prints the MAE at each horizon.
+next hour's flow online, and forecasts the next 24 hours at every step with the core
+forecasting engine (experts, online autoregressions, an LSTM; the season found online).
+River's evaluation prints the MAE at each horizon.
 
     python examples/forecast_waterflow.py            # under 10 seconds
 
@@ -54,7 +55,7 @@ def main(argv=None) -> dict[str, list[float]]:
     args = ap.parse_args(argv)
     data = waterflow()
     out = {}
-    for name, model in (("LSTMForecaster(season=24)", LSTMForecaster(season=24, seed=args.seed)),
+    for name, model in (("LSTMForecaster(horizon=24)", LSTMForecaster(horizon=HORIZON, seed=args.seed)),
                         ("last value", LastValue())):
         t0 = time.perf_counter()
         metric = evaluate.evaluate(data, model, metrics.MAE(), horizon=HORIZON)
