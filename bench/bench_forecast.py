@@ -280,12 +280,21 @@ OURS = {
 }
 
 
-def river_lstm_forecaster(season):
+RIVER_ENGINE = "River LSTMForecaster (the engine, defaults)"
+RIVER_0_1 = "River LSTMForecaster, 0.1 design (season given)"
+
+
+def river_lstm_forecaster(season, horizon=1, design="engine"):
+    """River's LSTMForecaster: today's shell over the engine (its defaults), or the 0.1 design
+    it replaced (kept for 0.1 pickles in ``_forecaster_0_1``) with the season given."""
     try:
         from streamlstm.adapters.river import LSTMForecaster
+        from streamlstm.adapters.river._forecaster_0_1 import LSTMForecaster01
     except ImportError:
         return None
-    return lambda: RiverForecaster(LSTMForecaster(season=season, exogenous=False))
+    if design == "engine":
+        return lambda: RiverForecaster(LSTMForecaster(horizon=horizon, exogenous=False))
+    return lambda: RiverForecaster(LSTMForecaster01(season=season, exogenous=False))
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -434,9 +443,9 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                 if len(ys) > 1000:  # AutoARIMA's forward pass refilters all values at every step: O(n^2)
                     sf = {k: v for k, v in sf.items() if "AutoARIMA" not in k}
                 peers.update(sf)
-            lstm = river_lstm_forecaster(m)
-            if lstm is not None:
-                peers["River LSTMForecaster (today, season given)"] = lstm
+            if river_lstm_forecaster(m) is not None:
+                peers[RIVER_0_1] = river_lstm_forecaster(m, design="0.1")
+                peers[RIVER_ENGINE] = river_lstm_forecaster(m)
             for pname, make in peers.items():
                 if want(pname):
                     acc[pname][name] = score_series(make, ys, start)["mae"]
@@ -446,6 +455,8 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
             if "horizon" in d:
                 h = d["horizon"]
                 for pname, make in peers.items():
+                    if pname == RIVER_ENGINE:  # built for the horizon it is asked
+                        make = river_lstm_forecaster(m, h)
                     if want(pname) and "AutoARIMA" not in pname and "MSTL" not in pname:  # minutes each
                         multi[pname][name] = score_series(make, ys, h, h)["horizon_mae"]
                 for oname, kw in (("ours (defaults)", {}), ("ours (season given)", {"season": m}),
@@ -486,13 +497,16 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                     acc[oname][name] = score_regression_ours(kw, rows, start)["mae"]
         print(f"   {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     speed = {}
-    if want("ours (defaults)") and "waterflow" in data:
+    if "waterflow" in data:
         ys = data["waterflow"]["y"]
-        speed["ours (defaults)"] = per_event_cost(lambda: Ours(), ys)
-        speed["ours, no LSTM"] = per_event_cost(lambda: Ours(lstm=False), ys)
-        lstm = river_lstm_forecaster(24)
-        if lstm is not None:
-            speed["River LSTMForecaster (today)"] = per_event_cost(lstm, ys)
+        if want("ours (defaults)"):
+            speed["ours (defaults)"] = per_event_cost(lambda: Ours(), ys)
+            speed["ours, no LSTM"] = per_event_cost(lambda: Ours(lstm=False), ys)
+        if river_lstm_forecaster(24) is not None:
+            for rname, design in ((RIVER_0_1, "0.1"), (RIVER_ENGINE, "engine")):
+                if want(rname):  # one step ahead; the engine's row includes its intervals (interval_level=0.9)
+                    speed[rname.replace(" (season given)", "")] = per_event_cost(
+                        river_lstm_forecaster(24, design=design), ys)
     return {"accuracy": acc, "multi": multi, "speed": speed, "series": list(data),
             "seasons_found": seasons_found(data)}
 

@@ -117,19 +117,23 @@ class LSTMForecaster(RiverForecaster):
     month's date, hence ``exogenous=False``). River's ``evaluate.evaluate`` asks for the
     forecast before learning ``y_t`` and scores it against ``y_{t+1} .. y_{t+h}``:
 
+    >>> import statistics
     >>> from river import datasets, evaluate, metrics
     >>> from streamlstm.adapters.river import LSTMForecaster
     >>> model = LSTMForecaster(horizon=12, exogenous=False)
     >>> metric = evaluate.evaluate(datasets.AirlinePassengers(), model, metrics.MAE(), horizon=12)
-    >>> print(metric)
-    +1  MAE: ...
-    >>> model.season_
+    >>> print(f"MAE +1: {metric.get()[0]:.1f}, +12: {metric.get()[-1]:.1f}, mean: {statistics.mean(metric.get()):.1f}")
+    MAE +1: 27.7, +12: 37.3, mean: 31.3
+    >>> model.season_                     # found online
     12
 
+    (River's HoltWinters with the season given, in the same evaluation: 25.9, 34.0, 28.8.)
     Calibrated intervals, one ``river.conf.Interval`` per step:
 
+    >>> [round(v) for v in model.forecast(3)]
+    [420, 400, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    [...]
+    ['399-438', '380-419', '440-494']
     """
 
     def __init__(
@@ -174,6 +178,9 @@ class LSTMForecaster(RiverForecaster):
         self._engine: Forecaster | None = None
         self._features = Features("levels")
         self._key: int | None = None   # the engine's key of the current series (reset_state: the next)
+        # the engine's forecast (without features) since the latest value, when forecast() made
+        # it: learn_one's calibration reuses it rather than forecasting again (not pickled)
+        self._made: np.ndarray | None = None
 
     @classmethod
     def _unit_test_params(cls):
@@ -226,8 +233,11 @@ class LSTMForecaster(RiverForecaster):
             self._engine = self._new_engine(0 if row is None else len(row))
         engine = self._engine
         if self._intervals is not None:
-            self._intervals.learn(value, engine.forecast(self._key, None if row is None else [row.tolist()]))
+            made = self._made if row is None and self._made is not None else \
+                engine.forecast(self._key, None if row is None else [row.tolist()])
+            self._intervals.learn(value, made)
         engine.learn_one(value, row, self._key)
+        self._made = None
 
     def forecast(self, horizon: int, xs: Sequence[dict] | None = None,
                  with_interval: bool = False) -> list[float] | list[conf.Interval]:
@@ -260,6 +270,8 @@ class LSTMForecaster(RiverForecaster):
             if xs is not None and self._engine.n_features:
                 rows = [self._row(x, learn=False).tolist() for x in list(xs)[:horizon]]  # type: ignore[union-attr]
             points = self._engine.forecast(self._key, rows)
+            if rows is None:
+                self._made = points
         if with_interval:
             assert self._intervals is not None
             return self._intervals.around(points)[:horizon]
@@ -280,11 +292,12 @@ class LSTMForecaster(RiverForecaster):
         """
         if self._engine is not None:
             self._key = 0 if self._key is None else self._key + 1
+        self._made = None
         if self._intervals is not None:
             self._intervals.made.clear()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = {**self.__dict__, "_made": None}
         if self._engine is not None:  # the engine's own versioned, checked bytes
             state["_engine"] = self._engine.to_bytes()
         return state
