@@ -280,8 +280,22 @@ OURS = {
 }
 
 
+# keyed panels: one River forecaster per key (the 0.1 design without a season there, as on Trump)
 RIVER_ENGINE = "River LSTMForecaster (the engine, defaults)"
 RIVER_0_1 = "River LSTMForecaster, 0.1 design (season given)"
+
+
+def score_regression_river_forecaster(make, rows, start):
+    """A River forecaster on a regression stream: the row's features as the exogenous ``xs`` of
+    the value forecast, then learned with it (as ``score_regression_ours`` feeds the engine)."""
+    m = make()
+    err = []
+    for t, (x, y) in enumerate(rows):
+        xd = {f"x{i}": v for i, v in enumerate(x)}
+        if t >= start:
+            err.append(abs(y - float(m.forecast(1, xs=[xd])[0])))
+        m.learn_one(y, xd)
+    return {"mae": float(np.mean(err))}
 
 
 def river_lstm_forecaster(season, horizon=1, design="engine"):
@@ -292,6 +306,10 @@ def river_lstm_forecaster(season, horizon=1, design="engine"):
         from streamlstm.adapters.river._forecaster_0_1 import LSTMForecaster01
     except ImportError:
         return None
+    if design == "regression":  # the engine, with the features
+        return LSTMForecaster
+    if design == "0.1 regression":
+        return LSTMForecaster01
     if design == "engine":
         return lambda: RiverForecaster(LSTMForecaster(horizon=horizon, exogenous=False))
     return lambda: RiverForecaster(LSTMForecaster01(season=season, exogenous=False))
@@ -483,6 +501,11 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                     acc[oname][name] = score_keyed_ours(kw, rows, start, features=False)["mae"]
             if want("ours (defaults)"):
                 acc["ours (defaults, with the features)"][name] = score_keyed_ours({}, rows, start, True)["mae"]
+            if river_lstm_forecaster(None) is not None:  # a River forecaster is one series: one per key
+                for rname, design in ((RIVER_0_1, "0.1"), (RIVER_ENGINE, "engine")):
+                    if want(rname):
+                        acc[rname][name] = score_keyed_peer(river_lstm_forecaster(None, design=design), rows,
+                                                            start)["mae"]
         else:  # regression
             from river import linear_model, preprocessing
 
@@ -495,6 +518,11 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
             for oname, kw in OURS.items():
                 if want(oname):
                     acc[oname][name] = score_regression_ours(kw, rows, start)["mae"]
+            if river_lstm_forecaster(None) is not None:
+                for rname, design in ((RIVER_0_1, "0.1 regression"), (RIVER_ENGINE, "regression")):
+                    if want(rname):
+                        acc[rname][name] = score_regression_river_forecaster(
+                            river_lstm_forecaster(None, design=design), rows, start)["mae"]
         print(f"   {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     speed = {}
     if "waterflow" in data:
