@@ -280,12 +280,39 @@ OURS = {
 }
 
 
-def river_lstm_forecaster(season):
+# keyed panels: one River forecaster per key (the 0.1 design without a season there, as on Trump)
+RIVER_ENGINE = "River LSTMForecaster (the engine, defaults)"
+RIVER_0_1 = "River LSTMForecaster, 0.1 design (season given)"
+
+
+def score_regression_river_forecaster(make, rows, start):
+    """A River forecaster on a regression stream: the row's features as the exogenous ``xs`` of
+    the value forecast, then learned with it (as ``score_regression_ours`` feeds the engine)."""
+    m = make()
+    err = []
+    for t, (x, y) in enumerate(rows):
+        xd = {f"x{i}": v for i, v in enumerate(x)}
+        if t >= start:
+            err.append(abs(y - float(m.forecast(1, xs=[xd])[0])))
+        m.learn_one(y, xd)
+    return {"mae": float(np.mean(err))}
+
+
+def river_lstm_forecaster(season, horizon=1, design="engine"):
+    """River's LSTMForecaster: today's shell over the engine (its defaults), or the 0.1 design
+    it replaced (kept for 0.1 pickles in ``_forecaster_0_1``) with the season given."""
     try:
         from streamlstm.adapters.river import LSTMForecaster
+        from streamlstm.adapters.river._forecaster_0_1 import LSTMForecaster01
     except ImportError:
         return None
-    return lambda: RiverForecaster(LSTMForecaster(season=season, exogenous=False))
+    if design == "regression":  # the engine, with the features
+        return LSTMForecaster
+    if design == "0.1 regression":
+        return LSTMForecaster01
+    if design == "engine":
+        return lambda: RiverForecaster(LSTMForecaster(horizon=horizon, exogenous=False))
+    return lambda: RiverForecaster(LSTMForecaster01(season=season, exogenous=False))
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -434,9 +461,9 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                 if len(ys) > 1000:  # AutoARIMA's forward pass refilters all values at every step: O(n^2)
                     sf = {k: v for k, v in sf.items() if "AutoARIMA" not in k}
                 peers.update(sf)
-            lstm = river_lstm_forecaster(m)
-            if lstm is not None:
-                peers["River LSTMForecaster (today, season given)"] = lstm
+            if river_lstm_forecaster(m) is not None:
+                peers[RIVER_0_1] = river_lstm_forecaster(m, design="0.1")
+                peers[RIVER_ENGINE] = river_lstm_forecaster(m)
             for pname, make in peers.items():
                 if want(pname):
                     acc[pname][name] = score_series(make, ys, start)["mae"]
@@ -446,6 +473,8 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
             if "horizon" in d:
                 h = d["horizon"]
                 for pname, make in peers.items():
+                    if pname == RIVER_ENGINE:  # built for the horizon it is asked
+                        make = river_lstm_forecaster(m, h)
                     if want(pname) and "AutoARIMA" not in pname and "MSTL" not in pname:  # minutes each
                         multi[pname][name] = score_series(make, ys, h, h)["horizon_mae"]
                 for oname, kw in (("ours (defaults)", {}), ("ours (season given)", {"season": m}),
@@ -472,6 +501,11 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                     acc[oname][name] = score_keyed_ours(kw, rows, start, features=False)["mae"]
             if want("ours (defaults)"):
                 acc["ours (defaults, with the features)"][name] = score_keyed_ours({}, rows, start, True)["mae"]
+            if river_lstm_forecaster(None) is not None:  # a River forecaster is one series: one per key
+                for rname, design in ((RIVER_0_1, "0.1"), (RIVER_ENGINE, "engine")):
+                    if want(rname):
+                        acc[rname][name] = score_keyed_peer(river_lstm_forecaster(None, design=design), rows,
+                                                            start)["mae"]
         else:  # regression
             from river import linear_model, preprocessing
 
@@ -484,15 +518,23 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
             for oname, kw in OURS.items():
                 if want(oname):
                     acc[oname][name] = score_regression_ours(kw, rows, start)["mae"]
+            if river_lstm_forecaster(None) is not None:
+                for rname, design in ((RIVER_0_1, "0.1 regression"), (RIVER_ENGINE, "regression")):
+                    if want(rname):
+                        acc[rname][name] = score_regression_river_forecaster(
+                            river_lstm_forecaster(None, design=design), rows, start)["mae"]
         print(f"   {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     speed = {}
-    if want("ours (defaults)") and "waterflow" in data:
+    if "waterflow" in data:
         ys = data["waterflow"]["y"]
-        speed["ours (defaults)"] = per_event_cost(lambda: Ours(), ys)
-        speed["ours, no LSTM"] = per_event_cost(lambda: Ours(lstm=False), ys)
-        lstm = river_lstm_forecaster(24)
-        if lstm is not None:
-            speed["River LSTMForecaster (today)"] = per_event_cost(lstm, ys)
+        if want("ours (defaults)"):
+            speed["ours (defaults)"] = per_event_cost(lambda: Ours(), ys)
+            speed["ours, no LSTM"] = per_event_cost(lambda: Ours(lstm=False), ys)
+        if river_lstm_forecaster(24) is not None:
+            for rname, design in ((RIVER_0_1, "0.1"), (RIVER_ENGINE, "engine")):
+                if want(rname):  # one step ahead; the engine's row includes its intervals (interval_level=0.9)
+                    speed[rname.replace(" (season given)", "")] = per_event_cost(
+                        river_lstm_forecaster(24, design=design), ys)
     return {"accuracy": acc, "multi": multi, "speed": speed, "series": list(data),
             "seasons_found": seasons_found(data)}
 

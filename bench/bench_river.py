@@ -57,6 +57,7 @@ DEEPRIVER_PYTHON = os.environ.get("DEEPRIVER_PYTHON", "/work/venv-deepriver/bin/
 # ------------------------------------------------------------------------------------------------
 try:
     from streamlstm.adapters.river import LSTMForecaster, LSTMRegressor
+    from streamlstm.adapters.river._forecaster_0_1 import LSTMForecaster01
 except ImportError as exc:  # river missing or streamlstm not installed: peers only
     print(f"streamlstm River adapters not importable ({exc}): our rows are left out", file=sys.stderr)
     OURS: list = []
@@ -64,22 +65,26 @@ else:
     _SEASON = peers.FORECAST_DATASETS  # dataset -> season (= horizon), as given to the peers
     OURS = [
         Peer("streamlstm LSTM (ours, defaults)",
-             forecaster=lambda ds: LSTMForecaster(season=_SEASON[ds]),
+             forecaster=lambda ds: LSTMForecaster(horizon=_SEASON[ds]),
              regressor=lambda: LSTMRegressor(),
              speed=lambda: LSTMRegressor(hidden=32),
              note="class defaults (regressor: residual on the last target, inputs = feature changes, "
-                  "hidden 16, Adam 3e-3, bptt 16; forecaster: residual on the last value or a smoothed "
-                  "seasonal base, whichever erred less lately, 24 lagged changes, robust scaling, hidden 16, "
-                  "Adam 3e-3, bptt 16), seed 0; season = m as for SNARIMAX/HoltWinters. Speed row: "
+                  "hidden 16, Adam 3e-3, bptt 16; forecaster: the core forecasting engine, i.e. simple "
+                  "experts, online autoregressions and an LSTM on the last value's residual, ML-Poly "
+                  "weights, season found online; built for horizon h), seed 0. Speed row: "
                   "LSTMRegressor(hidden=32) to match deep-river's"),
-        Peer("streamlstm LSTM (ours, no season)",
-             forecaster=lambda ds: LSTMForecaster(),
-             note="forecaster defaults without the season (base = last value)"),
-        Peer("streamlstm base only (ours, lr=0 ablation)",
-             forecaster=lambda ds: LSTMForecaster(season=_SEASON[ds], lr=0.0),
-             regressor=lambda: LSTMRegressor(lr=0.0),
-             note="same, with the network frozen at its zero readout: what the bases alone give "
-                  "(the difference to the first row is the LSTM's contribution)"),
+        Peer("streamlstm LSTM (ours, season given)",
+             forecaster=lambda ds: LSTMForecaster(horizon=_SEASON[ds], season=_SEASON[ds]),
+             note="forecaster defaults with season = m as for SNARIMAX/HoltWinters"),
+        Peer("streamlstm experts only (ours, lstm=False ablation)",
+             forecaster=lambda ds: LSTMForecaster(horizon=_SEASON[ds], lstm=False),
+             note="forecaster defaults without the LSTM expert (the difference to the first row is the "
+                  "LSTM's contribution)"),
+        Peer("streamlstm LSTM, 0.1 design (season given)",
+             forecaster=lambda ds: LSTMForecaster01(season=_SEASON[ds]),
+             note="the forecaster this adapter had before the engine (residual on the last value or a "
+                  "smoothed seasonal base, 24 lagged changes, robust scaling, hidden 16, Adam 3e-3); "
+                  "kept in adapters/river/_forecaster_0_1.py for 0.1 pickles"),
     ]
 
 

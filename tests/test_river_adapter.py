@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import math
 import pickle
 import statistics
@@ -24,6 +25,8 @@ from streamlstm.adapters.river import (  # noqa: E402
     LSTMRegressor,
 )
 
+from streamlstm import Forecaster  # noqa: E402
+
 SMALL = dict(hidden=6, bptt=6, seed=3)
 
 
@@ -43,10 +46,30 @@ def label_of(y):
     return "hi" if y > 10.5 else ("lo" if y < 9.5 else "mid")
 
 
+# the forecaster takes its core engine's settings: its LSTM expert's units and learning rate
+FORECASTER_NAMES = {"hidden": "lstm_hidden", "lr": "lstm_lr", "seed": "seed"}
+
+
 def make(kind, **kw):
     params = dict(SMALL, **kw)
+    if kind == "fc":
+        params = {FORECASTER_NAMES[k]: v for k, v in params.items() if k in FORECASTER_NAMES}
+        params.update(horizon=5, **{k: v for k, v in kw.items() if k not in FORECASTER_NAMES and k in
+                                    inspect.signature(LSTMForecaster).parameters})
     return {"reg": LSTMRegressor, "clf": LSTMClassifier, "fc": LSTMForecaster,
             "ad": LSTMAnomalyDetector}[kind](**params)
+
+
+def network(model):
+    """The estimator's OnlineLSTM (the forecaster's: its engine's LSTM expert), None before it exists."""
+    if isinstance(model, LSTMForecaster):
+        return None if model.engine is None else model.engine._lstm.model
+    return model.lstm
+
+
+def learned_bytes(model) -> bytes:
+    """Everything the estimator learned (the forecaster's: its whole engine)."""
+    return model.engine.to_bytes() if isinstance(model, LSTMForecaster) else model.lstm.to_bytes()
 
 
 def feed(model, data, kind):
@@ -82,14 +105,14 @@ def test_inference_is_pure(kind):
     data = stream(80)
     feed(model, data[:60], kind)
     before = pickle.dumps(model)
-    steps = model.lstm.n_steps_stream
+    steps = network(model).n_steps_stream
     for x, _ in data[60:70]:
         first = infer(model, x, kind)
         assert infer(model, x, kind) == first
         assert infer(model, dict(reversed(list(x.items()))), kind) == first  # dict order
     infer(model, {"a": 1.0, "new_feature": 2.0}, kind)  # unknown features are ignored
     assert pickle.dumps(model) == before
-    assert model.lstm.n_steps_stream == steps
+    assert network(model).n_steps_stream == steps
 
 
 def test_predict_one_is_what_learn_one_predicts():
@@ -115,7 +138,7 @@ def test_one_seed_one_model(kind):
         outs.append([infer(m, x, kind) for x, _ in data[50:]])
     assert outs[0] == outs[1]
     assert outs[0] != outs[2]
-    wa, wb = a.lstm.weights(), b.lstm.weights()
+    wa, wb = network(a).weights(), network(b).weights()
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
@@ -128,10 +151,10 @@ def test_clone_keeps_parameters_and_is_independent(kind):
     snapshot = pickle.dumps(clone)
     data = stream(60)
     feed(model, data[:40], kind)
-    assert pickle.dumps(clone) == snapshot and clone.lstm is None
+    assert pickle.dumps(clone) == snapshot and network(clone) is None
 
     full = model.clone(include_attributes=True)  # weights, moments, statistics and state
-    assert full.lstm is not model.lstm
+    assert network(full) is not network(model)
     feed(model, data[40:], kind)
     feed(full, data[40:], kind)
     x = data[-1][0]
@@ -152,7 +175,7 @@ def test_pickle_round_trip_mid_stream(kind):
         assert infer(twin2, x, kind) == expected
         for m in (model, twin, twin2):
             feed(m, [(x, y)], kind)
-    assert twin.lstm.to_bytes() == model.lstm.to_bytes()
+    assert learned_bytes(twin) == learned_bytes(model)
 
 
 # ------------------------------------------------------------------ features and values
@@ -353,59 +376,85 @@ def _hour(x):
     return {"hour_sin": math.sin(2 * math.pi * h / 24), "hour_cos": math.cos(2 * math.pi * h / 24)}
 
 
-@pytest.mark.parametrize("params", [dict(), dict(season=4), dict(residual=False), dict(season=3, multiplicative=False)])
-def test_forecast_does_not_mutate_and_matches_its_copy_path(params):
-    model = LSTMForecaster(hidden=6, n_lags=3, seed=0, **params)
+@pytest.mark.parametrize("params", [dict(), dict(season=4), dict(season=None, lstm=False), dict(multi_step="recursive")])
+def test_forecast_is_pure_and_each_horizon_a_prefix(params):
+    model = LSTMForecaster(horizon=24, lstm_hidden=6, seed=0, **params)
     series = [10 + math.sin(t / 2) + 0.1 * (t % 4) for t in range(80)]
     for t, y in enumerate(series):
         model.learn_one(y, {"t": float(t % 7)})
     before = pickle.dumps(model)
-    xs = collections.deque({"t": float(k % 7)} for k in range(60))
-    short = model.forecast(24, xs=xs)
-    long = model.forecast(60, xs=list(xs))          # horizon > 48: rolls a deep copy
+    xs = collections.deque({"t": float(k % 7)} for k in range(30))  # any sequence, longer than asked
+    full = model.forecast(24, xs=xs)
     assert pickle.dumps(model) == before
-    assert long[:24] == pytest.approx(short, rel=1e-12)
-    assert model.forecast(1, xs=list(xs)[:1]) == short[:1]
-    assert len(model.forecast(5)) == 5                                  # xs=None
+    assert len(full) == 24 and all(math.isfinite(v) for v in full)
+    for h in (1, 5, 23):
+        assert model.forecast(h, xs=list(xs)) == full[:h]
+    assert model.forecast(24, xs=list(xs)[:1])[0] == full[0]             # step 1 uses xs[0] alone
+    assert len(model.forecast(5)) == 5                                    # xs=None
+    with pytest.raises(ValueError, match=r"LSTMForecaster\(horizon=25\)"):
+        model.forecast(25)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        model.forecast(0)
 
 
 def test_forecaster_first_forecasts_and_missing_values():
-    model = LSTMForecaster(hidden=4, seed=0)
-    assert model.forecast(3) == [0.0, 0.0, 0.0]
+    model = LSTMForecaster(horizon=3, lstm_hidden=4, seed=0)
+    assert model.forecast(3) == [0.0, 0.0, 0.0] and model.engine is None
     model.learn_one(5.0)
-    assert model.forecast(2) == [5.0, 5.0]
+    assert model.forecast(2) == [5.0, 5.0]             # every awake expert says the one value
     for y in (5.5, 6.0, 6.5, 7.0):
         model.learn_one(y)
-    f1 = model.forecast(1)[0]
-    twin = copy.deepcopy(model)
-    model.learn_one(None)            # unknown value: the one-step forecast stands in
-    twin.advance_one()
-    assert model._history[-1] == f1 == twin._history[-1]
-    model.reset_state()
-    assert model.forecast(2) == [0.0, 0.0] and model.lstm.n_steps_stream == 0
+    before = pickle.dumps(model)
+    model.learn_one(None)                               # no value: nothing learned, nothing stepped
+    model.learn_one(float("nan"), {"a": 1.0})
+    assert pickle.dumps(model) == before
+    with pytest.raises(TypeError, match="'x'"):
+        model.learn_one("x")
+    assert pickle.dumps(model) == before
+    model.reset_state()                                 # a new series: its own key in the engine
+    assert model.forecast(2) == [0.0, 0.0]
+    model.learn_one(3.0)
+    assert model.forecast(1) == [3.0] and model.engine.keys == [None, 0]
 
 
 def test_forecaster_with_river_evaluate_and_exogenous_features():
     data = [(_hour(x), y) for x, y in datasets.WaterFlow().take(300)]
-    model = LSTMForecaster(season=24, hidden=8, seed=0)
+    model = LSTMForecaster(horizon=24, season=24, lstm_hidden=8, seed=0)
     result = evaluate.evaluate(data, model, metrics.MAE(), horizon=24)
     assert len(result.get()) == 24 and all(math.isfinite(v) for v in result.get())
-    assert model._features.names == ["hour_cos", "hour_sin"]
-    steps = list(evaluate.iter_evaluate(data[:60], LSTMForecaster(hidden=4), metrics.MAE(), horizon=6))
+    assert model._features.names == ["hour_cos", "hour_sin"] and model.engine.n_features == 2
+    steps = list(evaluate.iter_evaluate(data[:60], LSTMForecaster(horizon=6, lstm_hidden=4), metrics.MAE(), horizon=6))
     assert len(steps) == 60 - 2 * 6 and len(steps[-1][2]) == 6
+    with pytest.raises(ValueError, match=r"LSTMForecaster\(horizon=6\)"):
+        evaluate.evaluate(data[:30], LSTMForecaster(), metrics.MAE(), horizon=6)
+
+
+def test_forecaster_features_are_those_of_the_first_value():
+    """The engine's width is fixed at the first value: later features are ignored, missing
+    ones count as their running mean, and the rows are the core's."""
+    data = stream(60)
+    model = LSTMForecaster(horizon=2, lstm_hidden=4, seed=0)
+    core = Forecaster(horizon=2, lstm_hidden=4, seed=0, n_features=3)
+    for t, (x, y) in enumerate(data):
+        model.learn_one(y, {**x, "late": 1.0} if t >= 10 else x)
+        core.learn_one(y, [x["a"], x["b"], x["c"]])
+    x = data[-1][0]
+    assert model.forecast(2, [x, x]) == core.forecast(xs=[[x["a"], x["b"], x["c"]]] * 2).tolist()
+    mean_b = float(np.mean([x["b"] for x, _ in data]))
+    assert model.forecast(1, [{"a": x["a"], "c": x["c"]}]) == core.forecast(xs=[[x["a"], mean_b, x["c"]]])[:1].tolist()
 
 
 def test_forecaster_beats_last_value_on_a_seasonal_series():
     rng = np.random.default_rng(0)
     series = [100 + 10 * math.sin(2 * math.pi * t / 12) + t * 0.2 + rng.normal() for t in range(400)]
-    model = LSTMForecaster(season=12, seed=0)
+    model = LSTMForecaster(seed=0)   # the season (12) found online
     err_model = err_last = 0.0
     for t, y in enumerate(series):
         if t >= 100:
             err_model += abs(y - model.forecast(1)[0])
             err_last += abs(y - series[t - 1])
         model.learn_one(y)
-    assert err_model < 0.5 * err_last
+    assert err_model < 0.5 * err_last and model.season_ == 12
 
 
 # ------------------------------------------------------------------- anomaly detector
@@ -455,7 +504,7 @@ def test_anomaly_detector_grows_outputs_with_features():
 
 
 # -------------------------------------------------------------------- hyper-parameters
-@pytest.mark.parametrize("cls", [LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector])
+@pytest.mark.parametrize("cls", [LSTMRegressor, LSTMClassifier, LSTMAnomalyDetector])
 def test_bad_hyper_parameters_fail_at_construction(cls):
     with pytest.raises(ValueError):
         cls(hidden=0)
@@ -463,6 +512,14 @@ def test_bad_hyper_parameters_fail_at_construction(cls):
         cls(optimizer="lbfgs")
     with pytest.raises(ValueError):
         cls(update_every=20, bptt=4)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(horizon=0), "horizon"), (dict(season=1), "season"),
+                                         (dict(forgetting=1.5), "forgetting"), (dict(experts=("oracle",)), "oracle"),
+                                         (dict(interval_level=1.0), "interval_level")])
+def test_forecaster_bad_settings_fail_at_construction_with_the_engines_message(bad, match):
+    with pytest.raises(ValueError, match=match):
+        LSTMForecaster(**bad)
 
 
 # --------------------------------------------------------------------------- examples
@@ -487,8 +544,8 @@ def test_example_forecast_waterflow(examples_path):
     import forecast_waterflow
 
     per_h = forecast_waterflow.main([])
-    assert len(per_h["LSTMForecaster(season=24)"]) == 24
-    assert statistics.mean(per_h["LSTMForecaster(season=24)"]) < statistics.mean(per_h["last value"])
+    assert len(per_h["LSTMForecaster(horizon=24)"]) == 24
+    assert statistics.mean(per_h["LSTMForecaster(horizon=24)"]) < statistics.mean(per_h["last value"])
 
 
 def test_example_anomaly_waterflow(examples_path, tmp_path):

@@ -52,7 +52,7 @@ def test_estimators_live_at_the_public_path():
     for cls in ESTIMATORS:
         assert cls.__module__ == "streamlstm.adapters.river"
         assert cls.__name__ in found
-        blob = pickle.dumps(cls(hidden=2))
+        blob = pickle.dumps(cls(**next(cls._unit_test_params())))
         names = [arg for op, arg, _ in pickletools.genops(blob) if op.name == "SHORT_BINUNICODE"]
         assert names[:2] == ["streamlstm.adapters.river", cls.__name__]
         assert type(pickle.loads(blob)) is cls
@@ -68,7 +68,7 @@ def _documented_names(doc: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("cls", [LSTMRegressor, LSTMClassifier, LSTMAnomalyDetector])
 def test_signature_holds_the_core_settings_and_each_is_documented(cls):
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     assert set(_CORE) <= set(params)
@@ -76,6 +76,21 @@ def test_signature_holds_the_core_settings_and_each_is_documented(cls):
     assert set(params) & core <= set(_CORE) | set(_CORE_OPTIONAL)  # else not passed to the core
     assert set(params) <= _documented_names(cls.__doc__)
     est = cls()
+    assert {name: getattr(est, name) for name in params} == est._get_params()
+
+
+def test_forecaster_takes_the_engines_settings_by_name_and_documents_each():
+    """LSTMForecaster is a shell over the core engine: its settings are the engine's (same
+    names, same defaults; ``n_features`` comes from the data), plus its own two."""
+    from streamlstm import Forecaster
+
+    engine = {n: p.default for n, p in inspect.signature(Forecaster.__init__).parameters.items()
+              if n not in ("self", "n_features")}
+    params = {n: p.default for n, p in inspect.signature(LSTMForecaster.__init__).parameters.items() if n != "self"}
+    assert {n: params[n] for n in engine} == engine
+    assert set(params) - set(engine) == {"exogenous", "interval_level"}
+    assert set(params) <= _documented_names(LSTMForecaster.__doc__)
+    est = LSTMForecaster()
     assert {name: getattr(est, name) for name in params} == est._get_params()
 
 

@@ -1,5 +1,6 @@
-"""River estimators over the streamlstm core: a regressor, a classifier, a forecaster and an
-anomaly detector, each a stateful LSTM that predicts and learns one event at a time.
+"""River estimators over the streamlstm core: a regressor, a classifier and an anomaly detector,
+each a stateful LSTM that predicts and learns one event at a time, and a forecaster over the
+core's forecasting engine (:class:`streamlstm.Forecaster`, whose LSTM is one of its experts).
 
     pip install "streamlstm[river]"
 
@@ -10,11 +11,13 @@ Conventions shared by the four estimators
 * **State.** Every ``learn_one`` advances the recurrent state by one event; ``predict_one`` /
   ``predict_proba_one`` / ``score_one`` / ``forecast`` are pure (state, weights and statistics
   unchanged). ``reset_state()`` starts a new stream with the learned weights. The wrapped
-  :class:`streamlstm.OnlineLSTM` is ``estimator.lstm`` (``None`` until the first event).
+  :class:`streamlstm.OnlineLSTM` is ``estimator.lstm`` (``None`` until the first event); the
+  forecaster's is its core :class:`streamlstm.Forecaster`, ``estimator.engine``, whose settings
+  it takes under their own names (``lstm`` is one of them).
 * **Events without a label.** ``advance_one(x)`` moves the state (and the input statistics)
-  without learning; ``learn_one(x, None)`` does the same for the regressor and the classifier,
-  ``learn_one(None, x)`` for the forecaster (the missing value is replaced by the forecaster's
-  own one-step forecast).
+  without learning; ``learn_one(x, None)`` does the same for the regressor and the classifier.
+  The forecaster's ``learn_one(None, x)`` learns nothing and steps nothing (as the command
+  line does with a row without a value).
 * **Features** are mapped to input columns by order of first arrival (features new in the same
   event are ordered by type and name), so dict order never matters. A feature that emerges
   mid-stream grows the input weights (``OnlineLSTM.add_inputs``: zero weights, so predictions
@@ -23,8 +26,8 @@ Conventions shared by the four estimators
   feature and the value; an infinite value raises a ``ValueError``. Features seen only by
   ``predict_one`` are ignored (their weights would be zero).
 * **Hyper-parameters** are the core's (see ``docs/core-api.md``), each stored under its own
-  name; the network is built at the first event with features (the forecaster's at its second
-  value), with ``seed`` drawing its weights
+  name; the network is built at the first event with features (the forecaster's engine at its
+  first value), with ``seed`` drawing its weights
   (two estimators with one seed are identical). ``clone()`` gives a fresh estimator with the same
   parameters; ``clone(include_attributes=True)``, ``copy.deepcopy`` and pickling keep the weights,
   the optimizer moments, the statistics and the state.
@@ -33,7 +36,8 @@ Conventions shared by the four estimators
   NaN). ``predict_many`` / ``predict_proba_many`` follow River's meaning: one independent
   look-ahead per row from the current state, i.e. ``predict_one`` of each row.
 
-The files: one estimator each in ``regressor``, ``classifier``, ``forecaster`` and ``anomaly``;
+The files: one estimator each in ``regressor``, ``classifier``, ``forecaster`` and ``anomaly``
+(``_forecaster_0_1``: 0.1.0's forecaster, which its pickles load into);
 ``base`` (what they share), ``features`` (value checks and input encodings), ``params`` (the
 core settings they pass through and their documentation), ``running_median``.
 """

@@ -1,414 +1,312 @@
-"""The River forecaster: the LSTM learns what moves a series away from a simple base (the last
-value or a seasonal one), and rolls a copy of its state forward to forecast."""
+"""The River forecaster: a thin shell over the core forecasting engine
+(:class:`streamlstm.Forecaster`), the one that ``streamlstm run --ahead H`` runs.
+
+Every number is the engine's: this module only turns River's dict features into the engine's
+rows, keeps the engine's bytes when pickled, and (until the engine has intervals of its own)
+calibrates intervals around the engine's forecasts in :class:`_Intervals`.
+"""
 
 from __future__ import annotations
 
 import collections
-import copy
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from river import conf
-from river.time_series.base import Forecaster
+from river.time_series.base import Forecaster as RiverForecaster
 
-from .base import LSTMEstimator, new_calibrator
+from streamlstm import Forecaster
+
+from ._forecaster_0_1 import LSTMForecaster01
+from .base import new_calibrator
 from .features import Features, as_target
-from .params import with_params_doc
-from .running_median import RunningMedianAbs
 
-_CLIP_INPUT = 5.0       # robustly scaled series inputs of the forecaster are clipped to +-5
-_SELECT_RATE = 0.02     # EW rate of the errors that choose the forecaster's base
-_FORECAST_COPY_FROM = 48  # forecast horizons above this roll a deep copy of the network
+#: the engine's settings, passed through under their own names (``Forecaster.__init__``)
+ENGINE_SETTINGS = ("horizon", "season", "max_season", "ar_orders", "ar_units", "multi_step", "forgetting",
+                   "ridge", "aggregation", "discount", "experts", "lstm", "lstm_hidden", "lstm_lr", "seed")
 
 
-@with_params_doc
-class LSTMForecaster(LSTMEstimator, Forecaster):
-    """A stateful LSTM forecaster: ``learn_one(y, x)`` learns the value of the series at the
-    next step, ``forecast(horizon, xs)`` rolls a copy of the state forward on its own outputs.
+class _Intervals:
+    """Calibrated intervals around the engine's forecasts, per step 1 .. horizon.
 
-    Alignment: the network's step for time t takes the series up to t-1 and the exogenous
-    features ``x_t`` of time t (River gives ``x_t`` with ``y_t``, and ``xs`` are the features of
-    the forecast times), and its output is learned against ``y_t``. Each arriving value is thus
-    the target of the step just taken and an input of the next one (with ``x=None`` this is the
-    core's label-then-advance, the advance being done when the next step's features are known).
+    A stand-in until the core engine gives intervals itself (``Forecaster(interval_levels=...)``
+    and ``forecast_interval``): one :class:`streamlstm.calibration.OnlineCalibrator` row per
+    step, fed at each value the residuals of the forecasts made before it (step ``s`` of the
+    forecast made ``s`` values earlier), as ``docs/calibration.md`` describes.
+    """
 
-    With ``residual`` (default) the network predicts the change of the series from a base:
-    the last value or, when ``season`` is given, a seasonal base ``y_{t-1}`` plus the step's
-    seasonal change (an exponentially smoothed profile of the changes at each phase of the
-    season, relative to the level when ``multiplicative``); the base whose recent absolute error
-    is lower is used. The network's inputs are the last ``n_lags`` changes and the last error of
-    the base, scaled by running medians of their absolute values and clipped to +-5 (robust to
-    outliers such as WaterFlow's maintenance drops), then the exogenous features (standardised
-    by the core). The target is the error of the base in the same robust units. Without
-    ``residual`` the inputs are the last ``n_lags`` values and the target is the value, both
-    standardised by the core.
+    def __init__(self, level: float, horizon: int) -> None:
+        calibrator = new_calibrator(level, horizon)
+        assert calibrator is not None
+        self.calibrator = calibrator
+        self.made: collections.deque[np.ndarray] = collections.deque(maxlen=horizon)  # latest last
+
+    def learn(self, y: float, made_before_y: np.ndarray) -> None:
+        """``made_before_y``: the engine's forecasts of steps 1 .. horizon made just before
+        ``y`` arrived (its step 1 is ``y``'s forecast)."""
+        made = self.made
+        made.append(made_before_y)
+        H = self.calibrator.horizon
+        if H == 1:
+            self.calibrator.update(float(y - made_before_y[0]))
+            return
+        residuals = np.full(H, np.nan)
+        for s in range(len(made)):
+            residuals[s] = y - made[-1 - s][s]
+        self.calibrator.update(residuals)
+
+    def around(self, points: np.ndarray) -> list[conf.Interval]:
+        """One interval per step around the forecasts ``points`` (steps 1 .. horizon)."""
+        if self.calibrator.horizon == 1:
+            return [conf.Interval(*self.calibrator.bounds(float(points[0])))]
+        lower, upper = self.calibrator.interval(points)
+        return [conf.Interval(float(lo), float(hi)) for lo, hi in zip(lower[:, 0], upper[:, 0])]
+
+
+class LSTMForecaster(RiverForecaster):
+    """River's forecaster over the core forecasting engine :class:`streamlstm.Forecaster`:
+    simple experts, online autoregressions and an LSTM on their residual, aggregated with
+    ML-Poly weights, the season found online; the same numbers as the core and as
+    ``streamlstm run --ahead H`` fed the same values.
+
+    ``learn_one(y, x)`` learns the series' next value ``y`` (``x``: the exogenous features of
+    its time); ``forecast(h, xs)`` returns the forecasts of the next ``h`` values (``xs``: the
+    features of those times), ``h`` at most ``horizon``: the engine forecasts each step with
+    its own direct models, so the steps it forecasts are fixed at construction, and a larger
+    ``h`` is refused with an error that says which ``horizon`` to construct with.
 
     Parameters
     ----------
-    residual
-        Predict the change from the base (see above) rather than the value.
-    season
-        Season length in steps (12 for monthly data with a yearly cycle, 24 for hourly data with
-        a daily one), or ``None``.
-    multiplicative, season_smoothing
-        The seasonal profile is of relative changes (``multiplicative``) or of changes, smoothed
-        with this rate (1 = the last season's change alone).
-    n_lags
-        How many past changes (values, without ``residual``) the network sees at each step.
+    horizon
+        How many steps ahead the engine forecasts (the largest ``h`` of ``forecast``).
+    season, max_season
+        Season length in steps, ``None``, or ``"auto"`` (found online from the autocorrelation,
+        up to ``max_season``; the one in use is ``season_``).
+    ar_orders, ar_units, multi_step, forgetting, ridge
+        The online autoregressions: lagged changes per expert, ``"raw"``/``"log"`` units,
+        ``"direct"`` or ``"recursive"`` multi-step, the forgetting factor and the prior
+        precision of their recursive least squares.
+    aggregation, discount
+        ``"mlpoly"``, ``"ewa"`` or ``"mean"`` weights over the experts, and the forgetting of
+        their regrets.
+    experts
+        The simple experts to use (``None``: all of ``streamlstm.forecasting.engine.SIMPLE``).
+    lstm, lstm_hidden, lstm_lr
+        The LSTM expert (on the residual of the last value): whether to use it, its units and
+        its Adam learning rate.
+    seed
+        Seeds the LSTM's initial weights (``None``: fresh randomness).
     exogenous
-        Use the features ``x`` (``False``: ignore them, e.g. when x only holds timestamps).
-    loss, huber_delta
-        ``"squared"`` or ``"huber"``.
-    interval_level, interval_horizon
-        Coverage of the intervals ``forecast(horizon, xs, with_interval=True)`` returns, and the
-        largest horizon they are calibrated for. Each step ``s`` has its own
-        :class:`streamlstm.calibration.OnlineCalibrator` row, fed the residual of the
-        ``s+1``-step forecast once its value arrives (``docs/calibration.md``): one forecast of
-        ``interval_horizon`` steps is rolled at every learned value, so a horizon above 1 costs
-        that roll per event. ``interval_level=None``: no calibrator.
-    {params}
-    Defaults (tuned on WaterFlow and AirlinePassengers, see ``bench/RESULTS.md``):
-    ``residual=True`` (the last value is a strong baseline: learn what moves the series away
-    from it; a network alone learns too slowly from a few hundred values), robust scaling
-    (WaterFlow's drops would otherwise inflate the running variances), ``n_lags=24`` (a day of
-    hourly changes), 16 units, Adam at 3e-3, ``bptt=16``; ``season_smoothing=0.5`` and
-    ``multiplicative=True`` (seasonal swings that grow with the level, as in AirlinePassengers).
+        Use the features ``x`` (``False``: ignore them, e.g. when ``x`` only holds a date).
+        The features are those of the first event with a value (the engine's input width is
+        fixed then; features that appear later are ignored); a missing one counts as its
+        running mean; a value that is not a real number raises ``TypeError`` naming it.
+    interval_level
+        Coverage of the intervals ``forecast(h, xs, with_interval=True)`` returns (``None``:
+        none). Each step has its own calibration (:class:`_Intervals`).
+
+    The settings are the engine's, under the same names and with the same defaults (chosen on
+    the whole suite of ``bench/bench_forecast.py``); the engine is built at the first value.
+    A value ``None`` (or NaN) is no value: nothing is learned and the forecasts stay those made
+    after the latest value, as in the command line.
 
     Examples
     --------
-    Forecast the monthly airline passengers (the dataset's ``x`` holds only the month's date,
-    so it is ignored). Progressive one-step validation: forecast, then learn the value.
+    The monthly airline passengers with River's own evaluation (its ``x`` holds only the
+    month's date, hence ``exogenous=False``). River's ``evaluate.evaluate`` asks for the
+    forecast before learning ``y_t`` and scores it against ``y_{t+1} .. y_{t+h}``:
 
+    >>> import statistics
     >>> from river import datasets, evaluate, metrics
     >>> from streamlstm.adapters.river import LSTMForecaster
-    >>> model = LSTMForecaster(season=12, exogenous=False, seed=42)
-    >>> mae = metrics.MAE()
-    >>> for t, (x, y) in enumerate(datasets.AirlinePassengers()):
-    ...     if t >= 12:
-    ...         mae.update(y, model.forecast(horizon=1)[0])
-    ...     model.learn_one(y, x)
-    >>> print(f"MAE: {mae.get():.1f}")   # last value: 27.1, River's HoltWinters: 8.6
-    MAE: 8.5
-
-    River's forecasting evaluation works too; note that it scores the forecast made before
-    learning ``y_t`` against ``y_{t+1} .. y_{t+h}`` (its "+1" is two steps ahead):
-
-    >>> metric = evaluate.evaluate(datasets.AirlinePassengers(), LSTMForecaster(season=12, exogenous=False),
-    ...                            metrics.MAE(), horizon=12)
-    >>> len(metric.get())
+    >>> model = LSTMForecaster(horizon=12, exogenous=False)
+    >>> metric = evaluate.evaluate(datasets.AirlinePassengers(), model, metrics.MAE(), horizon=12)
+    >>> print(f"MAE +1: {metric.get()[0]:.1f}, +12: {metric.get()[-1]:.1f}, mean: {statistics.mean(metric.get()):.1f}")
+    MAE +1: 27.7, +12: 37.3, mean: 31.3
+    >>> model.season_                     # found online
     12
 
-    Calibrated intervals, one ``river.conf.Interval`` per step (River's convention for
-    intervals; its forecasters have none). The steps to calibrate are chosen at construction:
+    (River's HoltWinters with the season given, in the same evaluation: 25.9, 34.0, 28.8.)
+    Calibrated intervals, one ``river.conf.Interval`` per step:
 
-    >>> model = LSTMForecaster(season=12, exogenous=False, interval_level=0.9, interval_horizon=3, seed=42)
-    >>> for x, y in datasets.AirlinePassengers():
-    ...     model.learn_one(y, x)
     >>> [round(v) for v in model.forecast(3)]
-    [447, 420, 470]
+    [420, 400, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['422-469', '392-449', '440-500']
+    ['399-438', '380-419', '440-494']
     """
-
-    residual: bool
-    season: int | None
-    multiplicative: bool
-    season_smoothing: float
-    n_lags: int
-    exogenous: bool
-    loss: str
-    interval_level: float | None
-    interval_horizon: int
-    _added_settings: ClassVar[dict[str, Any]] = {"interval_level": 0.9, "interval_horizon": 1}
-    _made: collections.deque[list[float]]
 
     def __init__(
         self,
-        residual: bool = True,
-        season: int | None = None,
-        multiplicative: bool = True,
-        season_smoothing: float = 0.5,
-        n_lags: int = 24,
-        exogenous: bool = True,
-        hidden: int = 16,
-        layers: int = 1,
-        cell: str = "lstm",
-        bptt: int = 16,
-        update_every: int = 1,
-        optimizer: str = "adam",
-        lr: float = 3e-3,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        rho: float = 0.99,
-        eps: float = 1e-8,
-        clip: float | None = 1.0,
-        l2: float = 0.0,
-        loss: str = "squared",
-        huber_delta: float = 1.0,
-        dtype: str = "float32",
+        horizon: int = 1,
+        season: int | str | None = "auto",
+        max_season: int = 48,
+        ar_orders: Sequence[int] = (2, 13),
+        ar_units: Sequence[str] = ("raw", "log"),
+        multi_step: str = "direct",
+        forgetting: float = 0.995,
+        ridge: float = 1.0,
+        aggregation: str = "mlpoly",
+        discount: float = 1.0,
+        experts: Sequence[str] | None = None,
+        lstm: bool = True,
+        lstm_hidden: int = 16,
+        lstm_lr: float = 3e-3,
         seed: int | None = 0,
+        exogenous: bool = True,
         interval_level: float | None = 0.9,
-        interval_horizon: int = 1,
     ):
-        self._set_params(locals())
-
-    def _check(self) -> None:
-        if self.loss not in ("squared", "huber"):
-            raise ValueError(f"loss must be 'squared' or 'huber', got {self.loss!r}")
-        if self.season is not None and (not isinstance(self.season, int) or self.season < 1):
-            raise ValueError(f"season must be a positive integer or None, got {self.season!r}")
-        if not isinstance(self.n_lags, int) or self.n_lags < 1:
-            raise ValueError(f"n_lags must be a positive integer, got {self.n_lags!r}")
-        if not 0.0 < self.season_smoothing <= 1.0:
-            raise ValueError(f"season_smoothing must be in (0, 1], got {self.season_smoothing!r}")
-        if isinstance(self.interval_horizon, bool) or not isinstance(self.interval_horizon, int) or self.interval_horizon < 1:
-            raise ValueError(f"interval_horizon must be a positive integer, got {self.interval_horizon!r}")
-        super()._check()
-
-    def _core_kwargs(self) -> dict[str, Any]:
-        kw = super()._core_kwargs()
-        kw["standardize_inputs"] = True
-        kw["standardize_targets"] = not self.residual
-        return kw
+        self.horizon = horizon
+        self.season = season
+        self.max_season = max_season
+        self.ar_orders = ar_orders
+        self.ar_units = ar_units
+        self.multi_step = multi_step
+        self.forgetting = forgetting
+        self.ridge = ridge
+        self.aggregation = aggregation
+        self.discount = discount
+        self.experts = experts
+        self.lstm = lstm
+        self.lstm_hidden = lstm_hidden
+        self.lstm_lr = lstm_lr
+        self.seed = seed
+        self.exogenous = exogenous
+        self.interval_level = interval_level
+        self._new_engine(0)  # refuses a bad setting now, with the engine's message
+        self._intervals = None if interval_level is None else _Intervals(interval_level, horizon)
+        self._engine: Forecaster | None = None
+        self._features = Features("levels")
+        self._key: int | None = None   # the engine's key of the current series (reset_state: the next)
+        # the engine's forecast (without features) since the latest value, when forecast() made
+        # it: learn_one's calibration reuses it rather than forecasting again (not pickled)
+        self._made: np.ndarray | None = None
 
     @classmethod
     def _unit_test_params(cls):
-        yield {"hidden": 4, "bptt": 4, "n_lags": 2}
-        yield {"hidden": 4, "n_lags": 3, "season": 2, "residual": False}
-        yield {"hidden": 4, "n_lags": 2, "season": 3, "multiplicative": False}
-        yield {"hidden": 4, "n_lags": 2, "interval_horizon": 3, "interval_level": 0.8}
+        # river.checks forecasts 3 steps: each is built for them (a larger horizon is refused)
+        yield {"horizon": 3, "lstm_hidden": 4}
+        yield {"horizon": 3, "lstm_hidden": 4, "season": 3, "ar_orders": (2,), "interval_level": 0.8}
+        yield {"horizon": 3, "lstm": False, "season": None, "experts": ("last_value", "damped_trend"),
+               "interval_level": None}
 
-    def _reset_learning(self) -> None:
-        super()._reset_learning()
-        self._features = Features("levels")
-        self._reset_series()
-        self._profile: dict[int, float] = {}
-        self._err_last: float | None = None
-        self._err_season: float | None = None
-        self._scale_change = RunningMedianAbs()
-        self._scale_error = RunningMedianAbs()
-        self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
+    def _new_engine(self, n_features: int) -> Forecaster:
+        return Forecaster(n_features=n_features, **{name: getattr(self, name) for name in ENGINE_SETTINGS})
 
-    def _upgrade_state(self) -> None:
-        self._calibrator = new_calibrator(self.interval_level, self.interval_horizon)
-        self._made = collections.deque(maxlen=self.interval_horizon)  # what _reset_series makes
+    @property
+    def engine(self) -> Forecaster | None:
+        """The core :class:`streamlstm.Forecaster` doing the work (``None`` before the first value)."""
+        return self._engine
 
-    def _reset_series(self) -> None:
-        size = max(self.n_lags, self.season or 0) + 1
-        self._history: collections.deque = collections.deque(maxlen=size)  # values, latest last
-        self._t = 0           # steps of the series seen (phase = t % season)
-        self._error = 0.0     # error of the base at the last step
-        # the forecasts made at the last interval_horizon events, latest last (for the calibrator)
-        self._made = collections.deque(maxlen=self.interval_horizon)
+    @property
+    def season_(self) -> int | None:
+        """The season the engine uses (``None``: none found or given)."""
+        if self._engine is None:
+            return self.season if isinstance(self.season, int) else None
+        return self._engine.season_of(self._key)
 
-    def reset_state(self) -> None:
-        """Start a new series: zero the network's state and forget the last values (the
-        weights, the seasonal profile and the scales are kept)."""
-        super().reset_state()
-        self._reset_series()
-
-    # ------------------------------------------------------------------ pieces
-    def _seasonal(self, last: float, t: int) -> float | None:
-        if self.season is None:
-            return None
-        p = self._profile.get(t % self.season)
-        if p is None:
-            return None
-        return last * (1.0 + p) if self.multiplicative else last + p
-
-    def _base(self, last: float, t: int) -> float:
-        if not self.residual:
-            return 0.0
-        if self._err_season is not None and self._err_last is not None and self._err_season < self._err_last:
-            b = self._seasonal(last, t)
-            if b is not None:
-                return b
-        return last
-
-    def _series_inputs(self, history, error: float) -> list[float]:
-        h = list(history)
-        n = self.n_lags
-        if not self.residual:
-            vals = h[::-1][:n]
-            return vals + [vals[-1]] * (n - len(vals))
-        s = self._scale_change.get()
-        c = _CLIP_INPUT
-        out = []
-        for l in range(1, n + 1):
-            if l + 1 <= len(h):
-                d = (h[-l] - h[-l - 1]) / s
-                out.append(c if d > c else -c if d < -c else d)
-            else:
-                out.append(0.0)
-        e = error / self._scale_error.get()
-        out.append(c if e > c else -c if e < -c else e)
-        return out
-
-    def _exog(self, x: dict | None, learn: bool) -> tuple[list[float], int]:
+    # ------------------------------------------------------------------ features
+    def _row(self, x: dict | None, learn: bool) -> np.ndarray | None:
+        """The engine's exogenous row of ``x`` (``None`` when the engine takes none)."""
         if not self.exogenous:
-            return [], 0
+            return None
         try:
             known, new = self._features.parse(x)
         except TypeError as exc:
             raise TypeError(f"{exc} (exogenous features must be numbers; encode it, or pass "
                             "exogenous=False to ignore x)") from None
-        return self._features.row(known, new, learn=learn)
-
-    def _target_scale(self) -> float:
-        return self._scale_error.get() if self.residual else 1.0
-
-    def _observe(self, y: float) -> None:
-        """Update the base's statistics with y (the step's value) and move to the next step."""
-        if self._history:
-            last = self._history[-1]
-            t = self._t
-            b = self._base(last, t)
-            self._error = y - b if self.residual else 0.0
-            self._scale_error.update(y - b)
-            self._scale_change.update(y - last)
-            sb = self._seasonal(last, t)
-            if sb is not None:
-                el, es = abs(y - last), abs(y - sb)
-                if self._err_season is None:
-                    self._err_last, self._err_season = el, es
-                else:
-                    self._err_last += _SELECT_RATE * (el - self._err_last)
-                    self._err_season += _SELECT_RATE * (es - self._err_season)
-            if self.season is not None:
-                if self.multiplicative:
-                    v = (y - last) / last if last != 0.0 else None
-                else:
-                    v = y - last
-                if v is not None:
-                    phase = t % self.season
-                    p = self._profile.get(phase)
-                    self._profile[phase] = v if p is None else p + self.season_smoothing * (v - p)
-        self._history.append(y)
-        self._t += 1
+        if self._engine is not None and self._engine.n_features == 0:
+            return None
+        row, _ = self._features.row(known, new if self._engine is None else None, learn=learn)
+        return np.array(row, dtype=np.float64)
 
     # ------------------------------------------------------------------ River API
     def learn_one(self, y: float | None, x: dict | None = None) -> None:
-        """Learn the series' next value ``y`` (with its exogenous features ``x``). ``y=None``:
-        the value is unknown; the state advances and the value is taken as the forecast."""
-        if y is None:
-            self.advance_one(x)
+        """Learn the series' next value ``y`` (``x``: the features of its time). ``None`` or
+        NaN: no value, nothing is learned (the features are still checked)."""
+        value = as_target(y)
+        if value is None:
+            self._row(x, learn=False)
             return
-        f = as_target(y)
-        if f is None:
-            self.advance_one(x)
-            return
-        ahead = self._forecast_to_calibrate(x)
-        exog, n_new = self._exog(x, learn=True)
-        if self._history:
-            row = self._series_inputs(self._history, self._error) + exog
-            if self._model is None:
-                self._model = self._new_core(len(row))
-            elif n_new:
-                self._model.add_inputs(n_new)
-            b = self._base(self._history[-1], self._t)
-            scale = self._target_scale()
-            out = float(self._model.learn_one(np.array(row, dtype=np.float64), (f - b) / scale))
-            if self._calibrator is not None:
-                self._calibrate(f, [b + out * scale] if ahead is None else ahead)
-        self._observe(f)
+        row = self._row(x, learn=True)
+        if self._engine is None:
+            self._engine = self._new_engine(0 if row is None else len(row))
+        engine = self._engine
+        if self._intervals is not None:
+            made = self._made if row is None and self._made is not None else \
+                engine.forecast(self._key, None if row is None else [row.tolist()])
+            self._intervals.learn(value, made)
+        engine.learn_one(value, row, self._key)
+        self._made = None
 
-    def _forecast_to_calibrate(self, x: dict | None) -> list[float] | None:
-        """The forecast of the steps beyond the next one, made before the value arrives (None
-        when only the next step is calibrated: learn_one's own prediction is that one)."""
-        if self._calibrator is None or self.interval_horizon == 1 or not self._history:
-            return None
-        return self._forecast(self.interval_horizon, [x] if x is not None else None)
-
-    def _calibrate(self, y: float, made_now: list[float]) -> None:
-        """Keep the forecast made for ``y``'s step and the next ones (before ``y`` was known),
-        then feed the calibrator the residual of every forecast whose step ``s`` is ``y``'s."""
-        made = self._made
-        made.append(made_now)
-        if self.interval_horizon == 1:
-            self._calibrator.update(float(y - made_now[0]))  # type: ignore[union-attr]
-            return
-        residuals = np.full(self.interval_horizon, np.nan)
-        for s in range(len(made)):
-            residuals[s] = y - made[-1 - s][s]  # the forecast made s events before this one
-        self._calibrator.update(residuals)  # type: ignore[union-attr]
-
-    def advance_one(self, x: dict | None = None) -> None:
-        """Step the series without observing its value: the state advances and the one-step
-        forecast stands in for the value."""
-        ahead = self._forecast_to_calibrate(x)
-        exog, n_new = self._exog(x, learn=True)
-        if not self._history:
-            return
-        if self._calibrator is not None:
-            # the value of this step never arrives: only the later steps of its forecast count
-            self._made.append([np.nan] if ahead is None else ahead)
-        row = self._series_inputs(self._history, self._error) + exog
-        if self._model is None:
-            self._model = self._new_core(len(row))
-        elif n_new:
-            self._model.add_inputs(n_new)
-        last, t = self._history[-1], self._t
-        out = float(self._model.advance(np.array(row, dtype=np.float64)))
-        y_hat = self._base(last, t) + out * self._target_scale()
-        self._history.append(y_hat)
-        self._t += 1
-        self._error = 0.0
-
-    def forecast(self, horizon: int, xs: list[dict] | None = None,
+    def forecast(self, horizon: int, xs: Sequence[dict] | None = None,
                  with_interval: bool = False) -> list[float] | list[conf.Interval]:
-        """Forecasts for the next ``horizon`` steps (``xs``: their exogenous features, any
-        sequence; missing ones count as the features' means). Pure: a copy of the state rolls
-        forward, each forecast feeding the next step.
+        """The engine's forecasts of the next ``horizon`` values (pure). ``xs``: the features of
+        those times (missing ones count as the features' means). ``horizon`` may not exceed
+        the ``horizon`` setting.
 
         ``with_interval=True`` returns one ``river.conf.Interval`` per step instead, at
         ``interval_level`` around that step's forecast (as River's regressors do with
-        ``predict_one(x, with_interval=True)``); ``horizon`` may not exceed
-        ``interval_horizon``."""
+        ``predict_one(x, with_interval=True)``).
+
+        >>> model = LSTMForecaster(horizon=2)
+        >>> model.forecast(3)
+        Traceback (most recent call last):
+        ...
+        ValueError: forecast(horizon=3): this forecaster forecasts up to 2 steps; construct it with LSTMForecaster(horizon=3)
+        """
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"forecast(horizon={horizon!r}): the horizon must be an integer >= 1")
+        if horizon > self.horizon:
+            raise ValueError(f"forecast(horizon={horizon}): this forecaster forecasts up to {self.horizon} steps; "
+                             f"construct it with LSTMForecaster(horizon={horizon})")
+        if with_interval and self._intervals is None:
+            raise ValueError("with_interval=True needs intervals: construct the forecaster with "
+                             "interval_level=0.9 (or another level in (0, 1)), not None")
+        if self._engine is None:
+            points = np.zeros(self.horizon)
+        else:
+            rows = None
+            if xs is not None and self._engine.n_features:
+                rows = [self._row(x, learn=False).tolist() for x in list(xs)[:horizon]]  # type: ignore[union-attr]
+            points = self._engine.forecast(self._key, rows)
+            if rows is None:
+                self._made = points
         if with_interval:
-            cal = self._calibrator
-            if cal is None:
-                raise ValueError("with_interval=True needs a calibrator: construct the forecaster with "
-                                 "interval_level=0.9 (or another level in (0, 1)), not None")
-            if horizon > cal.horizon:
-                raise ValueError(f"intervals are calibrated up to interval_horizon={cal.horizon} steps, "
-                                 f"{horizon} were asked: construct the forecaster with interval_horizon={horizon}")
-            points = self._forecast(horizon, xs)
-            if cal.horizon == 1:
-                return [conf.Interval(*cal.bounds(p)) for p in points]
-            lower, upper = cal.interval(points + [points[-1] if points else 0.0] * (cal.horizon - horizon))
-            return [conf.Interval(float(lower[s, 0]), float(upper[s, 0])) for s in range(horizon)]
-        return self._forecast(horizon, xs)
+            assert self._intervals is not None
+            return self._intervals.around(points)[:horizon]
+        return points[:horizon].tolist()
 
-    def _forecast(self, horizon: int, xs: list[dict] | None) -> list[float]:
-        if not self._history:
-            return [0.0] * horizon
-        xs = list(xs) if xs is not None else []
-        if self._model is None:
-            return [self._history[-1]] * horizon
-        n_in = self._model.n_inputs
-        history = collections.deque(self._history, maxlen=self._history.maxlen)
-        t, error, scale = self._t, self._error, self._target_scale()
-        rows: list[list[float]] = []
-        out: list[float] = []
-        copy_model = copy.deepcopy(self._model) if horizon > _FORECAST_COPY_FROM else None
-        for k in range(horizon):
-            exog, _ = self._exog(xs[k] if k < len(xs) else None, learn=False)
-            row = self._series_inputs(history, error) + exog
-            row += [0.0] * (n_in - len(row))  # features the network has not grown yet
-            if copy_model is not None:
-                o = float(copy_model.advance(np.array(row, dtype=np.float64)))
-            elif k == 0:
-                rows.append(row)
-                o = float(self._model.predict_one(np.array(row, dtype=np.float64)))
-            else:
-                rows.append(row)
-                o = float(self._model.predict_many(np.array(rows, dtype=np.float64))[-1, 0])
-            last = history[-1]
-            y_hat = self._base(last, t) + o * scale
-            out.append(y_hat)
-            history.append(y_hat)
-            t += 1
-            error = 0.0
-        return out
+    # ------------------------------------------------------------------ state
+    def reset_state(self) -> None:
+        """Start a new series, keeping what was learned across series (the autoregressions, the
+        LSTM's weights, the aggregation weights, the interval calibration): the engine serves
+        the new series under a key of its own, whose values, season and LSTM state start empty.
+        The previous series' values stay in the engine (about 4 kB each).
 
+        >>> model = LSTMForecaster()
+        >>> model.learn_one(5.0)
+        >>> model.reset_state()
+        >>> model.forecast(1)
+        [0.0]
+        """
+        if self._engine is not None:
+            self._key = 0 if self._key is None else self._key + 1
+        self._made = None
+        if self._intervals is not None:
+            self._intervals.made.clear()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = {**self.__dict__, "_made": None}
+        if self._engine is not None:  # the engine's own versioned, checked bytes
+            state["_engine"] = self._engine.to_bytes()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_engine" not in state:  # pickled by 0.1.0: its own design, kept in LSTMForecaster01
+            self.__class__ = LSTMForecaster01  # type: ignore[assignment]
+            self.__setstate__(state)
+            return
+        if isinstance(state["_engine"], bytes):
+            state = {**state, "_engine": Forecaster.from_bytes(state["_engine"])}
+        self.__dict__.update(state)
