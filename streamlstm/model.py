@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _state_check, persistence
+from . import persistence
+from ._kernels import state_check as _state_check
 from ._kernels import checks, entry
 from ._kernels import layout as K
 from .settings import ModelSettings
@@ -175,11 +176,8 @@ class OnlineLSTM:
         dtype: Literal["float64", "float32"] = "float64",
         seed: int | None = 0,
     ) -> None:
-        settings = ModelSettings(
-            n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden, layers=layers, cell=cell, bptt=bptt,
-            update_every=update_every, optimizer=optimizer, lr=lr, momentum=momentum, betas=betas, rho=rho,
-            eps=eps, clip=clip, l2=l2, loss=loss, huber_delta=huber_delta, standardize_inputs=standardize_inputs,
-            standardize_targets=standardize_targets, dtype=dtype, seed=seed)
+        # the arguments are the settings (a test pins this signature to the schema)
+        settings = ModelSettings(**{name: value for name, value in locals().items() if name != "self"})
         self._apply_settings(settings)
         self._busy = False  # see _in_use
         self._allocate(self.n_inputs, self.n_outputs)

@@ -9,7 +9,8 @@ one compiled pass over any number of rows (a state swap costs well under a micro
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._jit import jit
 
 # spec: what the check needs to know of the layout (one array: one argument to dispatch)
 S_RING, S_K2, S_SLOT, S_FLAG, S_Y, S_NOUT, S_CE, S_SIZE, S_LIMIT = range(9)
@@ -33,7 +34,7 @@ def spec_of(ring: int, k2: int, slot: int, flag: int, y: int, n_out: int, ce: bo
     return np.array([ring, k2, slot, flag, y, n_out, int(ce), size, MAX_COUNTER], dtype=np.int64)
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def _count_exponent_all_ones(u, mask):
     bad = 0
     for k in range(u.shape[0]):
@@ -41,7 +42,7 @@ def _count_exponent_all_ones(u, mask):
     return bad
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def all_finite(v):
     """Whether every value of the contiguous float array v is finite: NaN and ±inf are the
     values whose exponent bits are all ones. An integer count vectorises (a float test with
@@ -51,7 +52,7 @@ def all_finite(v):
     return _count_exponent_all_ones(v.view(np.uint32), np.uint32(0x7F800000)) == 0
 
 
-@njit(cache=True, error_model="numpy")
+@jit
 def first_fault(S, C, spec):
     """First fault in states ``S`` (rows of a state buffer, or of ``h, c`` only when the
     width is below the ring) and counters ``C`` (rows of ``[t, since]``, may be empty).
