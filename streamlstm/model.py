@@ -10,9 +10,9 @@ from typing import Any, Literal
 import numpy as np
 
 from . import persistence
-from ._kernels import state_check as _state_check
 from ._kernels import checks, entry
 from ._kernels import layout as K
+from ._kernels import state_check as _state_check
 from .settings import ModelSettings
 from .settings import names as settings_names
 
@@ -773,14 +773,14 @@ class OnlineLSTM:
         return cls._from_parts(meta, arrays)
 
     @classmethod
-    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> OnlineLSTM:
         """A model from a file's parts: every setting, array and index-like value is checked
         before anything as large as the model is built; ``FormatError`` names the field."""
         with persistence.format_errors("streamlstm model"):
             return cls._checked_from_parts(meta, arrays)
 
     @classmethod
-    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> OnlineLSTM:
         bad = persistence.FormatError
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise bad("corrupt streamlstm model: the header has no 'config' object of settings")
@@ -1009,7 +1009,7 @@ def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
         raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**61]")
 
 
-def _in_use(model: "OnlineLSTM") -> RuntimeError:
+def _in_use(model: OnlineLSTM) -> RuntimeError:
     """Two threads in one model would interleave their steps and lose updates without a
     word (the kernels run without the GIL). A lock would cost a sixth of a prediction;
     this flag costs a few nanoseconds and turns the race into an error."""

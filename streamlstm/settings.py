@@ -125,12 +125,17 @@ def _clip(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _seed(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 or None, got {value!r}")
-    return int(value)
+def _optional_int(low: int) -> Check:
+    """An integer >= low, or None."""
+
+    def check(name: str, value: Any) -> int | None:
+        if value is None:
+            return None
+        if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low} or None, got {value!r}")
+        return int(value)
+
+    return check
 
 
 def _setting(default: Any, doc: str, check: Check, choices: tuple[str, ...] | None = None,
@@ -183,7 +188,7 @@ class ModelSettings:
     standardize_inputs: bool = _setting(True, "feed the network running-standardised inputs", _flag)
     standardize_targets: bool = _setting(True, "learn standardised targets (never for cross_entropy)", _flag)
     dtype: str = _choose("float64", "float64 (exact resumes) or float32 (faster)", "float64", "float32")
-    seed: int | None = _setting(0, "seeds the weight initialisation (None: from the OS)", _seed,
+    seed: int | None = _setting(0, "seeds the weight initialisation (None: from the OS)", _optional_int(0),
                                 bounds=Interval(0, math.inf, high_open=True))
 
     def __post_init__(self) -> None:
@@ -252,14 +257,6 @@ def _ttl(name: str, value: Any) -> float | None:
     return _real(_NON_NEGATIVE)(name, value)
 
 
-def _optional_positive_int(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class KeyedSettings:
     """The settings of a :class:`~streamlstm.KeyedLSTM` beyond its model, checked when built.
@@ -273,7 +270,7 @@ class KeyedSettings:
     ttl: float | None = _setting(None, "forget keys idle for longer than this (None: never)", _ttl)
     ttl_unit: str = _choose("calls", "what ttl counts: calls, events or seconds", "calls", "events", "seconds")
     max_keys: int | None = _setting(None, "keep at most this many keys (least recently used go)",
-                                    _optional_positive_int)
+                                    _optional_int(1))
     update_input_stats: bool = _setting(True, "events update the running input statistics", _flag)
 
     def __post_init__(self) -> None:

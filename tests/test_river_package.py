@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("river")
 
 import streamlstm.adapters.river as river_adapter
+from streamlstm import OnlineLSTM
 from streamlstm.adapters.river import (
     LSTMAnomalyDetector,
     LSTMClassifier,
@@ -23,8 +24,6 @@ from streamlstm.adapters.river import (
     LSTMRegressor,
 )
 from streamlstm.adapters.river.params import _CORE, _CORE_OPTIONAL, params_doc
-
-from streamlstm import OnlineLSTM
 
 ESTIMATORS = [LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector]
 MODULES = sorted(m.name for m in pkgutil.iter_modules(river_adapter.__path__))

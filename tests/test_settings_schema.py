@@ -106,6 +106,7 @@ def test_river_signature_is_pinned_to_the_schema(cls):
 def _entries(block: str) -> dict[str, str]:
     """The entries of a numpydoc "Parameters" block: name line at 4 spaces -> its text."""
     entries: dict[str, str] = {}
+    name = ""
     for line in block.splitlines():
         if line.startswith("     "):
             entries[name] += " " + line.strip()
