@@ -1,8 +1,10 @@
 """The model settings: one frozen dataclass, one check per setting, one place that says what is allowed.
 
 ``OnlineLSTM.__init__``, its saved configuration (``get_params``, the ``config`` of a model
-file) and the file loader all go through :class:`ModelSettings`; adapters generate their
-documentation and options from :func:`describe`. A refused value raises ``ValueError``
+file) and the file loader all go through :class:`ModelSettings`. :func:`describe` tells
+adapters each setting's type, default, description, choices and range: the River estimators'
+documentation is generated from it, and ``tests/test_settings_schema.py`` pins their
+signatures and the CLI's options to it. A refused value raises ``ValueError``
 naming the setting, the allowed range and the value given.
 
 >>> ModelSettings(n_inputs=3, lr=0.01).lr
