@@ -23,6 +23,7 @@ from streamlstm.adapters.river import (
     LSTMForecaster,
     LSTMRegressor,
 )
+from streamlstm.adapters.river.base import LSTMEstimator
 from streamlstm.adapters.river.params import _CORE, _CORE_OPTIONAL, params_doc
 
 ESTIMATORS = [LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector]
@@ -81,7 +82,7 @@ def test_signature_holds_the_core_settings_and_each_is_documented(cls):
 def test_core_settings_are_documented_once():
     entries = [line.strip() for line in params_doc().splitlines() if not line.startswith("     ")]
     assert sorted(entries) == sorted(_CORE)
-    for cls in ESTIMATORS:  # once each: no estimator documents a core setting of its own as well
+    for cls in (c for c in ESTIMATORS if issubclass(c, LSTMEstimator)):  # once each: none documents its own
         names = [n.strip() for line in cls.__doc__.splitlines()
                  if line.startswith("    ") and not line.startswith("     ") for n in line.split(",")]
         assert all(names.count(name) == 1 for name in _CORE), cls.__name__

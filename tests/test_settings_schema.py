@@ -63,6 +63,7 @@ from streamlstm.adapters.river import (  # noqa: E402  (after the skip: River is
     LSTMForecaster,
     LSTMRegressor,
 )
+from streamlstm.adapters.river.base import LSTMEstimator  # noqa: E402
 from streamlstm.adapters.river.params import (  # noqa: E402
     _CORE,
     _CORE_OPTIONAL,
@@ -70,7 +71,11 @@ from streamlstm.adapters.river.params import (  # noqa: E402
     params_doc,
 )
 
-ESTIMATORS = [LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector]
+# The estimators over one OnlineLSTM: the shared base passes them the core settings (a
+# forecaster over the core's forecasting engine takes the engine's settings instead).
+ESTIMATORS = [c for c in (LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector)
+              if issubclass(c, LSTMEstimator)]
+assert {LSTMRegressor, LSTMClassifier, LSTMAnomalyDetector} <= set(ESTIMATORS)
 
 
 def _core_parameters(cls: type) -> dict[str, inspect.Parameter]:
