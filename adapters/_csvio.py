@@ -35,13 +35,17 @@ import csv
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import pairwise, repeat
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CliError", "BadRecord", "RecordReader", "Schema", "Block", "fields", "reading_guard", "detect_delimiter",
-           "is_missing", "looks_like_data", "column_roles", "Roles", "DELIMITERS", "MISSING_POLICIES"]
+if TYPE_CHECKING:  # numpy is imported where it is used: --help must answer without it
+    import numpy as np
+
+__all__ = ["DELIMITERS", "MISSING_POLICIES", "BadRecord", "Block", "CliError", "RecordReader", "Roles", "Schema",
+           "column_roles", "detect_delimiter", "fields", "is_missing", "looks_like_data", "reading_guard"]
 
 MAX_LINE = 1 << 20  # a "line" longer than this without a newline is refused (1 MiB)
 LIMIT = 1e100       # larger magnitudes are refused: the core's running statistics would overflow
@@ -539,7 +543,7 @@ def column_roles(header: Sequence[str], records: Sequence[Sequence[str]], exclud
             roles.time, roles.time_reason = header[0], "dates or times in the first column"
         elif all(_INTEGER.fullmatch(v) for v in first):
             ints = [int(v) for v in first]
-            steps = [b - a for a, b in zip(ints, ints[1:])]
+            steps = [b - a for a, b in pairwise(ints)]
             if steps and all(d >= 0 if keyed else d > 0 for d in steps):
                 roles.time, roles.time_reason = header[0], "increasing integers in the first column"
             elif not steps and header[0].strip().lower() in _TIME_NAMES:
@@ -548,7 +552,7 @@ def column_roles(header: Sequence[str], records: Sequence[Sequence[str]], exclud
         if name in exclude or not name or name == roles.time:
             continue
         present = [r[j] for r in rows if not is_missing(r[j])]
-        if not rows or present and _is_number(present[0]):  # a later bad cell is a bad row, not text
+        if not rows or (present and _is_number(present[0])):  # a later bad cell is a bad row, not text
             roles.features.append(name)
         elif not present:
             roles.empty.append(name)
@@ -566,8 +570,8 @@ class Block:
     ``passthrough`` and ``target_text`` strings are then only made when asked for.
     """
 
-    __slots__ = ("X", "y", "known", "keys", "_passthrough", "_target_text", "lines", "pos", "quoted", "raw",
-                 "spans", "n_pass")
+    __slots__ = ("X", "_passthrough", "_target_text", "keys", "known", "lines", "n_pass", "pos", "quoted", "raw",
+                 "spans", "y")
 
     def __init__(self, X, y, known, keys, passthrough, target_text, lines, pos, quoted, raw=None, spans=None,
                  n_pass=0):
@@ -595,7 +599,7 @@ class Block:
             self._target_text = self._cells(self.n_pass)
         return self._target_text
 
-    def head(self, k: int) -> "Block":
+    def head(self, k: int) -> Block:
         """The first ``k`` rows."""
         return Block(self.X[:k], self.y[:k], self.known[:k], None if self.keys is None else self.keys[:k],
                      None if self._passthrough is None else [c[:k] for c in self._passthrough],
@@ -629,12 +633,11 @@ class Schema:
                 dup.add(name)
             seen.setdefault(name, j)
 
-        def where(name: str, role: str, optional: bool = False) -> int | None:
+        def where(name: str, role: str) -> int:
+            """The column of ``name``; CliError when it is absent or appears twice."""
             if name in dup:
                 raise CliError(f"column {name!r} ({role}) appears more than once in the header")
             if name not in seen:
-                if optional:
-                    return None
                 raise CliError(_not_in_header(header, name, role, delimiter))
             return seen[name]
 
@@ -647,7 +650,7 @@ class Schema:
         self.features = list(features)
         self.key = key
         self.time = time
-        self.t_idx = where(target, "--target", optional=target_optional)
+        self.t_idx = None if target_optional and target not in seen else where(target, "--target")
         self.f_idx = [where(f, "feature") for f in self.features]
         for f in self.features:
             if f in (target, key, time):
@@ -659,12 +662,12 @@ class Schema:
             if c in (target, key, time) or c in self.features:
                 what = "a feature" if c in self.features else "already in the output (target, key or time)"
                 raise CliError(f"--keep {c!r}: the column is {what}; --keep copies other columns to the output")
-        keep_idx = [j for j in (where(c, "--keep") for c in self.keep) if j is not None]
+        keep_idx = [where(c, "--keep") for c in self.keep]
         self.pass_names = [c for c in (key, time) if c] + self.keep
         self.pass_idx = [i for i in (self.k_idx, self.time_idx) if i is not None] + keep_idx
         self._getters = [itemgetter(j) for j in self.f_idx]
         self.compiled = False  # parse blocks of plain lines with the compiled reader (see enable_compiled)
-        self._roles = None
+        self._roles: np.ndarray | None = None
 
     def enable_compiled(self) -> None:
         """Parse blocks of plain lines (no quotes) with :mod:`._fastcsv`: the same arrays and

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_cli import make_data  # noqa: E402  (bench/, the script's own folder)
+from bench_cli import make_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,8 @@ def run(tree: Path | None, cache: Path, args: list[str], out: Path) -> tuple[flo
     with open(out, "wb") as fh:
         p = subprocess.Popen([sys.executable, "-c", code, *args], stdout=fh, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, env={**os.environ, "NUMBA_CACHE_DIR": str(cache)})
-        err = p.stderr.read().decode()
+        assert p.stderr is not None  # stderr=PIPE
+        err = p.stderr.read().decode()  # not communicate(): it would reap the child before wait4
         _, status, usage = os.wait4(p.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{'base' if tree else 'this tree'} failed: {err}")

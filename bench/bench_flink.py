@@ -119,9 +119,8 @@ def timed_engine(timing_path: str, kind: str, arg: str):
 
 def make_model(path: str, n_inputs: int, hidden: int) -> dict:
     """A model trained on a few hundred events; returns the state sizes per key."""
-    from streamlstm.adapters.flink import LearningEngine, ServingEngine
-
     from streamlstm import OnlineLSTM
+    from streamlstm.adapters.flink import LearningEngine, ServingEngine
 
     rng = random.Random(0)
     m = OnlineLSTM(n_inputs=n_inputs, hidden=hidden, lr=1e-2, seed=0)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from river import datasets
+
 from streamlstm.adapters.river import LSTMAnomalyDetector, LSTMForecaster, LSTMRegressor
 
 REPEATS = 15

@@ -52,7 +52,7 @@ class Stream:
 
     @property
     def probation(self) -> int:
-        return int(math.floor(PROBATION * self.rows))
+        return math.floor(PROBATION * self.rows)
 
 
 def windows_to_rows(timestamps: np.ndarray, windows: Sequence[Sequence[str]]) -> list[tuple[int, int]]:

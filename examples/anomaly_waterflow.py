@@ -36,8 +36,8 @@ import tempfile
 
 import numpy as np
 from river import datasets
-from streamlstm.adapters.river import LSTMAnomalyDetector
 
+from streamlstm.adapters.river import LSTMAnomalyDetector
 from streamlstm.anomaly import DEFAULT_THRESHOLD
 
 SEGMENTS = {"drop 1": (93, 110), "drop 2": (210, 224), "peak": (328, 330), "drop 3": (872, 887)}

@@ -36,9 +36,8 @@ def _sensor(rng: random.Random, phase: float):
 
 
 def demo() -> int:
-    from streamlstm.adapters.flink import read_output, run_csv_job
-
     from streamlstm import OnlineLSTM
+    from streamlstm.adapters.flink import read_output, run_csv_job
 
     rng = random.Random(0)
     work = tempfile.mkdtemp(prefix="streamlstm-flink-demo-")

@@ -56,6 +56,7 @@ def demo_files(work: str) -> tuple[str, str]:
 def run_collection(model_path: str, events_path: str, parallelism: int) -> list[str]:
     """Lines from a collection in, the model's output lines collected back."""
     from pyflink.common import Types
+
     from streamlstm.adapters.flink import build_model_pipeline, make_env, prepare_worker_environment
 
     prepare_worker_environment(work_dir=tempfile.mkdtemp(prefix="streamlstm-flink-own-source-"))
@@ -79,6 +80,7 @@ def run_kafka(a) -> None:
         KafkaSink,
         KafkaSource,
     )
+
     from streamlstm.adapters.flink import build_model_pipeline, make_env, prepare_worker_environment, run_until_stopped
 
     prepare_worker_environment()

@@ -24,6 +24,7 @@ import statistics
 import time
 
 from river import datasets, evaluate, metrics, time_series
+
 from streamlstm.adapters.river import LSTMForecaster
 
 HORIZON = 24

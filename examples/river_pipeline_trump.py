@@ -20,6 +20,7 @@ import argparse
 import time
 
 from river import base, compose, datasets, evaluate, linear_model, metrics, preprocessing
+
 from streamlstm.adapters.river import LSTMRegressor
 
 

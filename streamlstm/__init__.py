@@ -12,11 +12,11 @@ import sys as _sys
 # then fails ("module ... has no attribute 'print'"). Restore it before numba is imported.
 _main = _sys.modules.get(getattr(_builtins.print, "__module__", "builtins"))
 if _main is not None and getattr(_main, "print", None) is not _builtins.print:
-    _main.print = _builtins.print
-
-from . import _numba_config  # noqa: E402,F401 - numba's cache directory, before any kernel module
+    _main.print = _builtins.print  # type: ignore[attr-defined]  # a module attribute PyFlink replaced
 
 from typing import TYPE_CHECKING, Any  # noqa: E402  (after the print fix above, on purpose)
+
+from . import _numba_config  # noqa: E402,F401 - numba's cache directory, before any kernel module
 
 __all__ = ["AnomalyDetector", "AnomalyScorer", "Forecaster", "FormatError", "InputError", "KeyedLSTM", "LSTMState",
            "OnlineCalibrator", "OnlineLSTM", "__version__"]

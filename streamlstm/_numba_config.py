@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["user_cache_dir", "configure", "module_cache_dir"]
+__all__ = ["configure", "module_cache_dir", "user_cache_dir"]
 
 
 def user_cache_dir() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from itertools import pairwise
 from statistics import NormalDist
 from typing import Any
 
@@ -96,7 +97,7 @@ class OnlineCalibrator:
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must lie in (0, 1], got {decay!r}")
         grid = tuple(float(g) for g in tail_grid)
-        if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in zip(grid, grid[1:])):
+        if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
         self.horizon = int(horizon)
         self.lr = float(lr)

@@ -310,6 +310,7 @@ class KeyedLSTM:
         """Rows of the keys of one call; new keys get zeroed rows (may evict LRU keys)."""
         rows = np.empty(B, dtype=np.int64)
         if ok is None:
+            assert ik is not None  # _keys gives integer keys or a list of others
             if hashtable.table_lookup(self._TK, self._TR, ik, rows):
                 self._rows_with_new(ik, None, rows, None)
         else:
@@ -361,7 +362,8 @@ class KeyedLSTM:
                        orows: np.ndarray | None) -> None:
         """Create the missing keys, then fill irows / orows (in place)."""
         new_int = np.unique(ik[irows < 0])
-        new_obj = [] if okeys is None else list(dict.fromkeys(k for k, r in zip(okeys, orows.tolist()) if r < 0))
+        new_obj = [] if okeys is None or orows is None else \
+            list(dict.fromkeys(k for k, r in zip(okeys, orows.tolist()) if r < 0))  # orows comes with okeys
         n_new = new_int.shape[0] + len(new_obj)
         if self.max_keys is not None:
             present = np.unique(np.concatenate([irows[irows >= 0], [] if orows is None else orows[orows >= 0]])
@@ -374,7 +376,7 @@ class KeyedLSTM:
                 self._evict_lru(excess, present)
         self._add_keys(new_int, new_obj)
         hashtable.table_lookup(self._TK, self._TR, ik, irows)
-        if okeys is not None:
+        if okeys is not None and orows is not None:
             d = self._dict
             orows[:] = [d[k] for k in okeys]
 
@@ -390,8 +392,11 @@ class KeyedLSTM:
         self._drop_rows(cand)
 
     def _sweep(self, now: float) -> int:
+        """Drop the keys idle for longer than ``ttl`` (set: the callers check)."""
+        ttl = self.ttl
+        assert ttl is not None
         used = self._used
-        idle = np.flatnonzero((self._kind[:used] != _KIND_FREE) & ((now - self._last[:used]) > self.ttl))
+        idle = np.flatnonzero((self._kind[:used] != _KIND_FREE) & ((now - self._last[:used]) > ttl))
         self._last_sweep = now
         return self._drop_rows(idle)
 
@@ -1001,14 +1006,14 @@ class KeyedLSTM:
 
     @classmethod
     def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray],
-                    decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> "KeyedLSTM":
+                    decode_key: Callable[[Any], Hashable] | None, clock: Callable[[], float] | None) -> KeyedLSTM:
         with persistence.format_errors("KeyedLSTM snapshot"):
             return cls._checked_from_parts(meta, arrays, decode_key, clock)
 
     @classmethod
     def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray],
                             decode_key: Callable[[Any], Hashable] | None,
-                            clock: Callable[[], float] | None) -> "KeyedLSTM":
+                            clock: Callable[[], float] | None) -> KeyedLSTM:
         bad = persistence.FormatError
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise bad("corrupt KeyedLSTM snapshot: the header has no 'config' object")

@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _state_check, persistence
+from . import persistence
 from ._kernels import checks, entry
 from ._kernels import layout as K
+from ._kernels import state_check as _state_check
 from .settings import ModelSettings
 from .settings import names as settings_names
 
@@ -175,11 +176,8 @@ class OnlineLSTM:
         dtype: Literal["float64", "float32"] = "float64",
         seed: int | None = 0,
     ) -> None:
-        settings = ModelSettings(
-            n_inputs=n_inputs, n_outputs=n_outputs, hidden=hidden, layers=layers, cell=cell, bptt=bptt,
-            update_every=update_every, optimizer=optimizer, lr=lr, momentum=momentum, betas=betas, rho=rho,
-            eps=eps, clip=clip, l2=l2, loss=loss, huber_delta=huber_delta, standardize_inputs=standardize_inputs,
-            standardize_targets=standardize_targets, dtype=dtype, seed=seed)
+        # the arguments are the settings (a test pins this signature to the schema)
+        settings = ModelSettings(**{name: value for name, value in locals().items() if name != "self"})
         self._apply_settings(settings)
         self._busy = False  # see _in_use
         self._allocate(self.n_inputs, self.n_outputs)
@@ -776,14 +774,14 @@ class OnlineLSTM:
         return cls._from_parts(meta, arrays)
 
     @classmethod
-    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+    def _from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> OnlineLSTM:
         """A model from a file's parts: every setting, array and index-like value is checked
         before anything as large as the model is built; ``FormatError`` names the field."""
         with persistence.format_errors("streamlstm model"):
             return cls._checked_from_parts(meta, arrays)
 
     @classmethod
-    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> "OnlineLSTM":
+    def _checked_from_parts(cls, meta: Any, arrays: dict[str, np.ndarray]) -> OnlineLSTM:
         bad = persistence.FormatError
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
             raise bad("corrupt streamlstm model: the header has no 'config' object of settings")
@@ -1012,7 +1010,7 @@ def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
         raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**61]")
 
 
-def _in_use(model: "OnlineLSTM") -> RuntimeError:
+def _in_use(model: OnlineLSTM) -> RuntimeError:
     """Two threads in one model would interleave their steps and lose updates without a
     word (the kernels run without the GIL). A lock would cost a sixth of a prediction;
     this flag costs a few nanoseconds and turns the race into an error."""

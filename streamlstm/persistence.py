@@ -23,9 +23,10 @@ import struct
 import tempfile
 import time
 import zlib
-from pathlib import Path
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 

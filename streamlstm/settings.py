@@ -1,8 +1,10 @@
 """The model settings: one frozen dataclass, one check per setting, one place that says what is allowed.
 
 ``OnlineLSTM.__init__``, its saved configuration (``get_params``, the ``config`` of a model
-file) and the file loader all go through :class:`ModelSettings`; adapters generate their
-documentation and options from :func:`describe`. A refused value raises ``ValueError``
+file) and the file loader all go through :class:`ModelSettings`. :func:`describe` tells
+adapters each setting's type, default, description, choices and range: the River estimators'
+documentation is generated from it, and ``tests/test_settings_schema.py`` pins their
+signatures and the CLI's options to it. A refused value raises ``ValueError``
 naming the setting, the allowed range and the value given.
 
 >>> ModelSettings(n_inputs=3, lr=0.01).lr
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["KeyedSettings", "ModelSettings", "SettingInfo", "describe"]
+__all__ = ["Interval", "KeyedSettings", "ModelSettings", "SettingInfo", "describe"]
 
 Check = Callable[[str, Any], Any]  # (name, value) -> normalised value, or ValueError
 
@@ -53,17 +55,34 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _real(low: float, high: float, low_open: bool, high_open: bool) -> Check:
-    """A finite real number in the interval, written as it appears in the message."""
-    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+class Interval(NamedTuple):
+    """The numbers a setting allows (each end closed or open), written as its messages write it.
+
+    >>> str(Interval(0.0, 1.0, high_open=True)), Interval(0.0, 1.0, high_open=True).holds(1.0)
+    ('[0, 1)', False)
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def holds(self, v: float) -> bool:
+        return (v > self.low if self.low_open else v >= self.low) and (v < self.high if self.high_open else v <= self.high)
+
+
+def _real(interval: Interval) -> Check:
+    """A finite real number in the interval."""
 
     def check(name: str, value: Any) -> float:
         if _is_bool(value) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{name} must be a finite number in {text}, got {value!r}")
+            raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
         v = float(value) if _finite(value) else math.inf
-        inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        if not (math.isfinite(v) and inside):
-            raise ValueError(f"{name} must be a finite number in {text}, got {value!r}")
+        if not (math.isfinite(v) and interval.holds(v)):
+            raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
         return v
 
     return check
@@ -84,7 +103,11 @@ def _flag(name: str, value: Any) -> bool:
     raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
-_unit_open = _real(0.0, 1.0, False, True)  # [0, 1): a decay that still forgets
+_UNIT_OPEN = Interval(0.0, 1.0, high_open=True)  # a decay that still forgets
+_unit_open = _real(_UNIT_OPEN)
+_SIZES = Interval(1, MAX_SIZE)
+_NON_NEGATIVE = Interval(0.0, math.inf, high_open=True)
+_POSITIVE = Interval(0.0, math.inf, low_open=True, high_open=True)
 
 
 def _betas(name: str, value: Any) -> tuple[float, float]:
@@ -104,16 +127,30 @@ def _clip(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _seed(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 or None, got {value!r}")
-    return int(value)
+def _optional_int(low: int) -> Check:
+    """An integer >= low, or None."""
+
+    def check(name: str, value: Any) -> int | None:
+        if value is None:
+            return None
+        if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low} or None, got {value!r}")
+        return int(value)
+
+    return check
 
 
-def _setting(default: Any, doc: str, check: Check, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "check": check, "choices": choices})
+def _setting(default: Any, doc: str, check: Check, choices: tuple[str, ...] | None = None,
+             bounds: Interval | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "check": check, "choices": choices, "bounds": bounds})
+
+
+def _size(default: int, doc: str) -> Any:
+    return _setting(default, doc, positive_int, bounds=_SIZES)
+
+
+def _number(default: float, doc: str, interval: Interval) -> Any:
+    return _setting(default, doc, _real(interval), bounds=interval)
 
 
 def _choose(default: str, doc: str, *choices: str) -> Any:
@@ -129,29 +166,32 @@ class ModelSettings:
     ((0.9, 0.99), 32)
     """
 
-    n_inputs: int = field(metadata={"doc": "features per event", "check": positive_int, "choices": None})
-    n_outputs: int = _setting(1, "values predicted per event (classes for cross_entropy)", positive_int)
-    hidden: int = _setting(32, "units per layer", positive_int)
-    layers: int = _setting(1, "stacked layers", positive_int)
+    n_inputs: int = field(metadata={"doc": "features per event", "check": positive_int, "choices": None,
+                                    "bounds": _SIZES})
+    n_outputs: int = _size(1, "values predicted per event (classes for cross_entropy)")
+    hidden: int = _size(32, "units per layer")
+    layers: int = _size(1, "stacked layers")
     cell: str = _choose("lstm", "lstm (gates i, f, g, o in PyTorch's order) or rnn (vanilla tanh)", "lstm", "rnn")
-    bptt: int = _setting(16, "steps a label's gradient flows back (TBPTT k2)", positive_int)
-    update_every: int = _setting(1, "events between updates (TBPTT k1), at most bptt", positive_int)
+    bptt: int = _size(16, "steps a label's gradient flows back (TBPTT k2)")
+    update_every: int = _size(1, "events between updates (TBPTT k1), at most bptt")
     optimizer: str = _choose("adam", "adam, sgd (with momentum) or rmsprop (with rho)", "adam", "sgd", "rmsprop")
-    lr: float = _setting(1e-3, "learning rate (0 freezes the weights)", _real(0.0, math.inf, False, True))
-    momentum: float = _setting(0.9, "sgd momentum", _unit_open)
-    betas: tuple[float, float] = _setting((0.9, 0.999), "adam's decay rates of the two moments", _betas)
-    rho: float = _setting(0.99, "rmsprop's decay rate of the squared gradient", _unit_open)
-    eps: float = _setting(1e-8, "adam's and rmsprop's denominator guard", _real(0.0, math.inf, True, True))
-    clip: float | None = _setting(1.0, "clip the gradient to this global norm (None: no clipping)", _clip)
-    l2: float = _setting(0.0, "L2 penalty added to the gradient (l2 * theta)", _real(0.0, math.inf, False, True))
+    lr: float = _number(1e-3, "learning rate (0 freezes the weights)", _NON_NEGATIVE)
+    momentum: float = _number(0.9, "sgd momentum", _UNIT_OPEN)
+    betas: tuple[float, float] = _setting((0.9, 0.999), "adam's decay rates of the two moments", _betas,
+                                          bounds=_UNIT_OPEN)
+    rho: float = _number(0.99, "rmsprop's decay rate of the squared gradient", _UNIT_OPEN)
+    eps: float = _number(1e-8, "adam's and rmsprop's denominator guard", _POSITIVE)
+    clip: float | None = _setting(1.0, "clip the gradient to this global norm (None: no clipping)", _clip,
+                                  bounds=_POSITIVE)
+    l2: float = _number(0.0, "L2 penalty added to the gradient (l2 * theta)", _NON_NEGATIVE)
     loss: str = _choose("squared", "squared (0.5 r^2), huber or cross_entropy (softmax over the outputs)",
                         "squared", "huber", "cross_entropy")
-    huber_delta: float = _setting(1.0, "where huber turns from quadratic to linear (standardised units)",
-                                  _real(0.0, math.inf, True, True))
+    huber_delta: float = _number(1.0, "where huber turns from quadratic to linear (standardised units)", _POSITIVE)
     standardize_inputs: bool = _setting(True, "feed the network running-standardised inputs", _flag)
     standardize_targets: bool = _setting(True, "learn standardised targets (never for cross_entropy)", _flag)
     dtype: str = _choose("float64", "float64 (exact resumes) or float32 (faster)", "float64", "float32")
-    seed: int | None = _setting(0, "seeds the weight initialisation (None: from the OS)", _seed)
+    seed: int | None = _setting(0, "seeds the weight initialisation (None: from the OS)", _optional_int(0),
+                                bounds=Interval(0, math.inf, high_open=True))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -193,6 +233,7 @@ class SettingInfo(NamedTuple):
     default: Any
     doc: str
     choices: tuple[str, ...] | None
+    bounds: Interval | None  # the numbers allowed (for betas: each of the two; None and True/False aside)
 
 
 def names() -> tuple[str, ...]:
@@ -209,21 +250,13 @@ def describe() -> Iterator[SettingInfo]:
     """
     for f in fields(ModelSettings):
         default = None if f.default is MISSING else f.default
-        yield SettingInfo(f.name, str(f.type), default, f.metadata["doc"], f.metadata["choices"])
+        yield SettingInfo(f.name, str(f.type), default, f.metadata["doc"], f.metadata["choices"], f.metadata["bounds"])
 
 
 def _ttl(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    return _real(0.0, math.inf, False, True)(name, value)
-
-
-def _optional_positive_int(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if _is_bool(value) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
-    return int(value)
+    return _real(_NON_NEGATIVE)(name, value)
 
 
 @dataclass(frozen=True)
@@ -239,7 +272,7 @@ class KeyedSettings:
     ttl: float | None = _setting(None, "forget keys idle for longer than this (None: never)", _ttl)
     ttl_unit: str = _choose("calls", "what ttl counts: calls, events or seconds", "calls", "events", "seconds")
     max_keys: int | None = _setting(None, "keep at most this many keys (least recently used go)",
-                                    _optional_positive_int)
+                                    _optional_int(1))
     update_input_stats: bool = _setting(True, "events update the running input statistics", _flag)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ import json
 import resource
 import sys
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def _use_keyed(path: str, blob: bytes) -> str:
 
     e = KeyedLSTM.load(path)
     m = e.model
-    keys = list(e.keys())[:3] + ["fresh", 12345]
+    keys = [*list(e.keys())[:3], "fresh", 12345]
     X = np.full((len(keys), m.n_inputs), 0.2)
     e.step_many(keys, X)
     if e.learning:
@@ -82,7 +83,7 @@ def _use_forecaster(path: str, blob: bytes) -> str:
     f = Forecaster.from_bytes(blob)
     x = np.full(f.n_features, 0.3) if f.n_features else None
     xs = None if x is None else [x] * f.horizon
-    keys = f.keys[:3] + ["fresh"]
+    keys = [*f.keys[:3], "fresh"]
     for k in keys:
         f.forecast(k, xs)
         f.learn_one(1.5, x, k)
@@ -114,28 +115,28 @@ def _use_checkpoint(path: str, blob: bytes, csv: bytes) -> str:
 def main() -> None:
     from streamlstm import FormatError, KeyedLSTM, OnlineLSTM
 
-    manifest = json.load(open(sys.argv[1]))
-    csv = open(manifest["csv"], "rb").read()
-    base = OnlineLSTM.from_bytes(open(manifest["state_model"], "rb").read())
+    manifest = json.loads(Path(sys.argv[1]).read_text())
+    csv = Path(manifest["csv"]).read_bytes()
+    base = OnlineLSTM.from_bytes(Path(manifest["state_model"]).read_bytes())
     engines = {False: KeyedLSTM(base.copy()), True: KeyedLSTM(base.copy(), learn=True)}
     for path, fmt in manifest["warmup"]:  # compile/load every kernel before the limit is set
-        blob = open(path, "rb").read()
+        blob = Path(path).read_bytes()
         _run_one(fmt, path, blob, engines, csv)
     base_rss = _maxrss()
     biggest = max(c["size"] for c in manifest["cases"])
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = _vm_size() + 20 * biggest + 400 * 2 ** 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     print(json.dumps({"base_rss": base_rss}), flush=True)
     for i, case in enumerate(manifest["cases"]):
         print(f"BEGIN {i}", flush=True)
         before = _maxrss()
-        blob = open(case["path"], "rb").read()
+        blob = Path(case["path"]).read_bytes()
         try:
             outcome = _run_one(case["format"], case["path"], blob, engines, csv)
         except FormatError as exc:
             outcome = "refused: " + str(exc)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        except Exception as exc:  # any other failure is reported to the parent, which fails the test
             outcome = f"BAD {type(exc).__name__}: {exc} | {traceback.format_exc()[-1500:]}"
         print(json.dumps({"i": i, "outcome": outcome, "rss_growth": _maxrss() - before}), flush=True)
 

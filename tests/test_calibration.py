@@ -124,7 +124,7 @@ def test_save_restore_is_bit_identical(tmp_path: Path) -> None:
 
 
 def test_bad_input_is_named_and_changes_nothing() -> None:
-    with pytest.raises(ValueError, match="level 1.5"):
+    with pytest.raises(ValueError, match=r"level 1\.5"):
         OnlineCalibrator(levels=[0.9, 1.5])
     cal = OnlineCalibrator(horizon=2)
     before = cal.state.copy()

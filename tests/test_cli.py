@@ -202,8 +202,8 @@ BAD_CASES = {
     # missing values are imputed by default (tests/test_cli_input.py); --missing error keeps them bad rows
     "empty feature": (GOOD + "2,,20.3\n", ["--missing", "error"], "line 3, column 'x' is empty: a number is required",
                       1),
-    "NaN": (GOOD + "2,nan,20.3\n", ["--missing", "error"], "line 3, column 'x': 'nan' is NaN: a finite number is "
-            "required", 1),
+    "NaN": (GOOD + "2,nan,20.3\n", ["--missing", "error"],
+            "line 3, column 'x': 'nan' is NaN: a finite number is required", 1),
     "inf target": (GOOD + "2,0.2,-inf\n", [], "line 3, column 'temp': '-inf' is not a finite number", 1),
     "out of range": (GOOD + "2,1e300,1\n", [], "line 3, column 'x': '1e300' is out of range", 1),
     "bad UTF-8": (GOOD.encode() + b"2,0.\xff,1\n", [], "line 3, column 'x': '0.\\udcff' is not a number", 1),

@@ -15,6 +15,7 @@ hypothesis = pytest.importorskip("hypothesis")
 click = pytest.importorskip("click")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
 from streamlstm.adapters import cli  # noqa: E402
 from streamlstm.adapters._csvio import BadRecord, CliError, RecordReader, Schema, fields  # noqa: E402
 

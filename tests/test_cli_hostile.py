@@ -20,16 +20,15 @@ import pytest
 pytest.importorskip("click")
 pytest.importorskip("hypothesis")
 
-from test_cli_fuzz import Trickle  # noqa: E402
-from test_cli import CMD, ENV, SMALL, assert_same_model, cli, consumed, make_csv, ok, read_line, start  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_cli import CMD, ENV, SMALL, assert_same_model, cli, consumed, make_csv, ok, read_line, start
+from test_cli_fuzz import Trickle
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from streamlstm import OnlineLSTM, persistence  # noqa: E402
-from streamlstm.adapters import _csvio  # noqa: E402
-from streamlstm.adapters._csvio import MAX_LINE  # noqa: E402
-from streamlstm.adapters._runner import InputFingerprint  # noqa: E402
+from streamlstm import OnlineLSTM, persistence
+from streamlstm.adapters import _csvio
+from streamlstm.adapters._csvio import MAX_LINE
+from streamlstm.adapters._runner import InputFingerprint
 
 KEYED = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--model", "lstm", "--features", "hum", *SMALL,
          "--quiet"]

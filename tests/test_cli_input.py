@@ -163,7 +163,7 @@ def test_dates_in_the_first_column_are_the_time_axis(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("\n".join(lines) + "\n")
     _, out, err = good(run_all({"d": (["run", path, "--target", "y", *SMALL], None)})["d"])
-    assert list(rows_of(out)[0])[0] == "date" and "time column 'date' (dates or times in the first column" in err
+    assert next(iter(rows_of(out)[0])) == "date" and "time column 'date' (dates or times in the first column" in err
 
 
 # ------------------------------------------------------------- no header line (point 8)
@@ -195,8 +195,8 @@ def test_unwritable_outputs_are_refused_before_the_first_row(tmp_path):
     (tmp_path / "a_file").write_text("")
     args = ["run", "--target", "temp", *SMALL]
     cases = {
-        "save": (["--save", "/nonexistent_dir/m.slstm"], "--save /nonexistent_dir/m.slstm: the directory "
-                 "/nonexistent_dir does not exist"),
+        "save": (["--save", "/nonexistent_dir/m.slstm"], ("--save /nonexistent_dir/m.slstm: the directory "
+                                                          "/nonexistent_dir does not exist")),
         "checkpoint": (["--checkpoint", tmp_path / "a_file" / "ck.slstm"], "does not exist"),
         "directory": (["--save", tmp_path], "is a directory"),
         "plot": (["--plot", "/nonexistent_dir/p.png"], "--plot /nonexistent_dir/p.png: the directory"),
@@ -243,8 +243,8 @@ def test_summary_scores_real_forecasts_only_and_says_over_how_many(tmp_path):
     errors = [float(r["error"]) for r in rows]
     assert float(rows[0]["pred_temp"]) == 0.0  # the untrained model's first output: not a forecast
     mae = np.mean(np.abs(errors[1:]))
-    assert f"MAE {mae:.6g}" in err and "over 49 rows with a real forecast; 1 predicted before the model had any " \
-        "label left out" in err
+    assert f"MAE {mae:.6g}" in err
+    assert "over 49 rows with a real forecast; 1 predicted before the model had any label left out" in err
     _, out, err = good(res["forecast"])
     rows = rows_of(out)
     errors = [float(r["error"]) for r in rows if r["error"]]
@@ -328,7 +328,7 @@ def test_info_leaves_out_what_does_not_apply_and_digits_is_in_the_help(tmp_path)
     names = [line.split(":")[0] for line in out.splitlines()]
     for absent in ("key", "time", "keys", "weights"):
         assert absent not in names, out
-    assert not any(line.endswith(": None") or line.endswith(": -") for line in out.splitlines()), out
+    assert not any(line.endswith((": None", ": -")) for line in out.splitlines()), out
     help_text = ok(cli("run", "--help")).stdout.decode()
     intro = help_text.split("Options:")[0]
     assert "--digits N" in intro and "-0.6799999999999997" in intro  # said before the option list
@@ -338,8 +338,8 @@ def test_info_leaves_out_what_does_not_apply_and_digits_is_in_the_help(tmp_path)
 
 
 def test_main_help_module_runs_without_numba():
-    r = subprocess.run([sys.executable, "-c", "import sys\nfrom streamlstm.adapters import cli\n"
-                        "print('numba' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    code = "import sys\nfrom streamlstm.adapters import cli\nprint('numba' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
 
 

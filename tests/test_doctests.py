@@ -7,9 +7,9 @@ import importlib
 import pkgutil
 
 import pytest
-import streamlstm.adapters
 
 import streamlstm
+import streamlstm.adapters
 
 OPTIONAL = {"streamlstm.adapters.flink": "pyflink", "streamlstm.adapters.river": "river",
             "streamlstm.adapters.cli": "click"}

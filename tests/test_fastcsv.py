@@ -21,6 +21,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
+
 from streamlstm.adapters import _fastcsv as F  # noqa: E402
 from streamlstm.adapters._csvio import MAX_LINE, BadRecord, CliError, RecordReader, Schema, fields  # noqa: E402
 

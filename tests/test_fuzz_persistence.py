@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
@@ -151,10 +151,10 @@ def _json_paths(node, path=()):
     yield path
     if isinstance(node, dict):
         for k, v in node.items():
-            yield from _json_paths(v, path + (k,))
+            yield from _json_paths(v, (*path, k))
     elif isinstance(node, list):
         for i, v in enumerate(node[:8]):
-            yield from _json_paths(v, path + (i,))
+            yield from _json_paths(v, (*path, i))
 
 
 def _set_path(node, path, value):

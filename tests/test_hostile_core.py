@@ -15,6 +15,7 @@ import threading
 import time
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_out_of_range_class_index_in_a_file_is_refused_not_a_segfault(value):
 def test_bad_class_index_refused_through_every_way_in(tmp_path, value):
     m = _ce_model()
     bad = _rewrite(m.to_bytes(), _bad_class(value))
-    with pytest.raises(FormatError, match="class index|not finite|non-finite"):
+    with pytest.raises(FormatError, match=r"class index|not finite|non-finite"):
         OnlineLSTM.from_bytes(bad)
     (tmp_path / "m.slstm").write_bytes(bad)
     with pytest.raises(FormatError, match=r"m\.slstm"):
@@ -89,28 +90,28 @@ def test_bad_class_index_refused_through_every_way_in(tmp_path, value):
     assert pending
     s.buffer[ring + pending[0] * slot + y_at] = value
     before = m.state
-    with pytest.raises(ValueError, match="class index|non-finite"):
+    with pytest.raises(ValueError, match=r"class index|non-finite"):
         m.state = s
     np.testing.assert_array_equal(m.state.buffer, before.buffer)  # nothing changed
     # keyed: set_state, per-key state bytes, learn_state, snapshots
     engine = KeyedLSTM(m.copy(), learn=True)
-    with pytest.raises(ValueError, match="class index|non-finite"):
+    with pytest.raises(ValueError, match=r"class index|non-finite"):
         engine.set_state("k", s)
     assert "k" not in engine
     engine.set_state("k", before)
     blob = engine.state_bytes("k")
     n = 32 + (ring + pending[0] * slot + y_at) * 8
     poisoned = blob[:n] + struct.pack("<d", value) + blob[n + 8:]
-    with pytest.raises(ValueError, match="class index|non-finite"):
+    with pytest.raises(ValueError, match=r"class index|non-finite"):
         engine.set_state_bytes("j", poisoned)
     assert "j" not in engine
-    with pytest.raises(ValueError, match="class index|non-finite"):
+    with pytest.raises(ValueError, match=r"class index|non-finite"):
         engine.learn_state(poisoned, [0.2], 0)
     snap = engine.snapshot()
 
     def poison_rows(meta, arrays):
         arrays["states"][:, ring + pending[0] * slot + y_at] = value
-    with pytest.raises(FormatError, match="class index|non-finite"):
+    with pytest.raises(FormatError, match=r"class index|non-finite"):
         KeyedLSTM.from_snapshot(_rewrite(snap, poison_rows))
 
 
@@ -165,7 +166,7 @@ def test_huge_sizes_in_a_small_file_are_refused_before_building(settings):
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        with pytest.raises(FormatError, match="arrays|array '"):
+        with pytest.raises(FormatError, match=r"arrays|array '"):
             OnlineLSTM.from_bytes(blob)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -457,13 +458,13 @@ def test_models_written_by_0_1_0_load_and_write_the_same_bytes(name):
     """Written by 0.1.0 (commit 9e19979): every check accepts what the old writer wrote."""
     path = os.path.join(V010, name)
     m = OnlineLSTM.load(path)
-    assert m.to_bytes() == open(path, "rb").read()
+    assert m.to_bytes() == Path(path).read_bytes()
     m.learn_one([0.1, 0.2], 1)
 
 
 def test_keyed_snapshot_and_state_bytes_written_by_0_1_0_load():
     e = KeyedLSTM.load(os.path.join(V010, "keyed_float32.slstm"))
     assert sorted(map(str, e.keys())) == ["('x', 1)", "3", "a"]
-    blob = open(os.path.join(V010, "state_float32.bin"), "rb").read()
+    blob = Path(V010, "state_float32.bin").read_bytes()
     e.set_state_bytes("copy", blob)
     assert e.state_bytes("copy") == blob == e.state_bytes("a")

@@ -69,6 +69,18 @@ def label_arg(Y, t, n_outputs, loss):
     return float(Y[t, 0]) if n_outputs == 1 else Y[t]
 
 
+def learn_loop(model, X, Y, mask, n_outputs):
+    """Outputs of the per-event loop that ``learn_many(X, Y, mask)`` stands for (squared loss):
+    ``learn_one`` where a label is given, ``advance`` elsewhere."""
+    out = []
+    for t in range(len(X)):
+        if mask[t]:
+            out.append(as_row(model.learn_one(X[t], label_arg(Y, t, n_outputs, "squared"))))
+        else:
+            out.append(as_row(model.advance(X[t])))
+    return np.array(out)
+
+
 def check_state(model, h, c, cell, exact=None):
     s = model.state
     if exact is None:
@@ -137,13 +149,7 @@ def test_learn_many_lr0_matches_reference(cell, layers, n_outputs):
 
     # loop of single calls == block
     ml = fresh()
-    loop = []
-    for t in range(T):
-        if mask[t]:
-            loop.append(as_row(ml.learn_one(X[t], label_arg(Y, t, n_outputs, "squared"))))
-        else:
-            loop.append(as_row(ml.advance(X[t])))
-    assert np.array_equal(np.array(loop), block)
+    assert np.array_equal(learn_loop(ml, X, Y, mask, n_outputs), block)
     check_state(ml, h_end, c_end, cell, exact=m.state)
     assert ml.n_updates == m.n_updates
 
@@ -178,13 +184,7 @@ def test_learn_many_equals_loop_while_learning(cell, layers, n_outputs, standard
     mb = fresh()
     block = np.asarray(mb.learn_many(X, Yarg, mask))
     ml = fresh()
-    loop = []
-    for t in range(T):
-        if mask[t]:
-            loop.append(as_row(ml.learn_one(X[t], label_arg(Y, t, n_outputs, "squared"))))
-        else:
-            loop.append(as_row(ml.advance(X[t])))
-    assert np.array_equal(np.array(loop), block)
+    assert np.array_equal(learn_loop(ml, X, Y, mask, n_outputs), block)
     assert ml.n_updates == mb.n_updates > 0
     wb, wl = mb.weights(), ml.weights()
     for k in wb:

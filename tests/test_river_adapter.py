@@ -18,6 +18,7 @@ pytest.importorskip("river")
 pd = pytest.importorskip("pandas")
 
 from river import anomaly, datasets, evaluate, metrics  # noqa: E402
+
 from streamlstm.adapters.river import (  # noqa: E402
     LSTMAnomalyDetector,
     LSTMClassifier,

@@ -16,6 +16,7 @@ pytest.importorskip("pandas")
 pytest.importorskip("sklearn", reason="river.checks builds its datasets with scikit-learn")
 
 from river import base, checks, datasets, preprocessing  # noqa: E402
+
 from streamlstm.adapters.river import (  # noqa: E402
     LSTMAnomalyDetector,
     LSTMClassifier,

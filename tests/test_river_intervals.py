@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("river")
 pd = pytest.importorskip("pandas")
 from river import conf, datasets  # noqa: E402
-from streamlstm.adapters.river import LSTMAnomalyDetector, LSTMForecaster, LSTMRegressor  # noqa: E402
 
+from streamlstm.adapters.river import LSTMAnomalyDetector, LSTMForecaster, LSTMRegressor  # noqa: E402
 from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector, AnomalyScorer  # noqa: E402
 
 LEVELS = (0.8, 0.9, 0.95)

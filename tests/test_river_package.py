@@ -16,15 +16,15 @@ import pytest
 pytest.importorskip("river")
 
 import streamlstm.adapters.river as river_adapter
+from streamlstm import OnlineLSTM
 from streamlstm.adapters.river import (
     LSTMAnomalyDetector,
     LSTMClassifier,
     LSTMForecaster,
     LSTMRegressor,
 )
-from streamlstm.adapters.river.params import _CORE, _CORE_OPTIONAL, _PARAMS_DOC
-
-from streamlstm import OnlineLSTM
+from streamlstm.adapters.river.base import LSTMEstimator
+from streamlstm.adapters.river.params import _CORE, _CORE_OPTIONAL, params_doc
 
 ESTIMATORS = [LSTMRegressor, LSTMClassifier, LSTMForecaster, LSTMAnomalyDetector]
 MODULES = sorted(m.name for m in pkgutil.iter_modules(river_adapter.__path__))
@@ -95,8 +95,12 @@ def test_forecaster_takes_the_engines_settings_by_name_and_documents_each():
 
 
 def test_core_settings_are_documented_once():
-    entries = [n.strip() for names, _ in _PARAMS_DOC for n in names.split(",")]
+    entries = [line.strip() for line in params_doc().splitlines() if not line.startswith("     ")]
     assert sorted(entries) == sorted(_CORE)
+    for cls in (c for c in ESTIMATORS if issubclass(c, LSTMEstimator)):  # once each: none documents its own
+        names = [n.strip() for line in cls.__doc__.splitlines()
+                 if line.startswith("    ") and not line.startswith("     ") for n in line.split(",")]
+        assert all(names.count(name) == 1 for name in _CORE), cls.__name__
 
 
 def test_every_package_is_in_the_install_list():

@@ -108,6 +108,7 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
     grace_period: int
     # 0.1.0 pickles go on answering with the score they were giving
     _added_settings: ClassVar[dict[str, Any]] = {"scoring": "robust"}
+    _own_defaults: ClassVar[dict[str, Any]] = {"dtype": "float64"}
     loss: str
 
     def __init__(

@@ -32,6 +32,9 @@ class LSTMEstimator:
     _features: Features
     #: settings added since 0.1.0, with the value an estimator pickled by 0.1.0 gets
     _added_settings: ClassVar[dict[str, Any]] = {}
+    #: defaults of core settings where this estimator departs from ``params.RIVER_DEFAULTS``
+    #: (the signature holds them; a test pins the signature to these and the schema)
+    _own_defaults: ClassVar[dict[str, Any]] = {}
     hidden: int  # every estimator's __init__ sets its settings as attributes of these names
 
     def _set_params(self, params: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from river.base import MiniBatchClassifier
@@ -50,6 +50,7 @@ class LSTMClassifier(SupervisedEstimator, MiniBatchClassifier):
     """
 
     _loss_kind = "cross_entropy"
+    _own_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-2}
 
     def __init__(
         self,

@@ -12,9 +12,8 @@ import os
 import random
 import time
 
-from streamlstm.adapters.flink import format_output, learning_engine, serving_engine, state_digest
-
 from streamlstm import KeyedLSTM, OnlineLSTM
+from streamlstm.adapters.flink import format_output, learning_engine, serving_engine, state_digest
 
 N_INPUTS = 2
 

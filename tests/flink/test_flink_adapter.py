@@ -15,9 +15,9 @@ from collections import defaultdict
 
 import pytest
 from flink_helpers import make_model, reference_learning, reference_serving, write_events
-from streamlstm.adapters.flink import BadRow, LearningEngine, ServingEngine, format_output, parse_line, state_digest
 
 from streamlstm import OnlineLSTM
+from streamlstm.adapters.flink import BadRow, LearningEngine, ServingEngine, format_output, parse_line, state_digest
 
 pytestmark = pytest.mark.flink
 

@@ -220,6 +220,7 @@ def test_pyflink_stop_with_savepoint_is_still_broken_upstream():
     assert r.returncode == 0, r.stderr[-3000:]
     assert "python-call: True" in r.stdout and "java-arities: [3]" in r.stdout, r.stdout
     from pyflink.version import __version__
+
     from streamlstm.adapters.flink import _STOP_WITH_SAVEPOINT_BROKEN_UP_TO, _version_tuple
 
     assert _version_tuple(__version__) <= _STOP_WITH_SAVEPOINT_BROKEN_UP_TO
