@@ -16,10 +16,10 @@ pytest.importorskip("river")
 pytest.importorskip("click")
 
 from river import datasets
-from streamlstm.adapters.river import LSTMForecaster
 from test_cli import cli, ok, rows_of
 
 from streamlstm import Forecaster
+from streamlstm.adapters.river import LSTMForecaster
 
 SERIES = [float(y) for _, y in datasets.AirlinePassengers()]  # 144 months, bundled with River
 

@@ -19,14 +19,13 @@ pd = pytest.importorskip("pandas")
 
 from river import anomaly, datasets, evaluate, metrics  # noqa: E402
 
+from streamlstm import Forecaster  # noqa: E402
 from streamlstm.adapters.river import (  # noqa: E402
     LSTMAnomalyDetector,
     LSTMClassifier,
     LSTMForecaster,
     LSTMRegressor,
 )
-
-from streamlstm import Forecaster  # noqa: E402
 
 SMALL = dict(hidden=6, bptt=6, seed=3)
 

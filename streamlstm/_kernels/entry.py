@@ -24,8 +24,8 @@ from .layout import (
     I_T,
     ST_OK,
 )
-from .._state_check import first_fault
 from .normalise import emit_output
+from .state_check import first_fault
 from .tbptt import advance, begin_lookahead, forward_step, label, peek
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .._state_check import MAX_STORED_COUNTER
+from .._kernels.state_check import MAX_STORED_COUNTER
 from ..model import LSTMState, OnlineLSTM
 from .engine import LSTM_LAGS, SIMPLE, Forecaster, _Stream
 from .lstm_expert import _NOBODY
