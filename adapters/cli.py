@@ -26,7 +26,8 @@ __all__ = ["main"]
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-# name, default, click type, help  (the OnlineLSTM settings exposed as options)
+# name, default, click type, help  (the OnlineLSTM settings exposed as options; names, order,
+# defaults and ranges are pinned to streamlstm.settings by tests/test_settings_schema.py)
 _MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
     (["--hidden"], dict(default=32, show_default=True, type=click.IntRange(1), help="LSTM units per layer.")),
     (["--layers"], dict(default=1, show_default=True, type=click.IntRange(1), help="Stacked layers.")),
@@ -37,22 +38,22 @@ _MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
                               help="An update every N labelled rows (TBPTT k1).")),
     (["--optimizer"], dict(default="adam", show_default=True, type=click.Choice(["adam", "sgd", "rmsprop"]))),
     (["--lr"], dict(default=1e-3, show_default=True, type=click.FloatRange(0), help="Learning rate.")),
-    (["--momentum"], dict(default=0.9, show_default=True, type=click.FloatRange(0), help="SGD momentum.")),
-    (["--beta1"], dict(default=0.9, show_default=True, type=click.FloatRange(0, 1), help="Adam beta1.")),
-    (["--beta2"], dict(default=0.999, show_default=True, type=click.FloatRange(0, 1), help="Adam beta2.")),
-    (["--rho"], dict(default=0.99, show_default=True, type=click.FloatRange(0, 1), help="RMSprop decay.")),
-    (["--eps"], dict(default=1e-8, show_default=True, type=click.FloatRange(0), help="Optimizer epsilon.")),
+    (["--momentum"], dict(default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="SGD momentum.")),
+    (["--beta1"], dict(default=0.9, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Adam beta1.")),
+    (["--beta2"], dict(default=0.999, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Adam beta2.")),
+    (["--rho"], dict(default=0.99, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="RMSprop decay.")),
+    (["--eps"], dict(default=1e-8, show_default=True, type=click.FloatRange(0, min_open=True), help="Optimizer epsilon.")),
     (["--clip"], dict(default=1.0, show_default=True, type=click.FloatRange(0),
                       help="Clip the gradient's global norm to this (0: no clipping).")),
     (["--l2"], dict(default=0.0, show_default=True, type=click.FloatRange(0), help="L2 penalty.")),
     (["--loss"], dict(default="squared", show_default=True, type=click.Choice(["squared", "huber"]))),
-    (["--huber-delta"], dict(default=1.0, show_default=True, type=click.FloatRange(0))),
+    (["--huber-delta"], dict(default=1.0, show_default=True, type=click.FloatRange(0, min_open=True))),
     (["--standardize/--no-standardize"], dict(default=True, show_default=True,
                                               help="Online standardisation of the inputs.")),
     (["--standardize-target/--no-standardize-target"], dict(default=True, show_default=True,
                                                             help="Online standardisation of the target.")),
     (["--dtype"], dict(default="float64", show_default=True, type=click.Choice(["float64", "float32"]))),
-    (["--seed"], dict(default=0, show_default=True, type=int, help="Seed of the initial weights.")),
+    (["--seed"], dict(default=0, show_default=True, type=click.IntRange(0), help="Seed of the initial weights.")),
 ]
 _MODEL_NAMES = ["hidden", "layers", "cell", "bptt", "update_every", "optimizer", "lr", "momentum", "beta1", "beta2",
                 "rho", "eps", "clip", "l2", "loss", "huber_delta", "standardize", "standardize_target", "dtype", "seed"]

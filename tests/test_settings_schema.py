@@ -152,10 +152,6 @@ CLI_SPELLING = {
 # The CLI regresses or forecasts a numeric column: class indices (cross_entropy) have no column
 CLI_LOSSES = ("squared", "huber")
 
-# The click ranges wider than the schema's today: the core refuses these values when the model is
-# built (exit 2, the message naming the setting), but --help states the wrong range. adapters/cli.py
-# is being rewritten on another branch; the lead narrows these after merging and removes the marks.
-CLI_RANGES_WIDER = {"momentum", "beta1", "beta2", "rho", "eps", "huber_delta", "seed"}
 
 
 cli = pytest.importorskip("streamlstm.adapters.cli")  # click is the CLI's extra
@@ -208,14 +204,7 @@ def _schema_interval(info: SettingInfo) -> Interval | None:
     return b
 
 
-def _range_params():
-    for option in _cli_options():
-        mark = pytest.mark.xfail(strict=True, reason="click range wider than the schema's (adapters/cli.py "
-                                 "is being rewritten elsewhere)") if option in CLI_RANGES_WIDER else ()
-        yield pytest.param(option, marks=mark)
-
-
-@pytest.mark.parametrize("option", list(_range_params()))
+@pytest.mark.parametrize("option", list(_cli_options()))
 def test_cli_option_allows_what_the_schema_allows(option):
     opt = _cli_options()[option]
     info, _ = _setting_of(option)
