@@ -55,8 +55,8 @@ _MODEL_OPTIONS: list[tuple[list[str], dict[str, Any]]] = [
     (["--dtype"], dict(default="float64", show_default=True, type=click.Choice(["float64", "float32"]))),
     (["--seed"], dict(default=0, show_default=True, type=click.IntRange(0), help="Seed of the initial weights.")),
 ]
-_MODEL_NAMES = ["hidden", "layers", "cell", "bptt", "update_every", "optimizer", "lr", "momentum", "beta1", "beta2",
-                "rho", "eps", "clip", "l2", "loss", "huber_delta", "standardize", "standardize_target", "dtype", "seed"]
+# the parameter names click gives those options ("--huber-delta" -> huber_delta)
+_MODEL_NAMES = [decls[0].split("/")[0].lstrip("-").replace("-", "_") for decls, _ in _MODEL_OPTIONS]
 
 
 # The settings of the forecasting engine (``--ahead H``, the default model) exposed as options:
