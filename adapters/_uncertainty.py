@@ -126,7 +126,8 @@ class RowUncertainty:
                 if forecasting and pl[i] == pl[i]:
                     self._bounds(cal, key, pl[i], lo, hi, i)
             if self.scorer is not None and r_known:
-                score[i] = self.scorer.score(yl[i], tl[i], self._scorer_row(key))
+                row = self._scorer_row(key)   # first: a new key may grow the state array
+                score[i] = self.scorer.score(yl[i], tl[i], row)
         if bounds is not None and J:
             lo[:] = bounds[0].T
             hi[:] = bounds[1].T

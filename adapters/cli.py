@@ -307,6 +307,8 @@ def _levels(given: Any) -> list[float]:
     """The --interval levels in the order given (click has checked each is in (0, 1))."""
     levels: list[float] = []
     for v in given or ():
+        if not 0.0 < v < 1.0:  # NaN passes click's range check
+            raise CliError(f"Invalid value for '--interval': {v} is not in the range 0<x<1.")
         if float(v) in levels:
             raise CliError(f"--interval {v} is given twice")
         levels.append(float(v))

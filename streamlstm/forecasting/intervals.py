@@ -61,8 +61,9 @@ class ForecastCalibration:
     def observe(self, key: Hashable, residuals: np.ndarray) -> None:
         """Fold in the residuals of the forecasts of 1 .. horizon steps that the value just
         arrived was the target of (NaN: no forecast of that step was made yet)."""
+        r = self.row(key)   # first: a new key may grow (replace) the state array
         cal = self.calibrator
-        K.observe(cal.state, cal.params, self.row(key), residuals, cal._p)
+        K.observe(cal.state, cal.params, r, residuals, cal._p)
 
     def bounds(self, key: Hashable, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds ``(levels, horizon)`` around the forecasts ``point``; NaN
