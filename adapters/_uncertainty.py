@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from streamlstm import AnomalyScorer
-from streamlstm.forecasting.intervals import STATE_ARRAY, ForecastCalibration
+from streamlstm.forecasting.intervals import ForecastCalibration
 
 from ._csvio import Block
 
@@ -176,14 +176,12 @@ class RowUncertainty:
                 raise ValueError(f"array {ANOMALY_ARRAY!r} (the anomaly scorer's state) is {got}, expected float64 {shape}")
             if not np.isfinite(a).all():
                 raise ValueError(f"array {ANOMALY_ARRAY!r} holds a non-finite value")
+            trackers = a[:, :3]   # the residual, flat-line and recent-window channels (the 4th: fields)
+            if not ((trackers[..., 0] >= 0).all() and (trackers[..., 1] >= 0).all()):
+                raise ValueError(f"array {ANOMALY_ARRAY!r}: a count or scale of the scorer is negative")
             for k in keys:
                 self._scorer_row(k)
             cal.state[:len(keys)] = a
-
-    @staticmethod
-    def array_names() -> tuple[str, str]:
-        """The checkpoint arrays this object owns."""
-        return STATE_ARRAY, ANOMALY_ARRAY
 
 
 def _keys(meta: dict[str, Any], name: str) -> list[Hashable]:

@@ -53,7 +53,7 @@ def test_each_horizon_step_is_calibrated_on_its_own_residuals() -> None:
         model.learn_one(float(v))
         _, lo, _ = model.forecast_interval()
         assert np.isnan(lo[0]).tolist() == [h > t for h in range(1, 5)], t  # step h: first residual at t = h
-    p, lo, hi = model.forecast_interval()
+    _, lo, hi = model.forecast_interval()
     width = hi[0] - lo[0]
     assert (np.diff(width) > 0).all(), width
     counts = [int(model._calibration.calibrator.state[0, s, 0]) for s in range(4)]
@@ -87,8 +87,8 @@ def test_keys_have_their_own_scale_and_save_load_resumes_bit_identically() -> No
     for t in range(100):
         model.learn_one(float(a[t]), key="a")
         model.learn_one(float(b[t]), key=7)
-    pa, lo_a, hi_a = model.forecast_interval("a")
-    pb, lo_b, hi_b = model.forecast_interval(7)
+    _, lo_a, hi_a = model.forecast_interval("a")
+    _, lo_b, hi_b = model.forecast_interval(7)
     assert 30.0 < (hi_b - lo_b)[0, 0] / (hi_a - lo_a)[0, 0] < 300.0
     twin = Forecaster.from_bytes(model.to_bytes())
     for t in range(100, 120):

@@ -332,7 +332,7 @@ class Forecaster:
         lstm_forecast = self._lstm_learn(key, s, v, xa) if (self._lstm is not None and s.n) else 0.0
         if s.n:
             residuals = self._learn_targets(s, v, xa, lstm_forecast)
-            if self._calibration is not None:
+            if self._calibration is not None and residuals is not None:
                 self._calibration.observe(key, residuals)
         if xa is not None:
             s.x[:] = xa
