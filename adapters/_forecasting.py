@@ -25,6 +25,7 @@ from streamlstm import Forecaster, persistence
 
 from ._csvio import Block, CliError
 from ._runner import FORMAT, KIND, Imputer
+from ._uncertainty import RowUncertainty, block_keys
 
 NO_LEARN = ("--no-learn: the forecasting engine (the default of --ahead) learns from every value it forecasts "
             "from, and its experts cannot be frozen; drop --no-learn, or give --model lstm for inference with "
@@ -58,14 +59,19 @@ class ForecastEngine:
         self.ring: dict[Any, np.ndarray] = {}     # per key: the forecasts of its last H rows, oldest first
         self.learned = 0
         self.unreal = np.zeros(0, dtype=bool)     # every forecast is made after a value: all are real
+        # --interval: the engine calibrates its own forecasts (per key and step); --anomaly here
+        levels = [float(v) for v in job.get("interval") or []]
+        self.uncertainty = RowUncertainty(levels, bool(job.get("anomaly")), self.H, own_intervals=False)
+        self.bounds = (np.zeros((0, len(levels))), np.zeros((0, len(levels))))
         if model is None:
             try:
-                model = Forecaster(horizon=self.H, n_features=self.n_features, **self.params)
+                model = Forecaster(horizon=self.H, n_features=self.n_features, interval_levels=levels, **self.params)
             except (ValueError, TypeError) as exc:
                 raise CliError(f"bad forecasting engine settings: {exc}") from None
-        elif model.horizon != self.H or model.n_features != self.n_features:
+        elif model.horizon != self.H or model.n_features != self.n_features or list(model.interval_levels) != levels:
             raise CliError(f"the saved engine forecasts {model.horizon} step(s) ahead from {model.n_features} "
-                           f"feature(s); this job: --ahead {self.H}, {self.n_features} feature(s)")
+                           f"feature(s) with intervals at {list(model.interval_levels)}; this job: --ahead {self.H}, "
+                           f"{self.n_features} feature(s), --interval {levels}")
         self.model = model
 
     @property
@@ -80,6 +86,11 @@ class ForecastEngine:
         for t in range(40):
             twin.learn_one(1.0 + 0.1 * (t % 5), x)
         twin.forecast()
+        if twin.interval_levels:
+            twin.forecast_interval()
+        if self.uncertainty.active:
+            RowUncertainty(twin.interval_levels, self.uncertainty.anomaly, self.H).columns(
+                [None] * 3, np.ones(3), np.ones(3, dtype=bool), np.ones(3), np.ones(3))
 
     # --------------------------------------------------------------- rows
     def process(self, blk: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +105,9 @@ class ForecastEngine:
         model, H = self.model, self.H
         keys = blk.keys
         y, known = blk.y.tolist(), blk.known.tolist()
+        J = len(model.interval_levels)
+        lower, upper = np.full((n, J), np.nan), np.full((n, J), np.nan)
+        self.bounds = (lower, upper)
         for i in range(n):
             key = keys[i] if keys is not None else None
             ring = self.ring.get(key)
@@ -107,7 +121,13 @@ class ForecastEngine:
                 self.learned += 1
             elif ring is None:  # nothing known yet for this key: wait (no step, no output)
                 continue
-            f = float(model.forecast(key, None if x is None else [x] * H)[H - 1])
+            xs = None if x is None else [x] * H
+            if J:
+                point, lo, hi = model.forecast_interval(key, xs)
+                lower[i], upper[i] = lo[:, H - 1], hi[:, H - 1]
+                f = float(point[H - 1])
+            else:
+                f = float(model.forecast(key, xs)[H - 1])
             pred[i] = f
             if ring is None:
                 ring = self.ring[key] = np.full(H, np.nan)
@@ -115,6 +135,13 @@ class ForecastEngine:
             ring[:-1] = ring[1:]
             ring[-1] = f
         return pred, prev
+
+    def extra_columns(self, blk: Block, pred: np.ndarray, prev: np.ndarray | None) -> list[np.ndarray]:
+        """The --interval columns (the engine's bounds of step H, taken in :meth:`process`)
+        and the --anomaly column of the rows just processed."""
+        if not self.uncertainty.active:
+            return []
+        return self.uncertainty.columns(block_keys(blk), blk.y, blk.known, pred, prev, self.bounds)
 
     # --------------------------------------------------------- what was found
     def season_line(self) -> str:
@@ -147,6 +174,9 @@ class ForecastEngine:
                 **extra}
         if self.imputer is not None:
             meta["imputer"] = self.imputer.to_meta()
+        if self.uncertainty.active:
+            meta["uncertainty"], more = self.uncertainty.export()
+            arrays.update(more)
         return persistence.dumps(KIND, meta, arrays)
 
     @classmethod
@@ -172,6 +202,11 @@ class ForecastEngine:
             eng.ring[k] = ring.copy()
         if eng.imputer is not None and "imputer" in meta:
             eng.imputer = Imputer.from_meta(meta["imputer"], eng.n_features)
+        if eng.uncertainty.active:
+            try:
+                eng.uncertainty.restore(meta.get("uncertainty"), arrays)
+            except ValueError as exc:
+                raise CliError(f"corrupt checkpoint: {exc}") from None
         return eng
 
 

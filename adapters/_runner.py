@@ -21,13 +21,14 @@ import stat
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
 from streamlstm import InputError, LSTMState, OnlineLSTM, persistence
 
 from ._csvio import BadRecord, Block, CliError, RecordReader, Schema, reading_guard
+from ._uncertainty import RowUncertainty, block_keys, check_levels
 
 KIND = "streamlstm.cli"
 FORMAT = 1
@@ -157,9 +158,14 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
             ("ahead", lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0"),
             ("per_key_models", lambda v: v is None or isinstance(v, bool), "true or false"),
             ("difference", lambda v: v is None or isinstance(v, bool), "true or false"),
-            ("model", lambda v: v in (None, "lstm", "engine"), "'lstm' or 'engine'")):
+            ("model", lambda v: v in (None, "lstm", "engine"), "'lstm' or 'engine'"),
+            ("anomaly", lambda v: v is None or isinstance(v, bool), "true or false")):
         if not ok(job.get(name)):
             raise bad(f"job.{name} is {job.get(name)!r}, expected {want}")
+    try:
+        check_levels(job.get("interval", []))
+    except ValueError as exc:
+        raise bad(f"job.interval: {exc}") from None
     if not isinstance(meta.get("params"), dict):
         raise bad("'params' is missing or not an object")
     for name in ("learned", "consumed"):
@@ -271,6 +277,13 @@ class Engine:
         self.informed_default = False
         self.ring_real: dict[Any, np.ndarray] = {}  # were the forecasts in `ring` made after a label
         self.unreal = np.zeros(0, dtype=bool)  # rows of the last block without a real prediction
+        self.uncertainty = RowUncertainty(job.get("interval") or [], bool(job.get("anomaly")), self.H)
+
+    def extra_columns(self, blk: Block, pred: np.ndarray, prev: np.ndarray | None) -> list[np.ndarray]:
+        """The --interval / --anomaly columns of the rows just processed (none without them)."""
+        if not self.uncertainty.active:
+            return []
+        return self.uncertainty.columns(block_keys(blk), blk.y, blk.known, pred, prev)
 
     def _restored(self, blob: bytes, source: str, what: str) -> OnlineLSTM:
         """A model of a checkpoint, checked to fit this job."""
@@ -495,6 +508,9 @@ class Engine:
         meta = {"format": FORMAT, "job": self.job, "params": self.params, "keys": keys,
                 "learned": self.learned, "informed": [k for k, v in self.informed.items() if v],
                 "informed_default": self.informed_default, **extra}
+        if self.uncertainty.active:
+            meta["uncertainty"], more = self.uncertainty.export()
+            arrays.update(more)
         if self.imputer is not None:
             meta["imputer"] = self.imputer.to_meta()
         return persistence.dumps(KIND, meta, arrays)
@@ -549,6 +565,11 @@ class Engine:
                 for k, last, rv in zip(keys, arrays["last"].tolist(), arrays["ring_v"]):
                     if last == last:
                         eng.ring_v[k] = rv.copy()
+        if eng.uncertainty.active:
+            try:
+                eng.uncertainty.restore(meta.get("uncertainty"), arrays)
+            except ValueError as exc:
+                raise CliError(f"{source}: corrupt checkpoint: {exc}") from None
         return eng
 
 
@@ -693,7 +714,8 @@ class Writer:
     (see :class:`_FdOutput`): a row is either written or the run stops with an error.
     """
 
-    def __init__(self, stream: TextIO, fmt: str, schema: Schema, ahead: int, digits: int | None):
+    def __init__(self, stream: TextIO, fmt: str, schema: Schema, ahead: int, digits: int | None,
+                 extra: Sequence[str] = ()):
         self.stream = stream
         self.out = _output(stream)
         self.fmt = fmt
@@ -710,7 +732,7 @@ class Writer:
             names.append(f"pred_{t}")
             if self.has_target:
                 names.append("error")
-        self.names = names
+        self.names = names + list(extra)   # --interval / --anomaly columns (``_uncertainty``)
         self._num = "%r" if digits is None else f"%.{int(digits)}g"
 
     def header(self) -> None:
@@ -725,14 +747,17 @@ class Writer:
         """:meth:`flush`, and a regular output file synced to disk: for a checkpoint."""
         self.out.sync()
 
-    def write(self, blk: Block, pred: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        """Write the rows; returns the error per row (NaN where unknown)."""
+    def write(self, blk: Block, pred: np.ndarray, prev: np.ndarray | None,
+              extra: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """Write the rows (``extra``: the values of the extra columns); returns the error per
+        row (NaN where unknown)."""
         if self.ahead:
             err = blk.y - prev
             nums = [prev, err, pred]
         else:
             err = blk.y - pred
             nums = [pred, err] if self.has_target else [pred]
+        nums += list(extra)
         if not len(blk):
             return err
         if self.fmt == "csv":
@@ -1095,7 +1120,7 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
                         blk = blk.head(keep)
                 if len(blk):
                     pred, prev = engine.process(blk)
-                    err = writer.write(blk, pred, prev)
+                    err = writer.write(blk, pred, prev, engine.extra_columns(blk, pred, prev))
                     stats.add(blk, err, engine.unreal)
                     if opts.collect:
                         _collect(out, blk, pred, prev, schema)

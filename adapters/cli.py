@@ -24,6 +24,9 @@ from ._csvio import MISSING_POLICIES, BadRecord, CliError, RecordReader, Roles, 
 
 __all__ = ["main"]
 
+#: ``streamlstm.anomaly.DEFAULT_THRESHOLD`` (not imported: --help must not load numba; a test checks it)
+ANOMALY_THRESHOLD = 0.5
+
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 # name, default, click type, help  (the OnlineLSTM settings exposed as options; names, order,
@@ -173,6 +176,15 @@ def main() -> None:
 @click.option("--difference", is_flag=True,
               help="With --ahead --model lstm: learn the change y[t+H] - y[t] and write y[t] + that change as the "
                    "forecast (often much better on level series that wander, like a random walk).")
+@click.option("--interval", "interval", multiple=True, metavar="LEVEL",
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Add a calibrated prediction interval at this coverage level (repeatable): columns lo_LEVEL and "
+                   "hi_LEVEL around each row's prediction (with --ahead H: its H-step forecast), per key, from the "
+                   "core's online conformal calibrator (docs/calibration.md).")
+@click.option("--anomaly", is_flag=True,
+              help=f"Add a column anomaly_score in [0, 1] per row (per key): the calibrated evidence that the row's "
+                   f"value is unusual given its forecast; one threshold serves every stream: "
+                   f"score >= {ANOMALY_THRESHOLD} (a tail probability of 1e-5) is an alert.")
 @click.option("--per-key-models", is_flag=True, help="Give every key its own weights (memory grows per key).")
 @click.option("--no-learn", is_flag=True, help="Inference only: states advance, weights stay.")
 @click.option("--load", type=click.Path(dir_okay=False), help="Start from a model saved with --save/--checkpoint "
@@ -215,9 +227,13 @@ def run(ctx: click.Context, **o: Any) -> None:
 
     \b
     Output columns (CSV, or JSON lines with --format jsonl):
-      regression:   [key] [time] TARGET  pred_TARGET  error
-      forecasting:  [key] [time] TARGET  forecast_TARGET_t  error  forecast_TARGET_t+H
+      regression:   [key] [time] TARGET  pred_TARGET  error  [lo_L hi_L ...] [anomaly_score]
+      forecasting:  [key] [time] TARGET  forecast_TARGET_t  error  forecast_TARGET_t+H  [lo_L hi_L ...]
+                    [anomaly_score]
     error = actual - predicted for that row (empty when the target is empty or unknown);
+    lo_L/hi_L (--interval L) bound the prediction written on the row (forecasting: the one
+    for t+H); anomaly_score (--anomaly) scores the row's value against its forecast, and
+    >= 0.5 is an alert.
     forecast_TARGET_t is the forecast made H rows earlier for this row. Forecasts come from
     the core's forecasting engine (streamlstm.Forecaster; --model lstm: a bare LSTM); the
     summary says which season it found. An empty target
@@ -235,6 +251,7 @@ def run(ctx: click.Context, **o: Any) -> None:
       streamlstm run data.csv --load temp.slstm --no-learn --digits 6 > again.csv
       streamlstm run data.csv --target temp --keep sensor --missing error -q > kept.csv
       streamlstm run --no-header --columns t,x,y --delimiter ';' --target y < nohead.csv
+      streamlstm run data.csv --target temp --key sensor --ahead 1 --interval 0.9 --anomaly > scored.csv
 
     Exit status: 0 done, 2 bad input or usage, 1 other failure, 128+N stopped by signal N.
     """
@@ -284,7 +301,19 @@ def _job_from_options(o: dict[str, Any]) -> dict[str, Any]:
             "time": o.get("time_col"), "ahead": int(o.get("ahead") or 0),
             "per_key_models": bool(o.get("per_key_models")), "difference": bool(o.get("difference")),
             "keep": _names(o.get("keep")) or [], "missing": o.get("missing") or "impute",
-            "model": _model_kind(o)}
+            "model": _model_kind(o), "interval": _levels(o.get("interval")), "anomaly": bool(o.get("anomaly"))}
+
+
+def _levels(given: Any) -> list[float]:
+    """The --interval levels in the order given (click has checked each is in (0, 1))."""
+    levels: list[float] = []
+    for v in given or ():
+        if not 0.0 < v < 1.0:  # NaN passes click's range check
+            raise CliError(f"Invalid value for '--interval': {v} is not in the range 0<x<1.")
+        if float(v) in levels:
+            raise CliError(f"--interval {v} is given twice")
+        levels.append(float(v))
+    return levels
 
 
 def _model_kind(o: dict[str, Any]) -> str:
@@ -680,12 +709,14 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         old = saved[1]["job"]
         flags = {"target": "--target", "features": "--features", "key": "--key", "time": "--time",
                  "ahead": "--ahead", "per_key_models": "--per-key-models", "difference": "--difference",
-                 "model": "--model"}
+                 "model": "--model", "interval": "--interval", "anomaly": "--anomaly"}
         opt_names = {"target": "target", "features": "features", "key": "key", "time": "time_col",
                      "ahead": "ahead", "per_key_models": "per_key_models", "difference": "difference",
-                     "keep": "keep", "missing": "missing", "model": "model_kind"}
+                     "keep": "keep", "missing": "missing", "model": "model_kind", "interval": "interval",
+                     "anomaly": "anomaly"}
         flags.update(keep="--keep", missing="--missing")
-        defaults = {"keep": [], "missing": "impute", "model": "lstm"}  # files from before these options
+        # files from before these options
+        defaults = {"keep": [], "missing": "impute", "model": "lstm", "interval": [], "anomaly": False}
         if not resuming:  # a loaded model may run on a file whose time and kept columns are named otherwise
             for name in ("time", "keep", "missing"):
                 flags.pop(name)
@@ -779,7 +810,10 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         except (AttributeError, ValueError):
             pass
         out_stream = sys.stdout
-    writer = R.Writer(out_stream, o.get("fmt", "csv"), schema, job["ahead"], o.get("digits"))
+    from ._uncertainty import column_names
+
+    writer = R.Writer(out_stream, o.get("fmt", "csv"), schema, job["ahead"], o.get("digits"),
+                      extra=column_names(job.get("interval") or [], bool(job.get("anomaly"))))
     if not resuming:
         writer.header()
     opts = R.RunOptions(
@@ -854,6 +888,10 @@ def _info(path: str, as_json: bool) -> None:
                 d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
             d["keys"] = len(meta["keys"])
         d["missing"] = job.get("missing", "impute")
+        if job.get("interval"):
+            d["intervals"] = [f"{v:g}" for v in job["interval"]]
+        if job.get("anomaly"):
+            d["anomaly_score"] = f"written per row (alert at >= {ANOMALY_THRESHOLD})"
         if job.get("model") == "engine":
             from ._forecasting import describe
 

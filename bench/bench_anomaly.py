@@ -93,7 +93,10 @@ def main() -> None:
         results = {p: nab_score.score_corpus(scores, streams, p) for p in nab_score.PROFILES}
         fixed = nab_score.score_corpus(scores, streams, "standard", threshold=DEFAULT_THRESHOLD) \
             if not name.startswith("windowed") else None
-        rows.append((name, note, results, fixed, seconds))
+        # NAB's probation (the first 15% of a file) hides alerts at a stream's start; a user has none
+        early = sum(int((s[:10] >= DEFAULT_THRESHOLD).any()) for s in scores.values()) \
+            if not name.startswith("windowed") else None
+        rows.append((name, note, results, fixed, seconds, early))
         per_file[name] = {f: nab_score.score_corpus({f: scores[f]}, streams, "standard",
                                                     threshold=results["standard"]["threshold"])["score"]
                           for f in scores}
@@ -108,14 +111,16 @@ def main() -> None:
              "unit-tested in `tests/test_nab_score.py`); one threshold per detector and profile for the "
              "corpus, chosen to maximise the total. Normalised: never firing = 0, perfect = 100.", "",
              "| detector | standard | low FP | low FN | threshold (standard) | TP / FN windows, FP rows (standard) "
-             f"| standard at the fixed threshold {DEFAULT_THRESHOLD} | seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, _, results, fixed, seconds in rows:
+             f"| standard at the fixed threshold {DEFAULT_THRESHOLD} | streams alerting in their first 10 values "
+             f"(at {DEFAULT_THRESHOLD}) | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, _, results, fixed, seconds, early in rows:
         st = results["standard"]
         lines.append(f"| {name} | {st['score']:.1f} | {results['reward_low_FP_rate']['score']:.1f} | "
                      f"{results['reward_low_FN_rate']['score']:.1f} | {st['threshold']:.3f} | "
                      f"{st['tp']:.0f} / {st['fn']:.0f}, {st['fp']:.0f} | "
-                     f"{'-' if fixed is None else format(fixed['score'], '.1f')} | {seconds:.1f} |")
+                     f"{'-' if fixed is None else format(fixed['score'], '.1f')} | "
+                     f"{'-' if early is None else f'{early} / {len(scores)}'} | {seconds:.1f} |")
     lines += ["", "Rows:"] + [f"- {name}: {note}" for name, note, *_ in rows]
     lines += ["", "Per file (standard profile, each detector at its corpus threshold; a file's own "
               "normalisation, so a file with one missed window scores 0 and a false alarm more goes below):", "",

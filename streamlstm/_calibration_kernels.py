@@ -234,10 +234,10 @@ def p_values(S, P, key, residuals, p_out):
 # parameters follow the calibrator's in one vector (two arrays per call: dispatch is cheap).
 C_RESIDUAL, C_FLAT, C_WINDOW, C_FIELDS = 0, 1, 2, 3
 # fields of the C_FIELDS row
-A_PREV_Y, A_LONG, A_SURPRISE, A_N, A_PEAK, A_AGE, A_RUN = 0, 1, 2, 3, 4, 5, 6
-A_WIDTH = 7
-# scorer parameters, after the calibrator's: [long rate, window rate, decades, flags, hold-off]
-Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF = 0, 1, 2, 3, 4, 5
+A_PREV_Y, A_LONG, A_SURPRISE, A_N, A_PEAK, A_AGE, A_RUN, A_NONZERO = 0, 1, 2, 3, 4, 5, 6, 7
+A_WIDTH = 8
+# scorer parameters, after the calibrator's: [long rate, window rate, decades, flags, hold-off, warm-up]
+Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF, Q_WARMUP = 0, 1, 2, 3, 4, 5, 6
 
 
 @_jit
@@ -262,13 +262,16 @@ def anomaly_step(S, P, key, y, y_hat):
       varied (its long-run mean absolute change is positive).
 
     Their minimum, Bonferroni-corrected, is mapped to the evidence ``-log10(p) / decades``
-    clipped to [0, 1]. With a hold-off ``R > 0`` an incident is reported once: the score is the
+    clipped to [0, 1]; it is 0 until ``warm-up`` non-zero residuals of the key were seen. With a hold-off ``R > 0`` an incident is reported once: the score is the
     evidence when it exceeds the peak of the last ``R`` events (the peak is forgotten ``R``
     events after it was set, so a lasting incident is reported again every ``R`` events), else 0.
     """
     q = scorer_offset(P)
     row = S[key, C_FIELDS]
     n = row[A_N]
+    informed = row[A_NONZERO]   # residuals that measured the scale (a zero one says nothing of it)
+    if y != y_hat:
+        row[A_NONZERO] = informed + 1.0
     p = tail_p_value(S[key, C_RESIDUAL], P, abs(normalised(S[key, C_RESIDUAL], y - y_hat)))
     update_row(S[key, C_RESIDUAL], P, y - y_hat)
     channels = 1.0
@@ -302,6 +305,11 @@ def anomaly_step(S, P, key, y, y_hat):
     row[A_N] = n + 1.0
     combined = min(1.0, channels * best)
     evidence = min(1.0, -math.log10(max(combined, P_FLOOR)) / P[q + Q_DECADES])
+    if informed < P[q + Q_WARMUP]:
+        # a scale set by fewer non-zero residuals than this is a guess (the second value's
+        # residual against the first alone; the first change of a stream that started flat
+        # against none): learn, but claim no evidence yet
+        return 0.0
     if P[q + Q_HOLDOFF] <= 0.0:
         return evidence
     row[A_AGE] += 1.0

@@ -81,9 +81,9 @@ def test_score_is_the_reference_p_value_mapping() -> None:
     r = rng.standard_t(4, 3000)
     scorer = AnomalyScorer(use_window=False, use_flat=False, holdoff=0)
     cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay)
-    for v in r:
+    for n, v in enumerate(r):
         p = cal.update(v)
-        expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0)
+        expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0) if n >= scorer.warmup else 0.0  # no zero residual
         assert scorer.score(v, 0.0) == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
@@ -124,7 +124,7 @@ def test_full_score_matches_numpy_reference_float64() -> None:
     scorer = AnomalyScorer(use_flat=True, holdoff=20)
     cal = scorer.calibrator
     resid, window, flat = Reference(cal), Reference(cal), Reference(cal)
-    surprise = long = run = peak = age = 0.0
+    surprise = long = run = peak = age = informed = 0.0
     prev_y = 0.0
     rng = np.random.default_rng(8)
     y = np.round(np.cumsum(rng.normal(size=1500)), 1)
@@ -150,6 +150,10 @@ def test_full_score_matches_numpy_reference_float64() -> None:
             best, channels = min(best, pf), 3.0
         prev_y = y[n]
         evidence = min(1.0, -math.log10(max(min(1.0, channels * best), 1e-300)) / scorer.decades)
+        informed += r != 0.0
+        if informed - (r != 0.0) < scorer.warmup:   # the warm-up: no evidence, hold-off untouched
+            assert scorer.score(y[n], y_hat[n]) == 0.0, f"event {n}"
+            continue
         age += 1
         if age > scorer.holdoff:
             peak = 0.0
@@ -158,3 +162,32 @@ def test_full_score_matches_numpy_reference_float64() -> None:
         else:
             expected = 0.0
         assert scorer.score(y[n], y_hat[n]) == pytest.approx(expected, rel=1e-12, abs=1e-15), f"event {n}"
+
+
+@pytest.mark.parametrize("base", ["lstm", "last"])
+def test_no_false_alert_at_the_start_of_a_stream(base: str) -> None:
+    """The scale of the first residuals is a guess: the first ``window`` values score 0, and
+    the following ones of an ordinary stream stay below the threshold, at any scale, noise
+    level or quantisation (before the warm-up, the 2nd or 3rd value scored 1 on most streams)."""
+    rng = np.random.default_rng(4)
+    for scale, step in ((1.0, 0.0), (1e-4, 0.0), (5e3, 0.0), (1.0, 0.5)):
+        for seed in range(4):
+            y = scale * (10.0 + np.sin(np.arange(300) / 7.0 + seed) + 0.3 * rng.normal(size=300))
+            if step:
+                y = np.round(y / step) * step
+            det = AnomalyDetector(base=base)
+            s = np.array([det.score_one(v) for v in y])
+            assert (s[:det.scorer.warmup] == 0.0).all()
+            assert s[:100].max() < DEFAULT_THRESHOLD, (scale, step, seed, np.flatnonzero(s >= DEFAULT_THRESHOLD)[:5])
+    late = AnomalyScorer(warmup=0)   # without the warm-up: the second value, scaled by the first alone
+    assert late.score(1.0, 1.001) == 0.0 and late.score(2.0, 1.0) == 1.0
+    flat_start = AnomalyScorer()     # a stream that starts flat: its first change is not evidence
+    assert [flat_start.score(1.0, 1.0) for _ in range(50)] + [flat_start.score(2.0, 1.0)] == [0.0] * 51
+
+
+def test_warmup_is_kept_and_checked() -> None:
+    scorer = AnomalyScorer(window=5)
+    assert scorer.warmup == 5 and AnomalyScorer.from_export(*scorer.export()).warmup == 5
+    assert AnomalyScorer(warmup=3).warmup == 3
+    with pytest.raises(ValueError, match="warmup must be an integer >= 0"):
+        AnomalyScorer(warmup=-1)

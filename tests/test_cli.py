@@ -309,7 +309,7 @@ def long_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("resume")
     data = make_csv(d / "s.csv", 1500, keys=("a", "b", "c"), missing_every=11)
     args = ["--target", "temp", "--key", "sensor", "--time", "time", "--ahead", "2", "--features", "hum", "--model",
-            "lstm", *SMALL, "--quiet"]
+            "lstm", *SMALL, "--quiet", "--interval", "0.9", "--anomaly"]  # calibrator and scorer states resume too
     r = ok(cli("run", data, *args, "--save", d / "full.slstm"))
     return d, data, args, r.stdout
 

@@ -141,7 +141,8 @@ def test_what_the_engine_cannot_honour_is_refused_with_the_reason(tmp_path):
 def engine_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("engine_resume")
     data = seasonal_csv(d / "s.csv", 300, keys=("a", "b", "c"), missing_every=11)
-    args = ["--target", "load", "--key", "site", "--time", "time", "--ahead", "2", "--features", "hum", "--quiet"]
+    args = ["--target", "load", "--key", "site", "--time", "time", "--ahead", "2", "--features", "hum", "--quiet",
+            "--interval", "0.8", "--interval", "0.95", "--anomaly"]  # calibrator and scorer states resume too
     r = ok(cli("run", data, *args, "--save", d / "full.slstm"))
     return d, data, args, r.stdout
 

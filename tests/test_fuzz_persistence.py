@@ -75,7 +75,12 @@ def _forecasters() -> dict[str, tuple[str, bytes]]:
         plain.learn_one(10.0 + (t % 4) + 0.1 * t)
         for k in ("a", 7):
             keyed.learn_one(5.0 + np.sin(t / 2) + (k == 7), [0.1 * t], k)
-    return {"forecaster": ("forecaster", plain.to_bytes()), "forecaster_keyed": ("forecaster", keyed.to_bytes())}
+    calibrated = Forecaster(horizon=2, ar_orders=(2,), lstm=False, interval_levels=[0.8, 0.95])
+    for t in range(30):
+        for k in ("a", 7, None):
+            calibrated.learn_one(3.0 + np.cos(t / 3) + (k == 7), key=k)
+    return {"forecaster": ("forecaster", plain.to_bytes()), "forecaster_keyed": ("forecaster", keyed.to_bytes()),
+            "forecaster_intervals": ("forecaster", calibrated.to_bytes())}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +120,10 @@ def valid(tmp_path_factory) -> dict:
         engine = ("--ahead", "2", "--lstm-hidden", "2")
         files["ckpt_engine"] = ("ckpt", _checkpoint(tmp, *engine))
         files["ckpt_engine_keyed"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--features", "hum", *engine))
+        files["ckpt_engine_uncertain"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--interval", "0.9", "--anomaly",
+                                                              *engine))
+        files["ckpt_lstm_uncertain"] = ("ckpt", _checkpoint(tmp, "--key", "sensor", "--interval", "0.8",
+                                                            "--interval", "0.9", "--anomaly"))
     except pytest.skip.Exception:
         pass
     (tmp / "state_model.slstm").write_bytes(state_model.to_bytes())

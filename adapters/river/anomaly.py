@@ -69,7 +69,7 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
         NAB it scored as a detector that never fires).
     grace_period
         With ``scoring="robust"``, events scored 0 while the error statistics settle (the
-        calibrated score needs none: the first values of a stream score 0 by construction).
+        calibrated score has its own: the first 10 non-zero residuals of a stream score 0).
     loss, huber_delta
         ``"squared"`` or ``"huber"``.
     standardize_inputs, standardize_targets
@@ -97,10 +97,12 @@ class LSTMAnomalyDetector(LSTMEstimator, AnomalyDetector):
     ...         alerts.append(t)
     ...     model.learn_one(event)
     >>> alerts
-    [1, 102, 212, 872, 873]
+    [94, 212, 872, 873]
 
-    Hour 1 is the first forecast (the network has seen no target yet); then the three drops,
-    each reported at once or within a few hours; the small peak stays below the threshold.
+    The three drops, each reported within two hours of its start; the small peak stays below
+    the threshold, and so does the start of the stream (the core's scorer learns its first
+    ``window`` non-zero residuals before it scores: a scale set by one residual would
+    make hour 1 an alert).
     """
 
     targets: tuple | None

@@ -24,11 +24,14 @@ import numpy as np
 from .._kernels.state_check import MAX_STORED_COUNTER
 from ..model import LSTMState, OnlineLSTM
 from .engine import LSTM_LAGS, SIMPLE, Forecaster, _Stream
+from .intervals import STATE_ARRAY
 from .lstm_expert import _NOBODY
 
 MAX_STREAM_BYTES = 1 << 30   # what one new stream (key) may allocate: its history, forecasts, features
 _PARAMS = ("horizon", "season", "max_season", "ar_orders", "ar_units", "multi_step", "forgetting", "ridge",
-           "aggregation", "discount", "experts", "n_features", "lstm", "lstm_hidden", "lstm_lr", "seed")
+           "aggregation", "discount", "experts", "n_features", "lstm", "lstm_hidden", "lstm_lr", "seed",
+           "interval_levels")
+_OPTIONAL = ("interval_levels",)   # absent from files without intervals (and from those before them)
 
 
 def _int(value: Any, what: str, low: int, high: int) -> int:
@@ -74,6 +77,7 @@ def _params(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"'params' must be an object of settings, got {type(raw).__name__}")
     missing, extra = [p for p in _PARAMS if p not in raw], [p for p in raw if p not in _PARAMS]
+    missing = [m for m in missing if m not in _OPTIONAL]
     if missing or extra:
         raise ValueError(f"'params' must hold exactly the settings {list(_PARAMS)}; missing {missing}, "
                          f"unknown {extra}")
@@ -98,6 +102,12 @@ def _params(raw: Any) -> dict[str, Any]:
     _int(p["lstm_hidden"], "setting 'lstm_hidden'", 1, 1 << 31)
     if p["seed"] is not None:
         _int(p["seed"], "setting 'seed'", 0, (1 << 63) - 1)
+    if "interval_levels" in p:
+        levels = p["interval_levels"]
+        if not isinstance(levels, list) or not levels or len(levels) > 64:
+            raise ValueError(f"setting 'interval_levels' must be a list of 1 to 64 levels, got {levels!r}")
+        for v in levels:
+            _float(v, "setting 'interval_levels' entry")
     return p
 
 
@@ -182,6 +192,9 @@ def checked_forecaster(cls: type[Forecaster], meta: Any, arrays: dict[str, np.nd
         raise ValueError(f"'streams' must be a list, got {type(streams).__name__}")
     for i, entry in enumerate(streams):
         known |= _load_stream(model, i, entry, arrays, net)
+    if model._calibration is not None:
+        model._calibration.load(model.keys, arrays)
+        known.add(STATE_ARRAY)
     extra = sorted(set(arrays) - known)
     if extra:
         raise ValueError(f"unexpected arrays {extra[:5]} (not part of a forecaster with these settings)")

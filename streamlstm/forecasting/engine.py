@@ -33,6 +33,7 @@ from .experts import (
     seasonal_median,
     seasonal_naive,
 )
+from .intervals import ForecastCalibration
 from .lstm_expert import _NOBODY, LSTMExpert
 from .season import detect_season
 
@@ -132,6 +133,12 @@ class Forecaster:
         Names of the simple experts to use (a subset of ``SIMPLE``); ``None``: all.
     n_features
         Exogenous features per event (``x`` of ``learn_one`` and ``xs`` of ``forecast``).
+    interval_levels
+        Coverage levels (each in (0, 1)) of the prediction intervals of
+        :meth:`forecast_interval`: each value's residuals (of the forecasts made 1 ..
+        ``horizon`` steps before it) calibrate, per key and per horizon step, an
+        :class:`~streamlstm.OnlineCalibrator` (conformal quantile tracking,
+        ``docs/calibration.md``). Empty (default): no calibrator, no cost.
 
     Defaults, chosen on the whole suite of ``bench/bench_forecast.py`` (9 public series, none
     tuned alone; ``bench/RESULTS.md`` has the tables and an ablation): every simple expert,
@@ -172,6 +179,7 @@ class Forecaster:
         lstm_hidden: int = 16,
         lstm_lr: float = 3e-3,
         seed: int | None = 0,
+        interval_levels: Sequence[float] = (),
     ) -> None:
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
@@ -214,6 +222,9 @@ class Forecaster:
         self.lstm_hidden = lstm_hidden
         self.lstm_lr = lstm_lr
         self.seed = seed
+        self.interval_levels = tuple(float(v) for v in interval_levels)
+        if self.interval_levels:
+            ForecastCalibration(self.interval_levels, horizon)   # checks the levels before anything is built
         self._reset()
 
     # ------------------------------------------------------------------ set-up
@@ -248,6 +259,7 @@ class Forecaster:
         self._updates = np.zeros(G, dtype=np.int64)   # one-step updates of the autoregressions, per unit
         self._W = [np.zeros((H, self._o + k)) for _, k in self._ar]
         self._streams: dict[Hashable, _Stream] = {}
+        self._calibration = ForecastCalibration(self.interval_levels, H) if self.interval_levels else None
         self._z = np.zeros(self._d)
         self._row = np.zeros(H)
 
@@ -256,6 +268,8 @@ class Forecaster:
         if s is None:
             s = self._streams[key] = _Stream(self._capacity, self.horizon, len(self.expert_names), self._d,
                                                self.n_features, len(self.ar_units))
+            if self._calibration is not None:
+                self._calibration.row(key)
         return s
 
     # ------------------------------------------------------------------ inputs
@@ -317,7 +331,9 @@ class Forecaster:
         s = self._stream(key)
         lstm_forecast = self._lstm_learn(key, s, v, xa) if (self._lstm is not None and s.n) else 0.0
         if s.n:
-            self._learn_targets(s, v, xa, lstm_forecast)
+            residuals = self._learn_targets(s, v, xa, lstm_forecast)
+            if self._calibration is not None and residuals is not None:
+                self._calibration.observe(key, residuals)
         if xa is not None:
             s.x[:] = xa
         xz = self._scaled_exogenous(xa)
@@ -350,11 +366,14 @@ class Forecaster:
         row = lstm.row(s.history, s.n, scale, x if x is not None else s.x, s.x)
         return s.history[-1] + lstm.predict(row, scale)
 
-    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float) -> None:
+    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float) -> np.ndarray | None:
+        """Learn ``y`` as the target of the forecasts made 1 .. horizon steps before; returns
+        their residuals (NaN for a step not forecast yet) when intervals are calibrated."""
         H = self.horizon
         xz = self._scaled_exogenous(x)
         nf = self.n_features
         count = min(H, s.n)
+        residuals = None if self._calibration is None else np.full(H, np.nan)
         for h in range(1, count + 1):
             slot = (s.n - h) % H
             f = s.forecasts[slot, h - 1].copy()
@@ -362,9 +381,11 @@ class Forecaster:
                 f[-1] = lstm_forecast   # made with this value's features
             if xz is not None and self._ar:
                 self._add_exogenous(f, self._exogenous_part(xz, s.features[0, slot, 2 + nf:self._o], h - 1))
+            if residuals is not None:  # the aggregate forecast of this step, before its weights learn y
+                residuals[h - 1] = y - self._agg.combine(h - 1, f)
             self._agg.update(h - 1, f, y)
         if not self._ar:
-            return
+            return residuals
         Z = np.zeros((H, self._d))
         targets = np.zeros(H)
         active = np.zeros(H, dtype=np.bool_)
@@ -388,6 +409,7 @@ class Forecaster:
             for (gj, k), P, W in zip(self._ar, self._P, self._W):
                 if gj == g:
                     rls_update(P, W, Z, targets, active, self._o + k, self.forgetting, CLIP * scale)
+        return residuals
 
     def _u(self, y: float, g: int) -> float:
         """``y`` in the units of autoregression group ``g``."""
@@ -614,6 +636,33 @@ class Forecaster:
             out[h] = self._agg.combine(h, f)
         return out
 
+    def forecast_interval(self, key: Hashable = None, xs: Sequence[Sequence[float]] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`forecast` with its prediction intervals: ``(point, lower, upper)``, the
+        point forecasts ``(horizon,)`` and the bounds ``(len(interval_levels), horizon)``.
+
+        Row ``j`` of the bounds is the interval at ``interval_levels[j]``, calibrated on this
+        key's own residuals at each horizon step (long-run coverage guaranteed whatever the
+        forecasts, ``docs/calibration.md``). A step whose forecasts of this key have had no
+        residual yet has NaN bounds (nothing is known of its errors). Pure, like
+        :meth:`forecast`; needs ``interval_levels``.
+
+        >>> import math
+        >>> model = Forecaster(horizon=2, interval_levels=[0.8, 0.95], lstm=False)
+        >>> for t in range(300):
+        ...     model.learn_one(10 + math.sin(t / 3) + 0.3 * math.cos(7 * t))
+        >>> point, lower, upper = model.forecast_interval()
+        >>> point.shape, lower.shape
+        ((2,), (2, 2))
+        >>> bool((lower[1] <= lower[0]).all() and (lower[0] < point).all() and (point < upper[0]).all())
+        True
+        """
+        if self._calibration is None:
+            raise ValueError("forecast_interval needs interval_levels: e.g. Forecaster(interval_levels=[0.9])")
+        point = self.forecast(key, xs)
+        lower, upper = self._calibration.bounds(key, point)
+        return point, lower, upper
+
     def expert_forecasts(self, key: Hashable = None) -> dict[str, np.ndarray]:
         """Each expert's forecasts for h = 1 .. horizon (without exogenous features).
 
@@ -665,7 +714,7 @@ class Forecaster:
                 "ar_orders": list(self.ar_orders), "ar_units": list(self.ar_units), "multi_step": self.multi_step, "forgetting": self.forgetting, "ridge": self.ridge,
                 "aggregation": self.aggregation, "discount": self.discount, "experts": list(self.experts),
                 "n_features": self.n_features, "lstm": self.lstm, "lstm_hidden": self.lstm_hidden,
-                "lstm_lr": self.lstm_lr, "seed": self.seed}
+                "lstm_lr": self.lstm_lr, "seed": self.seed, "interval_levels": list(self.interval_levels)}
 
     def to_bytes(self) -> bytes:
         """Everything (settings, shared statistics, autoregressions, weights, every stream) as
@@ -702,7 +751,12 @@ class Forecaster:
                 if st is not None:
                     arrays[f"stream/{i}/lstm_buffer"] = st.buffer
                     arrays[f"stream/{i}/lstm_counters"] = st.counters
-        meta = {"params": self.get_params(), "streams": streams, "lstm_owner": owner}
+        params = self.get_params()
+        if self._calibration is None:
+            del params["interval_levels"]   # a file without intervals is the same as before they existed
+        else:
+            arrays.update(self._calibration.export(keys))
+        meta = {"params": params, "streams": streams, "lstm_owner": owner}
         return persistence.dumps(_KIND, meta, arrays)
 
     @classmethod

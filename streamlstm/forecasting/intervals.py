@@ -1,0 +1,117 @@
+"""Prediction intervals of the forecasting engine: its online calibrator, one row per stream.
+
+:class:`~streamlstm.forecasting.Forecaster` owns one :class:`ForecastCalibration` when it is
+given ``interval_levels``. Each value that arrives is the target of the forecasts made 1 ..
+``horizon`` steps before it; their residuals are fed to an
+:class:`~streamlstm.calibration.OnlineCalibrator` (one state row per stream, one tracker set
+per horizon step), which turns the next forecasts into intervals. Nothing of this exists
+(no state, no cost, no bytes in a saved file) without ``interval_levels``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import _calibration_kernels as K
+from .._state_check import MAX_STORED_COUNTER
+from ..calibration import OnlineCalibrator
+
+STATE_ARRAY = "calibrator/state"
+
+
+class ForecastCalibration:
+    """The calibrator of a forecaster's ``horizon`` steps, with a state row per stream (key).
+
+    Rows are given in order of the streams' first values (the forecaster's ``keys``); the
+    state grows by doubling, so that a fleet of keys costs amortised O(1) per new key.
+
+    >>> cal = ForecastCalibration([0.9], horizon=2)
+    >>> cal.observe("a", np.array([0.5, np.nan]))        # the first value's 1-step residual
+    >>> lo, hi = cal.bounds("a", np.array([10.0, 10.0]))
+    >>> lo.shape, bool(np.isnan(lo[0, 1]))                # step 2 has no residual yet
+    ((1, 2), True)
+    """
+
+    def __init__(self, levels: Sequence[float], horizon: int, pooled: bool = True) -> None:
+        self.calibrator = OnlineCalibrator(levels=levels, horizon=horizon, pooled=pooled)
+        self.rows: dict[Hashable, int] = {}
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        return self.calibrator.levels
+
+    def row(self, key: Hashable) -> int:
+        """The state row of ``key``, made (fresh) at its first use."""
+        r = self.rows.get(key)
+        if r is None:
+            r = self.rows[key] = len(self.rows)
+            cal = self.calibrator
+            state, pool = cal.state, int(cal.pooled)
+            if r >= state.shape[0] - pool:  # the pooled trackers stay in the last row
+                grown = np.zeros((max(2 * state.shape[0], r + 1 + pool), *state.shape[1:]))
+                grown[:r] = state[:r]
+                if pool:
+                    grown[-1] = state[-1]
+                cal.state = grown
+        return r
+
+    def observe(self, key: Hashable, residuals: np.ndarray) -> None:
+        """Fold in the residuals of the forecasts of 1 .. horizon steps that the value just
+        arrived was the target of (NaN: no forecast of that step was made yet)."""
+        r = self.row(key)   # first: a new key may grow (replace) the state array
+        cal = self.calibrator
+        K.observe(cal.state, cal.params, r, residuals, cal._p)
+
+    def bounds(self, key: Hashable, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds ``(levels, horizon)`` around the forecasts ``point``; NaN
+        for a step of a stream that has had no residual at that step yet (nothing is known)."""
+        cal = self.calibrator
+        J, H = len(cal.levels), cal.horizon
+        r = self.rows.get(key)
+        if r is None:
+            return np.full((J, H), np.nan), np.full((J, H), np.nan)
+        lo, hi = np.empty((H, J)), np.empty((H, J))
+        K.intervals(cal.state, cal.params, r, np.ascontiguousarray(point, dtype=np.float64), lo, hi)
+        unknown = cal.state[r, :, K.F_N] == 0.0
+        lo[unknown] = np.nan
+        hi[unknown] = np.nan
+        return lo.T.copy(), hi.T.copy()
+
+    def state_of(self, keys: list[Hashable]) -> np.ndarray:
+        """The rows of ``keys`` (in that order), then the pooled trackers' row when pooled, as
+        one ``(rows, horizon, width)`` array."""
+        idx = [self.rows[k] for k in keys] + ([self.calibrator.state.shape[0] - 1] if self.calibrator.pooled else [])
+        return self.calibrator.state[idx].copy()
+
+    def load(self, keys: list[Hashable], arrays: dict[str, np.ndarray]) -> None:
+        """Install a saved state, one row per key in ``keys`` (the streams' order), after
+        checking its dtype, shape, finiteness and counts (a hostile file is refused, naming
+        the field, before anything is used)."""
+        cal = self.calibrator
+        shape = (len(keys) + int(cal.pooled), cal.horizon, cal.width)
+        a = arrays.get(STATE_ARRAY)
+        if a is None:
+            raise ValueError(f"array {STATE_ARRAY!r} (the interval calibrator's state) is missing")
+        if a.dtype != np.float64 or a.shape != shape:
+            raise ValueError(f"array {STATE_ARRAY!r} is {a.dtype} {a.shape}, expected float64 {shape}")
+        flat = a.reshape(-1)
+        bad = np.flatnonzero(~np.isfinite(flat))
+        if bad.size:
+            raise ValueError(f"array {STATE_ARRAY!r} holds a non-finite value at position {int(bad[0])}")
+        n, scale = a[..., K.F_N], a[..., K.F_SCALE]
+        if not ((n >= 0) & (n <= MAX_STORED_COUNTER) & (n == np.floor(n))).all():
+            raise ValueError(f"array {STATE_ARRAY!r}: a residual count is not an integer in [0, {MAX_STORED_COUNTER}]")
+        if not (scale >= 0).all():
+            raise ValueError(f"array {STATE_ARRAY!r}: a residual scale is negative")
+        for k in keys:
+            self.row(k)
+        cal.state[:len(keys)] = a[:len(keys)]
+        if cal.pooled:
+            cal.state[-1] = a[-1]
+
+    def export(self, keys: list[Hashable]) -> dict[str, Any]:
+        """The arrays :meth:`load` reads back, for the streams ``keys`` in that order."""
+        return {STATE_ARRAY: self.state_of(keys)}
