@@ -138,7 +138,6 @@ def test_forecast_columns_on_the_lstm_path_and_the_anomaly_threshold(tmp_path):
 
 def test_help_threshold_is_the_core_default_and_the_help_example_has_the_options():
     from streamlstm.adapters import cli as cli_mod
-
     from streamlstm.anomaly import DEFAULT_THRESHOLD
 
     assert cli_mod.ANOMALY_THRESHOLD == DEFAULT_THRESHOLD

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import _calibration_kernels as K
-from .._state_check import MAX_STORED_COUNTER
+from .._kernels.state_check import MAX_STORED_COUNTER
 from ..calibration import OnlineCalibrator
 
 STATE_ARRAY = "calibrator/state"
