@@ -272,6 +272,7 @@ OURS = {
     "ours, no LSTM": {"lstm": False},
     "ours, no autoregressions": {"ar_orders": ()},
     "ours, no season (season=None)": {"season": None},
+    "ours, ML-Poly at every horizon": {"aggregation": "mlpoly"},
     "ours, EWA aggregation": {"aggregation": "ewa"},
     "ours, mean of experts": {"aggregation": "mean"},
     "ours, simple experts only": {"ar_orders": (), "lstm": False},
@@ -452,6 +453,8 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                                   ("ours, no LSTM (season given)", {"season": m, "lstm": False}),
                                   ("ours, recursive autoregressions (season given)", {"season": m, "multi_step": "recursive"}),
                                   ("ours, no season (season=None)", {"season": None}),
+                                  ("ours, ML-Poly at every horizon", {"aggregation": "mlpoly"}),
+                                  ("ours, EWA at every horizon", {"aggregation": "ewa"}),
                                   ("ours, EWA aggregation (season given)", {"season": m, "aggregation": "ewa"})):
                     if want(oname):
                         multi[oname][name] = score_series(lambda kw=kw, h=h: Ours(horizon=h, **kw), ys, h, h)["horizon_mae"]

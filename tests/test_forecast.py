@@ -128,7 +128,7 @@ def test_rls_equals_weighted_ridge_least_squares():
 
 
 # ------------------------------------------------------------------------------ aggregation
-@pytest.mark.parametrize("rule", ["mlpoly", "ewa"])
+@pytest.mark.parametrize("rule", ["mlpoly", "ewa", "mlpoly+ewa"])
 def test_aggregation_goes_to_the_best_expert(rule):
     rng = np.random.default_rng(5)
     agg = Aggregator(3, 1, rule)
@@ -175,7 +175,81 @@ def test_aggregation_is_per_horizon():
     assert agg.weights[0, 0] > 0.9 and agg.weights[1, 1] > 0.9
 
 
+def test_mlpoly_ewa_is_mlpoly_one_step_ahead_and_ewa_beyond():
+    rng = np.random.default_rng(11)
+    mixed, mlpoly, ewa = (Aggregator(4, 3, rule) for rule in ("mlpoly+ewa", "mlpoly", "ewa"))
+    for _ in range(300):
+        y = rng.normal()
+        for h in range(3):
+            f = y + rng.normal(0, [0.2, 0.5, 1.0, 2.0]) + [0.0, 0.3, -0.3, 1.0]
+            f[rng.integers(4)] = np.nan if rng.random() < 0.1 else f[0]   # now and then an asleep expert
+            assert mixed.combine(h, f) == (mlpoly if h == 0 else ewa).combine(h, f)
+            for agg in (mixed, mlpoly, ewa):
+                agg.update(h, f, y)
+    assert np.array_equal(mixed.weights[0], mlpoly.weights[0])
+    assert np.array_equal(mixed.weights[1:], ewa.weights[1:])
+    assert not np.array_equal(mlpoly.weights[1:], ewa.weights[1:])
+
+
+def test_default_aggregation_is_mlpoly_then_ewa():
+    assert Forecaster().aggregation == "mlpoly+ewa"
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        Forecaster(aggregation="median")
+
+
 # ---------------------------------------------------------------------------------- season
+def test_autocorrelation_kernel_against_numpy():
+    from streamlstm.forecasting.season import CLIP, _autocorrelation
+
+    rng = np.random.default_rng(3)
+    values = np.cumsum(rng.normal(size=300)) + 8 * np.sin(np.arange(300) * 2 * np.pi / 9)
+    values[100] += 500.0                      # an outlier: clipped
+    d = np.diff(values)
+    lim = CLIP * np.median(np.abs(d))
+    d = np.clip(d, -lim, lim)
+    d -= d.mean()
+    ref = np.correlate(d, d, mode="full")[len(d) - 1:] / (d @ d)
+    got = _autocorrelation(values, 40, CLIP)
+    np.testing.assert_allclose(got, ref[:42], rtol=1e-12, atol=1e-13)
+    assert not _autocorrelation(np.full(50, 3.0), 10, CLIP).any()   # flat: no variance, all 0
+
+
+def _seasonal_series(n, period=12, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return (100 + t) * (1 + 0.2 * np.sin(2 * np.pi * t / period)) + rng.normal(0, 1, n)
+
+
+def test_season_is_looked_for_at_every_step_early_on():
+    # two cycles of changes (25 values) are enough: found at once, not at the next 8th value
+    model = Forecaster(lstm=False, ar_orders=())
+    found_at = None
+    for i, v in enumerate(_seasonal_series(40)):
+        model.learn_one(v)
+        if found_at is None and model.season_:
+            found_at = i + 1
+    assert found_at == 25 and model.season_ == 12
+
+
+def test_a_season_found_starts_the_seasonal_experts_as_if_given():
+    # once found, Holt-Winters and the seasonal drift hold what they would hold had the
+    # season been given from the first value (they are replayed over the history)
+    y = _seasonal_series(60)
+    found = Forecaster(lstm=False, ar_orders=())
+    given = Forecaster(lstm=False, ar_orders=(), season=12)
+    for i, v in enumerate(y):
+        found.learn_one(v)
+        given.learn_one(v)
+        if found.season_ == 12:
+            a, b = found._streams[None], given._streams[None]
+            assert a.hw_ready and b.hw_ready, i
+            assert a.hw.tolist() == b.hw.tolist() and a.hw_indices.tolist() == b.hw_indices.tolist(), i
+            assert a.profile.tolist() == b.profile.tolist() and a.known.tolist() == b.known.tolist(), i
+            for name in ("holt_winters", "seasonal_drift"):
+                assert found.expert_forecasts()[name].tolist() == given.expert_forecasts()[name].tolist()
+    assert found.season_ == 12
+
+
 @pytest.mark.parametrize("period", [4, 7, 12, 24])
 def test_season_detection_on_synthetic_data(period):
     rng = np.random.default_rng(period)
