@@ -191,6 +191,48 @@ def test_mlpoly_ewa_is_mlpoly_one_step_ahead_and_ewa_beyond():
     assert not np.array_equal(mlpoly.weights[1:], ewa.weights[1:])
 
 
+def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly, eta=2.0):
+    """ML-Poly / EWA from their equations, in NumPy (returns the aggregate used)."""
+    awake = np.isfinite(forecasts)
+    ww = np.where(awake, w, 0.0)
+    ww = ww / ww.sum() if ww.sum() > 0 else awake / max(awake.sum(), 1)
+    p = float(ww @ np.where(awake, forecasts, 0.0))
+    f = np.where(awake, forecasts, p)
+    regret *= discount
+    squares *= discount
+    if mlpoly:
+        r = np.sign(p - y) * (p - f)
+        regret += r
+        squares += r * r
+        v = np.maximum(regret, 0.0) / np.maximum(squares, 1e-300)
+    else:
+        loss = np.abs(f - y)
+        scale[0] = scale[0] + 0.02 * (loss.mean() - scale[0]) if scale[0] > 0 else loss.mean()
+        regret += loss / scale[0]
+        v = np.exp(-eta * (regret - regret.min()))
+    if v.sum() > 0:
+        w[:] = v / v.sum()
+    return p
+
+
+@pytest.mark.parametrize("rule", ["mlpoly", "ewa"])
+@pytest.mark.parametrize("discount", [1.0, 0.99])
+def test_aggregation_kernels_against_numpy(rule, discount):
+    rng = np.random.default_rng(12)
+    agg = Aggregator(5, 1, rule, discount)
+    w, regret, squares, scale = np.full(5, 0.2), np.zeros(5), np.zeros(5), np.zeros(1)
+    for t in range(400):
+        y = rng.normal()
+        f = y + rng.normal(0, [0.1, 0.5, 1.0, 2.0, 0.3]) + [0.0, 0.5, -0.5, 1.0, 0.0]
+        if t < 50:
+            f[4] = np.nan                      # asleep at first
+        p = _reference_update(w, regret, squares, scale, f, y, discount, rule == "mlpoly")
+        assert agg.combine(0, f) == pytest.approx(p, rel=1e-12, abs=1e-12)
+        agg.update(0, f, y)
+        np.testing.assert_allclose(agg.weights[0], w, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(agg.regret[0], regret, rtol=1e-9, atol=1e-12)
+
+
 def test_default_aggregation_is_mlpoly_then_ewa():
     assert Forecaster().aggregation == "mlpoly+ewa"
     with pytest.raises(ValueError, match="aggregation must be one of"):
