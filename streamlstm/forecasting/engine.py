@@ -47,6 +47,7 @@ AWAKE_AFTER = 2         # an autoregression joins after this many updates per co
 LSTM_AWAKE_AFTER = 24   # the LSTM joins after this many updates
 SEASON_EVERY = 8        # steps between two season detections (``season="auto"``)
 SEASON_EVERY_STEP_UNTIL = 64  # ... except over the first values: found a few steps sooner on short series
+REPLAY_SEASON = True    # a season found: the seasonal experts are replayed over the history kept
 SEASON_WINDOW = 400     # values the season detection looks at (the latest)
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
           "seasonal_median", "recent_median")
@@ -504,7 +505,7 @@ class Forecaster:
             s.profile = np.zeros(max(found, 1))
             s.known = np.zeros(max(found, 1), dtype=bool)
             s.hw_ready = False
-            if found:
+            if found and REPLAY_SEASON:
                 self._replay_season(s)
 
     def _make_forecasts(self, key: Hashable, s: _Stream) -> None:
