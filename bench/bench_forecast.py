@@ -273,7 +273,6 @@ OURS = {
     "ours, no LSTM": {"lstm": False},
     "ours, no autoregressions": {"ar_orders": ()},
     "ours, no season (season=None)": {"season": None},
-    "ours, ML-Poly at every horizon": {"aggregation": "mlpoly"},
     "ours, EWA aggregation": {"aggregation": "ewa"},
     "ours, mean of experts": {"aggregation": "mean"},
     "ours, simple experts only": {"ar_orders": (), "lstm": False},
@@ -711,6 +710,7 @@ def main() -> None:
                     merged[name] = vals
             res[part] = merged
         res["series"] = old.get("series", res["series"])
+        res = _merge_refit_names(res)   # the saved rows carry their refit interval in the name
     meta = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()} {_results.cpu_model()}",
             "python": platform.python_version(), "commit": _results.git_head(ROOT), "every": a.every,
             "load": _results.load_average()}
