@@ -353,6 +353,20 @@ def test_bit_identical_resume_keyed_with_features():
     assert model.to_bytes() == twin.to_bytes()
 
 
+@pytest.mark.parametrize("aggregation", ["mlpoly+ewa", "mlpoly"])   # "mlpoly": the previous default's files
+@pytest.mark.parametrize("saved_at", [20, 40])    # before / after the season is found (and replayed)
+def test_bit_identical_resume_across_the_season_being_found(aggregation, saved_at):
+    y = _seasonal_series(70)
+    model = Forecaster(horizon=3, aggregation=aggregation)
+    _stream(model, y[:saved_at])
+    twin = Forecaster.from_bytes(model.to_bytes())
+    assert twin.aggregation == aggregation
+    a = _stream(model, y[saved_at:])
+    b = _stream(twin, y[saved_at:])
+    assert np.array_equal(a, b) and model.season_ == twin.season_ == 12
+    assert model.to_bytes() == twin.to_bytes()
+
+
 def test_keyed_equals_separate_state_per_key_for_the_simple_experts():
     # without shared learners (no autoregressions, no LSTM, fixed mean weights), keys are independent
     rng = np.random.default_rng(9)
