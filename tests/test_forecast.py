@@ -110,6 +110,36 @@ def test_holt_winters_against_reference():
     np.testing.assert_allclose(out, ref, rtol=1e-12)
 
 
+def test_holt_winters_run_is_the_updates_in_turn():
+    y = 50 + 10 * np.sin(np.arange(30) * 2 * np.pi / 5) + np.arange(30)
+    for relative in (True, False):
+        lev, tr, ind = E.holt_winters_init(y[:5], 5, 5, relative)
+        one, one_ind = np.array([lev, tr]), ind.copy()
+        for i in range(5, 30):
+            E.holt_winters_update(one, one_ind, y[i], i, relative)
+        run, run_ind = np.array([lev, tr]), ind.copy()
+        E.holt_winters_run(run, run_ind, y[5:], 5, relative)
+        assert run.tolist() == one.tolist() and run_ind.tolist() == one_ind.tolist()
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_seasonal_drift_learning_against_reference(relative):
+    rng = np.random.default_rng(4)
+    y = 30 + np.cumsum(rng.normal(0, 1, 50)) + 5 * np.sin(np.arange(50) * 2 * np.pi / 6)
+    y[20] = 0.01 * y[19] if relative else y[20]     # a near-zero drop: the relative change is capped
+    m, t0 = 6, 7                                     # y[0] has index 7
+    ref = {}
+    for i in range(1, 50):
+        change = (y[i] - y[i - 1]) / y[i - 1] if relative else y[i] - y[i - 1]
+        change = min(max(change, -E.DRIFT_LIMIT), E.DRIFT_LIMIT) if relative else change
+        p = (t0 + i) % m
+        ref[p] = change if p not in ref else ref[p] + E.PROFILE_RATE * (change - ref[p])
+    profile, known = np.zeros(m), np.zeros(m, dtype=bool)
+    E.seasonal_drift_run(profile, known, y, t0, relative)
+    np.testing.assert_allclose(profile, [ref[p] for p in range(m)], rtol=1e-12, atol=1e-15)
+    assert known.all()
+
+
 def test_rls_equals_weighted_ridge_least_squares():
     rng = np.random.default_rng(4)
     d, n, lam, ridge = 4, 60, 0.97, 0.5

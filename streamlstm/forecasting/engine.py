@@ -18,18 +18,20 @@ import numpy as np
 from .. import persistence
 from .aggregation import Aggregator
 from .experts import (
-    PROFILE_RATE,
     SES_ALPHA,
     damped_trend,
     holt_update,
     holt_winters_forecast,
     holt_winters_init,
+    holt_winters_run,
     holt_winters_update,
     lag_changes,
     recent_median,
     rls_predict,
     rls_update,
     seasonal_drift,
+    seasonal_drift_run,
+    seasonal_drift_update,
     seasonal_median,
     seasonal_naive,
 )
@@ -40,7 +42,6 @@ _KIND = "streamlstm.Forecaster"
 CLIP = 5.0              # robustly scaled changes are clipped to +-5 (a sensor's drop must not rule the fit)
 LEVEL_LIMIT = 50.0      # the level feature (in typical changes from the first value) is clipped to this
 SCALE_RATE = 0.02       # relative step of the running median of |changes|
-DRIFT_LIMIT = 1.0       # seasonal drift: largest relative change per step
 LSTM_LAGS = 24          # changes the LSTM expert sees (a day of hourly values)
 ASLEEP = np.nan         # the forecast of an expert that has not started (left out of the aggregate)
 AWAKE_AFTER = 2         # an autoregression joins after this many updates per coefficient
@@ -448,7 +449,7 @@ class Forecaster:
                 if y <= 0.0 and s.positive:
                     s.positive = False
                     s.known[:] = False
-                self._drift_step(s, y, last, s.n)
+                seasonal_drift_update(s.profile, s.known, y, last, s.n, s.positive)
             if s.hw_ready:
                 holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive)
         if y <= 0.0 and s.positive:
@@ -463,19 +464,6 @@ class Forecaster:
             s.hw[0], s.hw[1] = level, trend
             s.hw_ready = True
 
-    def _drift_step(self, s: _Stream, y: float, last: float, t: int) -> None:
-        """Seasonal drift: learn the change that brought value ``y`` (index ``t``) at its phase."""
-        phase = t % s.season
-        if s.positive:  # a relative change, at most a doubling (values near 0 would explode it)
-            change = max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (y - last) / last))
-        else:
-            change = y - last
-        if s.known[phase]:
-            s.profile[phase] += PROFILE_RATE * (change - s.profile[phase])
-        else:
-            s.profile[phase] = change
-            s.known[phase] = True
-
     def _replay_season(self, s: _Stream) -> None:
         """A season just found: the seasonal experts start as if it had been known since the
         oldest value kept (the drift profile and Holt-Winters run over the history), not
@@ -484,13 +472,11 @@ class Forecaster:
         size = min(s.n, self._capacity)
         v = s.history[self._capacity - size:]
         a0 = s.n - size   # index of v[0]
-        for i in range(1, size):
-            self._drift_step(s, v[i], v[i - 1], a0 + i)
+        seasonal_drift_run(s.profile, s.known, v, a0, s.positive)
         if size >= m:
             level, trend, s.hw_indices = holt_winters_init(v[:m], a0 + m, m, s.positive)
             s.hw[0], s.hw[1] = level, trend
-            for i in range(m, size):
-                holt_winters_update(s.hw, s.hw_indices, v[i], a0 + i, s.positive)
+            holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive)
             s.hw_ready = True
 
     def _refresh_season(self, s: _Stream) -> None:
