@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -277,7 +278,26 @@ OURS = {
     "ours, simple experts only": {"ar_orders": (), "lstm": False},
     "ours, autoregressions + LSTM only": {"experts": ()},
     "ours, raw-unit autoregressions only": {"ar_units": ("raw",)},
+    # engine choices that are not settings: run with the engine's constant changed
+    "ours, no season replay (seasonal experts start when found)": {"_engine": {"REPLAY_SEASON": False}},
+    "ours, season looked for every 8 steps from the start": {"_engine": {"SEASON_EVERY_STEP_UNTIL": 0}},
 }
+
+
+@contextlib.contextmanager
+def engine_constants(kw: dict):
+    """``kw`` without its ``"_engine"`` entry, with those engine constants set meanwhile."""
+    from streamlstm.forecasting import engine
+
+    changes = kw.get("_engine", {})
+    saved = {k: getattr(engine, k) for k in changes}
+    for k, v in changes.items():
+        setattr(engine, k, v)
+    try:
+        yield {k: v for k, v in kw.items() if k != "_engine"}
+    finally:
+        for k, v in saved.items():
+            setattr(engine, k, v)
 
 
 # keyed panels: one River forecaster per key (the 0.1 design without a season there, as on Trump)
@@ -469,7 +489,8 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                     acc[pname][name] = score_series(make, ys, start)["mae"]
             for oname, kw in OURS.items():
                 if want(oname):
-                    acc[oname][name] = score_series(lambda kw=kw: Ours(**kw), ys, start)["mae"]
+                    with engine_constants(kw) as kw:
+                        acc[oname][name] = score_series(lambda kw=kw: Ours(**kw), ys, start)["mae"]
             if "horizon" in d:
                 h = d["horizon"]
                 for pname, make in peers.items():
@@ -481,9 +502,15 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                                   ("ours, no LSTM (season given)", {"season": m, "lstm": False}),
                                   ("ours, recursive autoregressions (season given)", {"season": m, "multi_step": "recursive"}),
                                   ("ours, no season (season=None)", {"season": None}),
-                                  ("ours, EWA aggregation (season given)", {"season": m, "aggregation": "ewa"})):
+                                  ("ours, ML-Poly at every horizon", {"aggregation": "mlpoly"}),
+                                  ("ours, EWA at every horizon", {"aggregation": "ewa"}),
+                                  ("ours, EWA aggregation (season given)", {"season": m, "aggregation": "ewa"}),
+                                  ("ours, no season replay", OURS["ours, no season replay (seasonal experts start when found)"]),
+                                  ("ours, season looked for every 8 steps from the start",
+                                   OURS["ours, season looked for every 8 steps from the start"])):
                     if want(oname):
-                        multi[oname][name] = score_series(lambda kw=kw, h=h: Ours(horizon=h, **kw), ys, h, h)["horizon_mae"]
+                        with engine_constants(kw) as kw:
+                            multi[oname][name] = score_series(lambda kw=kw, h=h: Ours(horizon=h, **kw), ys, h, h)["horizon_mae"]
         elif d["kind"] == "keyed":
             rows, start = d["rows"], d["start"]
             if want("last value"):
@@ -498,7 +525,8 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                 acc["River HoltWinters"][name] = score_keyed_peer(lambda: holt_winters(None), rows, start)["mae"]
             for oname, kw in OURS.items():
                 if want(oname):
-                    acc[oname][name] = score_keyed_ours(kw, rows, start, features=False)["mae"]
+                    with engine_constants(kw) as kw:
+                        acc[oname][name] = score_keyed_ours(kw, rows, start, features=False)["mae"]
             if want("ours (defaults)"):
                 acc["ours (defaults, with the features)"][name] = score_keyed_ours({}, rows, start, True)["mae"]
             if river_lstm_forecaster(None) is not None:  # a River forecaster is one series: one per key
@@ -517,7 +545,8 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                     lambda: preprocessing.StandardScaler() | linear_model.LinearRegression(), rows, start)["mae"]
             for oname, kw in OURS.items():
                 if want(oname):
-                    acc[oname][name] = score_regression_ours(kw, rows, start)["mae"]
+                    with engine_constants(kw) as kw:
+                        acc[oname][name] = score_regression_ours(kw, rows, start)["mae"]
             if river_lstm_forecaster(None) is not None:
                 for rname, design in ((RIVER_0_1, "0.1 regression"), (RIVER_ENGINE, "regression")):
                     if want(rname):
@@ -723,6 +752,7 @@ def main() -> None:
                     merged[name] = vals
             res[part] = merged
         res["series"] = old.get("series", res["series"])
+        res = _merge_refit_names(res)   # the saved rows carry their refit interval in the name
     meta = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()} {_results.cpu_model()}",
             "python": platform.python_version(), "commit": _results.git_head(ROOT), "every": a.every,
             "load": _results.load_average()}

@@ -110,6 +110,36 @@ def test_holt_winters_against_reference():
     np.testing.assert_allclose(out, ref, rtol=1e-12)
 
 
+def test_holt_winters_run_is_the_updates_in_turn():
+    y = 50 + 10 * np.sin(np.arange(30) * 2 * np.pi / 5) + np.arange(30)
+    for relative in (True, False):
+        lev, tr, ind = E.holt_winters_init(y[:5], 5, 5, relative)
+        one, one_ind = np.array([lev, tr]), ind.copy()
+        for i in range(5, 30):
+            E.holt_winters_update(one, one_ind, y[i], i, relative)
+        run, run_ind = np.array([lev, tr]), ind.copy()
+        E.holt_winters_run(run, run_ind, y[5:], 5, relative)
+        assert run.tolist() == one.tolist() and run_ind.tolist() == one_ind.tolist()
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_seasonal_drift_learning_against_reference(relative):
+    rng = np.random.default_rng(4)
+    y = 30 + np.cumsum(rng.normal(0, 1, 50)) + 5 * np.sin(np.arange(50) * 2 * np.pi / 6)
+    y[20] = 0.01 * y[19] if relative else y[20]     # a near-zero drop: the relative change is capped
+    m, t0 = 6, 7                                     # y[0] has index 7
+    ref = {}
+    for i in range(1, 50):
+        change = (y[i] - y[i - 1]) / y[i - 1] if relative else y[i] - y[i - 1]
+        change = min(max(change, -E.DRIFT_LIMIT), E.DRIFT_LIMIT) if relative else change
+        p = (t0 + i) % m
+        ref[p] = change if p not in ref else ref[p] + E.PROFILE_RATE * (change - ref[p])
+    profile, known = np.zeros(m), np.zeros(m, dtype=bool)
+    E.seasonal_drift_run(profile, known, y, t0, relative)
+    np.testing.assert_allclose(profile, [ref[p] for p in range(m)], rtol=1e-12, atol=1e-15)
+    assert known.all()
+
+
 def test_rls_equals_weighted_ridge_least_squares():
     rng = np.random.default_rng(4)
     d, n, lam, ridge = 4, 60, 0.97, 0.5
@@ -128,7 +158,7 @@ def test_rls_equals_weighted_ridge_least_squares():
 
 
 # ------------------------------------------------------------------------------ aggregation
-@pytest.mark.parametrize("rule", ["mlpoly", "ewa"])
+@pytest.mark.parametrize("rule", ["mlpoly", "ewa", "mlpoly+ewa"])
 def test_aggregation_goes_to_the_best_expert(rule):
     rng = np.random.default_rng(5)
     agg = Aggregator(3, 1, rule)
@@ -175,7 +205,123 @@ def test_aggregation_is_per_horizon():
     assert agg.weights[0, 0] > 0.9 and agg.weights[1, 1] > 0.9
 
 
+def test_mlpoly_ewa_is_mlpoly_one_step_ahead_and_ewa_beyond():
+    rng = np.random.default_rng(11)
+    mixed, mlpoly, ewa = (Aggregator(4, 3, rule) for rule in ("mlpoly+ewa", "mlpoly", "ewa"))
+    for _ in range(300):
+        y = rng.normal()
+        for h in range(3):
+            f = y + rng.normal(0, [0.2, 0.5, 1.0, 2.0]) + [0.0, 0.3, -0.3, 1.0]
+            f[rng.integers(4)] = np.nan if rng.random() < 0.1 else f[0]   # now and then an asleep expert
+            assert mixed.combine(h, f) == (mlpoly if h == 0 else ewa).combine(h, f)
+            for agg in (mixed, mlpoly, ewa):
+                agg.update(h, f, y)
+    assert np.array_equal(mixed.weights[0], mlpoly.weights[0])
+    assert np.array_equal(mixed.weights[1:], ewa.weights[1:])
+    assert not np.array_equal(mlpoly.weights[1:], ewa.weights[1:])
+
+
+def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly, eta=2.0):
+    """ML-Poly / EWA from their equations, in NumPy (returns the aggregate used)."""
+    awake = np.isfinite(forecasts)
+    ww = np.where(awake, w, 0.0)
+    ww = ww / ww.sum() if ww.sum() > 0 else awake / max(awake.sum(), 1)
+    p = float(ww @ np.where(awake, forecasts, 0.0))
+    f = np.where(awake, forecasts, p)
+    regret *= discount
+    squares *= discount
+    if mlpoly:
+        r = np.sign(p - y) * (p - f)
+        regret += r
+        squares += r * r
+        v = np.maximum(regret, 0.0) / np.maximum(squares, 1e-300)
+    else:
+        loss = np.abs(f - y)
+        scale[0] = scale[0] + 0.02 * (loss.mean() - scale[0]) if scale[0] > 0 else loss.mean()
+        regret += loss / scale[0]
+        v = np.exp(-eta * (regret - regret.min()))
+    if v.sum() > 0:
+        w[:] = v / v.sum()
+    return p
+
+
+@pytest.mark.parametrize("rule", ["mlpoly", "ewa"])
+@pytest.mark.parametrize("discount", [1.0, 0.99])
+def test_aggregation_kernels_against_numpy(rule, discount):
+    rng = np.random.default_rng(12)
+    agg = Aggregator(5, 1, rule, discount)
+    w, regret, squares, scale = np.full(5, 0.2), np.zeros(5), np.zeros(5), np.zeros(1)
+    for t in range(400):
+        y = rng.normal()
+        f = y + rng.normal(0, [0.1, 0.5, 1.0, 2.0, 0.3]) + [0.0, 0.5, -0.5, 1.0, 0.0]
+        if t < 50:
+            f[4] = np.nan                      # asleep at first
+        p = _reference_update(w, regret, squares, scale, f, y, discount, rule == "mlpoly")
+        assert agg.combine(0, f) == pytest.approx(p, rel=1e-12, abs=1e-12)
+        agg.update(0, f, y)
+        np.testing.assert_allclose(agg.weights[0], w, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(agg.regret[0], regret, rtol=1e-9, atol=1e-12)
+
+
+def test_default_aggregation_is_mlpoly_then_ewa():
+    assert Forecaster().aggregation == "mlpoly+ewa"
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        Forecaster(aggregation="median")
+
+
 # ---------------------------------------------------------------------------------- season
+def test_autocorrelation_kernel_against_numpy():
+    from streamlstm.forecasting.season import CLIP, _autocorrelation
+
+    rng = np.random.default_rng(3)
+    values = np.cumsum(rng.normal(size=300)) + 8 * np.sin(np.arange(300) * 2 * np.pi / 9)
+    values[100] += 500.0                      # an outlier: clipped
+    d = np.diff(values)
+    lim = CLIP * np.median(np.abs(d))
+    d = np.clip(d, -lim, lim)
+    d -= d.mean()
+    ref = np.correlate(d, d, mode="full")[len(d) - 1:] / (d @ d)
+    got = _autocorrelation(values, 40, CLIP)
+    np.testing.assert_allclose(got, ref[:42], rtol=1e-12, atol=1e-13)
+    assert not _autocorrelation(np.full(50, 3.0), 10, CLIP).any()   # flat: no variance, all 0
+
+
+def _seasonal_series(n, period=12, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return (100 + t) * (1 + 0.2 * np.sin(2 * np.pi * t / period)) + rng.normal(0, 1, n)
+
+
+def test_season_is_looked_for_at_every_step_early_on():
+    # two cycles of changes (25 values) are enough: found at once, not at the next 8th value
+    model = Forecaster(lstm=False, ar_orders=())
+    found_at = None
+    for i, v in enumerate(_seasonal_series(40)):
+        model.learn_one(v)
+        if found_at is None and model.season_:
+            found_at = i + 1
+    assert found_at == 25 and model.season_ == 12
+
+
+def test_a_season_found_starts_the_seasonal_experts_as_if_given():
+    # once found, Holt-Winters and the seasonal drift hold what they would hold had the
+    # season been given from the first value (they are replayed over the history)
+    y = _seasonal_series(60)
+    found = Forecaster(lstm=False, ar_orders=())
+    given = Forecaster(lstm=False, ar_orders=(), season=12)
+    for i, v in enumerate(y):
+        found.learn_one(v)
+        given.learn_one(v)
+        if found.season_ == 12:
+            a, b = found._streams[None], given._streams[None]
+            assert a.hw_ready and b.hw_ready, i
+            assert a.hw.tolist() == b.hw.tolist() and a.hw_indices.tolist() == b.hw_indices.tolist(), i
+            assert a.profile.tolist() == b.profile.tolist() and a.known.tolist() == b.known.tolist(), i
+            for name in ("holt_winters", "seasonal_drift"):
+                assert found.expert_forecasts()[name].tolist() == given.expert_forecasts()[name].tolist()
+    assert found.season_ == 12
+
+
 @pytest.mark.parametrize("period", [4, 7, 12, 24])
 def test_season_detection_on_synthetic_data(period):
     rng = np.random.default_rng(period)
@@ -234,6 +380,20 @@ def test_bit_identical_resume_keyed_with_features():
     a = _stream(model, y[150:], X[150:], ks[150:])
     b = _stream(twin, y[150:], X[150:], ks[150:])
     assert np.array_equal(a, b)
+    assert model.to_bytes() == twin.to_bytes()
+
+
+@pytest.mark.parametrize("aggregation", ["mlpoly+ewa", "mlpoly"])   # "mlpoly": the previous default's files
+@pytest.mark.parametrize("saved_at", [20, 40])    # before / after the season is found (and replayed)
+def test_bit_identical_resume_across_the_season_being_found(aggregation, saved_at):
+    y = _seasonal_series(70)
+    model = Forecaster(horizon=3, aggregation=aggregation)
+    _stream(model, y[:saved_at])
+    twin = Forecaster.from_bytes(model.to_bytes())
+    assert twin.aggregation == aggregation
+    a = _stream(model, y[saved_at:])
+    b = _stream(twin, y[saved_at:])
+    assert np.array_equal(a, b) and model.season_ == twin.season_ == 12
     assert model.to_bytes() == twin.to_bytes()
 
 

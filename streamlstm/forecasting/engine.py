@@ -18,18 +18,20 @@ import numpy as np
 from .. import persistence
 from .aggregation import Aggregator
 from .experts import (
-    PROFILE_RATE,
     SES_ALPHA,
     damped_trend,
     holt_update,
     holt_winters_forecast,
     holt_winters_init,
+    holt_winters_run,
     holt_winters_update,
     lag_changes,
     recent_median,
     rls_predict,
     rls_update,
     seasonal_drift,
+    seasonal_drift_run,
+    seasonal_drift_update,
     seasonal_median,
     seasonal_naive,
 )
@@ -41,12 +43,13 @@ _KIND = "streamlstm.Forecaster"
 CLIP = 5.0              # robustly scaled changes are clipped to +-5 (a sensor's drop must not rule the fit)
 LEVEL_LIMIT = 50.0      # the level feature (in typical changes from the first value) is clipped to this
 SCALE_RATE = 0.02       # relative step of the running median of |changes|
-DRIFT_LIMIT = 1.0       # seasonal drift: largest relative change per step
 LSTM_LAGS = 24          # changes the LSTM expert sees (a day of hourly values)
 ASLEEP = np.nan         # the forecast of an expert that has not started (left out of the aggregate)
 AWAKE_AFTER = 2         # an autoregression joins after this many updates per coefficient
 LSTM_AWAKE_AFTER = 24   # the LSTM joins after this many updates
 SEASON_EVERY = 8        # steps between two season detections (``season="auto"``)
+SEASON_EVERY_STEP_UNTIL = 64  # ... except over the first values: found a few steps sooner on short series
+REPLAY_SEASON = True    # a season found: the seasonal experts are replayed over the history kept
 SEASON_WINDOW = 400     # values the season detection looks at (the latest)
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
           "seasonal_median", "recent_median")
@@ -128,7 +131,8 @@ class Forecaster:
     ridge
         Prior precision of the autoregression coefficients (shrinks them towards the last value).
     aggregation, discount
-        ``"mlpoly"``, ``"ewa"`` or ``"mean"``, and the forgetting of the aggregation's regrets.
+        ``"mlpoly+ewa"`` (ML-Poly one step ahead, EWA beyond), ``"mlpoly"``, ``"ewa"`` or
+        ``"mean"``, and the forgetting of the aggregation's regrets.
     experts
         Names of the simple experts to use (a subset of ``SIMPLE``); ``None``: all.
     n_features
@@ -143,7 +147,9 @@ class Forecaster:
     Defaults, chosen on the whole suite of ``bench/bench_forecast.py`` (9 public series, none
     tuned alone; ``bench/RESULTS.md`` has the tables and an ablation): every simple expert,
     autoregressions of orders 2 and 13 in raw and log units (forgetting 0.995, ridge 1),
-    ML-Poly weights per horizon, the LSTM expert (16 units, Adam 3e-3), season found online.
+    ML-Poly weights one step ahead and EWA weights beyond, the LSTM expert (16 units, Adam
+    3e-3), season found online (the seasonal experts then start as if it had been known since
+    the oldest value kept: they are replayed over the history).
     Each moves the one-step error by a few percent on average and by 5-20% on some series;
     the aggregation rule matters most (the plain mean of the experts is 1.8x worse).
 
@@ -158,7 +164,7 @@ class Forecaster:
     >>> model.season_
     12
     >>> model.forecast().round(1).tolist()          # truth: 112.0, 117.0, 119.0
-    [112.0, 117.0, 120.7]
+    [111.9, 117.3, 121.1]
     """
 
     def __init__(
@@ -171,7 +177,7 @@ class Forecaster:
         multi_step: str = "direct",
         forgetting: float = 0.995,
         ridge: float = 1.0,
-        aggregation: str = "mlpoly",
+        aggregation: str = "mlpoly+ewa",
         discount: float = 1.0,
         experts: Sequence[str] | None = None,
         n_features: int = 0,
@@ -465,16 +471,7 @@ class Forecaster:
                 if y <= 0.0 and s.positive:
                     s.positive = False
                     s.known[:] = False
-                phase = s.n % s.season   # phase of the step that brought y (its index is n)
-                if s.positive:  # a relative change, at most a doubling (values near 0 would explode it)
-                    change = max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (y - last) / last))
-                else:
-                    change = y - last
-                if s.known[phase]:
-                    s.profile[phase] += PROFILE_RATE * (change - s.profile[phase])
-                else:
-                    s.profile[phase] = change
-                    s.known[phase] = True
+                seasonal_drift_update(s.profile, s.known, y, last, s.n, s.positive)
             if s.hw_ready:
                 holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive)
         if y <= 0.0 and s.positive:
@@ -489,9 +486,24 @@ class Forecaster:
             s.hw[0], s.hw[1] = level, trend
             s.hw_ready = True
 
+    def _replay_season(self, s: _Stream) -> None:
+        """A season just found: the seasonal experts start as if it had been known since the
+        oldest value kept (the drift profile and Holt-Winters run over the history), not
+        from nothing."""
+        m = s.season
+        size = min(s.n, self._capacity)
+        v = s.history[self._capacity - size:]
+        a0 = s.n - size   # index of v[0]
+        seasonal_drift_run(s.profile, s.known, v, a0, s.positive)
+        if size >= m:
+            level, trend, s.hw_indices = holt_winters_init(v[:m], a0 + m, m, s.positive)
+            s.hw[0], s.hw[1] = level, trend
+            holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive)
+            s.hw_ready = True
+
     def _refresh_season(self, s: _Stream) -> None:
         if self.season == "auto":
-            if s.n % SEASON_EVERY:
+            if s.n % SEASON_EVERY and s.n > SEASON_EVERY_STEP_UNTIL:
                 return
             found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season) or 0
         else:
@@ -501,6 +513,8 @@ class Forecaster:
             s.profile = np.zeros(max(found, 1))
             s.known = np.zeros(max(found, 1), dtype=bool)
             s.hw_ready = False
+            if found and REPLAY_SEASON:
+                self._replay_season(s)
 
     def _make_forecasts(self, key: Hashable, s: _Stream) -> None:
         H = self.horizon

@@ -27,6 +27,7 @@ HOLT_ALPHA = 0.5         # damped trend: level rate
 HOLT_BETA = 0.1          # damped trend: trend rate
 HOLT_PHI = 0.9           # damped trend: damping per step ahead
 PROFILE_RATE = 0.5       # seasonal drift: smoothing of each phase's relative change
+DRIFT_LIMIT = 1.0        # seasonal drift: largest relative change per step
 P_TRACE_LIMIT = 1e6      # RLS: no forgetting while the covariance's trace exceeds this (wind-up)
 
 
@@ -155,6 +156,32 @@ def seasonal_drift(last: float, profile: np.ndarray, known: np.ndarray, phase: i
 
 
 @_jit
+def seasonal_drift_update(profile: np.ndarray, known: np.ndarray, y: float, last: float, t: int,
+                          relative: bool) -> None:
+    """Learn the change from ``last`` to ``y`` (the value of index ``t``) at its phase
+    ``t % len(profile)``: relative (at most a doubling: values near 0 would explode it) or,
+    with ``relative=False``, absolute; the first change of a phase is taken as it is."""
+    phase = t % len(profile)
+    if relative:
+        change = max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (y - last) / last))
+    else:
+        change = y - last
+    if known[phase]:
+        profile[phase] += PROFILE_RATE * (change - profile[phase])
+    else:
+        profile[phase] = change
+        known[phase] = True
+
+
+@_jit
+def seasonal_drift_run(profile: np.ndarray, known: np.ndarray, values: np.ndarray, t0: int, relative: bool) -> None:
+    """:func:`seasonal_drift_update` over ``values`` (``values[0]`` has index ``t0``): the
+    profile learned from a history, in one compiled call."""
+    for i in range(1, len(values)):
+        seasonal_drift_update(profile, known, values[i], values[i - 1], t0 + i, relative)
+
+
+@_jit
 def seasonal_median(history: np.ndarray, n: int, season: int, horizon: int, cycles: int, out: np.ndarray) -> None:
     """``out[h-1]`` = the median of the values at the target's phase over the last ``cycles``
     seasons (a robust seasonal profile: a drop or a spike in one cycle does not move it); the
@@ -244,6 +271,7 @@ def holt_winters_init(history: np.ndarray, n: int, season: int, relative: bool) 
     return level, trend, indices
 
 
+@_jit
 def holt_winters_update(state: np.ndarray, indices: np.ndarray, y: float, t: int, relative: bool) -> None:
     """One step of damped additive-trend Holt-Winters with value ``y`` at time ``t``;
     ``state`` = [level, trend] is updated in place, as is ``indices[t % season]``."""
@@ -260,6 +288,13 @@ def holt_winters_update(state: np.ndarray, indices: np.ndarray, y: float, t: int
         indices[p] = HW_GAMMA * (y - prior) + (1.0 - HW_GAMMA) * s
     state[1] = HW_BETA * (new_level - level) + (1.0 - HW_BETA) * HW_PHI * trend
     state[0] = new_level
+
+
+@_jit
+def holt_winters_run(state: np.ndarray, indices: np.ndarray, values: np.ndarray, t0: int, relative: bool) -> None:
+    """:func:`holt_winters_update` over ``values`` (``values[0]`` has index ``t0``)."""
+    for i in range(len(values)):
+        holt_winters_update(state, indices, values[i], t0 + i, relative)
 
 
 def holt_winters_forecast(state: np.ndarray, indices: np.ndarray, n: int, horizon: int, relative: bool,

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 MIN_CYCLES = 2          # a season is looked for only in a window holding this many cycles of it
 MIN_CHANGES = 24        # fewer changes than this show no season (too noisy an autocorrelation)
 CLIP = 5.0              # differences are clipped to this many times their median size
 ACF_THRESHOLD = 0.3     # the autocorrelation at the season's lag must exceed this
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def _autocorrelation(values: np.ndarray, top: int, clip: float) -> np.ndarray:
+    """The autocorrelation of the first differences of ``values`` at lags 0 .. ``top + 1``,
+    the differences clipped to ``clip`` times their median absolute value (all zeros when
+    the differences do not vary). Compiled: it runs every few steps on hundreds of values."""
+    d = np.diff(values)
+    n = len(d)
+    scale = np.median(np.abs(d))
+    if scale > 0.0:  # outliers (a sensor's drop to zero) would dominate every lag
+        lim = clip * scale
+        for i in range(n):
+            d[i] = min(max(d[i], -lim), lim)
+    d -= d.mean()
+    var = 0.0
+    for i in range(n):
+        var += d[i] * d[i]
+    acf = np.zeros(top + 2)
+    if var <= 0.0:
+        return acf
+    for lag in range(min(top + 2, n)):
+        acc = 0.0
+        for i in range(n - lag):
+            acc += d[i] * d[i + lag]
+        acf[lag] = acc / var
+    return acf
 
 
 def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = ACF_THRESHOLD) -> int | None:
@@ -27,22 +55,15 @@ def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = A
     >>> detect_season(np.random.default_rng(0).normal(size=120)) is None
     True
     """
-    d = np.diff(np.asarray(values, dtype=np.float64))
-    d = d[np.isfinite(d)]
-    top = min(int(max_season), len(d) // MIN_CYCLES)
-    if top < 2 or len(d) < MIN_CHANGES:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    changes = len(v) - 1
+    top = min(int(max_season), changes // MIN_CYCLES)
+    if top < 2 or changes < MIN_CHANGES:
         return None
-    scale = float(np.median(np.abs(d)))
-    if scale > 0.0:  # outliers (a sensor's drop to zero) would dominate every lag
-        d = np.clip(d, -CLIP * scale, CLIP * scale)
-    d = d - d.mean()
-    var = float(d @ d)
-    if var <= 0.0:
+    acf = _autocorrelation(v, top, CLIP)
+    if acf[0] <= 0.0:  # the changes do not vary
         return None
-    n = len(d)
-    acf = np.empty(top + 2)
-    for lag in range(top + 2):
-        acf[lag] = float(d[:n - lag] @ d[lag:]) / var if lag < n else 0.0
     # A season's peak comes back after a trough: the autocorrelation falls below 0 between
     # lag 0 and it (a smooth series correlates at short lags without any season).
     peaks = [lag for lag in range(2, top + 1)
