@@ -145,26 +145,27 @@ def test_forecaster_interval_coverage_per_step_airline(level: float) -> None:
     assert (np.abs(cov - level) <= tolerance(level, len(y), n)).all(), f"coverage per step {cov} at {level}"
 
 
-def test_forecaster_calibrates_the_residuals_of_the_engines_forecasts() -> None:
-    """Step s is fed the residual of the engine's forecast made s values before (and nothing
-    for the steps whose forecast was never made); the intervals do not change the forecasts."""
-    from streamlstm.calibration import OnlineCalibrator
+def test_forecaster_intervals_are_the_engines() -> None:
+    """River's intervals are the core engine's (``Forecaster(interval_levels=[level])``,
+    ``forecast_interval``) to the bit; asking for intervals does not change the forecasts;
+    a step with no residual yet has an unbounded interval (nothing is known of its errors)."""
+    from streamlstm import Forecaster
 
     model = LSTMForecaster(horizon=3, seed=0)
     plain = LSTMForecaster(horizon=3, interval_level=None, seed=0)
-    by_hand = OnlineCalibrator(levels=[0.9], horizon=3)
-    made: list[list[float]] = []
-    for _, y in datasets.WaterFlow().take(300):
-        made.append(model.forecast(3))
-        residuals = [y - made[-1 - s][s] if s < len(made) else math.nan for s in range(3)]
-        by_hand.update(np.array(residuals))
+    core = Forecaster(horizon=3, seed=0, interval_levels=[0.9])
+    assert model.forecast(3, with_interval=True) == [conf.Interval(-math.inf, math.inf)] * 3
+    for t, (_, y) in enumerate(datasets.WaterFlow().take(300)):
+        if t == 1:  # one value seen: step 1 has had no residual yet either
+            assert model.forecast(1, with_interval=True) == [conf.Interval(-math.inf, math.inf)]
         model.learn_one(y)
         plain.learn_one(y)
-    assert np.array_equal(model._intervals.calibrator.state, by_hand.state)
-    assert model.forecast(3) == plain.forecast(3) and plain._intervals is None
-    lower, upper = by_hand.interval(np.array(model.forecast(3)))
-    assert model.forecast(3, with_interval=True) == [conf.Interval(lo, hi) for lo, hi in zip(lower[:, 0], upper[:, 0])]
+        core.learn_one(y)
+    point, lower, upper = core.forecast_interval()
+    assert model.forecast(3) == plain.forecast(3) == point.tolist()
+    assert model.forecast(3, with_interval=True) == [conf.Interval(lo, hi) for lo, hi in zip(lower[0], upper[0])]
     assert model.forecast(2, with_interval=True) == model.forecast(3, with_interval=True)[:2]
+    assert all(i.lower < p < i.upper for i, p in zip(model.forecast(3, with_interval=True), point))
 
 
 def test_forecaster_intervals_round_trip_and_refuse_what_is_not_calibrated() -> None:
@@ -176,7 +177,7 @@ def test_forecaster_intervals_round_trip_and_refuse_what_is_not_calibrated() -> 
     assert twin.forecast(2, with_interval=True) == model.forecast(2, with_interval=True)
     for m in (model, twin):
         m.learn_one(50.0)
-    assert np.array_equal(twin._intervals.calibrator.state, model._intervals.calibrator.state)
+    assert twin.engine.to_bytes() == model.engine.to_bytes()  # the calibration included
     assert twin.forecast(2, with_interval=True) == model.forecast(2, with_interval=True)
     with pytest.raises(ValueError, match=r"horizon=3"):
         model.forecast(3, with_interval=True)

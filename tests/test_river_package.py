@@ -84,8 +84,9 @@ def test_forecaster_takes_the_engines_settings_by_name_and_documents_each():
     names, same defaults; ``n_features`` comes from the data), plus its own two."""
     from streamlstm import Forecaster
 
+    # interval_levels: River's intervals are at one level (``interval_level``), as its regressors'
     engine = {n: p.default for n, p in inspect.signature(Forecaster.__init__).parameters.items()
-              if n not in ("self", "n_features")}
+              if n not in ("self", "n_features", "interval_levels")}
     params = {n: p.default for n, p in inspect.signature(LSTMForecaster.__init__).parameters.items() if n != "self"}
     assert {n: params[n] for n in engine} == engine
     assert set(params) - set(engine) == {"exogenous", "interval_level"}

@@ -16,12 +16,18 @@ from .features import Features, block_end, frame_matrix
 from .params import _CORE, _CORE_OPTIONAL
 
 
+def check_interval_level(level: Any) -> None:
+    """An estimator's ``interval_level`` setting: ``None`` or a number in (0, 1)."""
+    if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float, np.floating))
+                              or not 0.0 < level < 1.0):
+        raise ValueError(f"interval_level must be None or a number strictly between 0 and 1 (e.g. 0.9), got {level!r}")
+
+
 def new_calibrator(level: float | None, horizon: int = 1) -> OnlineCalibrator | None:
     """The calibrator of an estimator's ``interval_level`` setting (``None``: none)."""
+    check_interval_level(level)
     if level is None:
         return None
-    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0.0 < level < 1.0:
-        raise ValueError(f"interval_level must be None or a number strictly between 0 and 1 (e.g. 0.9), got {level!r}")
     return OnlineCalibrator(levels=[float(level)], horizon=horizon)
 
 

@@ -2,13 +2,12 @@
 (:class:`streamlstm.Forecaster`), the one that ``streamlstm run --ahead H`` runs.
 
 Every number is the engine's: this module only turns River's dict features into the engine's
-rows, keeps the engine's bytes when pickled, and (until the engine has intervals of its own)
-calibrates intervals around the engine's forecasts in :class:`_Intervals`.
+rows, keeps the engine's bytes when pickled, and turns the engine's calibrated intervals
+(``Forecaster(interval_levels=...)``, ``forecast_interval``) into ``river.conf.Interval``.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,49 +18,12 @@ from river.time_series.base import Forecaster as RiverForecaster
 from streamlstm import Forecaster
 
 from ._forecaster_0_1 import LSTMForecaster01
-from .base import new_calibrator
+from .base import check_interval_level
 from .features import Features, as_target
 
 #: the engine's settings, passed through under their own names (``Forecaster.__init__``)
 ENGINE_SETTINGS = ("horizon", "season", "max_season", "ar_orders", "ar_units", "multi_step", "forgetting",
                    "ridge", "aggregation", "discount", "experts", "lstm", "lstm_hidden", "lstm_lr", "seed")
-
-
-class _Intervals:
-    """Calibrated intervals around the engine's forecasts, per step 1 .. horizon.
-
-    A stand-in until the core engine gives intervals itself (``Forecaster(interval_levels=...)``
-    and ``forecast_interval``): one :class:`streamlstm.calibration.OnlineCalibrator` row per
-    step, fed at each value the residuals of the forecasts made before it (step ``s`` of the
-    forecast made ``s`` values earlier), as ``docs/calibration.md`` describes.
-    """
-
-    def __init__(self, level: float, horizon: int) -> None:
-        calibrator = new_calibrator(level, horizon)
-        assert calibrator is not None
-        self.calibrator = calibrator
-        self.made: collections.deque[np.ndarray] = collections.deque(maxlen=horizon)  # latest last
-
-    def learn(self, y: float, made_before_y: np.ndarray) -> None:
-        """``made_before_y``: the engine's forecasts of steps 1 .. horizon made just before
-        ``y`` arrived (its step 1 is ``y``'s forecast)."""
-        made = self.made
-        made.append(made_before_y)
-        H = self.calibrator.horizon
-        if H == 1:
-            self.calibrator.update(float(y - made_before_y[0]))
-            return
-        residuals = np.full(H, np.nan)
-        for s in range(len(made)):
-            residuals[s] = y - made[-1 - s][s]
-        self.calibrator.update(residuals)
-
-    def around(self, points: np.ndarray) -> list[conf.Interval]:
-        """One interval per step around the forecasts ``points`` (steps 1 .. horizon)."""
-        if self.calibrator.horizon == 1:
-            return [conf.Interval(*self.calibrator.bounds(float(points[0])))]
-        lower, upper = self.calibrator.interval(points)
-        return [conf.Interval(float(lo), float(hi)) for lo, hi in zip(lower[:, 0], upper[:, 0])]
 
 
 class LSTMForecaster(RiverForecaster):
@@ -104,7 +66,7 @@ class LSTMForecaster(RiverForecaster):
         running mean; a value that is not a real number raises ``TypeError`` naming it.
     interval_level
         Coverage of the intervals ``forecast(h, xs, with_interval=True)`` returns (``None``:
-        none). Each step has its own calibration (:class:`_Intervals`).
+        none). The engine calibrates each step on its own residuals (``interval_levels``).
 
     The settings are the engine's, under the same names and with the same defaults (chosen on
     the whole suite of ``bench/bench_forecast.py``); the engine is built at the first value.
@@ -133,7 +95,7 @@ class LSTMForecaster(RiverForecaster):
     >>> [round(v) for v in model.forecast(3)]
     [420, 402, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['400-435', '380-427', '441-492']
+    ['400-438', '378-427', '441-491']
     """
 
     def __init__(
@@ -173,14 +135,11 @@ class LSTMForecaster(RiverForecaster):
         self.seed = seed
         self.exogenous = exogenous
         self.interval_level = interval_level
+        check_interval_level(interval_level)
         self._new_engine(0)  # refuses a bad setting now, with the engine's message
-        self._intervals = None if interval_level is None else _Intervals(interval_level, horizon)
         self._engine: Forecaster | None = None
         self._features = Features("levels")
         self._key: int | None = None   # the engine's key of the current series (reset_state: the next)
-        # the engine's forecast (without features) since the latest value, when forecast() made
-        # it: learn_one's calibration reuses it rather than forecasting again (not pickled)
-        self._made: np.ndarray | None = None
 
     @classmethod
     def _unit_test_params(cls):
@@ -191,7 +150,9 @@ class LSTMForecaster(RiverForecaster):
                "interval_level": None}
 
     def _new_engine(self, n_features: int) -> Forecaster:
-        return Forecaster(n_features=n_features, **{name: getattr(self, name) for name in ENGINE_SETTINGS})
+        levels = () if self.interval_level is None else (self.interval_level,)
+        return Forecaster(n_features=n_features, interval_levels=levels,
+                          **{name: getattr(self, name) for name in ENGINE_SETTINGS})
 
     @property
     def engine(self) -> Forecaster | None:
@@ -231,13 +192,7 @@ class LSTMForecaster(RiverForecaster):
         row = self._row(x, learn=True)
         if self._engine is None:
             self._engine = self._new_engine(0 if row is None else len(row))
-        engine = self._engine
-        if self._intervals is not None:
-            made = self._made if row is None and self._made is not None else \
-                engine.forecast(self._key, None if row is None else [row.tolist()])
-            self._intervals.learn(value, made)
-        engine.learn_one(value, row, self._key)
-        self._made = None
+        self._engine.learn_one(value, row, self._key)
 
     def forecast(self, horizon: int, xs: Sequence[dict] | None = None,
                  with_interval: bool = False) -> list[float] | list[conf.Interval]:
@@ -260,22 +215,22 @@ class LSTMForecaster(RiverForecaster):
         if horizon > self.horizon:
             raise ValueError(f"forecast(horizon={horizon}): this forecaster forecasts up to {self.horizon} steps; "
                              f"construct it with LSTMForecaster(horizon={horizon})")
-        if with_interval and self._intervals is None:
+        if with_interval and self.interval_level is None:
             raise ValueError("with_interval=True needs intervals: construct the forecaster with "
                              "interval_level=0.9 (or another level in (0, 1)), not None")
         if self._engine is None:
-            points = np.zeros(self.horizon)
-        else:
-            rows = None
-            if xs is not None and self._engine.n_features:
-                rows = [self._row(x, learn=False).tolist() for x in list(xs)[:horizon]]  # type: ignore[union-attr]
-            points = self._engine.forecast(self._key, rows)
-            if rows is None:
-                self._made = points
-        if with_interval:
-            assert self._intervals is not None
-            return self._intervals.around(points)[:horizon]
-        return points[:horizon].tolist()
+            if with_interval:  # nothing is known of the errors yet
+                return [conf.Interval(-np.inf, np.inf) for _ in range(horizon)]
+            return [0.0] * horizon
+        rows = None
+        if xs is not None and self._engine.n_features:
+            rows = [self._row(x, learn=False).tolist() for x in list(xs)[:horizon]]  # type: ignore[union-attr]
+        if not with_interval:
+            return self._engine.forecast(self._key, rows)[:horizon].tolist()
+        _, lower, upper = self._engine.forecast_interval(self._key, rows)
+        # NaN: a step without a residual yet, about whose errors nothing is known
+        return [conf.Interval(-np.inf if lo != lo else float(lo), np.inf if hi != hi else float(hi))
+                for lo, hi in zip(lower[0, :horizon], upper[0, :horizon])]
 
     # ------------------------------------------------------------------ state
     def reset_state(self) -> None:
@@ -292,12 +247,9 @@ class LSTMForecaster(RiverForecaster):
         """
         if self._engine is not None:
             self._key = 0 if self._key is None else self._key + 1
-        self._made = None
-        if self._intervals is not None:
-            self._intervals.made.clear()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {**self.__dict__, "_made": None}
+        state = dict(self.__dict__)
         if self._engine is not None:  # the engine's own versioned, checked bytes
             state["_engine"] = self._engine.to_bytes()
         return state
