@@ -120,15 +120,7 @@ def forecaster_coverage(y: list[float], model: LSTMForecaster, horizon: int) -> 
     return np.array([np.mean(h) for h in hits]), len(hits[-1])
 
 
-# At 0.8 the third step covers 77.3% (80.0% and 78.9% the first two): the core engine's 3-step
-# residuals on WaterFlow, fed to the calibrator 3 values late, come in runs it lags behind
-# (a larger lr makes it worse, 0.1-0.2 does not bring it within 1.5 points). Kept failing on
-# purpose until the engine's own intervals (Forecaster(interval_levels=...)) replace _Intervals.
-LEVELS_WATERFLOW = [pytest.param(0.8, marks=pytest.mark.xfail(strict=True, reason="step 3 covers 77.3% of 80%")),
-                    *LEVELS[1:]]
-
-
-@pytest.mark.parametrize("level", LEVELS_WATERFLOW)
+@pytest.mark.parametrize("level", LEVELS)
 def test_forecaster_interval_coverage_per_step_waterflow(level: float) -> None:
     y = [v for _, v in datasets.WaterFlow()]
     cov, n = forecaster_coverage(y, LSTMForecaster(horizon=3, interval_level=level, seed=0), 3)
