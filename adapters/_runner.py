@@ -199,6 +199,10 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
                 cols is not None and a.shape[1] != cols):
             want = ", ".join(str(d) for d in (rows, cols)[:ndim]).replace("None", "any")
             raise bad(f"the array {name!r} is {a.dtype} of shape {a.shape}, expected {ndim}-d ({want}) of kind {kinds!r}")
+        # values and forecasts: NaN stands for "none yet"; an infinite one is no forecast at all
+        # (it would be written out, scored and fed to the intervals and anomaly scores)
+        if a.dtype.kind == "f" and np.isinf(a).any():
+            raise bad(f"the array {name!r} holds an infinite value")
         return a
 
     H = job.get("ahead") or 0

@@ -199,3 +199,23 @@ def test_the_lstm_engines_saved_imputer_is_checked(per_key, edit):
     with pytest.raises(CliError, match="imputer") as info:
         Engine.restore(meta, arrays, True)
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_forecast_in_a_checkpoints_ring_is_refused(keyed, value):
+    """Found by the long fuzz profile: a ring forecast of inf passed the checks and failed in
+    the anomaly scorer at the next value ("forecast inf must be finite"). NaN stays allowed:
+    it stands for a forecast not made yet."""
+    from streamlstm.adapters._csvio import CliError
+    from streamlstm.adapters._runner import check_checkpoint
+
+    _, meta, arrays = _engine(keyed)
+    meta["job"].setdefault("model", "engine")  # what the CLI records for the engine's jobs
+    check_checkpoint(meta, arrays, "ck")
+    arrays["ring"][0, 0] = np.nan
+    check_checkpoint(meta, arrays, "ck")
+    arrays["ring"][0, 0] = value
+    with pytest.raises(CliError, match="'ring' holds an infinite value") as info:
+        check_checkpoint(meta, arrays, "ck")
+    assert info.value.code == 2
