@@ -16,6 +16,7 @@ from numba import njit
 from .._numba_config import module_cache_dir
 
 jit = njit(cache=True, error_model="numpy", nogil=True)
+jit_inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
 
 _PACKAGE = Path(__file__).resolve().parent
 _MARKER = "streamlstm-kernels.stamp"

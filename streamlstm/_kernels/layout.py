@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import jit, jit_inline
 
 # ------------------------------------------------------------------ indices into I
 # dimensions and settings
@@ -112,7 +112,7 @@ def build(n_in: int, n_out: int, H: int, L: int, cell: int, k2: int) -> tuple[np
 
 
 # ------------------------------------------------------------------ views
-@jit
+@jit_inline
 def layer_params(P, I, l, base):
     """Views of layer l's (W, b) in the block of P starting at ``base`` (theta or grad)."""
     rec = I_LAYERS + I_PER_LAYER * l
@@ -124,7 +124,7 @@ def layer_params(P, I, l, base):
     return W, P[ob:ob + G]
 
 
-@jit
+@jit_inline
 def layer_wt(R, I, l):
     """Scratch for layer l's W transposed, shape (G, in_l + H)."""
     rec = I_LAYERS + I_PER_LAYER * l
@@ -134,7 +134,7 @@ def layer_wt(R, I, l):
     return R[o:o + n_rows * G].reshape((G, n_rows))
 
 
-@jit
+@jit_inline
 def readout_params(P, I, base):
     """Views of the readout's (V, a) in the block of P starting at ``base``."""
     H, n_out = I[I_H], I[I_NOUT]
@@ -144,7 +144,7 @@ def readout_params(P, I, base):
     return V, P[oa:oa + n_out]
 
 
-@jit
+@jit_inline
 def slot_views(R, I, l, slot_base):
     """Layer l's fields (xh, act, c_prev, tanh_c) of the slot at R[slot_base:]."""
     rec = I_LAYERS + I_PER_LAYER * l

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._jit import jit
+from ._jit import jit, jit_inline
 from .cell import cell_backward, cell_forward
 from .layout import (
     CELL_RNN,
@@ -73,7 +73,7 @@ def open_slot(S, I, t):
     return slot_base
 
 
-@jit
+@jit_inline
 def enter_layer(S, I, l, slot_base, h_base, c_base):
     """Layer l's slot fields and state (h, c at S[h_base:], S[c_base:]); h and c go into
     the slot as xh's tail and c_prev. Returns (xh, act, c_prev, tanh_c, h, c)."""
@@ -88,7 +88,7 @@ def enter_layer(S, I, l, slot_base, h_base, c_base):
     return xh, act, cp, tc, hl, cl
 
 
-@jit
+@jit_inline
 def pass_up(S, I, l, slot_base, hl):
     """Layer l's new h is the input of layer l + 1 at this step."""
     if l + 1 < I[I_L]:
@@ -97,7 +97,7 @@ def pass_up(S, I, l, slot_base, hl):
             nxh[j] = hl[j]
 
 
-@jit
+@jit_inline
 def readout(P, I, h_top, out):
     """out = a + h_top @ V, summed over j ascending."""
     V, a = readout_params(P, I, 0)
@@ -220,7 +220,7 @@ def loss_grad(loss, delta, out, y, dout):
 
 
 # ------------------------------------------------------------------ backward window
-@jit
+@jit_inline
 def _h_of(R, I, l, slot_base, j):
     """h_j of layer l at the step of this slot, recomputed from the stored gates."""
     H = I[I_H]
