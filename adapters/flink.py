@@ -85,6 +85,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 __all__ = [
+    "ForecastingEngine",
     "LearningEngine",
     "ModelProcessFunction",
     "ServingEngine",
@@ -92,6 +93,8 @@ __all__ = [
     "build_pipeline",
     "file_sink",
     "file_source",
+    "forecasting_columns",
+    "forecasting_engine",
     "format_output",
     "learning_engine",
     "main",
@@ -397,6 +400,232 @@ def serving_engine(model, on_bad_row: str = "fail", cache_mb="64") -> ServingEng
 def learning_engine(model, on_bad_row: str = "fail", cache_mb="64") -> LearningEngine:
     """Engine factory for ``--engine``: per-key learning models (see :class:`LearningEngine`)."""
     return LearningEngine(model, on_bad_row, float(cache_mb))
+
+
+# --------------------------------------------------------------------------------------
+# the forecasting engine
+
+FORECASTING_KIND = "streamlstm.flink.ForecastingKey"
+
+
+def forecasting_columns(ahead: int, interval: Sequence[float] = (), anomaly: bool = False) -> list[str]:
+    """The names of the forecasting engine's output columns, in order (its rows carry no
+    header): ``key``, ``time``, ``forecast_t+H``, then ``lo_<level>``, ``hi_<level>`` per
+    ``--interval`` level (in the order given) and ``anomaly_score`` with ``--anomaly``.
+
+    >>> forecasting_columns(3, [0.8, 0.95], True)
+    ['key', 'time', 'forecast_t+3', 'lo_0.8', 'hi_0.8', 'lo_0.95', 'hi_0.95', 'anomaly_score']
+    """
+    from streamlstm.adapters._uncertainty import column_names
+
+    return ["key", "time", f"forecast_t+{int(ahead)}", *column_names(interval, anomaly)]
+
+
+def _cell(v: float) -> str:
+    """A float in round-trip repr; NaN (nothing known yet) as an empty cell, like the CLI."""
+    return "" if v != v else repr(float(v))
+
+
+class ForecastingEngine(_Engine):
+    """Per key its own :class:`streamlstm.Forecaster` (``--ahead H``), with the key's
+    intervals (``--interval``) and anomaly scores (``--anomaly``), all in Flink state.
+
+    Input rows: ``key,time[,x1..xn],y`` (``n_features`` exogenous features, then the
+    target; an empty or absent target means "no value"). A row with a value is
+    ``learn_one(y, x)`` on the key's forecaster; every row then writes
+    ``key,time,forecast_t+H[,lo_L,hi_L ...][,anomaly_score]`` (:func:`forecasting_columns`),
+    with the meaning of the CLI's columns of the same names (``streamlstm run --ahead H``):
+
+    * ``forecast_t+H``: ``forecast(xs=[x] * H)[H - 1]`` after the row, the forecast for the
+      key's row H rows later (the row's features stand for those of the times forecast);
+    * ``lo_L``, ``hi_L``: ``forecast_interval``'s bounds of that forecast (step H),
+      calibrated on the key's own residuals inside its forecaster;
+    * ``anomaly_score``: the core's :class:`~streamlstm.AnomalyScorer` (one state per key)
+      scoring the row's value against the forecast made for it H rows earlier.
+
+    Empty cells: nothing known yet (a key's rows before its first value; bounds before the
+    key's first residual of step H; a score without a value or an earlier forecast). A row
+    without a value does not step the forecaster and repeats its forecast (with the row's
+    features), as the CLI does.
+
+    A key's Flink state is one versioned container (``streamlstm.persistence``): the
+    forecaster's own bytes (``Forecaster.to_bytes``), its last H forecasts (to score the
+    value each was made for) and the scorer's state (``AnomalyScorer.key_state``). Decoded
+    forecasters are memoised by the exact bytes they were written as (LRU, about
+    ``cache_mb`` MB), as in :class:`LearningEngine`.
+
+    ``params``: further :class:`~streamlstm.Forecaster` settings (``season``, ``lstm``,
+    ``seed`` ...); ``horizon``, ``n_features`` and ``interval_levels`` come from ``ahead``,
+    ``n_features`` and ``interval``.
+
+    >>> engine = ForecastingEngine(ahead=2, interval=[0.9], anomaly=True, params={"lstm": False})
+    >>> state, out = engine.process(None, "a,1,10.0")
+    >>> out                           # no residual yet: empty bounds, no earlier forecast: no score
+    'a,1,10.0,,,'
+    >>> state, out = engine.process(state, "a,2,11.0")
+    >>> len(out.split(",")) == len(forecasting_columns(2, [0.9], True))
+    True
+    """
+
+    def __init__(self, ahead: int = 1, interval: Sequence[float] = (), anomaly: bool = False, n_features: int = 0,
+                 params: dict | None = None, on_bad_row: str = "fail", cache_mb: float = 64.0) -> None:
+        super().__init__(on_bad_row)
+        import numpy as np
+
+        from streamlstm import AnomalyScorer, Forecaster, persistence
+
+        self._np = np
+        self._persistence = persistence
+        self._forecaster_from_bytes = Forecaster.from_bytes
+        if not isinstance(ahead, int) or isinstance(ahead, bool) or ahead < 1:
+            raise ValueError(f"ahead must be an integer >= 1, got {ahead!r}")
+        if not isinstance(n_features, int) or isinstance(n_features, bool) or n_features < 0:
+            raise ValueError(f"n_features must be an integer >= 0, got {n_features!r}")
+        given = dict(params or {})
+        for name in ("horizon", "n_features", "interval_levels"):
+            if name in given:
+                raise ValueError(f"params: give {name!r} as ahead / n_features / interval, not in params")
+        self.H = ahead
+        self.n_features = n_features
+        self.levels = tuple(float(v) for v in interval)
+        self.anomaly = bool(anomaly)
+        template = Forecaster(horizon=ahead, n_features=n_features, interval_levels=self.levels, **given)
+        self.params = template.get_params()     # every setting: a key's forecaster must have these
+        self._new = lambda: Forecaster(**self.params)
+        self._scorer = AnomalyScorer() if self.anomaly else None
+        self._no_score = None if self._scorer is None else self._scorer.key_state(0)  # a fresh key's
+        self.columns = forecasting_columns(ahead, self.levels, self.anomaly)
+        self._empty = "," * (len(self.columns) - 3)
+        self.n_decoded = 0
+        blob = self._encode(template, np.full(ahead, np.nan), self._no_score)
+        per_entry = 2 * len(blob)  # the bytes + the decoded forecaster, roughly
+        self.cache_keys = int(max(0.0, float(cache_mb)) * 2 ** 20 // per_entry)
+        self._cache: OrderedDict = OrderedDict()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile / load every kernel a key's events call, in ``open()``, not on the first event."""
+        twin = self._new()
+        x = self._np.zeros(self.n_features) if self.n_features else None
+        for t in range(40):
+            twin.learn_one(1.0 + 0.1 * (t % 5), x)
+        twin.forecast_interval() if self.levels else twin.forecast()
+        self._decode("warm-up", self._encode(twin, self._np.zeros(self.H), self._no_score))
+        if self._scorer is not None:
+            self._scorer.score(1.0, 0.5)
+            self._scorer.set_key_state(0, self._no_score)
+
+    # ------------------------------------------------------------------ key state
+    def _encode(self, model, ring, scorer_state) -> bytes:
+        np = self._np
+        arrays = {"forecaster": np.frombuffer(model.to_bytes(), dtype=np.uint8), "ring": ring}
+        if scorer_state is not None:
+            arrays["anomaly"] = scorer_state
+        return self._persistence.dumps(FORECASTING_KIND, {}, arrays)
+
+    def _decode(self, key: str, state: bytes):
+        """A key's state from Flink -> (forecaster, last H forecasts, scorer state), every
+        part checked against this job's settings (``RuntimeError`` naming the key)."""
+        np = self._np
+        FormatError = self._persistence.FormatError
+        try:
+            _, _, arrays = self._persistence.loads(state, expect_kind=FORECASTING_KIND)
+            model = self._forecaster_from_bytes(arrays["forecaster"].tobytes())
+        except (FormatError, KeyError) as exc:
+            raise RuntimeError(f"key {key!r}: its state in Flink is not a forecasting engine's key state ({exc}); "
+                               "was the job resumed from another engine's savepoint?") from None
+        if model.get_params() != self.params:
+            diff = sorted(k for k in self.params if model.get_params().get(k) != self.params[k])
+            raise RuntimeError(f"key {key!r}: its forecaster in Flink has other settings than this job's ({diff}: "
+                               f"{[model.get_params().get(k) for k in diff]} vs {[self.params[k] for k in diff]}); "
+                               "was the job resumed with other --ahead / --features / --interval options?")
+        ring = arrays.get("ring")
+        if ring is None or ring.dtype != np.float64 or ring.shape != (self.H,) or np.isinf(ring).any():
+            got = None if ring is None else f"{ring.dtype} {ring.shape}"
+            raise RuntimeError(f"key {key!r}: its last forecasts in Flink are {got}, expected {self.H} float64 "
+                               "(finite or NaN)")
+        scorer_state = arrays.get("anomaly")
+        if (scorer_state is None) != (self._scorer is None):
+            raise RuntimeError(f"key {key!r}: its state in Flink was written "
+                               f"{'without' if scorer_state is None else 'with'} --anomaly, this job runs "
+                               f"{'with' if scorer_state is None else 'without'} it")
+        if scorer_state is not None:
+            try:
+                self._scorer.set_key_state(0, scorer_state)
+            except ValueError as exc:
+                raise RuntimeError(f"key {key!r}: {exc}") from None
+            scorer_state = scorer_state.copy()
+        return model, ring.copy(), scorer_state
+
+    # ------------------------------------------------------------------ per event
+    def _split(self, line: str):
+        parts = line.rstrip("\r\n").split(",")
+        n = len(parts) - 2
+        if n != self.n_features and n != self.n_features + 1:
+            raise BadRow(f"expected key,time + {self.n_features} feature(s) + the target value, got {max(n, 0)} "
+                         "value(s)")
+        try:
+            x = self._np.array(parts[2:2 + self.n_features], dtype=self._np.float64) if self.n_features else None
+            y = float(parts[-1]) if n > self.n_features and parts[-1].strip() else None
+        except ValueError as exc:
+            raise BadRow(str(exc)) from None
+        return parts[0], parts[1], x, y
+
+    def process(self, state: bytes | None, line: str):
+        np = self._np
+        try:
+            key, t, x, y = self._split(line)
+        except BadRow as exc:
+            return self._bad(line, exc)
+        hit = self._cache.pop(key, None)  # out of the memo while the forecaster may change
+        if hit is not None and state is not None and hit[0] == state:
+            model, ring, scorer_state = hit[1:]
+        elif state is None:
+            if y is None:  # a key's rows before its first value: nothing to forecast from
+                return None, f"{key},{t},{self._empty}"
+            model, ring, scorer_state = self._new(), np.full(self.H, np.nan), self._no_score
+        else:
+            model, ring, scorer_state = self._decode(key, state)
+            self.n_decoded += 1
+        H = self.H
+        try:
+            if y is not None:
+                model.learn_one(y, x)
+            xs = None if x is None else [x] * H
+            if self.levels:
+                point, lower, upper = model.forecast_interval(None, xs)
+                bounds = [v for j in range(len(self.levels)) for v in (lower[j, H - 1], upper[j, H - 1])]
+            else:
+                point, bounds = model.forecast(None, xs), []
+        except (ValueError, TypeError) as exc:
+            return self._bad(line, exc)  # the (possibly touched) forecaster is dropped
+        forecast = float(point[H - 1])
+        cells = [_cell(forecast), *(_cell(v) for v in bounds)]
+        if self._scorer is not None:
+            made_for_this_row = float(ring[0])
+            score = math.nan
+            if y is not None and made_for_this_row == made_for_this_row:
+                self._scorer.set_key_state(0, scorer_state)
+                score = self._scorer.score(y, made_for_this_row, 0)
+                scorer_state = self._scorer.key_state(0)
+            cells.append(_cell(score))
+        ring[:-1] = ring[1:]
+        ring[-1] = forecast
+        blob = self._encode(model, ring, scorer_state)
+        if self.cache_keys:
+            self._cache[key] = (blob, model, ring, scorer_state)
+            if len(self._cache) > self.cache_keys:
+                self._cache.popitem(last=False)
+        return blob, f"{key},{t}," + ",".join(cells)
+
+
+def forecasting_engine(settings: str, on_bad_row: str = "fail", cache_mb="64") -> ForecastingEngine:
+    """Engine factory for ``--engine``: ``settings`` is a JSON object of
+    :class:`ForecastingEngine`'s arguments (``ahead``, ``interval``, ``anomaly``,
+    ``n_features``, ``params``)."""
+    import json
+
+    return ForecastingEngine(**json.loads(settings), on_bad_row=on_bad_row, cache_mb=float(cache_mb))
 
 
 def state_digest(state: bytes | None) -> str:

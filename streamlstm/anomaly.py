@@ -135,6 +135,63 @@ class AnomalyScorer:
         """Append ``k`` fresh key rows."""
         self.calibrator.add_keys(k)
 
+    def key_state(self, key: int = 0) -> np.ndarray:
+        """A copy of one key's whole state, ``(4, width)`` float64 (three tracker rows and the
+        scorer's fields), for a per-key store outside the scorer (e.g. Flink keyed state).
+        A fresh key's state is all zeros.
+
+        >>> scorer = AnomalyScorer()
+        >>> _ = scorer.score(1.0, 0.5)
+        >>> twin = AnomalyScorer()
+        >>> twin.set_key_state(0, scorer.key_state(0))
+        >>> twin.score(3.0, 1.0) == scorer.score(3.0, 1.0)
+        True
+        """
+        return self.calibrator.key_state(key)
+
+    def set_key_state(self, key: int, values: np.ndarray) -> None:
+        """Put back a state taken by :meth:`key_state` (a scorer with the same settings).
+
+        Checked before anything is written, since it may come from outside the process: a
+        float64 array of shape ``(4, width)``, every value finite, the tracker rows' counts
+        integers in ``[0, 2**61]`` and their scales ``>= 0``, the scorer's counters (values
+        seen, non-zero residuals, flat run, events since the last report) integers ``>= 0``
+        and its reported peak in ``[0, 1]``; ``ValueError`` names what is wrong.
+
+        >>> AnomalyScorer().set_key_state(0, np.full((4, 11), -1.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: anomaly scorer key state: tracker row 0: the count -1.0 is not an integer in [0, 2305843009213693952]
+        """
+        from ._kernels.state_check import MAX_STORED_COUNTER
+
+        what = "anomaly scorer key state"
+        a = np.asarray(values)
+        shape = self.calibrator.state.shape[1:]
+        if a.dtype != np.float64 or a.shape != shape:
+            raise ValueError(f"{what}: expected float64 {shape}, got {a.dtype} {a.shape}")
+        if not np.isfinite(a).all():
+            at = np.argwhere(~np.isfinite(a))[0]
+            raise ValueError(f"{what}: non-finite value at row {int(at[0])}, field {int(at[1])}")
+        for c in (K.C_RESIDUAL, K.C_FLAT, K.C_WINDOW):
+            n, scale = float(a[c, K.F_N]), float(a[c, K.F_SCALE])
+            if not (0.0 <= n <= MAX_STORED_COUNTER and n == math.floor(n)):
+                raise ValueError(f"{what}: tracker row {c}: the count {n!r} is not an integer in [0, {MAX_STORED_COUNTER}]")
+            if scale < 0.0:
+                raise ValueError(f"{what}: tracker row {c}: the scale {scale!r} is negative")
+        fields = a[K.C_FIELDS]
+        for name, i in (("values seen", K.A_N), ("non-zero residuals", K.A_NONZERO), ("flat run", K.A_RUN),
+                        ("events since the last report", K.A_AGE)):
+            v = float(fields[i])
+            if not (0.0 <= v <= MAX_STORED_COUNTER and v == math.floor(v)):
+                raise ValueError(f"{what}: {name} {v!r} is not an integer in [0, {MAX_STORED_COUNTER}]")
+        peak, long_change = float(fields[K.A_PEAK]), float(fields[K.A_LONG])
+        if not 0.0 <= peak <= 1.0:
+            raise ValueError(f"{what}: the reported peak {peak!r} is outside [0, 1]")
+        if long_change < 0.0:
+            raise ValueError(f"{what}: the long-run mean change {long_change!r} is negative")
+        self.calibrator.set_key_state(key, a)
+
     def score(self, y: float, y_hat: float, key: int = 0) -> float:
         """Score the value ``y`` whose forecast (made before ``y`` was seen) was ``y_hat``.
 
