@@ -949,10 +949,13 @@ def build_pipeline(env, source, output, engine_factory: Callable, *factory_args,
     return out.sink_to(file_sink(output, rolling=rolling)).name(f"{name}-sink").uid(f"{name}-sink")
 
 
-def build_model_pipeline(env, source, output, model, *, learn: bool = False, on_bad_row: str = "fail",
-                         cache_mb: float = 64.0, name: str = "streamlstm", follow_s: float | None = None,
-                         rolling: str = "checkpoint", state_ttl_ms: int | None = None):
-    """:func:`build_pipeline` with a streamlstm engine: serving (default) or ``learn``.
+def build_model_pipeline(env, source, output, model=None, *, learn: bool = False, ahead: int | None = None,
+                         interval: Sequence[float] = (), anomaly: bool = False, n_features: int = 0,
+                         forecaster_params: dict | None = None, on_bad_row: str = "fail", cache_mb: float = 64.0,
+                         name: str = "streamlstm", follow_s: float | None = None, rolling: str = "checkpoint",
+                         state_ttl_ms: int | None = None):
+    """:func:`build_pipeline` with a streamlstm engine: serving (default), ``learn``, or
+    forecasting (``ahead``).
 
     ``model``: a model file path that the workers can read (loaded in ``open()``, once per
     worker process), or the model's bytes (shipped inside the job). ``source`` and
@@ -963,20 +966,43 @@ def build_model_pipeline(env, source, output, model, *, learn: bool = False, on_
         lines = env.from_source(kafka_source, WatermarkStrategy.no_watermarks(), "events")
         predictions = build_model_pipeline(env, lines, None, "model.slstm")
         predictions.sink_to(kafka_sink)
+
+    ``ahead=H`` runs the :class:`ForecastingEngine` instead (no model file: each key gets its
+    own :class:`~streamlstm.Forecaster`): lines ``key,time[,x1..xn],y`` with ``n_features``
+    features in, ``key,time,forecast_t+H[,lo_L,hi_L ...][,anomaly_score]`` out
+    (``interval`` levels, ``anomaly``; :func:`forecasting_columns`); ``forecaster_params``:
+    further ``Forecaster`` settings (``season``, ``lstm``, ``seed`` ...).
     """
+    if ahead is not None:
+        import json
+
+        if model is not None or learn:
+            raise ValueError("ahead runs the forecasting engine (a Forecaster per key, learning from every value): "
+                             "give no model and no learn")
+        settings = {"ahead": ahead, "interval": [float(v) for v in interval], "anomaly": bool(anomaly),
+                    "n_features": int(n_features), "params": dict(forecaster_params or {})}
+        ForecastingEngine(**settings, on_bad_row=on_bad_row, cache_mb=0)   # settings checked here, not in a worker
+        return build_pipeline(env, source, output, forecasting_engine, json.dumps(settings), on_bad_row,
+                              str(cache_mb), name=name, follow_s=follow_s, rolling=rolling, state_ttl_ms=state_ttl_ms)
+    if model is None:
+        raise ValueError("give a model (file path or bytes), or ahead=H for the forecasting engine")
+    if interval or anomaly:
+        raise ValueError("interval and anomaly need the forecasting engine (ahead=H)")
     factory = learning_engine if learn else serving_engine
     return build_pipeline(env, source, output, factory, model, on_bad_row, str(cache_mb), name=name,
                           follow_s=follow_s, rolling=rolling, state_ttl_ms=state_ttl_ms)
 
 
-def run_csv_job(input_paths, output_dir: str, model, *, learn: bool = False, on_bad_row: str = "fail",
+def run_csv_job(input_paths, output_dir: str, model=None, *, learn: bool = False, on_bad_row: str = "fail",
                 work_dir: str | None = None, job_name: str = "streamlstm", rolling: str = "checkpoint",
-                state_ttl_ms: int | None = None, **env_kwargs):
+                state_ttl_ms: int | None = None, ahead: int | None = None, interval: Sequence[float] = (),
+                anomaly: bool = False, n_features: int = 0, forecaster_params: dict | None = None, **env_kwargs):
     """Prepare the environment, build and run the job to completion (bounded input)."""
     prepare_worker_environment(work_dir=work_dir)
     env = make_env(**env_kwargs)
     build_model_pipeline(env, input_paths, output_dir, model, learn=learn, on_bad_row=on_bad_row, name=job_name,
-                         rolling=rolling, state_ttl_ms=state_ttl_ms)
+                         rolling=rolling, state_ttl_ms=state_ttl_ms, ahead=ahead, interval=interval,
+                         anomaly=anomaly, n_features=n_features, forecaster_params=forecaster_params)
     return env.execute(job_name)
 
 
@@ -1089,6 +1115,7 @@ examples:
   python -m streamlstm.adapters.flink --input events.csv --model model.slstm --output out/
   python -m streamlstm.adapters.flink --input events.csv --model model.slstm --output out/ --learn \\
       --checkpoint-interval 5000 --checkpoint-dir /data/ckpt
+  python -m streamlstm.adapters.flink --input series.csv --ahead 3 --interval 0.9 --anomaly --output out/
   flink run -pyexec /opt/venv/bin/python -py examples/flink_job.py \\
       --input s3://bucket/ev/ --model model.slstm --embed-model --output s3://bucket/out   (docs/flink.md)
 """
@@ -1109,6 +1136,21 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="model file written by OnlineLSTM.save")
     ap.add_argument("--learn", action="store_true",
                     help="per-key models that learn from rows with a target (everything in Flink state)")
+    ap.add_argument("--ahead", type=int, default=None, metavar="H",
+                    help="the forecasting engine instead of --model: per key a streamlstm.Forecaster fed each row's "
+                         "target (rows key,time[,x1..xn],y), writing key,time,forecast_t+H (docs/flink.md)")
+    ap.add_argument("--interval", action="append", type=float, default=[], metavar="LEVEL",
+                    help="with --ahead: lo_LEVEL,hi_LEVEL columns, the key's calibrated interval of the forecast "
+                         "(repeatable; each strictly between 0 and 1)")
+    ap.add_argument("--anomaly", action="store_true",
+                    help="with --ahead: an anomaly_score column in [0, 1] (>= 0.5: an alert), per key")
+    ap.add_argument("--features", type=int, default=0, metavar="N",
+                    help="with --ahead: the rows carry N exogenous features before the target (default 0)")
+    ap.add_argument("--season", default="auto", metavar="auto|none|N",
+                    help="with --ahead: the Forecaster's season (default auto: found online per key)")
+    ap.add_argument("--no-lstm-expert", action="store_true",
+                    help="with --ahead: no LSTM expert in the forecasters (cheaper per event)")
+    ap.add_argument("--seed", type=int, default=0, help="with --ahead: the Forecaster's seed")
     ap.add_argument("--embed-model", action="store_true",
                     help="read --model here and ship its bytes inside the job (workers need no copy of the file)")
     ap.add_argument("--on-bad-row", choices=("fail", "skip"), default="fail",
@@ -1142,8 +1184,27 @@ def main(argv=None) -> int:
     ap.add_argument("--conf", action="append", default=[], help="extra Flink option key=value (repeatable)")
     ap.add_argument("--job-name", default="streamlstm")
     a = ap.parse_args(argv)
-    if (a.model is None) == (a.engine is None):
-        ap.error("give exactly one of --model and --engine")
+    if sum(v is not None for v in (a.model, a.engine, a.ahead)) != 1:
+        ap.error("give exactly one of --model, --ahead and --engine")
+    forecaster_params = None
+    if a.ahead is not None:
+        if a.learn or a.embed_model:
+            ap.error("--ahead runs the forecasting engine (a Forecaster per key, learning from every value): "
+                     "drop --learn / --embed-model")
+        forecaster_params = {"lstm": not a.no_lstm_expert, "seed": a.seed}
+        season = a.season.strip().lower()
+        if season in ("auto", "none"):
+            forecaster_params["season"] = None if season == "none" else "auto"
+        elif season.isdigit() and int(season) >= 2:
+            forecaster_params["season"] = int(season)
+        else:
+            ap.error(f"--season takes auto, none or an integer >= 2, got {a.season!r}")
+        try:
+            ForecastingEngine(a.ahead, a.interval, a.anomaly, a.features, forecaster_params, cache_mb=0)
+        except ValueError as exc:
+            ap.error(f"--ahead {a.ahead} --features {a.features} --interval {a.interval}: {exc}")
+    elif a.interval or a.anomaly:
+        ap.error("--interval and --anomaly need the forecasting engine (--ahead H)")
     if a.follow is not None and not a.follow > 0:
         ap.error(f"--follow takes a positive number of seconds, got {a.follow}")
     if a.state_ttl is not None and not a.state_ttl > 0:
@@ -1166,6 +1227,10 @@ def main(argv=None) -> int:
     pipeline = {"name": a.job_name, "follow_s": a.follow, "rolling": a.rolling, "state_ttl_ms": ttl_ms}
     if a.engine is not None:
         build_pipeline(env, a.input, a.output, _resolve(a.engine), *a.engine_arg, **pipeline)
+    elif a.ahead is not None:
+        build_model_pipeline(env, a.input, a.output, None, ahead=a.ahead, interval=a.interval, anomaly=a.anomaly,
+                             n_features=a.features, forecaster_params=forecaster_params, on_bad_row=a.on_bad_row,
+                             cache_mb=a.cache_mb, **pipeline)
     else:
         model = a.model
         if a.embed_model:

@@ -4,16 +4,20 @@ and a wrapper engine that injects one failure and appends each event's state dig
 The references run the core in this process, independently of the adapter's engines:
 * serving: one ``KeyedLSTM(update_input_stats=False)`` holding every key (real per-key rows,
   not the engine's swapped scratch key), events in file order;
-* learning: one ``OnlineLSTM.load(model)`` per key (zero state), ``learn_one`` / ``advance``.
+* learning: one ``OnlineLSTM.load(model)`` per key (zero state), ``learn_one`` / ``advance``;
+* forecasting: one ``Forecaster`` and one ``AnomalyScorer`` per key, fed the key's rows.
 """
 
 import glob
+import math
 import os
 import random
 import time
 
-from streamlstm import KeyedLSTM, OnlineLSTM
-from streamlstm.adapters.flink import format_output, learning_engine, serving_engine, state_digest
+import numpy as np
+
+from streamlstm import AnomalyScorer, Forecaster, KeyedLSTM, OnlineLSTM
+from streamlstm.adapters.flink import forecasting_columns, format_output, learning_engine, serving_engine, state_digest
 
 N_INPUTS = 2
 
@@ -83,6 +87,67 @@ def reference_learning(model_path, rows, digests=False):
             m.reset_state()
         pred = m.advance(x) if y is None else m.learn_one(x, y)
         out.append(_line(key, t, pred, y, state_digest(m.to_bytes()) if digests else None))
+    return out
+
+
+FAST = {"lstm": False}   # Forecaster settings without the LSTM expert: many settings, quickly
+
+
+def write_series(n, n_keys, n_features=0, seed=0, missing=0.1):
+    """Lines ``key,time[,x..],y`` of keyed seasonal series (some targets empty)."""
+    rng = random.Random(seed)
+    lines = []
+    steps = [0] * n_keys
+    for i in range(n):
+        k = rng.randrange(n_keys)
+        t = steps[k]
+        steps[k] += 1
+        xs = [round(rng.uniform(-1, 1), 4) for _ in range(n_features)]
+        y = 10 * (k + 1) + 3 * math.sin(2 * math.pi * t / 6) + 0.5 * sum(xs) + rng.gauss(0, 0.3)
+        cells = [f"k{k}", str(i), *(repr(v) for v in xs), "" if rng.random() < missing else repr(round(y, 3))]
+        lines.append(",".join(cells))
+    return lines
+
+
+def cell(v):
+    return "" if v != v else repr(float(v))
+
+
+def reference_forecasting(lines, ahead, levels=(), anomaly=False, n_features=0, params=FAST):
+    """Per key: a Forecaster fed learn_one(y, x), forecast(xs=[x]*H)[H-1], its bounds of
+    step H, and an AnomalyScorer scoring y against the forecast made H rows earlier."""
+    models, scorers, made = {}, {}, {}
+    out = []
+    for line in lines:
+        parts = line.split(",")
+        key, t = parts[0], parts[1]
+        x = np.array([float(v) for v in parts[2:2 + n_features]]) if n_features else None
+        y = float(parts[-1]) if parts[-1] else None
+        if key not in models:
+            if y is None:
+                out.append(",".join([key, t] + [""] * (len(forecasting_columns(ahead, levels, anomaly)) - 2)))
+                continue
+            models[key] = Forecaster(horizon=ahead, n_features=n_features, interval_levels=levels, **params)
+            scorers[key] = AnomalyScorer()
+            made[key] = [math.nan] * ahead
+        m = models[key]
+        if y is not None:
+            m.learn_one(y, x)
+        xs = None if x is None else [x] * ahead
+        row = [key, t]
+        if levels:
+            point, lo, hi = m.forecast_interval(None, xs)
+            row.append(cell(point[ahead - 1]))
+            for j in range(len(levels)):
+                row += [cell(lo[j, ahead - 1]), cell(hi[j, ahead - 1])]
+        else:
+            point = m.forecast(None, xs)
+            row.append(cell(point[ahead - 1]))
+        if anomaly:
+            prev = made[key][0]
+            row.append(cell(scorers[key].score(y, prev) if y is not None and prev == prev else math.nan))
+        made[key] = [*made[key][1:], float(point[ahead - 1])]
+        out.append(",".join(row))
     return out
 
 

@@ -1,83 +1,23 @@
-"""The Flink adapter's forecasting engine driven in process (no pyflink, no JVM): every
-output value equals the core's :class:`Forecaster` and :class:`AnomalyScorer` fed each
-key's rows in Python (``==`` on round-trip repr strings), with and without the memo of
+"""The Flink adapter's forecasting engine driven in process (no pyflink, no JVM, no flink
+marker: part of the default test run): every output value equals the core's
+:class:`Forecaster` and :class:`AnomalyScorer` fed each key's rows in Python (``==`` on round-trip repr strings), with and without the memo of
 decoded forecasters, and after Flink state is rewound under a live engine.
 
-The reference below is written from the core's public API alone, one ``Forecaster`` and
-one ``AnomalyScorer`` per key kept alive in memory (no bytes round trip), the columns as
-``docs/flink.md`` defines them.
+The reference (``flink_helpers.reference_forecasting``) is written from the core's public
+API alone, one ``Forecaster`` and one ``AnomalyScorer`` per key kept alive in memory (no
+bytes round trip), the columns as ``docs/flink.md`` defines them.
 """
 
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
+from flink_helpers import FAST, reference_forecasting, write_series
 
-from streamlstm import AnomalyScorer, Forecaster
-from streamlstm.adapters.flink import BadRow, ForecastingEngine, forecasting_columns, forecasting_engine
-
-FAST = {"lstm": False}   # the LSTM expert is tested by the job test; here many settings, quickly
-
-
-def write_series(n, n_keys, n_features=0, seed=0, missing=0.1):
-    """Lines ``key,time[,x..],y`` of keyed seasonal series (some targets empty)."""
-    rng = random.Random(seed)
-    lines = []
-    steps = [0] * n_keys
-    for i in range(n):
-        k = rng.randrange(n_keys)
-        t = steps[k]
-        steps[k] += 1
-        xs = [round(rng.uniform(-1, 1), 4) for _ in range(n_features)]
-        y = 10 * (k + 1) + 3 * math.sin(2 * math.pi * t / 6) + 0.5 * sum(xs) + rng.gauss(0, 0.3)
-        cells = [f"k{k}", str(i), *(repr(v) for v in xs), "" if rng.random() < missing else repr(round(y, 3))]
-        lines.append(",".join(cells))
-    return lines
-
-
-def cell(v):
-    return "" if v != v else repr(float(v))
-
-
-def reference(lines, ahead, levels=(), anomaly=False, n_features=0, params=FAST):
-    """Per key: a Forecaster fed learn_one(y, x), forecast(xs=[x]*H)[H-1], its bounds of
-    step H, and an AnomalyScorer scoring y against the forecast made H rows earlier."""
-    models, scorers, made = {}, {}, {}
-    out = []
-    for line in lines:
-        parts = line.split(",")
-        key, t = parts[0], parts[1]
-        x = np.array([float(v) for v in parts[2:2 + n_features]]) if n_features else None
-        y = float(parts[-1]) if parts[-1] else None
-        if key not in models:
-            if y is None:
-                out.append(",".join([key, t] + [""] * (len(forecasting_columns(ahead, levels, anomaly)) - 2)))
-                continue
-            models[key] = Forecaster(horizon=ahead, n_features=n_features, interval_levels=levels, **params)
-            scorers[key] = AnomalyScorer()
-            made[key] = [math.nan] * ahead
-        m = models[key]
-        if y is not None:
-            m.learn_one(y, x)
-        xs = None if x is None else [x] * ahead
-        row = [key, t]
-        if levels:
-            point, lo, hi = m.forecast_interval(None, xs)
-            row.append(cell(point[ahead - 1]))
-            for j in range(len(levels)):
-                row += [cell(lo[j, ahead - 1]), cell(hi[j, ahead - 1])]
-        else:
-            point = m.forecast(None, xs)
-            row.append(cell(point[ahead - 1]))
-        if anomaly:
-            prev = made[key][0]
-            row.append(cell(scorers[key].score(y, prev) if y is not None and prev == prev else math.nan))
-        made[key] = made[key][1:] + [float(point[ahead - 1])]
-        out.append(",".join(row))
-    return out
+from streamlstm import AnomalyScorer
+from streamlstm.adapters.flink import BadRow, ForecastingEngine, forecasting_engine
 
 
 def drive(engine, lines):
@@ -99,7 +39,7 @@ def drive(engine, lines):
 ])
 def test_forecasting_engine_equals_the_core_per_key(ahead, levels, anomaly, n_features):
     lines = write_series(420, 4, n_features, seed=ahead)
-    want = reference(lines, ahead, levels, anomaly, n_features)
+    want = reference_forecasting(lines, ahead, levels, anomaly, n_features)
     assert sum(1 for w in want if w.endswith(",") or ",," in w) < len(want)   # values, not only empty cells
     memo = ForecastingEngine(ahead, levels, anomaly, n_features, params=FAST)
     got, _ = drive(memo, lines)
@@ -119,7 +59,7 @@ def test_forecasting_engine_equals_the_core_per_key(ahead, levels, anomaly, n_fe
 
 def test_forecasting_engine_with_the_lstm_expert_and_the_factory():
     lines = write_series(160, 2, seed=9, missing=0.0)
-    want = reference(lines, 2, (0.9,), True, params={})
+    want = reference_forecasting(lines, 2, (0.9,), True, params={})
     engine = forecasting_engine('{"ahead": 2, "interval": [0.9], "anomaly": true}', "fail", "0")
     assert drive(engine, lines)[0] == want
 
@@ -129,7 +69,7 @@ def test_forecasting_engine_memo_survives_a_rewind_of_flink_state():
     # the rows after it are replayed through the same engine object; output rows after the
     # checkpoint must equal an uninterrupted run's
     lines = write_series(300, 3, seed=4)
-    want = reference(lines, 2, (0.9,), True)
+    want = reference_forecasting(lines, 2, (0.9,), True)
     engine, state, out = ForecastingEngine(2, (0.9,), True, params=FAST), {}, []
     for i, line in enumerate(lines):
         if i == 120:
@@ -153,7 +93,7 @@ def test_forecasting_engine_memo_survives_a_rewind_of_flink_state():
 
 def test_forecasting_engine_rows_and_state_are_checked():
     engine = ForecastingEngine(1, params=FAST)
-    with pytest.raises(BadRow, match="0 feature.*got 2 value"):
+    with pytest.raises(BadRow, match=r"0 feature.*got 2 value"):
         engine.process(None, "a,1,2.0,3.0")            # a feature the job does not have
     with pytest.raises(BadRow):
         engine.process(None, "a,1,oops")
