@@ -16,8 +16,17 @@ import time
 
 import numpy as np
 
-from streamlstm import AnomalyScorer, Forecaster, KeyedLSTM, OnlineLSTM
-from streamlstm.adapters.flink import forecasting_columns, format_output, learning_engine, serving_engine, state_digest
+from streamlstm import AnomalyScorer, Forecaster, KeyedLSTM, OnlineLSTM, persistence
+from streamlstm.adapters.flink import (
+    FORECASTING_KIND,
+    ForecastingEngine,
+    forecasting_columns,
+    forecasting_engine,
+    format_output,
+    learning_engine,
+    serving_engine,
+    state_digest,
+)
 
 N_INPUTS = 2
 
@@ -113,9 +122,11 @@ def cell(v):
     return "" if v != v else repr(float(v))
 
 
-def reference_forecasting(lines, ahead, levels=(), anomaly=False, n_features=0, params=FAST):
+def reference_forecasting(lines, ahead, levels=(), anomaly=False, n_features=0, params=FAST, digests=False):
     """Per key: a Forecaster fed learn_one(y, x), forecast(xs=[x]*H)[H-1], its bounds of
-    step H, and an AnomalyScorer scoring y against the forecast made H rows earlier."""
+    step H, and an AnomalyScorer scoring y against the forecast made H rows earlier.
+    ``digests``: each row ends with the digest of the key's ``Forecaster.to_bytes()``
+    after it (``-`` before the key's first value)."""
     models, scorers, made = {}, {}, {}
     out = []
     for line in lines:
@@ -125,7 +136,8 @@ def reference_forecasting(lines, ahead, levels=(), anomaly=False, n_features=0, 
         y = float(parts[-1]) if parts[-1] else None
         if key not in models:
             if y is None:
-                out.append(",".join([key, t] + [""] * (len(forecasting_columns(ahead, levels, anomaly)) - 2)))
+                empty = [key, t] + [""] * (len(forecasting_columns(ahead, levels, anomaly)) - 2)
+                out.append(",".join(empty + ([state_digest(None)] if digests else [])))
                 continue
             models[key] = Forecaster(horizon=ahead, n_features=n_features, interval_levels=levels, **params)
             scorers[key] = AnomalyScorer()
@@ -147,6 +159,8 @@ def reference_forecasting(lines, ahead, levels=(), anomaly=False, n_features=0, 
             prev = made[key][0]
             row.append(cell(scorers[key].score(y, prev) if y is not None and prev == prev else math.nan))
         made[key] = [*made[key][1:], float(point[ahead - 1])]
+        if digests:
+            row.append(state_digest(m.to_bytes()))
         out.append(",".join(row))
     return out
 
@@ -178,10 +192,20 @@ class Checked:
         new, out = self.inner.process(state, line)
         if out is None:
             return new, out
+        if isinstance(self.inner, ForecastingEngine):
+            return new, f"{out},{forecaster_digest(new)}"
         return new, f"{out},{state_digest(new)}"
 
 
+def forecaster_digest(state):
+    """The digest of the forecaster's own bytes inside a forecasting engine's key state."""
+    if state is None:
+        return state_digest(None)
+    return state_digest(persistence.loads(state, expect_kind=FORECASTING_KIND)[2]["forecaster"].tobytes())
+
+
 def checked_engine(kind, model_path, fail_at="0", marker="", checkpoint_dir=""):
-    """--engine flink_helpers:checked_engine --engine-arg serve|learn --engine-arg MODEL ..."""
-    inner = {"serve": serving_engine, "learn": learning_engine}[kind](model_path)
+    """--engine flink_helpers:checked_engine --engine-arg serve|learn|forecast --engine-arg MODEL ...
+    (forecast: MODEL is the forecasting engine's settings, JSON)."""
+    inner = {"serve": serving_engine, "learn": learning_engine, "forecast": forecasting_engine}[kind](model_path)
     return Checked(inner, fail_at, marker, checkpoint_dir)

@@ -14,7 +14,14 @@ import re
 from collections import defaultdict
 
 import pytest
-from flink_helpers import make_model, reference_learning, reference_serving, write_events
+from flink_helpers import (
+    make_model,
+    reference_forecasting,
+    reference_learning,
+    reference_serving,
+    write_events,
+    write_series,
+)
 
 from streamlstm import OnlineLSTM
 from streamlstm.adapters.flink import BadRow, LearningEngine, ServingEngine, format_output, parse_line, state_digest
@@ -174,17 +181,26 @@ def test_process_mode_real_workers_embedded_model(tmp_path, flink_job, model_pat
 # network buffers (hundreds of KB of lines, i.e. most of these small files), so under a slow
 # operator (--learn) the first checkpoint could complete only at the end of the input and the
 # failure would never be mid-stream. Exactly-once holds either way (docs/flink.md).
+FORECAST_SETTINGS = '{"ahead": 2, "interval": [0.9], "anomaly": true}'
+
+
 @pytest.mark.parametrize("kind,mode,n,fail_at", [
     ("serve", "thread", 20000, 6000),
     ("learn", "thread", 3000, 1000),
     ("serve", "process", 8000, 3000),
+    ("forecast", "thread", 2400, 800),
 ])
 def test_recovers_from_checkpoint_after_injected_failure(tmp_path, flink_job, model_path, kind, mode, n, fail_at):
-    rows = write_events(tmp_path / "ev.csv", n, 40, seed=4)
+    if kind == "forecast":
+        lines = write_series(n, 20, seed=4)
+        (tmp_path / "ev.csv").write_text("\n".join(lines) + "\n")
+    else:
+        rows = write_events(tmp_path / "ev.csv", n, 40, seed=4)
     ckpt = tmp_path / "checkpoints"
     marker = tmp_path / "failed-once"
+    model = FORECAST_SETTINGS if kind == "forecast" else model_path
     run = flink_job(tmp_path / "ev.csv", "--engine", "flink_helpers:checked_engine",
-                    *[a for v in (kind, model_path, fail_at, marker, ckpt) for a in ("--engine-arg", v)],
+                    *[a for v in (kind, model, fail_at, marker, ckpt) for a in ("--engine-arg", v)],
                     "--mode", mode, "--checkpoint-interval", "200", "--checkpoint-dir", ckpt,
                     "--conf", "execution.checkpointing.unaligned.enabled=true",
                     "--restart-attempts", "2", "--restart-delay", "500 ms")
@@ -194,10 +210,14 @@ def test_recovers_from_checkpoint_after_injected_failure(tmp_path, flink_job, mo
     assert "injected failure" in logs
     m = re.search(r"Restoring job \S+ from Checkpoint (\d+)", logs)
     assert m, "restarted from scratch, not from a checkpoint"
-    reference = reference_serving if kind == "serve" else reference_learning
     # every output row carries the digest of the state stored after its event: the last row
     # of a key is its final state, so this compares outputs AND final per-key states
-    _assert_same_per_key(run.rows(), reference(model_path, rows, digests=True))
+    # (forecasting: of the key's forecaster; its scorer's and last forecasts' show in the cells)
+    if kind == "forecast":
+        want = reference_forecasting(lines, 2, (0.9,), True, params={}, digests=True)
+    else:
+        want = (reference_serving if kind == "serve" else reference_learning)(model_path, rows, digests=True)
+    _assert_same_per_key(run.rows(), want)
 
 
 def test_failure_beyond_restart_attempts_fails_the_job(tmp_path, flink_job, model_path):
@@ -233,3 +253,16 @@ def test_engines_cross_entropy_rows():
         assert abs(sum(p) - 1.0) < 1e-12
         assert float(out.split(",")[5]) == -math.log(p[2])
         assert cls(m.to_bytes()).process(state, "a,2,0.5")[1].count(",") == 4  # no target: no error
+
+
+def test_forecasting_job_matches_per_key_forecasters(tmp_path, flink_job):
+    # --ahead 2 with the LSTM expert, an interval and anomaly scores, one feature, 2 subtasks:
+    # every cell of every key's rows equals the core fed that key's rows in Python
+    lines = write_series(900, 6, n_features=1, seed=11)
+    (tmp_path / "ev.csv").write_text("\n".join(lines) + "\n")
+    run = flink_job(tmp_path / "ev.csv", "--ahead", "2", "--interval", "0.9", "--interval", "0.5", "--anomaly",
+                    "--features", "1", "--mode", "thread", "--parallelism", "2", "--checkpoint-interval", "500")
+    assert run.returncode == 0, run.output[-4000:]
+    want = reference_forecasting(lines, 2, (0.9, 0.5), True, n_features=1, params={})
+    assert sum(1 for w in want if w.split(",")[-1]) > 700    # scores, not empty cells
+    _assert_same_per_key(run.rows(), want)
