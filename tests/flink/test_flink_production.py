@@ -19,14 +19,27 @@ import time
 
 import pytest
 from conftest import JOB_TIMEOUT, NUMBA_CACHE, REPO_ROOT, drop_file, latest_checkpoint
-from flink_helpers import make_model, reference_learning, reference_serving, write_events
-from test_flink_adapter import _assert_same_per_key, _by_key
+from flink_helpers import (
+    make_model,
+    reference_forecasting,
+    reference_learning,
+    reference_serving,
+    write_events,
+    write_series,
+)
+from test_flink_adapter import FORECAST_SETTINGS, _assert_same_per_key, _by_key
 
 pytestmark = pytest.mark.flink
 
-REFERENCES = {"serve": reference_serving, "learn": reference_learning}
-# rows per stage: --learn moves a whole model through Flink state per event (slow under load)
-STAGE_ROWS = {"serve": 1500, "learn": 300}
+
+def _reference_forecasting(_model_path, lines, digests=False):
+    return reference_forecasting(lines, 2, (0.9,), True, params={}, digests=digests)
+
+
+REFERENCES = {"serve": reference_serving, "learn": reference_learning, "forecast": _reference_forecasting}
+# rows per stage: --learn moves a whole model through Flink state per event (slow under load),
+# the forecasting engine a whole Forecaster
+STAGE_ROWS = {"serve": 1500, "learn": 300, "forecast": 300}
 N_KEYS = 12
 
 
@@ -36,11 +49,22 @@ def model_path(tmp_path_factory):
 
 
 def _engine_args(kind, model_path):
-    return ["--engine", "flink_helpers:checked_engine", "--engine-arg", kind, "--engine-arg", model_path]
+    model = FORECAST_SETTINGS if kind == "forecast" else model_path
+    return ["--engine", "flink_helpers:checked_engine", "--engine-arg", kind, "--engine-arg", model]
 
 
 def _drop_events(input_dir, name, n, seed, n_keys=N_KEYS):
     return drop_file(input_dir, name, lambda path: write_events(path, n, n_keys, seed=seed))
+
+
+def _drop_series(input_dir, name, n, seed, n_keys=N_KEYS):
+    """Lines ``key,time,y`` of keyed series (the forecasting engine's rows); returns them."""
+    def write(path):
+        lines = write_series(n, n_keys, seed=seed)
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return lines
+    return drop_file(input_dir, name, write)
 
 
 def _logs(job):
@@ -64,7 +88,8 @@ def _run_stages(tmp_path, continuous_job, kind, model_path, stop, parallelisms=(
                              "--checkpoint-interval", 500, "--checkpoint-dir", ckpt, "--savepoint-dir", sp,
                              "--conf", "execution.checkpointing.unaligned.enabled=true",
                              *(["--resume-from", resume] if resume else []))
-        rows += _drop_events(inp, f"events-{stage}.csv", STAGE_ROWS[kind], seed=10 + stage)
+        drop = _drop_series if kind == "forecast" else _drop_events
+        rows += drop(inp, f"events-{stage}.csv", STAGE_ROWS[kind], seed=10 + stage)
         job.wait_rows(len(rows))
         logs = _logs(job)
         if resume:  # Flink logs any restore path as "Savepoint N @ 0 ... located at file:PATH"
@@ -93,13 +118,13 @@ def _sigkill_keep_checkpoint(job):
     return latest_checkpoint(ckpt)
 
 
-@pytest.mark.parametrize("kind", ["serve", "learn"])
+@pytest.mark.parametrize("kind", ["serve", "learn", "forecast"])
 def test_rescale_1_2_1_through_savepoints(tmp_path, continuous_job, model_path, kind):
     rows = _run_stages(tmp_path, continuous_job, kind, model_path, _savepoint)
     _assert_same_per_key(read(tmp_path / "out"), REFERENCES[kind](model_path, rows, digests=True))
 
 
-@pytest.mark.parametrize("kind", ["serve", "learn"])
+@pytest.mark.parametrize("kind", ["serve", "learn", "forecast"])
 def test_rescale_1_2_1_through_retained_checkpoints_after_sigkill(tmp_path, continuous_job, model_path, kind):
     rows = _run_stages(tmp_path, continuous_job, kind, model_path, _sigkill_keep_checkpoint)
     _assert_same_per_key(read(tmp_path / "out"), REFERENCES[kind](model_path, rows, digests=True))
