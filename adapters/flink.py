@@ -187,7 +187,10 @@ class _Rows:
             raise BadRow(str(exc)) from None
         return parts[0], parts[1], x, y
 
-    def output(self, key: str, t: str, pred, y) -> str:
+    def output(self, key: str, t: str, pred, y, cells: list[float] | None = None) -> str:
+        if cells is not None:  # --interval / --anomaly: fixed columns, an empty error cell without a target
+            error = "" if y is None else _cell(y - pred)
+            return ",".join([key, t, _cell(pred), error, *(_cell(v) for v in cells)])
         if y is None:
             return format_output(key, t, pred)
         if self.ce:
@@ -230,6 +233,48 @@ class _Engine:
         self.on_bad_row = on_bad_row
         self.n_bad = 0
 
+    _unc: _KeyUncertainty | None = None
+
+    def _setup_uncertainty(self, uncertainty: str | dict | None, model) -> None:
+        levels, anomaly = _uncertainty_of(uncertainty)
+        self._unc = _KeyUncertainty(levels, anomaly, model) if levels or anomaly else None
+
+    def _open_state(self, key: str, state: bytes) -> tuple[bytes, dict | None]:
+        """A key's state from Flink -> (the model's part, the uncertainty arrays, checked and
+        swapped in); without ``--interval`` / ``--anomaly`` the state is the model's alone."""
+        if self._unc is None:
+            return state, None
+        from streamlstm import persistence
+
+        try:
+            _, _, arrays = persistence.loads(state, expect_kind=KEY_STATE_KIND)
+            model = arrays.pop("model").tobytes()
+            self._unc.load(arrays)
+        except (persistence.FormatError, KeyError, ValueError) as exc:
+            raise RuntimeError(f"key {key!r}: its state in Flink is not a model state with this job's --interval / "
+                               f"--anomaly ({exc}); was the job resumed with other options?") from None
+        return model, arrays
+
+    def _close_state(self, model_state: bytes, arrays: dict | None) -> bytes:
+        """The bytes that go back to Flink: the model's alone, or with the uncertainty arrays."""
+        if arrays is None:
+            return model_state
+        import numpy as np
+
+        from streamlstm import persistence
+
+        return persistence.dumps(KEY_STATE_KIND, {}, {"model": np.frombuffer(model_state, dtype=np.uint8), **arrays})
+
+    def _uncertain(self, arrays: dict | None, checked: bool, pred, y) -> tuple[list[float], dict | None]:
+        """The row's extra cells and the key's new uncertainty arrays (None, [] without)."""
+        unc = self._unc
+        if unc is None:
+            return [], None
+        if not checked:  # a fresh key's, or the memo's (this engine's own) arrays
+            unc.load(unc.fresh if arrays is None else arrays, checked=False)
+        cells = unc.cells(float(pred), y)
+        return cells, unc.export()
+
     def _bad(self, line: str, exc: Exception):
         if self.on_bad_row == "fail":
             raise BadRow(f"bad row {line.rstrip()!r}: {exc}") from None
@@ -238,6 +283,89 @@ class _Engine:
             _log.warning("streamlstm: skipped bad row %r (%s); %d skipped so far", line.rstrip()[:200], exc,
                          self.n_bad)
         return None, None
+
+
+KEY_STATE_KIND = "streamlstm.flink.KeyState"
+
+
+class _KeyUncertainty:
+    """``--interval`` / ``--anomaly`` of the serving and learning engines, one key at a time.
+
+    Per key (in its Flink state, next to the model's): the state row of an interval
+    calibrator with that key alone (the core's ``ForecastCalibration``, as the CLI's
+    ``--interval`` uses per key, and as a key's ``Forecaster`` holds for its own intervals)
+    and the ``AnomalyScorer``'s key state. Order within a row, as in the CLI's regression
+    (``adapters/_uncertainty.py``): the interval around the prediction is taken first, then
+    the residual ``y - prediction`` is folded in and the value scored against the prediction.
+    """
+
+    def __init__(self, levels: Sequence[float], anomaly: bool, model) -> None:
+        from streamlstm import AnomalyScorer
+        from streamlstm.forecasting.intervals import ForecastCalibration
+
+        self.levels = tuple(float(v) for v in levels)
+        if model.n_outputs != 1 or model.loss == "cross_entropy":
+            raise ValueError("--interval / --anomaly need a model with one numeric output (regression), this one has "
+                             f"{model.n_outputs} output(s) and loss {model.loss!r}")
+        self.cal = ForecastCalibration(self.levels, 1) if self.levels else None
+        self.scorer = AnomalyScorer() if anomaly else None
+        if self.cal is not None:
+            self.cal.row(None)   # the one key row (0) the keys' states are swapped into
+        self.fresh = self.export()
+
+    def export(self) -> dict:
+        arrays = {}
+        if self.cal is not None:
+            arrays["calibrator"] = self.cal.state_of([None])
+        if self.scorer is not None:
+            arrays["anomaly"] = self.scorer.key_state(0)
+        return arrays
+
+    def load(self, arrays: dict, checked: bool = True) -> None:
+        """Swap a key's arrays in. ``checked`` (arrays from Flink): checked by the core first
+        (shape, finiteness, counts; ``ValueError``); otherwise (arrays this object exported)
+        only copied."""
+        from streamlstm.forecasting.intervals import STATE_ARRAY
+
+        if checked:
+            for name, wanted in (("calibrator", self.cal), ("anomaly", self.scorer)):
+                if (arrays.get(name) is None) != (wanted is None):
+                    raise ValueError(f"its {name} state is {'missing' if wanted is not None else 'there'}: written "
+                                     "with other --interval / --anomaly options than this job's")
+            if self.cal is not None:
+                self.cal.load([None], {STATE_ARRAY: arrays["calibrator"]})
+            if self.scorer is not None:
+                self.scorer.set_key_state(0, arrays["anomaly"])
+            return
+        if self.cal is not None:
+            state = self.cal.calibrator.state
+            state[0], state[-1] = arrays["calibrator"]   # the key's row, the (one key's) pooled trackers
+        if self.scorer is not None:
+            self.scorer.calibrator.set_key_state(0, arrays["anomaly"])
+
+    def cells(self, pred: float, y: float | None) -> list[float]:
+        """The row's bounds per level (NaN before the key's first residual) and its score
+        (NaN without a target); updates the loaded key state."""
+        import numpy as np
+
+        out: list[float] = []
+        if self.cal is not None:
+            lower, upper = self.cal.bounds(None, np.array([pred]))
+            for j in range(len(self.levels)):
+                out += [float(lower[j, 0]), float(upper[j, 0])]
+            if y is not None:
+                self.cal.observe(None, np.array([y - pred]))
+        if self.scorer is not None:
+            out.append(math.nan if y is None else self.scorer.score(y, pred, 0))
+        return out
+
+
+def _uncertainty_of(spec: str | dict | None) -> tuple[tuple[float, ...], bool]:
+    """``--interval`` levels and ``--anomaly`` from an engine argument (JSON, or a dict)."""
+    import json
+
+    d = spec if isinstance(spec, dict) else (json.loads(spec) if spec else {})
+    return tuple(float(v) for v in d.get("interval", ())), bool(d.get("anomaly", False))
 
 
 class ServingEngine(_Engine):
@@ -263,7 +391,8 @@ class ServingEngine(_Engine):
     True
     """
 
-    def __init__(self, model, on_bad_row: str = "fail", cache_mb: float = 64.0) -> None:
+    def __init__(self, model, on_bad_row: str = "fail", cache_mb: float = 64.0,
+                 uncertainty: str | dict | None = None) -> None:
         super().__init__(on_bad_row)
         from streamlstm.keyed import KeyedLSTM
 
@@ -271,6 +400,7 @@ class ServingEngine(_Engine):
         m.reset_state()
         self.model = m
         self._rows = _Rows(m)
+        self._setup_uncertainty(uncertainty, m)
         self._keyed = KeyedLSTM(m, learn=False, update_input_stats=False)
         self._keyed.set_state(0, m.state)
         self.zero_state = self._keyed.state_bytes(0)
@@ -279,7 +409,7 @@ class ServingEngine(_Engine):
         self._keyed.forget(0)
         per_key = 2 * len(self.zero_state) + 400  # row + bytes + dict entries, roughly
         self.cache_keys = int(max(0.0, float(cache_mb)) * 2 ** 20 // per_key)
-        self._memo: OrderedDict = OrderedDict()  # key -> the bytes its row in _keyed holds
+        self._memo: OrderedDict = OrderedDict()  # key -> (the bytes its row in _keyed holds, uncertainty)
         self.n_loaded = 0
 
     def process(self, state: bytes | None, line: str):
@@ -292,25 +422,31 @@ class ServingEngine(_Engine):
             rk, last = 0, None
         else:
             rk, last = key, self._memo.pop(key, None)
-        if last is None or state is None or last != state:
+        checked = False
+        if last is None or state is None or last[0] != state:
+            model_state, arrays = (self.zero_state, None) if state is None else self._open_state(key, state)
+            checked = arrays is not None
             try:
-                k.set_state_bytes(rk, self.zero_state if state is None else state)
+                k.set_state_bytes(rk, model_state)
             except ValueError as exc:
                 k.forget(rk)
                 raise RuntimeError(f"key {key!r}: its state in Flink does not fit this model ({exc}); "
                                    "was the job resumed with a model of another shape?") from None
             self.n_loaded += 1
+        else:
+            arrays = last[1]
         try:
             pred = k.step_one(rk, x)
         except ValueError as exc:
             k.forget(rk)
             return self._bad(line, exc)
-        blob = k.state_bytes(rk)
+        cells, arrays = self._uncertain(arrays, checked, pred, y)
+        blob = self._close_state(k.state_bytes(rk), arrays)
         if self.cache_keys:
-            self._memo[key] = blob
+            self._memo[key] = (blob, arrays)
             if len(self._memo) > self.cache_keys:
                 k.forget(self._memo.popitem(last=False)[0])
-        return blob, self._rows.output(key, t, pred, y)
+        return blob, self._rows.output(key, t, pred, y, cells if self._unc is not None else None)
 
 
 class LearningEngine(_Engine):
@@ -333,13 +469,15 @@ class LearningEngine(_Engine):
     1
     """
 
-    def __init__(self, model, on_bad_row: str = "fail", cache_mb: float = 64.0) -> None:
+    def __init__(self, model, on_bad_row: str = "fail", cache_mb: float = 64.0,
+                 uncertainty: str | dict | None = None) -> None:
         super().__init__(on_bad_row)
         from streamlstm.model import OnlineLSTM
 
         self._from_bytes = OnlineLSTM.from_bytes
         m = _load_model(model)
         m.reset_state()
+        self._setup_uncertainty(uncertainty, m)
         self.template = m
         self._shape = _shape_of(m)
         self.initial_state = m.to_bytes()
@@ -359,13 +497,16 @@ class LearningEngine(_Engine):
         except BadRow as exc:
             return self._bad(line, exc)
         hit = self._cache.pop(key, None)  # out of the memo while the model may change
+        checked = False
         if hit is not None and state is not None and hit[0] == state:
-            model = hit[1]
+            model, arrays = hit[1:]
         elif state is None:
-            model = self.template.copy()
+            model, arrays = self.template.copy(), None
         else:
+            model_state, arrays = self._open_state(key, state)
+            checked = arrays is not None
             try:
-                model = self._from_bytes(state)
+                model = self._from_bytes(model_state)
             except ValueError as exc:
                 raise RuntimeError(f"key {key!r}: its state in Flink is not a streamlstm model ({exc})") from None
             if _shape_of(model) != self._shape:
@@ -378,12 +519,13 @@ class LearningEngine(_Engine):
             pred = model.advance(x) if y is None else model.learn_one(x, y)
         except ValueError as exc:
             return self._bad(line, exc)  # the (possibly touched) model is dropped
-        blob = model.to_bytes()
+        cells, arrays = self._uncertain(arrays, checked, pred, y)
+        blob = self._close_state(model.to_bytes(), arrays)
         if self.cache_keys:
-            self._cache[key] = (blob, model)
+            self._cache[key] = (blob, model, arrays)
             if len(self._cache) > self.cache_keys:
                 self._cache.popitem(last=False)
-        return blob, self._rows.output(key, t, pred, y)
+        return blob, self._rows.output(key, t, pred, y, cells if self._unc is not None else None)
 
 
 def _shape_of(model) -> tuple:
@@ -392,14 +534,15 @@ def _shape_of(model) -> tuple:
             model.dtype)
 
 
-def serving_engine(model, on_bad_row: str = "fail", cache_mb="64") -> ServingEngine:
-    """Engine factory for ``--engine``: ``model`` is a model file path or model bytes."""
-    return ServingEngine(model, on_bad_row, float(cache_mb))
+def serving_engine(model, on_bad_row: str = "fail", cache_mb="64", uncertainty: str = "") -> ServingEngine:
+    """Engine factory for ``--engine``: ``model`` is a model file path or model bytes;
+    ``uncertainty``: JSON ``{"interval": [levels], "anomaly": bool}`` (empty: neither)."""
+    return ServingEngine(model, on_bad_row, float(cache_mb), uncertainty or None)
 
 
-def learning_engine(model, on_bad_row: str = "fail", cache_mb="64") -> LearningEngine:
+def learning_engine(model, on_bad_row: str = "fail", cache_mb="64", uncertainty: str = "") -> LearningEngine:
     """Engine factory for ``--engine``: per-key learning models (see :class:`LearningEngine`)."""
-    return LearningEngine(model, on_bad_row, float(cache_mb))
+    return LearningEngine(model, on_bad_row, float(cache_mb), uncertainty or None)
 
 
 # --------------------------------------------------------------------------------------
@@ -986,10 +1129,15 @@ def build_model_pipeline(env, source, output, model=None, *, learn: bool = False
                               str(cache_mb), name=name, follow_s=follow_s, rolling=rolling, state_ttl_ms=state_ttl_ms)
     if model is None:
         raise ValueError("give a model (file path or bytes), or ahead=H for the forecasting engine")
-    if interval or anomaly:
-        raise ValueError("interval and anomaly need the forecasting engine (ahead=H)")
     factory = learning_engine if learn else serving_engine
-    return build_pipeline(env, source, output, factory, model, on_bad_row, str(cache_mb), name=name,
+    uncertainty = ""
+    if interval or anomaly:
+        import json
+
+        uncertainty = json.dumps({"interval": [float(v) for v in interval], "anomaly": bool(anomaly)})
+        if isinstance(model, (bytes, bytearray, memoryview)) or os.path.exists(os.fspath(model)):
+            _KeyUncertainty(*_uncertainty_of(uncertainty), _load_model(model))   # checked here, not in a worker
+    return build_pipeline(env, source, output, factory, model, on_bad_row, str(cache_mb), uncertainty, name=name,
                           follow_s=follow_s, rolling=rolling, state_ttl_ms=state_ttl_ms)
 
 
@@ -1140,10 +1288,11 @@ def main(argv=None) -> int:
                     help="the forecasting engine instead of --model: per key a streamlstm.Forecaster fed each row's "
                          "target (rows key,time[,x1..xn],y), writing key,time,forecast_t+H (docs/flink.md)")
     ap.add_argument("--interval", action="append", type=float, default=[], metavar="LEVEL",
-                    help="with --ahead: lo_LEVEL,hi_LEVEL columns, the key's calibrated interval of the forecast "
-                         "(repeatable; each strictly between 0 and 1)")
+                    help="lo_LEVEL,hi_LEVEL columns: the key's calibrated interval of the row's prediction "
+                         "(--ahead: of forecast_t+H); repeatable, each strictly between 0 and 1")
     ap.add_argument("--anomaly", action="store_true",
-                    help="with --ahead: an anomaly_score column in [0, 1] (>= 0.5: an alert), per key")
+                    help="an anomaly_score column in [0, 1] (>= 0.5: an alert): the row's target against its "
+                         "prediction (--ahead: the forecast made for it), calibrated per key")
     ap.add_argument("--features", type=int, default=0, metavar="N",
                     help="with --ahead: the rows carry N exogenous features before the target (default 0)")
     ap.add_argument("--season", default="auto", metavar="auto|none|N",
@@ -1203,8 +1352,6 @@ def main(argv=None) -> int:
             ForecastingEngine(a.ahead, a.interval, a.anomaly, a.features, forecaster_params, cache_mb=0)
         except ValueError as exc:
             ap.error(f"--ahead {a.ahead} --features {a.features} --interval {a.interval}: {exc}")
-    elif a.interval or a.anomaly:
-        ap.error("--interval and --anomaly need the forecasting engine (--ahead H)")
     if a.follow is not None and not a.follow > 0:
         ap.error(f"--follow takes a positive number of seconds, got {a.follow}")
     if a.state_ttl is not None and not a.state_ttl > 0:
@@ -1239,7 +1386,7 @@ def main(argv=None) -> int:
         elif os.path.exists(model):
             model = os.path.abspath(model)  # else: a path that only the workers resolve (-pyarch)
         build_model_pipeline(env, a.input, a.output, model, learn=a.learn, on_bad_row=a.on_bad_row,
-                             cache_mb=a.cache_mb, **pipeline)
+                             cache_mb=a.cache_mb, interval=a.interval, anomaly=a.anomaly, **pipeline)
     t0 = time.time()
     if a.savepoint_dir is None:
         env.execute(a.job_name)

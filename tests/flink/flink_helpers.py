@@ -68,26 +68,61 @@ def write_events(path, n, n_keys, seed=0, labelled=0.7, bad_lines=()):
     return rows
 
 
-def _line(key, t, pred, y, digest):
-    s = format_output(key, t, pred, None if y is None else y - pred)
+class ReferenceUncertainty:
+    """``--interval`` / ``--anomaly`` cells of a regression row, per key, from the core alone:
+    for each key a ``ForecastCalibration(levels, 1)`` of its own (bounds of the prediction
+    first, then the residual folded in) and an ``AnomalyScorer`` (the value against the
+    prediction)."""
+
+    def __init__(self, levels=(), anomaly=False):
+        self.levels, self.anomaly = tuple(levels), anomaly
+        self.cals, self.scorers = {}, {}
+
+    def cells(self, key, pred, y):
+        from streamlstm.forecasting.intervals import ForecastCalibration
+
+        out = []
+        if self.levels:
+            cal = self.cals.setdefault(key, ForecastCalibration(self.levels, 1))
+            lo, hi = cal.bounds(key, np.array([pred]))     # NaN before the key's first residual
+            for j in range(len(self.levels)):
+                out += [cell(lo[j, 0]), cell(hi[j, 0])]
+            if y is not None:
+                cal.observe(key, np.array([y - pred]))
+        if self.anomaly:
+            scorer = self.scorers.setdefault(key, AnomalyScorer())
+            out.append(cell(scorer.score(y, pred) if y is not None else math.nan))
+        return out
+
+
+def _line(key, t, pred, y, digest, unc=None):
+    if unc is not None:
+        s = ",".join([key, t, cell(pred), "" if y is None else cell(y - pred), *unc.cells(key, float(pred), y)])
+    else:
+        s = format_output(key, t, pred, None if y is None else y - pred)
     return s if digest is None else f"{s},{digest}"
 
 
-def reference_serving(model_path, rows, digests=False):
-    """Expected output lines (file order) of the serving job."""
+def reference_serving(model_path, rows, digests=False, uncertainty=None):
+    """Expected output lines (file order) of the serving job (``uncertainty``: its
+    ``{"interval": [...], "anomaly": bool}``)."""
     model = OnlineLSTM.load(model_path)
     model.reset_state()
     keyed = KeyedLSTM(model, update_input_stats=False)
+    unc = None if uncertainty is None else ReferenceUncertainty(uncertainty.get("interval", ()),
+                                                                uncertainty.get("anomaly", False))
     out = []
     for key, t, x, y in rows:
         pred = keyed.step_one(key, x)
-        out.append(_line(key, t, pred, y, state_digest(keyed.state_bytes(key)) if digests else None))
+        out.append(_line(key, t, pred, y, state_digest(keyed.state_bytes(key)) if digests else None, unc))
     return out
 
 
-def reference_learning(model_path, rows, digests=False):
+def reference_learning(model_path, rows, digests=False, uncertainty=None):
     """Expected output lines (file order) of the --learn job: one model per key."""
     models = {}
+    unc = None if uncertainty is None else ReferenceUncertainty(uncertainty.get("interval", ()),
+                                                                uncertainty.get("anomaly", False))
     out = []
     for key, t, x, y in rows:
         m = models.get(key)
@@ -95,7 +130,7 @@ def reference_learning(model_path, rows, digests=False):
             m = models[key] = OnlineLSTM.load(model_path)
             m.reset_state()
         pred = m.advance(x) if y is None else m.learn_one(x, y)
-        out.append(_line(key, t, pred, y, state_digest(m.to_bytes()) if digests else None))
+        out.append(_line(key, t, pred, y, state_digest(m.to_bytes()) if digests else None, unc))
     return out
 
 

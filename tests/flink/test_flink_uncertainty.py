@@ -1,0 +1,78 @@
+"""``--interval`` / ``--anomaly`` with the serving and learning engines, driven in process
+(no pyflink, no flink marker: part of the default run): every cell equals the core's
+``ForecastCalibration`` and ``AnomalyScorer`` fed each key's residuals in Python
+(``flink_helpers.ReferenceUncertainty``), with and without the memo, after a rewind of
+Flink state, and the predictions and model states stay those of the plain engines."""
+
+from __future__ import annotations
+
+import pytest
+from flink_helpers import make_model, reference_learning, reference_serving, write_events
+
+from streamlstm import OnlineLSTM
+from streamlstm.adapters.flink import LearningEngine, ServingEngine, state_digest
+
+UNCERTAINTY = [{"interval": [0.9], "anomaly": True}, {"interval": [0.5, 0.95]}, {"anomaly": True}]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("model") / "model.slstm")
+
+
+def drive(engine, lines, rewind_at=None):
+    """Per key the state bytes returned last; ``rewind_at=(a, b)``: at row b, Flink's state
+    goes back to what it was at row a and rows a.. are replayed through the same engine."""
+    state, out, saved = {}, [], None
+    i = 0
+    while i < len(lines):
+        if rewind_at and i == rewind_at[0] and saved is None:
+            saved = dict(state)
+        if rewind_at and i == rewind_at[1] and saved is not None:
+            state, out, i = saved, out[:rewind_at[0]], rewind_at[0]
+            rewind_at = None
+            continue
+        key = lines[i].split(",", 1)[0]
+        new, o = engine.process(state.get(key), lines[i])
+        if new is not None:
+            state[key] = new
+        out.append(o)
+        i += 1
+    return out, state
+
+
+@pytest.mark.parametrize("uncertainty", UNCERTAINTY)
+@pytest.mark.parametrize("cls", [ServingEngine, LearningEngine])
+def test_intervals_and_scores_equal_the_core_per_key(tmp_path, model_path, cls, uncertainty):
+    rows = write_events(tmp_path / "ev.csv", 500, 5, seed=12)
+    lines = (tmp_path / "ev.csv").read_text().splitlines()
+    reference = reference_serving if cls is ServingEngine else reference_learning
+    want = reference(model_path, rows, uncertainty=uncertainty)
+    n_cells = 4 + 2 * len(uncertainty.get("interval", ())) + uncertainty.get("anomaly", False)
+    assert all(len(w.split(",")) == n_cells for w in want)
+    assert sum(1 for w in want if w.split(",")[-1]) > 300          # numbers, not only empty cells
+    for cache_mb in (64.0, 0.0):
+        assert drive(cls(model_path, cache_mb=cache_mb, uncertainty=uncertainty), lines)[0] == want
+    assert drive(cls(model_path, uncertainty=uncertainty), lines, rewind_at=(200, 330))[0] == want
+    # the predictions are the plain engine's, and so is the model's state inside the key state
+    plain = [r.split(",")[:3] for r in reference(model_path, rows)]
+    assert [w.split(",")[:3] for w in want] == plain
+
+
+def test_uncertainty_state_is_checked_and_options_must_match(tmp_path, model_path):
+    state_plain, _ = ServingEngine(model_path).process(None, "a,1,0.5,0.5,1.0")
+    with_unc = ServingEngine(model_path, uncertainty={"interval": [0.9]})
+    state, out = with_unc.process(None, "a,1,0.5,0.5,1.0")
+    assert out.endswith(",,")                                      # no residual yet: empty bounds
+    with pytest.raises(RuntimeError, match="other options"):
+        with_unc.process(state_plain, "a,2,0.5,0.5")               # resumed from a job without --interval
+    with pytest.raises(RuntimeError, match="anomaly state is missing"):
+        ServingEngine(model_path, uncertainty={"interval": [0.9], "anomaly": True}).process(state, "a,2,0.5,0.5")
+    with pytest.raises(ValueError, match="one numeric output"):
+        LearningEngine(OnlineLSTM(n_inputs=1, n_outputs=3, hidden=4, loss="cross_entropy").to_bytes(),
+                       uncertainty={"anomaly": True})
+    with pytest.raises(ValueError, match="interval level"):
+        ServingEngine(model_path, uncertainty={"interval": [1.2]})
+    # without the options the key state is byte for byte the plain engine's (old savepoints resume)
+    assert ServingEngine(model_path, uncertainty={}).process(None, "a,1,0.5,0.5,1.0")[0] == state_plain
+    assert state_digest(state_plain) != state_digest(state)
