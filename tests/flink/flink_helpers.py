@@ -19,6 +19,7 @@ import numpy as np
 from streamlstm import AnomalyScorer, Forecaster, KeyedLSTM, OnlineLSTM, persistence
 from streamlstm.adapters.flink import (
     FORECASTING_KIND,
+    KEY_STATE_KIND,
     ForecastingEngine,
     forecasting_columns,
     forecasting_engine,
@@ -229,7 +230,14 @@ class Checked:
             return new, out
         if isinstance(self.inner, ForecastingEngine):
             return new, f"{out},{forecaster_digest(new)}"
+        if getattr(self.inner, "_unc", None) is not None:
+            return new, f"{out},{model_digest(new)}"
         return new, f"{out},{state_digest(new)}"
+
+
+def model_digest(state):
+    """The digest of the model's part of a serving / learning key state with --interval / --anomaly."""
+    return state_digest(persistence.loads(state, expect_kind=KEY_STATE_KIND)[2]["model"].tobytes())
 
 
 def forecaster_digest(state):
@@ -240,7 +248,11 @@ def forecaster_digest(state):
 
 
 def checked_engine(kind, model_path, fail_at="0", marker="", checkpoint_dir=""):
-    """--engine flink_helpers:checked_engine --engine-arg serve|learn|forecast --engine-arg MODEL ...
-    (forecast: MODEL is the forecasting engine's settings, JSON)."""
-    inner = {"serve": serving_engine, "learn": learning_engine, "forecast": forecasting_engine}[kind](model_path)
+    """--engine flink_helpers:checked_engine --engine-arg serve|learn|forecast|serve+uncertainty
+    --engine-arg MODEL ... (forecast: MODEL is the forecasting engine's settings, JSON;
+    serve+uncertainty: serving with --interval 0.9 --anomaly)."""
+    if kind == "serve+uncertainty":
+        inner = serving_engine(model_path, "fail", "64", '{"interval": [0.9], "anomaly": true}')
+    else:
+        inner = {"serve": serving_engine, "learn": learning_engine, "forecast": forecasting_engine}[kind](model_path)
     return Checked(inner, fail_at, marker, checkpoint_dir)

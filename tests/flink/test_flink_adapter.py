@@ -163,6 +163,20 @@ def test_learning_job_matches_per_key_models(tmp_path, flink_job, model_path):
     _assert_same_per_key(run.rows(), reference_learning(model_path, rows))
 
 
+@pytest.mark.parametrize("learn", [False, True])
+def test_jobs_with_intervals_and_anomaly_scores_match_the_core(tmp_path, flink_job, model_path, learn):
+    # --interval twice and --anomaly on the serving / learning engine, 2 subtasks: every cell
+    # equals the core's calibrator and scorer fed each key's residuals in Python
+    rows = write_events(tmp_path / "ev.csv", 1500, 12, seed=13)
+    run = flink_job(tmp_path / "ev.csv", "--model", model_path, *(["--learn"] if learn else []),
+                    "--interval", "0.9", "--interval", "0.5", "--anomaly", "--mode", "thread",
+                    "--parallelism", "2", "--checkpoint-interval", "500")
+    assert run.returncode == 0, run.output[-4000:]
+    uncertainty = {"interval": [0.9, 0.5], "anomaly": True}
+    want = (reference_learning if learn else reference_serving)(model_path, rows, uncertainty=uncertainty)
+    _assert_same_per_key(run.rows(), want)
+
+
 def test_process_mode_real_workers_embedded_model(tmp_path, flink_job, model_path):
     # _python_worker_execution_mode=process: separate Python worker processes, as on a
     # cluster (the local default, "loopback", runs them inside the client process); the
@@ -182,6 +196,7 @@ def test_process_mode_real_workers_embedded_model(tmp_path, flink_job, model_pat
 # operator (--learn) the first checkpoint could complete only at the end of the input and the
 # failure would never be mid-stream. Exactly-once holds either way (docs/flink.md).
 FORECAST_SETTINGS = '{"ahead": 2, "interval": [0.9], "anomaly": true}'
+UNCERTAINTY = {"interval": [0.9], "anomaly": True}
 
 
 @pytest.mark.parametrize("kind,mode,n,fail_at", [
@@ -189,6 +204,7 @@ FORECAST_SETTINGS = '{"ahead": 2, "interval": [0.9], "anomaly": true}'
     ("learn", "thread", 3000, 1000),
     ("serve", "process", 8000, 3000),
     ("forecast", "thread", 2400, 800),
+    ("serve+uncertainty", "thread", 12000, 4000),
 ])
 def test_recovers_from_checkpoint_after_injected_failure(tmp_path, flink_job, model_path, kind, mode, n, fail_at):
     if kind == "forecast":
@@ -215,6 +231,8 @@ def test_recovers_from_checkpoint_after_injected_failure(tmp_path, flink_job, mo
     # (forecasting: of the key's forecaster; its scorer's and last forecasts' show in the cells)
     if kind == "forecast":
         want = reference_forecasting(lines, 2, (0.9,), True, params={}, digests=True)
+    elif kind == "serve+uncertainty":
+        want = reference_serving(model_path, rows, digests=True, uncertainty=UNCERTAINTY)
     else:
         want = (reference_serving if kind == "serve" else reference_learning)(model_path, rows, digests=True)
     _assert_same_per_key(run.rows(), want)
