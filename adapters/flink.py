@@ -78,6 +78,7 @@ import os
 import re
 import signal
 import site
+import struct
 import sys
 import threading
 import time
@@ -239,39 +240,38 @@ class _Engine:
         levels, anomaly = _uncertainty_of(uncertainty)
         self._unc = _KeyUncertainty(levels, anomaly, model) if levels or anomaly else None
 
-    def _open_state(self, key: str, state: bytes) -> tuple[bytes, dict | None]:
-        """A key's state from Flink -> (the model's part, the uncertainty arrays, checked and
+    def _open_state(self, key: str, state: bytes):
+        """A key's state from Flink -> (the model's part, the uncertainty floats, checked and
         swapped in); without ``--interval`` / ``--anomaly`` the state is the model's alone."""
-        if self._unc is None:
+        unc = self._unc
+        if unc is None:
             return state, None
-        from streamlstm import persistence
-
+        head = _KEY_STATE_HEADER.size
+        magic, version, n_bytes = _KEY_STATE_HEADER.unpack_from(state) if len(state) >= head else (b"", 0, 0)
+        if magic != _KEY_STATE_MAGIC or version != 1 or n_bytes != unc.n_bytes or len(state) < head + n_bytes:
+            raise RuntimeError(f"key {key!r}: its state in Flink does not hold this job's --interval / --anomaly "
+                               f"state ({'another layout' if magic == _KEY_STATE_MAGIC else 'none'}: {n_bytes} bytes "
+                               f"of it, this job's {unc.n_bytes}); was the job resumed with other options?")
+        flat = unc._np.frombuffer(state, dtype="<f8", count=n_bytes // 8, offset=head).copy()
         try:
-            _, _, arrays = persistence.loads(state, expect_kind=KEY_STATE_KIND)
-            model = arrays.pop("model").tobytes()
-            self._unc.load(arrays)
-        except (persistence.FormatError, KeyError, ValueError) as exc:
-            raise RuntimeError(f"key {key!r}: its state in Flink is not a model state with this job's --interval / "
-                               f"--anomaly ({exc}); was the job resumed with other options?") from None
-        return model, arrays
+            unc.load_checked(flat)
+        except ValueError as exc:
+            raise RuntimeError(f"key {key!r}: {exc}") from None
+        return state[head + n_bytes:], flat
 
-    def _close_state(self, model_state: bytes, arrays: dict | None) -> bytes:
-        """The bytes that go back to Flink: the model's alone, or with the uncertainty arrays."""
-        if arrays is None:
+    def _close_state(self, model_state: bytes, flat) -> bytes:
+        """The bytes that go back to Flink: the model's alone, or with the uncertainty floats."""
+        if flat is None:
             return model_state
-        import numpy as np
+        return b"".join((_KEY_STATE_HEADER.pack(_KEY_STATE_MAGIC, 1, flat.nbytes), flat.tobytes(), model_state))
 
-        from streamlstm import persistence
-
-        return persistence.dumps(KEY_STATE_KIND, {}, {"model": np.frombuffer(model_state, dtype=np.uint8), **arrays})
-
-    def _uncertain(self, arrays: dict | None, checked: bool, pred, y) -> tuple[list[float], dict | None]:
-        """The row's extra cells and the key's new uncertainty arrays (None, [] without)."""
+    def _uncertain(self, flat, checked: bool, pred, y):
+        """The row's extra cells and the key's new uncertainty floats (``[], None`` without)."""
         unc = self._unc
         if unc is None:
             return [], None
-        if not checked:  # a fresh key's, or the memo's (this engine's own) arrays
-            unc.load(unc.fresh if arrays is None else arrays, checked=False)
+        if not checked:  # a fresh key's, or the memo's (this engine's own) floats
+            unc.install(unc.fresh if flat is None else flat)
         cells = unc.cells(float(pred), y)
         return cells, unc.export()
 
@@ -285,76 +285,88 @@ class _Engine:
         return None, None
 
 
-KEY_STATE_KIND = "streamlstm.flink.KeyState"
+# A serving / learning key's state with --interval / --anomaly: this header, then the
+# uncertainty floats (a fixed count for the job's options), then the model's own state bytes.
+_KEY_STATE_HEADER = struct.Struct("<8sII")   # magic, layout version, bytes of uncertainty floats
+_KEY_STATE_MAGIC = b"SLSTMUNC"
 
 
 class _KeyUncertainty:
     """``--interval`` / ``--anomaly`` of the serving and learning engines, one key at a time.
 
-    Per key (in its Flink state, next to the model's): the state row of an interval
-    calibrator with that key alone (the core's ``ForecastCalibration``, as the CLI's
-    ``--interval`` uses per key, and as a key's ``Forecaster`` holds for its own intervals)
-    and the ``AnomalyScorer``'s key state. Order within a row, as in the CLI's regression
-    (``adapters/_uncertainty.py``): the interval around the prediction is taken first, then
-    the residual ``y - prediction`` is folded in and the value scored against the prediction.
+    Per key (in its Flink state, next to the model's): the state of an interval calibrator
+    with that key alone (the core's ``OnlineCalibrator`` with pooled trackers, as a
+    ``ForecastCalibration`` row, the CLI's ``--interval`` per key and a key's
+    ``Forecaster`` use) and the ``AnomalyScorer``'s key state, as one flat float64 array.
+    Order within a row, as in the CLI's regression (``adapters/_uncertainty.py``): the
+    interval around the prediction is taken first (none before the key's first residual),
+    then the residual ``y - prediction`` is folded in and the value scored against the
+    prediction. The engines swap each key's array in and out of this one scratch key.
     """
 
     def __init__(self, levels: Sequence[float], anomaly: bool, model) -> None:
+        import numpy as np
+
         from streamlstm import AnomalyScorer
         from streamlstm.forecasting.intervals import ForecastCalibration
 
+        self._np = np
         self.levels = tuple(float(v) for v in levels)
         if model.n_outputs != 1 or model.loss == "cross_entropy":
             raise ValueError("--interval / --anomaly need a model with one numeric output (regression), this one has "
                              f"{model.n_outputs} output(s) and loss {model.loss!r}")
         self.cal = ForecastCalibration(self.levels, 1) if self.levels else None
         self.scorer = AnomalyScorer() if anomaly else None
+        self._parts = []   # the scratch state arrays, each all of one key's (calibrator: its row + the pool row)
         if self.cal is not None:
-            self.cal.row(None)   # the one key row (0) the keys' states are swapped into
-        self.fresh = self.export()
-
-    def export(self) -> dict:
-        arrays = {}
-        if self.cal is not None:
-            arrays["calibrator"] = self.cal.state_of([None])
+            self.cal.row(None)
+            self._parts.append(self.cal.calibrator.state)
         if self.scorer is not None:
-            arrays["anomaly"] = self.scorer.key_state(0)
-        return arrays
+            self._parts.append(self.scorer.calibrator.state)
+        self._sizes = [a.size for a in self._parts]
+        self.fresh = self.export()
+        self.n_bytes = self.fresh.nbytes
+        self._nan = [math.nan, math.nan] * len(self.levels)
 
-    def load(self, arrays: dict, checked: bool = True) -> None:
-        """Swap a key's arrays in. ``checked`` (arrays from Flink): checked by the core first
-        (shape, finiteness, counts; ``ValueError``); otherwise (arrays this object exported)
-        only copied."""
+    def export(self):
+        """The scratch key's state as one new flat float64 array."""
+        return self._np.concatenate([a.reshape(-1) for a in self._parts])
+
+    def install(self, flat) -> None:
+        """Copy a flat array this object exported into the scratch key (no checks)."""
+        at = 0
+        for a, n in zip(self._parts, self._sizes):
+            a.reshape(-1)[:] = flat[at:at + n]
+            at += n
+
+    def load_checked(self, flat) -> None:
+        """Install a key's flat array from Flink after the core's checks (shape, finiteness,
+        counts, scales: ``ValueError`` naming what is wrong)."""
         from streamlstm.forecasting.intervals import STATE_ARRAY
 
-        if checked:
-            for name, wanted in (("calibrator", self.cal), ("anomaly", self.scorer)):
-                if (arrays.get(name) is None) != (wanted is None):
-                    raise ValueError(f"its {name} state is {'missing' if wanted is not None else 'there'}: written "
-                                     "with other --interval / --anomaly options than this job's")
-            if self.cal is not None:
-                self.cal.load([None], {STATE_ARRAY: arrays["calibrator"]})
-            if self.scorer is not None:
-                self.scorer.set_key_state(0, arrays["anomaly"])
-            return
+        at = 0
         if self.cal is not None:
-            state = self.cal.calibrator.state
-            state[0], state[-1] = arrays["calibrator"]   # the key's row, the (one key's) pooled trackers
+            shape = self.cal.calibrator.state.shape
+            self.cal.load([None], {STATE_ARRAY: flat[at:at + self._sizes[0]].reshape(shape)})
+            at += self._sizes[0]
         if self.scorer is not None:
-            self.scorer.calibrator.set_key_state(0, arrays["anomaly"])
+            self.scorer.set_key_state(0, flat[at:].reshape(self.scorer.calibrator.state.shape[1:]))
 
     def cells(self, pred: float, y: float | None) -> list[float]:
         """The row's bounds per level (NaN before the key's first residual) and its score
-        (NaN without a target); updates the loaded key state."""
-        import numpy as np
-
+        (NaN without a target); updates the scratch key (the calibrator's one-step fast
+        paths, the numbers of ``ForecastCalibration.bounds`` / ``observe``)."""
         out: list[float] = []
         if self.cal is not None:
-            lower, upper = self.cal.bounds(None, np.array([pred]))
-            for j in range(len(self.levels)):
-                out += [float(lower[j, 0]), float(upper[j, 0])]
+            cal = self.cal.calibrator
+            if cal.n_seen(0, 0):
+                lower, upper = cal.interval(pred, 0)
+                for lo, hi in zip(lower.tolist(), upper.tolist()):
+                    out += [lo, hi]
+            else:
+                out += self._nan
             if y is not None:
-                self.cal.observe(None, np.array([y - pred]))
+                cal.update(y - pred, 0)
         if self.scorer is not None:
             out.append(math.nan if y is None else self.scorer.score(y, pred, 0))
         return out

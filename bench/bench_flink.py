@@ -14,7 +14,11 @@ ModelProcessFunction (ValueState of bytes) -> FileSink. Only the engine differs:
 * ``serve``: ``ServingEngine`` (frozen shared model, per key the ``KeyedLSTM.state_bytes``);
 * ``learn``: ``LearningEngine`` (per-key model, ``OnlineLSTM.to_bytes()`` in state);
 * ``noop-learn``: the no-op with a blob as large as a learning key's state (isolates what
-  moving that many bytes through Flink state costs).
+  moving that many bytes through Flink state costs);
+* ``serve-unc``: ``serve`` with ``--interval 0.9 --anomaly`` (per key a calibrator row and
+  the anomaly scorer's state next to h and c);
+* ``forecast``: ``ForecastingEngine`` (``--ahead 1``: per key a default ``Forecaster``, its
+  ``to_bytes()`` in state), on rows ``key,time,y`` of keyed noisy seasonal series.
 
 Every engine is wrapped by the same timer (one ``perf_counter`` per event). Reported:
 ``ev/s`` = events / (last - first event seen by the engine), the steady-state rate without
@@ -104,13 +108,21 @@ def _package_dir() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(streamlstm.adapters.flink.__file__)))
 
 
+UNCERTAINTY = '{"interval": [0.9], "anomaly": true}'
+FORECAST = '{"ahead": 1}'
+
+
 def timed_engine(timing_path: str, kind: str, arg: str):
-    """kind noop: arg = blob size; serve / learn: arg = model file."""
+    """kind noop: arg = blob size; serve / learn / serve-unc: arg = model file; forecast: its settings."""
+    from streamlstm.adapters.flink import forecasting_engine, learning_engine, serving_engine
+
     if kind == "noop":
         inner = NoopEngine(int(arg))
+    elif kind == "serve-unc":
+        inner = serving_engine(arg, "fail", "64", UNCERTAINTY)
+    elif kind == "forecast":
+        inner = forecasting_engine(arg)
     else:
-        from streamlstm.adapters.flink import learning_engine, serving_engine
-
         inner = {"serve": serving_engine, "learn": learning_engine}[kind](arg)
     return Timed(inner, timing_path)
 
@@ -120,14 +132,22 @@ def timed_engine(timing_path: str, kind: str, arg: str):
 def make_model(path: str, n_inputs: int, hidden: int) -> dict:
     """A model trained on a few hundred events; returns the state sizes per key."""
     from streamlstm import OnlineLSTM
-    from streamlstm.adapters.flink import LearningEngine, ServingEngine
+    from streamlstm.adapters.flink import ForecastingEngine, LearningEngine, ServingEngine
 
     rng = random.Random(0)
     m = OnlineLSTM(n_inputs=n_inputs, hidden=hidden, lr=1e-2, seed=0)
     for _ in range(300):
         m.learn_one([rng.uniform(-1, 1) for _ in range(n_inputs)], rng.uniform(-1, 1))
     m.save(path)
-    return {"serve": len(ServingEngine(path).zero_state), "learn": len(LearningEngine(path).initial_state)}
+    state = unc_state = None
+    serving = ServingEngine(path, uncertainty=UNCERTAINTY)
+    forecasting = ForecastingEngine(ahead=json.loads(FORECAST)["ahead"])
+    for t in range(100):
+        xs = ",".join("0.5" for _ in range(n_inputs))
+        unc_state, _ = serving.process(unc_state, f"k,{t},{xs},0.1")
+        state, _ = forecasting.process(state, f"k,{t},{rng.gauss(0, 1)}")
+    return {"serve": len(ServingEngine(path).zero_state), "learn": len(LearningEngine(path).initial_state),
+            "serve-unc": len(unc_state or b""), "forecast": len(state or b"")}
 
 
 def write_events(path: str, n: int, n_keys: int, n_inputs: int, labelled: float, seed: int = 0) -> None:
@@ -137,6 +157,20 @@ def write_events(path: str, n: int, n_keys: int, n_inputs: int, labelled: float,
             xs = ",".join(f"{rng.uniform(-1, 1):.6f}" for _ in range(n_inputs))
             y = f",{rng.uniform(-1, 1):.6f}" if rng.random() < labelled else ""
             f.write(f"k{rng.randrange(n_keys)},{i},{xs}{y}\n")
+
+
+def write_series(path: str, n: int, n_keys: int, seed: int = 0) -> None:
+    """Rows ``key,time,y`` of keyed series (a daily cycle of 24 steps, a level per key, noise)."""
+    import math
+
+    rng = random.Random(seed)
+    steps = [0] * n_keys
+    with open(path, "w") as f:
+        for i in range(n):
+            k = rng.randrange(n_keys)
+            steps[k] += 1
+            y = 10.0 * (k + 1) + 3.0 * math.sin(2 * math.pi * steps[k] / 24) + rng.gauss(0, 0.5)
+            f.write(f"k{k},{i},{y:.4f}\n")
 
 
 def baseline_package(ref: str, base: str) -> str:
@@ -159,7 +193,8 @@ def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, 
     os.makedirs(work, exist_ok=True)
     timing = os.path.join(work, "timing.jsonl")
     kind, arg = {"noop": ("noop", sizes["serve"]), "noop-learn": ("noop", sizes["learn"]),
-                 "serve": ("serve", model), "learn": ("learn", model)}[engine]
+                 "serve": ("serve", model), "learn": ("learn", model), "serve-unc": ("serve-unc", model),
+                 "forecast": ("forecast", FORECAST)}[engine]
     cmd = [sys.executable, "-m", "streamlstm.adapters.flink", "--input", events_path,
            "--output", os.path.join(work, "out"), "--work-dir", work, "--pythonpath", HERE,
            "--engine", "bench_flink:timed_engine", "--engine-arg", timing, "--engine-arg", kind,
@@ -177,7 +212,7 @@ def run_one(mode: str, engine: str, events_path: str, n_events: int, work: str, 
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_dir, env.get("PYTHONPATH")) if p)
         env["NUMBA_CACHE_DIR"] = os.path.join(package_dir, "numba-cache")
     res = {"mode": mode, "engine": engine, "code": code, "events": n_events,
-           "state_bytes": sizes["learn"] if engine in ("learn", "noop-learn") else sizes["serve"]}
+           "state_bytes": sizes["learn"] if engine in ("learn", "noop-learn") else sizes.get(engine, sizes["serve"])}
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, start_new_session=True)
@@ -220,7 +255,10 @@ def _table(results: list) -> list:
             lines.append(f"| {r['mode']} | {r['engine']} | | {r['events']} | error: {r['error'][:80]} | | | |")
             continue
         ref = base.get((r["mode"], "noop-learn" if r["engine"] == "learn" else "noop"))
-        ratio = f"{r['events_per_s'] / ref:.0%}" if ref and r.get("events_per_s") and r["engine"] in ("serve", "learn") else ""
+        ratio = (f"{r['events_per_s'] / ref:.0%}" if ref and r.get("events_per_s")
+                 and r["engine"] in ("serve", "learn", "serve-unc", "forecast") else "")
+        if r["engine"] == "serve-unc" and base.get((r["mode"], "serve")) and r.get("events_per_s"):
+            ratio += f" ({r['events_per_s'] / base[(r['mode'], 'serve')]:.0%} of serve)"
         if r["engine"] == "learn" and base.get((r["mode"], "noop")) and r.get("events_per_s"):
             ratio += f" ({r['events_per_s'] / base[(r['mode'], 'noop')]:.0%} of small no-op)"
         name = r["engine"] if r.get("code", "working tree") == "working tree" else f"{r['engine']} ({r['code']})"
@@ -282,6 +320,13 @@ def write_results(results: list, args) -> None:
             "Flink state every event (required: a Python KeyedProcessFunction has no pre-checkpoint hook); the "
             "decoded model is memoised by its exact bytes, so `from_bytes` runs only after a restore or an "
             "eviction. `to_bytes` (~250-350 µs at H=16 on a quiet core, more under load) dominates: the whole per-key model (weights, optimizer moments, gradient, ring) is serialised after every event; `noop-learn` moves a blob of the same size."),
+            ("- `serve-unc`: `serve` with `--interval 0.9 --anomaly`: per key the calibrator's row and the "
+            "anomaly scorer's state travel next to h and c (one versioned container per key), the bounds are "
+            "taken before and the residual folded in after each labelled row."),
+            (f"- `forecast`: `ForecastingEngine` (`--ahead 1`, default `Forecaster`: experts, autoregressions, "
+            f"LSTM expert), {args.forecast_events} rows `key,time,y` over the same {args.keys} keys: per key its "
+            "own forecaster, `learn_one` + `forecast` and its whole `to_bytes()` back into Flink state every "
+            "event (the forecaster's serialisation dominates; decoded forecasters are memoised like `learn`'s)."),
             "", END]
     _results.write_section("flink", "\n".join(body), RESULTS)
     print(f"wrote the flink section of {RESULTS}")
@@ -291,12 +336,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=150_000, help="events for noop and serve")
     ap.add_argument("--learn-events", type=int, default=15_000, help="events for learn and noop-learn")
+    ap.add_argument("--forecast-events", type=int, default=3_000, help="events for forecast")
     ap.add_argument("--keys", type=int, default=50)
     ap.add_argument("--inputs", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=16)
     ap.add_argument("--labelled", type=float, default=0.8, help="share of rows with a target")
     ap.add_argument("--modes", default="thread")
-    ap.add_argument("--engines", default="noop,serve,noop-learn,learn")
+    ap.add_argument("--engines", default="noop,serve,serve-unc,noop-learn,learn,forecast")
     ap.add_argument("--checkpoint-ms", type=int, default=1000)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -316,6 +362,8 @@ def main(argv=None) -> int:
         for name, n in (("small", args.events), ("learn", args.learn_events)):
             files[name] = os.path.join(base, f"events-{name}.csv")
             write_events(files[name], n, args.keys, args.inputs, args.labelled)
+        files["forecast"] = os.path.join(base, "events-forecast.csv")
+        write_series(files["forecast"], args.forecast_events, args.keys)
         codes: list[tuple[str, str | None]] = [("working tree", None)]
         if args.baseline:
             codes.append((args.baseline, baseline_package(args.baseline, base)))
@@ -327,8 +375,10 @@ def main(argv=None) -> int:
                     for code, package_dir in codes:
                         i += 1
                         big = engine in ("learn", "noop-learn")
-                        r = run_one(mode, engine, files["learn" if big else "small"],
-                                    args.learn_events if big else args.events,
+                        events = "forecast" if engine == "forecast" else "learn" if big else "small"
+                        n_events = {"forecast": args.forecast_events, "learn": args.learn_events,
+                                    "small": args.events}[events]
+                        r = run_one(mode, engine, files[events], n_events,
                                     os.path.join(base, f"{i}-{mode}-{engine}"), args, model, sizes, code,
                                     package_dir)
                         r.update(keys=args.keys, hidden=args.hidden, inputs=args.inputs)

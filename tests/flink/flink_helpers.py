@@ -18,8 +18,8 @@ import numpy as np
 
 from streamlstm import AnomalyScorer, Forecaster, KeyedLSTM, OnlineLSTM, persistence
 from streamlstm.adapters.flink import (
+    _KEY_STATE_HEADER,
     FORECASTING_KIND,
-    KEY_STATE_KIND,
     ForecastingEngine,
     forecasting_columns,
     forecasting_engine,
@@ -237,7 +237,8 @@ class Checked:
 
 def model_digest(state):
     """The digest of the model's part of a serving / learning key state with --interval / --anomaly."""
-    return state_digest(persistence.loads(state, expect_kind=KEY_STATE_KIND)[2]["model"].tobytes())
+    _magic, _version, n_bytes = _KEY_STATE_HEADER.unpack_from(state)
+    return state_digest(state[_KEY_STATE_HEADER.size + n_bytes:])
 
 
 def forecaster_digest(state):

@@ -64,9 +64,13 @@ def test_uncertainty_state_is_checked_and_options_must_match(tmp_path, model_pat
     with_unc = ServingEngine(model_path, uncertainty={"interval": [0.9]})
     state, out = with_unc.process(None, "a,1,0.5,0.5,1.0")
     assert out.endswith(",,")                                      # no residual yet: empty bounds
-    with pytest.raises(RuntimeError, match="other options"):
+    with pytest.raises(RuntimeError, match=r"state .none.*other options"):
         with_unc.process(state_plain, "a,2,0.5,0.5")               # resumed from a job without --interval
-    with pytest.raises(RuntimeError, match="anomaly state is missing"):
+    damaged = bytearray(state)
+    damaged[16:24] = bytes.fromhex("000000000000f0ff")             # the first count: -inf
+    with pytest.raises(RuntimeError, match="non-finite"):
+        with_unc.process(bytes(damaged), "a,2,0.5,0.5")
+    with pytest.raises(RuntimeError, match="another layout"):
         ServingEngine(model_path, uncertainty={"interval": [0.9], "anomaly": True}).process(state, "a,2,0.5,0.5")
     with pytest.raises(ValueError, match="one numeric output"):
         LearningEngine(OnlineLSTM(n_inputs=1, n_outputs=3, hidden=4, loss="cross_entropy").to_bytes(),
