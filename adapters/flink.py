@@ -1,4 +1,4 @@
-"""Apache Flink adapter: serve (or learn per key) a streamlstm model in a keyed PyFlink job.
+"""Apache Flink adapter: serve, learn or forecast per key with streamlstm in a keyed PyFlink job.
 
 Pipeline (PyFlink 2.x DataStream API)::
 
@@ -9,10 +9,11 @@ Pipeline (PyFlink 2.x DataStream API)::
       -> ModelProcessFunction (KeyedProcessFunction)
            per key:    the engine's state as bytes in a ValueState (PICKLED_BYTE_ARRAY)
            per subtask: the engine, built in open() from the saved model (OnlineLSTM.save)
+                        or, with --ahead, from the forecasting settings
       -> FileSink(lines "key,time,prediction[,error]")     exactly-once: a part file per checkpoint,
                                                           published when the checkpoint completes
 
-Two engines (see ``docs/flink.md``):
+Three engines (see ``docs/flink.md``):
 
 * :class:`ServingEngine` (default): one shared, frozen model per subtask (a
   :class:`~streamlstm.KeyedLSTM` with ``update_input_stats=False``); each key's recurrent
@@ -20,6 +21,15 @@ Two engines (see ``docs/flink.md``):
 * :class:`LearningEngine` (``--learn``): each key has its own model (weights, state,
   optimizer moments, normalisers), initialised from the saved model and stored as
   ``OnlineLSTM.to_bytes()`` in Flink keyed state; it learns from every labelled row.
+* :class:`ForecastingEngine` (``--ahead H``): each key has its own core forecasting engine
+  (:class:`~streamlstm.Forecaster`, ``to_bytes()`` in Flink keyed state) fed the rows'
+  target values ``key,time[,x1..xn],y``; it writes ``key,time,forecast_t+H`` per row.
+
+``--interval LEVEL`` (repeatable) and ``--anomaly`` add ``lo_LEVEL,hi_LEVEL`` and
+``anomaly_score`` columns with every engine, per key: the core's calibrator
+(``OnlineCalibrator`` through ``ForecastCalibration``; with ``--ahead`` the forecaster's own
+``forecast_interval``) and ``AnomalyScorer``, their per-key state in Flink state next to the
+model's. The adapter only routes rows and (de)serialises state: every number is the core's.
 
 Everything that changes while the job runs is in Flink state, so checkpoints, restarts and
 savepoints keep it exactly (rescaling moves it with its key). Learning ONE set of weights
@@ -28,12 +38,15 @@ memory, outside Flink state, would not be checkpointed (a restart would replay e
 already-updated weights) and would diverge between parallel workers, which each see only
 their own keys.
 
-Input rows: ``key,time`` then the model's ``n_inputs`` values, optionally followed by the
-target (``n_outputs`` values, or one class index for a ``cross_entropy`` model; empty
-target fields = no target). Output rows: ``key,time,prediction[,error]``, the prediction
-being the model's output after the row's inputs (class probabilities for
-``cross_entropy``), error = target - prediction (``-ln p[target]`` for ``cross_entropy``),
-only when the row has a target. Floats are written in round-trip ``repr``.
+Input rows (serving, learning): ``key,time`` then the model's ``n_inputs`` values,
+optionally followed by the target (``n_outputs`` values, or one class index for a
+``cross_entropy`` model; empty target fields = no target). Output rows:
+``key,time,prediction[,error]``, the prediction being the model's output after the row's
+inputs (class probabilities for ``cross_entropy``), error = target - prediction
+(``-ln p[target]`` for ``cross_entropy``), only when the row has a target; with
+``--interval``/``--anomaly`` always ``key,time,prediction,error,lo_L,hi_L...,anomaly_score``
+(empty cells: nothing known). The forecasting engine's columns: :func:`forecasting_columns`.
+Floats are written in round-trip ``repr``.
 
 Environment facts this module encodes (PyFlink 2.3.0, Java 17, Python 3.11):
 * Run it from a venv holding apache-flink (it pins numpy<2.2): see .ci/flink-setup.sh.
@@ -54,9 +67,9 @@ Environment facts this module encodes (PyFlink 2.3.0, Java 17, Python 3.11):
   before numba is imported (numba's import fails otherwise).
 * A Python ``KeyedProcessFunction`` has no end-of-bundle and no pre-checkpoint hook, so an
   event's new state must be in Flink state when ``process_element`` returns: no batching
-  across events. Both engines instead memoise each recent key's loaded state (or decoded
-  model) by the exact bytes it was written as, reloading whenever Flink hands back other
-  bytes (safe with checkpoints: Flink state stays the only source of truth).
+  across events. The engines instead memoise each recent key's loaded state (or decoded
+  model / forecaster) by the exact bytes it was written as, reloading whenever Flink hands
+  back other bytes (safe with checkpoints: Flink state stays the only source of truth).
 
 The module starts no JVM on import and needs pyflink only to run a job (without it,
 ``ModelProcessFunction`` is a plain class, so the doctests run in any environment):
