@@ -407,6 +407,10 @@ class ServingEngine(_Engine):
     any other bytes (a restore, a rescale, an evicted key) are loaded. Flink state stays
     the only source of truth, so this is exact with checkpoints.
 
+    ``uncertainty``: ``{"interval": [levels], "anomaly": bool}`` (or its JSON) adds the
+    key's calibrated interval of each prediction and its anomaly score
+    (``key,time,prediction,error,lo_L,hi_L...,anomaly_score``; ``docs/flink.md``).
+
     >>> from streamlstm import OnlineLSTM
     >>> engine = ServingEngine(OnlineLSTM(n_inputs=1, hidden=4).to_bytes())
     >>> state, out = engine.process(None, "a,1,0.5,2.0")       # the row carries a target
@@ -486,6 +490,7 @@ class LearningEngine(_Engine):
     decoded model, anything else (a restore, a rescale, an evicted key) decodes the bytes
     from Flink. Flink state stays the only source of truth, so this is exact with
     checkpoints; it saves ``from_bytes`` (the larger half of the serialisation cost).
+    ``uncertainty``: as in :class:`ServingEngine`.
 
     >>> from streamlstm import OnlineLSTM
     >>> engine = LearningEngine(OnlineLSTM(n_inputs=1, hidden=4).to_bytes())
