@@ -193,52 +193,75 @@ def weight_grad_tile(XH, DZ, dW, db, n, n_rows):
 
     Keys are summed in ascending order, four per pass over a row of dW (one left-to-right
     expression: the same roundings as four single passes, a quarter of dW's loads and
-    stores). For one key these are exactly ``cell_backward``'s sums.
+    stores), two rows of dW per pass sharing the loads of DZ. For one key these are
+    exactly ``cell_backward``'s sums.
     """
     G = DZ.shape[1]
     for i in range(n):
         d = DZ[i]
         for r in range(G):
             db[r] += d[r]
-    for k in range(n_rows):
+    k = 0
+    while k + 2 <= n_rows:
         wk = dW[k]
+        wl = dW[k + 1]
         i = 0
         while i + 4 <= n:
             x0, x1, x2, x3 = XH[i, k], XH[i + 1, k], XH[i + 2, k], XH[i + 3, k]
+            y0, y1, y2, y3 = XH[i, k + 1], XH[i + 1, k + 1], XH[i + 2, k + 1], XH[i + 3, k + 1]
             d0, d1, d2, d3 = DZ[i], DZ[i + 1], DZ[i + 2], DZ[i + 3]
             for r in range(G):
-                wk[r] = (((wk[r] + x0 * d0[r]) + x1 * d1[r]) + x2 * d2[r]) + x3 * d3[r]
+                e0, e1, e2, e3 = d0[r], d1[r], d2[r], d3[r]
+                wk[r] = (((wk[r] + x0 * e0) + x1 * e1) + x2 * e2) + x3 * e3
+                wl[r] = (((wl[r] + y0 * e0) + y1 * e1) + y2 * e2) + y3 * e3
             i += 4
         while i < n:
+            x0 = XH[i, k]
+            y0 = XH[i, k + 1]
+            d0 = DZ[i]
+            for r in range(G):
+                wk[r] += x0 * d0[r]
+                wl[r] += y0 * d0[r]
+            i += 1
+        k += 2
+    if k < n_rows:
+        wk = dW[k]
+        for i in range(n):
             x0 = XH[i, k]
             d0 = DZ[i]
             for r in range(G):
                 wk[r] += x0 * d0[r]
-            i += 1
 
 
 @jit
-def backprop_input_tile(WT, DZ, DXH, n, n_rows):
-    """DXH[i, :n_rows] = W @ DZ[i] for a tile of n keys: ``backprop_input`` with each row
-    quad of WT loaded once for all keys (the same sums, in the same order, per key)."""
+def backprop_input_tile(WT, DZ, DXH, n, lo, n_rows):
+    """DXH[i, k - lo] = (W @ DZ[i])[k] for lo <= k < n_rows and a tile of n keys:
+    ``backprop_input`` with each block of WT's rows loaded once for all keys. Per key, the
+    same sums in the same order: eight gate rows per pass written as one left-to-right
+    expression round exactly like two passes of four. ``lo`` skips leading columns nobody
+    needs (a first layer's x: the gradient stops at the data)."""
     G = WT.shape[0]
+    m = n_rows - lo
     for i in range(n):
-        for k in range(n_rows):
+        for k in range(m):
             DXH[i, k] = 0
     r = 0
-    while r + 4 <= G:
-        w0, w1, w2, w3 = WT[r], WT[r + 1], WT[r + 2], WT[r + 3]
+    while r + 8 <= G:
+        w0, w1, w2, w3 = WT[r, lo:n_rows], WT[r + 1, lo:n_rows], WT[r + 2, lo:n_rows], WT[r + 3, lo:n_rows]
+        w4, w5, w6, w7 = WT[r + 4, lo:n_rows], WT[r + 5, lo:n_rows], WT[r + 6, lo:n_rows], WT[r + 7, lo:n_rows]
         for i in range(n):
             d0, d1, d2, d3 = DZ[i, r], DZ[i, r + 1], DZ[i, r + 2], DZ[i, r + 3]
+            d4, d5, d6, d7 = DZ[i, r + 4], DZ[i, r + 5], DZ[i, r + 6], DZ[i, r + 7]
             xi = DXH[i]
-            for k in range(n_rows):
-                xi[k] = (((xi[k] + d0 * w0[k]) + d1 * w1[k]) + d2 * w2[k]) + d3 * w3[k]
-        r += 4
+            for k in range(m):
+                xi[k] = (((((((xi[k] + d0 * w0[k]) + d1 * w1[k]) + d2 * w2[k]) + d3 * w3[k]) + d4 * w4[k])
+                          + d5 * w5[k]) + d6 * w6[k]) + d7 * w7[k]
+        r += 8
     while r < G:
-        w0 = WT[r]
+        w0 = WT[r, lo:n_rows]
         for i in range(n):
             d0 = DZ[i, r]
             xi = DXH[i]
-            for k in range(n_rows):
+            for k in range(m):
                 xi[k] += d0 * w0[k]
         r += 1

@@ -327,23 +327,17 @@ def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, 
 
 
 @jit
-def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats):
-    """The TBPTT gradients of the windows of n due keys (rows ``due[:n]``, distinct) in one
-    backward pass, their sum added to ``acc``.
+def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV, stats):
+    """Each due key's window, labels and loss, for ``backward_tile`` and the BLAS backward.
 
-    The keys walk back through their windows together: at each step back, the gate
-    gradients of every key still in its window are one tile (``gate_grads`` per key), the
-    weight gradient is one matrix product over the tile (``weight_grad_tile``) and the
-    gradient flowing to the inputs another (``backprop_input_tile``). Each key's loss is
-    the mean over its labelled steps, as in ``backward_window``; a key whose loss is not
-    finite is left out (counted as a skipped update), and so is the tile when its summed
-    gradient is not. For one key, every number is the one ``backward_window`` gives.
+    Keeps the keys with a finite loss in ``KEPT[:m]`` (their windows in ``WIN``, one over
+    their labelled-step counts in ``INV``), longest windows first, so that the keys still
+    in their windows at any step back are a prefix; a key whose loss is not finite is left
+    out (its labels dropped, counted as a skipped update). Returns (m, sum of kept losses).
+    Each key's loss is the mean over its labelled steps, as in ``backward_window``.
     """
-    n_par, H, L, cell = I[I_NP], I[I_H], I[I_L], I[I_CELL]
     n_out, K2, ring, slot = I[I_NOUT], I[I_K2], I[I_RING], I[I_SLOT_SIZE]
     fl, so, sy = I[I_SLOT_FLAG], I[I_SLOT_OUT], I[I_SLOT_Y]
-    # each key's window, labels and loss; longest windows first, so that the keys still
-    # in their windows at any step back are a prefix of the tile
     m = 0
     loss_sum = 0.0
     for w in range(K2, 0, -1):
@@ -372,67 +366,139 @@ def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, 
                 stats[S_NSKIPPED] += 1.0
                 continue
             loss_sum += value
-            SL[m] = row  # SL holds the kept rows until the walk needs it for slots
+            KEPT[m] = row
             WIN[m] = w
             INV[m] = inv_n
             m += 1
+    return m, loss_sum
+
+
+@jit
+def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
+    """Step ``back`` of the walk back through the windows of ``rows[:m]`` (``window_losses``
+    order): the slot offsets of the na keys still in their windows go to ``SL``; each
+    labelled slot's loss gradient (scaled by the key's 1/n_labelled) enters the readout's
+    gradient and the top layer's dh (``DH``), as in ``backward_window``. Returns na."""
+    n_par, H, L, cell = I[I_NP], I[I_H], I[I_L], I[I_CELL]
+    n_out, K2, ring, slot = I[I_NOUT], I[I_K2], I[I_RING], I[I_SLOT_SIZE]
+    fl, so, sy = I[I_SLOT_FLAG], I[I_SLOT_OUT], I[I_SLOT_Y]
+    V, _ = readout_params(P, I, 0)
+    dV, da = readout_params(P, I, n_par)
+    na = 0
+    while na < m and WIN[na] > back:
+        na += 1
+    for i in range(na):
+        row = rows[i]
+        s = S[row]
+        sb = ring + ((C[row, 0] - 1 - back) % K2) * slot
+        SL[i] = sb
+        if s[sb + fl] == 0.0:
+            continue
+        s[sb + fl] = 0.0
+        loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out], dout)
+        # readout: out = a + h_top @ V (as backward_window)
+        dh_top = DH[i, (L - 1) * H:L * H]
+        for q in range(n_out):
+            dout[q] *= INV[i]
+            da[q] += dout[q]
+        _, act, _, tc = slot_views(s, I, L - 1, sb)
+        for j in range(H):
+            hj = act[j] if cell == CELL_RNN else act[3 * H + j] * tc[j]  # h_j, as _h_of
+            acc_j = 0.0
+            for q in range(n_out):
+                dV[j, q] += hj * dout[q]
+                acc_j += V[j, q] * dout[q]
+            dh_top[j] += acc_j
+    return na
+
+
+@jit
+def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB):
+    """Layer l's gate gradients of the na active keys into ``DZ`` (``gate_grads``; DC
+    becomes ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``."""
+    H, cell = I[I_H], I[I_CELL]
+    n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
+    for i in range(na):
+        xh, act, cp, tc = slot_views(S[rows[i]], I, l, SL[i])
+        gate_grads(cell, cp, act, tc, DH[i, l * H:(l + 1) * H], DC[i, l * H:(l + 1) * H], DZ[i])
+        xb = XB[i]
+        for k in range(n_xh):
+            xb[k] = xh[k]
+
+
+@jit
+def pass_back(l, na, DXH, lo, DH, I):
+    """Route ∂L/∂[x; h_prev] of layer l (``DXH[:, k - lo]`` holds column k, k >= lo): the
+    h_prev part to the previous step of this layer, the x part down to layer l-1 at this
+    step (l > 0)."""
+    H = I[I_H]
+    n_x = I[I_LAYERS + I_PER_LAYER * l + L_IN]
+    for i in range(na):
+        for j in range(H):
+            DH[i, l * H + j] = DXH[i, n_x + j - lo]
+        if l > 0:
+            for j in range(H):
+                DH[i, (l - 1) * H + j] += DXH[i, j - lo]
+
+
+@jit
+def prefetch_windows(rows, m, S, C, I):
+    """Read the rings of a tile's keys once, row by row (one value per 64-byte line),
+    before the walk back reads them slot by slot across keys. Sequential reads are what
+    the hardware prefetches: the walk then finds the tile's windows (``bptt`` slots of
+    each key, about 15 KB at H=32) in cache instead of waiting on memory slot after slot
+    (1.3x on the whole batch at 100,000 keys). Returns a sum nobody uses, so that the
+    reads are kept."""
+    K2, ring, slot = I[I_K2], I[I_RING], I[I_SLOT_SIZE]
+    line = max(1, 64 // S.itemsize)
+    total = 0.0
+    for i in range(m):
+        s = S[rows[i]]
+        t = C[rows[i], 0]
+        for q in range(ring, ring + min(t, K2) * slot, line):
+            total += s[q]
+    return total
+
+
+@jit
+def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats):
+    """The TBPTT gradients of the windows of n due keys (rows ``due[:n]``, distinct) in one
+    backward pass, their sum added to ``acc``.
+
+    The keys walk back through their windows together: at each step back, the gate
+    gradients of every key still in its window are one tile (``gate_grads`` per key), the
+    weight gradient is one matrix product over the tile (``weight_grad_tile``) and the
+    gradient flowing to the inputs another (``backprop_input_tile``). Each key's loss is
+    the mean over its labelled steps, as in ``backward_window``; a key whose loss is not
+    finite is left out (counted as a skipped update), and so is the tile when its summed
+    gradient is not. For one key, every number is the one ``backward_window`` gives.
+    """
+    n_par, H, L, K2 = I[I_NP], I[I_H], I[I_L], I[I_K2]
+    m, loss_sum = window_losses(due, n, S, C, F, I, dout, SL, WIN, INV, stats)
     if m == 0:
         return
-    rows = SL[:m].copy()
+    rows = SL[:m].copy()  # SL holds the slot offsets during the walk
+    prefetch_windows(rows, m, S, C, I)
     for q in range(n_par):
         P[n_par + q] = 0.0
     for i in range(m):
         for q in range(L * H):
             DH[i, q] = 0.0
             DC[i, q] = 0.0
-    V, _ = readout_params(P, I, 0)
-    dV, da = readout_params(P, I, n_par)
     for back in range(K2):
-        na = 0
-        while na < m and WIN[na] > back:
-            na += 1
+        na = readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout)
         if na == 0:
             break
-        for i in range(na):
-            row = rows[i]
-            s = S[row]
-            sb = ring + ((C[row, 0] - 1 - back) % K2) * slot
-            SL[i] = sb
-            if s[sb + fl] == 0.0:
-                continue
-            s[sb + fl] = 0.0
-            loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out], dout)
-            # readout: out = a + h_top @ V (as backward_window)
-            dh_top = DH[i, (L - 1) * H:L * H]
-            for q in range(n_out):
-                dout[q] *= INV[i]
-                da[q] += dout[q]
-            _, act, _, tc = slot_views(s, I, L - 1, sb)
-            for j in range(H):
-                hj = act[j] if cell == CELL_RNN else act[3 * H + j] * tc[j]  # h_j, as _h_of
-                acc_j = 0.0
-                for q in range(n_out):
-                    dV[j, q] += hj * dout[q]
-                    acc_j += V[j, q] * dout[q]
-                dh_top[j] += acc_j
+        last = WIN[0] == back + 1  # every active window starts here: no gradient flows further back
         for l in range(L - 1, -1, -1):
             n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
-            n_x = n_xh - H
-            for i in range(na):
-                xh, act, cp, tc = slot_views(S[rows[i]], I, l, SL[i])
-                gate_grads(cell, cp, act, tc, DH[i, l * H:(l + 1) * H], DC[i, l * H:(l + 1) * H], DZ[i])
-                xb = XB[i]
-                for k in range(n_xh):
-                    xb[k] = xh[k]
+            layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB)
             dW, db = layer_params(P, I, l, n_par)
             weight_grad_tile(XB, DZ, dW, db, na, n_xh)
-            backprop_input_tile(layer_wt(R, I, l), DZ, DXH, na, n_xh)
-            for i in range(na):
-                for j in range(H):
-                    DH[i, l * H + j] = DXH[i, n_x + j]  # flows to the previous step of this layer
-                if l > 0:
-                    for j in range(H):
-                        DH[i, (l - 1) * H + j] += DXH[i, j]  # flows down to layer l-1 at this step
+            if not (last and l == 0):
+                lo = n_xh - H if l == 0 else 0  # a first layer's x: the gradient stops at the data
+                backprop_input_tile(layer_wt(R, I, l), DZ, DXH, na, lo, n_xh)
+                pass_back(l, na, DXH, lo, DH, I)
     for q in range(n_par):
         if not np.isfinite(P[n_par + q]):
             I[I_NSKIP] += m
