@@ -52,7 +52,8 @@ SEASON_EVERY_STEP_UNTIL = 64  # ... except over the first values: found a few st
 REPLAY_SEASON = True    # a season found: the seasonal experts are replayed over the history kept
 SEASON_WINDOW = 400     # values the season detection looks at (the latest)
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
-          "seasonal_median", "recent_median")
+          "seasonal_median", "recent_median", "holt_winters_log", "seasonal_mean")
+SEASONAL_MODELS = ("seasonal_drift", "holt_winters", "holt_winters_log")   # what "seasonal_mean" averages
 MEDIAN_CYCLES = 3       # seasons behind the seasonal median
 MEDIAN_WINDOW = 96      # values (at least) behind the recent median
 
@@ -88,12 +89,17 @@ class _Stream:
         self.hw = np.zeros(2)                  # Holt-Winters level and trend
         self.hw_indices = np.zeros(1)          # Holt-Winters seasonal indices (by phase)
         self.hw_ready = False                  # initialised for the current season
+        self.hwl = np.zeros(2)                 # Holt-Winters on the logs: level and trend
+        self.hwl_indices = np.zeros(1)         # ... and its additive seasonal indices (of the logs)
+        self.hwl_ready = False                 # initialised for the current season (positive values only)
         self.forecasts = np.zeros((horizon, horizon, n_experts))  # [origin slot, h-1, expert]
         self.features = np.zeros((n_units, horizon, n_features))  # autoregression inputs at each origin
         self.origin = np.zeros((n_units, horizon))                # value at each origin (their units)
 
-    SCALARS = ("n", "season", "level", "anchor", "positive", "hw_ready")
-    ARRAYS = ("history", "exog", "x", "holt", "hw", "hw_indices", "profile", "known", "forecasts", "features", "origin")
+    SCALARS = ("n", "season", "level", "anchor", "positive", "hw_ready", "hwl_ready")
+    ARRAYS = ("history", "exog", "x", "holt", "hw", "hw_indices", "hwl", "hwl_indices", "profile", "known", "forecasts",
+              "features", "origin")
+    LOG_HW_STATE = ("hwl_ready", "hwl", "hwl_indices")   # absent from files saved before that expert: unset then
 
 
 class Forecaster:
@@ -101,7 +107,8 @@ class Forecaster:
     ahead, learning online as the values arrive.
 
     Each forecast aggregates simple experts (last value, seasonal naive, exponential
-    smoothing, damped trend, seasonal drift) and autoregressions fitted online by recursive
+    smoothing, damped trend, seasonal drift, Holt-Winters on the values and on their logs,
+    the mean of those three seasonal models, medians) and autoregressions fitted online by recursive
     least squares, one direct model per horizon, with ML-Poly weights learned per horizon.
     With ``lstm``, an LSTM on the recent changes (and the exogenous features) forecasts the
     residual of the last value and joins the experts. With ``keys``, every key keeps its own
@@ -249,6 +256,10 @@ class Forecaster:
                              + [f"ar{k}" + ("_log" if self.ar_units[g] == "log" else "") for g, k in self._ar]
                              + (["lstm"] if self.lstm else []))
         self._n_simple = len(self.experts)
+        self._mean_of = [e for e, n in enumerate(self.experts) if n in SEASONAL_MODELS] \
+            if "seasonal_mean" in self.experts else []
+        self._mean_at = self.experts.index("seasonal_mean") if self._mean_of else -1
+        self._log_hw = "holt_winters_log" in self.experts
         self._ar_end = self._n_simple + len(self._ar)
         self._lstm = LSTMExpert(LSTM_LAGS, self.n_features, self.lstm_hidden, self.lstm_lr, self.seed) \
             if self.lstm else None
@@ -474,6 +485,11 @@ class Forecaster:
                 seasonal_drift_update(s.profile, s.known, y, last, s.n, s.positive)
             if s.hw_ready:
                 holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive)
+            if s.hwl_ready:
+                if y > 0.0:
+                    holt_winters_update(s.hwl, s.hwl_indices, math.log(y), s.n, False)
+                else:
+                    s.hwl_ready = False
         if y <= 0.0 and s.positive:
             s.positive = False
             s.hw_ready = False   # relative indices would now divide by 0: start again, additive
@@ -485,6 +501,10 @@ class Forecaster:
             level, trend, s.hw_indices = holt_winters_init(s.history, s.n, s.season, s.positive)
             s.hw[0], s.hw[1] = level, trend
             s.hw_ready = True
+        if self._log_hw and s.season and s.positive and not s.hwl_ready and min(s.n, self._capacity) >= s.season:
+            level, trend, s.hwl_indices = holt_winters_init(np.log(s.history[-s.season:]), s.n, s.season, False)
+            s.hwl[0], s.hwl[1] = level, trend
+            s.hwl_ready = True
 
     def _replay_season(self, s: _Stream) -> None:
         """A season just found: the seasonal experts start as if it had been known since the
@@ -500,6 +520,12 @@ class Forecaster:
             s.hw[0], s.hw[1] = level, trend
             holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive)
             s.hw_ready = True
+            if s.positive and self._log_hw:
+                lv = np.log(v)
+                level, trend, s.hwl_indices = holt_winters_init(lv[:m], a0 + m, m, False)
+                s.hwl[0], s.hwl[1] = level, trend
+                holt_winters_run(s.hwl, s.hwl_indices, lv[m:], a0 + m, False)
+                s.hwl_ready = True
 
     def _refresh_season(self, s: _Stream) -> None:
         if self.season == "auto":
@@ -512,7 +538,7 @@ class Forecaster:
             s.season = found
             s.profile = np.zeros(max(found, 1))
             s.known = np.zeros(max(found, 1), dtype=bool)
-            s.hw_ready = False
+            s.hw_ready = s.hwl_ready = False
             if found and REPLAY_SEASON:
                 self._replay_season(s)
 
@@ -542,6 +568,14 @@ class Forecaster:
                     out[:, e] = row
                 else:
                     out[:, e] = ASLEEP
+            elif name == "seasonal_mean":
+                continue   # below, from the others
+            elif name == "holt_winters_log":
+                if s.hwl_ready:
+                    holt_winters_forecast(s.hwl, s.hwl_indices, s.n, H, False, row)
+                    out[:, e] = np.exp(row)
+                else:
+                    out[:, e] = ASLEEP
             elif name == "seasonal_median":
                 if s.season and s.n >= s.season:
                     seasonal_median(s.history, s.n, s.season, H, MEDIAN_CYCLES, row)
@@ -556,6 +590,10 @@ class Forecaster:
                     out[:, e] = row
                 else:
                     out[:, e] = ASLEEP
+        if self._mean_of:
+            cols = out[:, self._mean_of]
+            awake = np.isfinite(cols[0])
+            out[:, self._mean_at] = cols[:, awake].mean(axis=1) if awake.any() else ASLEEP
         for g, unit in enumerate(self.ar_units):
             usable = unit == "raw" or self._positive[0]
             z = s.features[g, slot]

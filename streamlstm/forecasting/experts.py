@@ -9,6 +9,11 @@ its own few running numbers; none of them allocates per event beyond its output 
 * damped trend (Gardner's damped Holt): a level and a trend whose effect fades with ``h``;
 * seasonal drift: the last value moved by an exponentially smoothed profile of the relative
   change at each phase of the season (multiplicative: seasonal swings that grow with the level);
+* Holt-Winters (additive trend; multiplicative seasonal indices while the values are positive,
+  additive otherwise), and the same additive on the logs of a positive series (the engine's
+  ``holt_winters_log``: a seasonal swing in proportion to the level, with errors relative to
+  it), and the mean of the seasonal models (``seasonal_mean``: their errors differ, their
+  mean errs less than either on seasonal series);
 * autoregression by recursive least squares with forgetting (:func:`rls_update`), one direct
   model per horizon on the recent changes, the level and the exogenous features.
 """
