@@ -343,6 +343,10 @@ class Forecaster:
         """
         v = self._value(y)
         xa = self._exogenous(x, "x")
+        s = self._streams.get(key)
+        if s is not None and s.n and self._ar and len(self._streams) > 1:   # one stream: nothing moved since
+            slot = (s.n - 1) % self.horizon
+            self._ar_forecasts(s, slot, s.forecasts[slot])
         if v <= 0.0:
             self._positive[0] = False   # the log autoregressions sleep from now on
         s = self._stream(key)
@@ -595,26 +599,35 @@ class Forecaster:
             awake = np.isfinite(cols[0])
             out[:, self._mean_at] = cols[:, awake].mean(axis=1) if awake.any() else ASLEEP
         for g, unit in enumerate(self.ar_units):
-            usable = unit == "raw" or self._positive[0]
-            z = s.features[g, slot]
-            if usable:
-                self._fill_features(s, self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0, z, g)
-                s.origin[g, slot] = u_last = self._u(last, g)
-            for j, ((gj, k), W) in enumerate(zip(self._ar, self._W)):
-                if gj != g:
-                    continue
-                if usable and self._updates[g] >= AWAKE_AFTER * (self._o + k):
-                    rls_predict(W, z, self._o + k, row)
-                    out[:, self._n_simple + j] = np.exp(u_last + row) if unit == "log" else u_last + row
-                    if self.multi_step == "recursive" and H > 1:
-                        self._feed_back(s, g, k, W, out[:, self._n_simple + j])
-                else:
-                    out[:, self._n_simple + j] = ASLEEP
+            if unit == "raw" or self._positive[0]:
+                self._fill_features(s, self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0, s.features[g, slot], g)
+                s.origin[g, slot] = self._u(last, g)
+        self._ar_forecasts(s, slot, out)
         if self._lstm is not None:
             if self._lstm.model.n_updates >= LSTM_AWAKE_AFTER:
                 out[:, -1] = self._lstm_predict(key, s, None)
             else:
                 out[:, -1] = ASLEEP
+
+    def _ar_forecasts(self, s: _Stream, slot: int, out: np.ndarray) -> None:
+        """The autoregressions' forecasts (their columns of ``out``) from the inputs kept at
+        origin ``slot``, with the shared coefficients as they are now. With keys, other keys
+        move the coefficients between two values of this one: a key's forecasts are made
+        again when asked and when scored (pooled least squares refit at every row does the
+        same; with the coefficients of the key's previous value, chick weights erred 8.0
+        instead of 6.8 one step ahead)."""
+        row = self._row
+        for j, ((g, k), W) in enumerate(zip(self._ar, self._W)):
+            log = self.ar_units[g] == "log"
+            col = out[:, self._n_simple + j]
+            if (not log or self._positive[0]) and self._updates[g] >= AWAKE_AFTER * (self._o + k):
+                rls_predict(W, s.features[g, slot], self._o + k, row)
+                u_last = s.origin[g, slot]
+                col[:] = np.exp(u_last + row) if log else u_last + row
+                if self.multi_step == "recursive" and self.horizon > 1:
+                    self._feed_back(s, g, k, W, col)
+            else:
+                col[:] = ASLEEP
 
     def _feed_back(self, s: _Stream, g: int, k: int, W: np.ndarray, col: np.ndarray) -> None:
         """Recursive multi-step (the ablation of direct models): the one-step model applied
@@ -672,6 +685,9 @@ class Forecaster:
             return np.zeros(H)
         slot = (s.n - 1) % H
         F = s.forecasts[slot]
+        if self._ar and len(self._streams) > 1:
+            F = F.copy()
+            self._ar_forecasts(s, slot, F)
         F_z = s.features[0, slot]
         rows = list(xs) if xs is not None else []
         out = np.empty(H)
