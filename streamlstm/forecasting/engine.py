@@ -26,6 +26,7 @@ from .experts import (
     holt_winters_run,
     holt_winters_update,
     lag_changes,
+    mean_of_awake,
     recent_median,
     rls_predict,
     rls_update,
@@ -257,9 +258,8 @@ class Forecaster:
                              + [f"ar{k}" + ("_log" if self.ar_units[g] == "log" else "") for g, k in self._ar]
                              + (["lstm"] if self.lstm else []))
         self._n_simple = len(self.experts)
-        self._mean_of = [e for e, n in enumerate(self.experts) if n in SEASONAL_MODELS] \
-            if "seasonal_mean" in self.experts else []
-        self._mean_at = self.experts.index("seasonal_mean") if self._mean_of else -1
+        self._mean_of = np.array([e for e, n in enumerate(self.experts) if n in SEASONAL_MODELS], dtype=np.int64)
+        self._mean_at = self.experts.index("seasonal_mean") if "seasonal_mean" in self.experts else -1
         self._log_hw = "holt_winters_log" in self.experts
         self._ar_end = self._n_simple + len(self._ar)
         self._lstm = LSTMExpert(LSTM_LAGS, self.n_features, self.lstm_hidden, self.lstm_lr, self.seed) \
@@ -601,10 +601,8 @@ class Forecaster:
                     out[:, e] = row
                 else:
                     out[:, e] = ASLEEP
-        if self._mean_of:
-            cols = out[:, self._mean_of]
-            awake = np.isfinite(cols[0])
-            out[:, self._mean_at] = cols[:, awake].mean(axis=1) if awake.any() else ASLEEP
+        if self._mean_at >= 0:
+            mean_of_awake(out, self._mean_of, self._mean_at)
         for g, unit in enumerate(self.ar_units):
             if unit == "raw" or self._positive[0]:
                 self._fill_features(s, self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0, s.features[g, slot], g)

@@ -302,6 +302,7 @@ def holt_winters_run(state: np.ndarray, indices: np.ndarray, values: np.ndarray,
         holt_winters_update(state, indices, values[i], t0 + i, relative)
 
 
+@_jit
 def holt_winters_forecast(state: np.ndarray, indices: np.ndarray, n: int, horizon: int, relative: bool,
                           out: np.ndarray) -> None:
     """``out[h-1] = (level + (phi + .. + phi^h) trend) * index`` (``+ index`` if not relative)
@@ -320,3 +321,22 @@ def holt_winters_forecast(state: np.ndarray, indices: np.ndarray, n: int, horizo
         base = state[0] + acc * state[1]
         s = indices[(n - 1 + h) % m]
         out[h - 1] = base * s if relative else base + s
+
+
+@_jit
+def mean_of_awake(out: np.ndarray, members: np.ndarray, at: int) -> None:
+    """``out[:, at]`` = the mean of the columns ``members`` of ``out`` that are awake (finite at
+    the first horizon), NaN when none is: the seasonal-mean expert.
+
+    >>> out = np.array([[1.0, np.nan, 3.0, 0.0]])
+    >>> mean_of_awake(out, np.array([0, 1, 2]), 3); out.tolist()
+    [[1.0, nan, 3.0, 2.0]]
+    """
+    for h in range(out.shape[0]):
+        total = 0.0
+        awake = 0
+        for e in members:
+            if math.isfinite(out[0, e]):
+                total += out[h, e]
+                awake += 1
+        out[h, at] = total / awake if awake else np.nan
