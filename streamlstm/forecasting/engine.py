@@ -55,6 +55,7 @@ SEASON_WINDOW = 400     # values the season detection looks at (the latest)
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
           "seasonal_median", "recent_median", "holt_winters_log", "seasonal_mean")
 SEASONAL_MODELS = ("seasonal_drift", "holt_winters", "holt_winters_log")   # what "seasonal_mean" averages
+REFRESH_KEYED_AR = True  # a key's autoregression forecasts use the coefficients of now (see _ar_forecasts)
 LOG_WITHOUT_FEATURES = True   # the log autoregressions learn without the exogenous features (see _learn_targets)
 MEDIAN_CYCLES = 3       # seasons behind the seasonal median
 MEDIAN_WINDOW = 96      # values (at least) behind the recent median
@@ -157,9 +158,12 @@ class Forecaster:
     tuned alone; ``bench/RESULTS.md`` has the tables and an ablation): every simple expert,
     autoregressions of orders 2 and 13 in raw and log units (forgetting 0.995, ridge 1),
     ML-Poly weights one step ahead and EWA weights beyond, the LSTM expert (16 units, Adam
-    3e-3), season found online (the seasonal experts then start as if it had been known since
-    the oldest value kept: they are replayed over the history).
-    Each moves the one-step error by a few percent on average and by 5-20% on some series;
+    3e-3), season found online once 1.5 cycles show it (the seasonal experts then start as if
+    it had been known since the oldest value kept: they are replayed over the history).
+    With keys, a key's autoregression forecasts are made with the pooled coefficients of the
+    time they are asked (other keys moved them since the key's previous value); the log
+    autoregressions learn without the exogenous features.
+    Each moves the one-step error by a few percent on average and by 5-25% on some series;
     the aggregation rule matters most (the plain mean of the experts is 1.8x worse).
 
     Examples
@@ -345,7 +349,7 @@ class Forecaster:
         v = self._value(y)
         xa = self._exogenous(x, "x")
         s = self._streams.get(key)
-        if s is not None and s.n and self._ar and len(self._streams) > 1:   # one stream: nothing moved since
+        if REFRESH_KEYED_AR and s is not None and s.n and self._ar and len(self._streams) > 1:  # one stream: nothing moved
             slot = (s.n - 1) % self.horizon
             self._ar_forecasts(s, slot, s.forecasts[slot])
         if v <= 0.0:
@@ -690,7 +694,7 @@ class Forecaster:
             return np.zeros(H)
         slot = (s.n - 1) % H
         F = s.forecasts[slot]
-        if self._ar and len(self._streams) > 1:
+        if REFRESH_KEYED_AR and self._ar and len(self._streams) > 1:
             F = F.copy()
             self._ar_forecasts(s, slot, F)
         F_z = s.features[0, slot]
