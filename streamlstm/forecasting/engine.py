@@ -349,15 +349,18 @@ class Forecaster:
         v = self._value(y)
         xa = self._exogenous(x, "x")
         s = self._streams.get(key)
+        made = None   # the one-step forecasts as made at the key's previous value (see _learn_targets)
         if REFRESH_KEYED_AR and s is not None and s.n and self._ar and len(self._streams) > 1:  # one stream: nothing moved
             slot = (s.n - 1) % self.horizon
+            if self._calibration is not None:
+                made = s.forecasts[slot, 0].copy()
             self._ar_forecasts(s, slot, s.forecasts[slot])
         if v <= 0.0:
             self._positive[0] = False   # the log autoregressions sleep from now on
         s = self._stream(key)
         lstm_forecast = self._lstm_learn(key, s, v, xa) if (self._lstm is not None and s.n) else 0.0
         if s.n:
-            residuals = self._learn_targets(s, v, xa, lstm_forecast)
+            residuals = self._learn_targets(s, v, xa, lstm_forecast, made)
             if self._calibration is not None and residuals is not None:
                 self._calibration.observe(key, residuals)
         if xa is not None:
@@ -392,9 +395,15 @@ class Forecaster:
         row = lstm.row(s.history, s.n, scale, x if x is not None else s.x, s.x)
         return s.history[-1] + lstm.predict(row, scale)
 
-    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float) -> np.ndarray | None:
+    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float,
+                       made: np.ndarray | None = None) -> np.ndarray | None:
         """Learn ``y`` as the target of the forecasts made 1 .. horizon steps before; returns
-        their residuals (NaN for a step not forecast yet) when intervals are calibrated."""
+        their residuals (NaN for a step not forecast yet) when intervals are calibrated.
+
+        ``made``: the experts' one-step forecasts as they were at the key's previous value
+        (before its autoregressions were made again with the pooled coefficients of now):
+        the residuals calibrate the intervals written then (the CLI writes a key's bounds on
+        its row), while the weights learn from the forecasts of now."""
         H = self.horizon
         xz = self._scaled_exogenous(x)
         nf = self.n_features
@@ -408,7 +417,15 @@ class Forecaster:
             if xz is not None and self._ar:
                 self._add_exogenous(f, self._exogenous_part(xz, s.features[0, slot, 2 + nf:self._o], h - 1))
             if residuals is not None:  # the aggregate forecast of this step, before its weights learn y
-                residuals[h - 1] = y - self._agg.combine(h - 1, f)
+                if h == 1 and made is not None:
+                    written = made.copy()
+                    if self._lstm is not None and not math.isnan(written[-1]):
+                        written[-1] = lstm_forecast
+                    if xz is not None and self._ar:
+                        self._add_exogenous(written, self._exogenous_part(xz, s.features[0, slot, 2 + nf:self._o], 0))
+                    residuals[0] = y - self._agg.combine(0, written)
+                else:
+                    residuals[h - 1] = y - self._agg.combine(h - 1, f)
             self._agg.update(h - 1, f, y)
         if not self._ar:
             return residuals
