@@ -564,6 +564,25 @@ def test_recursive_and_direct_share_the_one_step_path():
     assert np.isfinite(recursive).all() and not np.array_equal(direct[:, 1:], recursive[:, 1:])
 
 
+def test_a_keys_autoregressions_forecast_with_the_pooled_coefficients_of_now():
+    # other keys move the pooled coefficients between two values of a key: its forecasts are
+    # origin + W . z with W as it is when they are asked
+    rng = np.random.default_rng(4)
+    model = Forecaster(experts=("last_value",), ar_orders=(1,), ar_units=("raw",), lstm=False)
+    level = {"a": 10.0, "b": 50.0, "c": 90.0}
+    for i in range(90):
+        k = "abc"[i % 3]
+        if i > 30:
+            f = model.expert_forecasts(k)["ar1"][0]
+            s = model._streams[k]
+            W, o = model._W[0][0], model._o
+            assert math.isclose(f, s.origin[0, 0] + float(np.dot(W[:o + 1], s.features[0, 0, :o + 1])), rel_tol=1e-12), i
+        level[k] += 1.0 + rng.normal()
+        model.learn_one(level[k], key=k)
+    stored = model._streams["a"].forecasts[0, 0, 1]   # made at a's latest value
+    assert model.expert_forecasts("a")["ar1"][0] != stored   # keys b and c moved W since
+
+
 def test_keys_compare_by_value():
     # a key read twice from a file is two equal objects: the LSTM state must follow the value
     rng = np.random.default_rng(12)

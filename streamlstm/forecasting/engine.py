@@ -710,10 +710,7 @@ class Forecaster:
         if s is None or s.n == 0:
             return np.zeros(H)
         slot = (s.n - 1) % H
-        F = s.forecasts[slot]
-        if REFRESH_KEYED_AR and self._ar and len(self._streams) > 1:
-            F = F.copy()
-            self._ar_forecasts(s, slot, F)
+        F = self._latest_forecasts(s)
         F_z = s.features[0, slot]
         rows = list(xs) if xs is not None else []
         out = np.empty(H)
@@ -768,8 +765,18 @@ class Forecaster:
         s = self._streams.get(key)
         if s is None or s.n == 0:
             return {name: np.zeros(self.horizon) for name in self.expert_names}
-        F = s.forecasts[(s.n - 1) % self.horizon]
+        F = self._latest_forecasts(s)
         return {name: F[:, e].copy() for e, name in enumerate(self.expert_names)}
+
+    def _latest_forecasts(self, s: _Stream) -> np.ndarray:
+        """The experts' forecasts from the stream's latest value, the autoregressions' made
+        with the pooled coefficients of now (with keys; one stream: nothing moved them since)."""
+        slot = (s.n - 1) % self.horizon
+        F = s.forecasts[slot]
+        if REFRESH_KEYED_AR and self._ar and len(self._streams) > 1:
+            F = F.copy()
+            self._ar_forecasts(s, slot, F)
+        return F
 
     @property
     def weights(self) -> np.ndarray:
