@@ -281,23 +281,32 @@ OURS = {
     # engine choices that are not settings: run with the engine's constant changed
     "ours, no season replay (seasonal experts start when found)": {"_engine": {"REPLAY_SEASON": False}},
     "ours, season looked for every 8 steps from the start": {"_engine": {"SEASON_EVERY_STEP_UNTIL": 0}},
+    "ours, no log Holt-Winters nor seasonal mean": {"experts": ("last_value", "seasonal_naive", "exp_smoothing",
+                                                               "damped_trend", "seasonal_drift", "holt_winters",
+                                                               "seasonal_median", "recent_median")},
+    "ours, season confirmed after 2 cycles and 24 changes (was 1.5 and 20)": {"_season": {"MIN_CYCLES": 2, "MIN_CHANGES": 24}},
+    "ours, keyed autoregressions forecast with their coefficients of the key's previous value": {
+        "_engine": {"REFRESH_KEYED_AR": False}},
+    "ours, log autoregressions with the exogenous features": {"_engine": {"LOG_WITHOUT_FEATURES": False}},
 }
 
 
 @contextlib.contextmanager
 def engine_constants(kw: dict):
-    """``kw`` without its ``"_engine"`` entry, with those engine constants set meanwhile."""
-    from streamlstm.forecasting import engine
+    """``kw`` without its ``"_engine"`` and ``"_season"`` entries, with those constants of the
+    engine and of the season detection set meanwhile."""
+    from streamlstm.forecasting import engine, season
 
-    changes = kw.get("_engine", {})
-    saved = {k: getattr(engine, k) for k in changes}
-    for k, v in changes.items():
-        setattr(engine, k, v)
+    changes = [(engine, k, v) for k, v in kw.get("_engine", {}).items()]
+    changes += [(season, k, v) for k, v in kw.get("_season", {}).items()]
+    saved = [(mod, k, getattr(mod, k)) for mod, k, _ in changes]
+    for mod, k, v in changes:
+        setattr(mod, k, v)
     try:
-        yield {k: v for k, v in kw.items() if k != "_engine"}
+        yield {k: v for k, v in kw.items() if k not in ("_engine", "_season")}
     finally:
-        for k, v in saved.items():
-            setattr(engine, k, v)
+        for mod, k, v in saved:
+            setattr(mod, k, v)
 
 
 # keyed panels: one River forecaster per key (the 0.1 design without a season there, as on Trump)
@@ -458,12 +467,12 @@ def per_event_cost(make, ys, repeats=3):
 SIMPLE_ONLINE = ("AR(k) online k", "River SNARIMAX", "River HoltWinters")
 
 
-def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
+def run(only: str | None, use_statsforecast: bool, every: int, speed_only: bool = False) -> dict:
     data = load_all()
     acc: dict = collections.defaultdict(dict)   # method -> series -> mae
     multi: dict = collections.defaultdict(dict)  # method -> series -> horizon mae
     want = (lambda name: only is None or only in name)
-    for name, d in data.items():
+    for name, d in ({} if speed_only else data).items():
         print(f"== {name}", file=sys.stderr)
         t0 = time.perf_counter()
         if d["kind"] == "series":
@@ -507,7 +516,11 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                                   ("ours, EWA aggregation (season given)", {"season": m, "aggregation": "ewa"}),
                                   ("ours, no season replay", OURS["ours, no season replay (seasonal experts start when found)"]),
                                   ("ours, season looked for every 8 steps from the start",
-                                   OURS["ours, season looked for every 8 steps from the start"])):
+                                   OURS["ours, season looked for every 8 steps from the start"]),
+                                  ("ours, no log Holt-Winters nor seasonal mean",
+                                   OURS["ours, no log Holt-Winters nor seasonal mean"]),
+                                  ("ours, season confirmed after 2 cycles and 24 changes",
+                                   OURS["ours, season confirmed after 2 cycles and 24 changes (was 1.5 and 20)"])):
                     if want(oname):
                         with engine_constants(kw) as kw:
                             multi[oname][name] = score_series(lambda kw=kw, h=h: Ours(horizon=h, **kw), ys, h, h)["horizon_mae"]
@@ -529,6 +542,10 @@ def run(only: str | None, use_statsforecast: bool, every: int) -> dict:
                         acc[oname][name] = score_keyed_ours(kw, rows, start, features=False)["mae"]
             if want("ours (defaults)"):
                 acc["ours (defaults, with the features)"][name] = score_keyed_ours({}, rows, start, True)["mae"]
+            if want("ours with the features"):
+                with engine_constants(OURS["ours, log autoregressions with the exogenous features"]) as kw:
+                    acc["ours with the features, log autoregressions with them too"][name] = score_keyed_ours(
+                        kw, rows, start, True)["mae"]
             if river_lstm_forecaster(None) is not None:  # a River forecaster is one series: one per key
                 for rname, design in ((RIVER_0_1, "0.1"), (RIVER_ENGINE, "engine")):
                     if want(rname):
@@ -732,6 +749,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=24, help="statsforecast refit interval (values)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="rewrite the section from the saved JSON")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the per-event costs, every model in this one process (merged into the saved JSON)")
     a = ap.parse_args()
     if a.render_only:
         saved = json.loads(RESULTS_JSON.read_text())
@@ -740,8 +759,8 @@ def main() -> None:
         _results.write_section("forecast", render(res, meta))
         plot(res)
         return
-    res = _merge_refit_names(run(a.only, not a.no_statsforecast, a.every))
-    if a.only and RESULTS_JSON.exists():  # a partial run updates the rows it computed
+    res = _merge_refit_names(run(a.only, not a.no_statsforecast, a.every, a.speed_only))
+    if (a.only or a.speed_only) and RESULTS_JSON.exists():  # a partial run updates the rows it computed
         old = json.loads(RESULTS_JSON.read_text())
         for part in ("accuracy", "multi", "speed"):
             merged = old.get(part, {})

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamlstm import Forecaster
+from streamlstm import Forecaster, persistence
 from streamlstm.forecasting import experts as E
 from streamlstm.forecasting.aggregation import Aggregator
 from streamlstm.forecasting.season import detect_season
@@ -293,14 +293,15 @@ def _seasonal_series(n, period=12, seed=0):
 
 
 def test_season_is_looked_for_at_every_step_early_on():
-    # two cycles of changes (25 values) are enough: found at once, not at the next 8th value
+    # a cycle and a half of changes (20 changes, 21 values; at least MIN_CHANGES = 20) is
+    # enough: found at once, not at the next 8th value
     model = Forecaster(lstm=False, ar_orders=())
     found_at = None
     for i, v in enumerate(_seasonal_series(40)):
         model.learn_one(v)
         if found_at is None and model.season_:
             found_at = i + 1
-    assert found_at == 25 and model.season_ == 12
+    assert found_at == 21 and model.season_ == 12
 
 
 def test_a_season_found_starts_the_seasonal_experts_as_if_given():
@@ -317,9 +318,84 @@ def test_a_season_found_starts_the_seasonal_experts_as_if_given():
             assert a.hw_ready and b.hw_ready, i
             assert a.hw.tolist() == b.hw.tolist() and a.hw_indices.tolist() == b.hw_indices.tolist(), i
             assert a.profile.tolist() == b.profile.tolist() and a.known.tolist() == b.known.tolist(), i
-            for name in ("holt_winters", "seasonal_drift"):
+            assert a.hwl_ready and b.hwl_ready, i
+            assert a.hwl.tolist() == b.hwl.tolist() and a.hwl_indices.tolist() == b.hwl_indices.tolist(), i
+            for name in ("holt_winters", "seasonal_drift", "holt_winters_log", "seasonal_mean"):
                 assert found.expert_forecasts()[name].tolist() == given.expert_forecasts()[name].tolist()
     assert found.season_ == 12
+
+
+def test_holt_winters_log_expert_against_reference():
+    # additive Holt-Winters on the logs (initialised on the first season), forecasts exponentiated
+    rng = np.random.default_rng(5)
+    m, n, H = 4, 40, 3
+    t = np.arange(n)
+    y = (20 + 0.3 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / m)) + rng.normal(0, 0.3, size=n)
+    model = Forecaster(horizon=H, season=m, experts=("last_value", "holt_winters_log"), ar_orders=(), lstm=False)
+    a, b, g = E.HW_ALPHA, E.HW_BETA, E.HW_GAMMA
+    u = np.log(y)
+    level, trend = u[:m].mean(), np.diff(u[:m]).mean()
+    idx = {i: u[i] - level for i in range(m)}
+    for i in range(n):
+        model.learn_one(y[i])
+        if i >= m:
+            prior = level + trend
+            new_level = a * (u[i] - idx[i % m]) + (1 - a) * prior
+            idx[i % m] = g * (u[i] - prior) + (1 - g) * idx[i % m]
+            trend = b * (new_level - level) + (1 - b) * trend
+            level = new_level
+        got = model.expert_forecasts()["holt_winters_log"]
+        if i < m - 1:
+            assert np.isnan(got).all()
+        else:
+            ref = [math.exp(level + h * trend + idx[(i + h) % m]) for h in range(1, H + 1)]
+            np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+def test_seasonal_mean_is_the_mean_of_the_awake_seasonal_models():
+    model = Forecaster(horizon=2, lstm=False, ar_orders=())
+    for i, v in enumerate(_seasonal_series(60)):
+        model.learn_one(v)
+        f = model.expert_forecasts()
+        parts = np.array([f[name] for name in ("seasonal_drift", "holt_winters", "holt_winters_log")])
+        awake = ~np.isnan(parts[:, 0])
+        if awake.any():
+            np.testing.assert_allclose(f["seasonal_mean"], parts[awake].mean(axis=0), rtol=1e-14)
+        else:
+            assert np.isnan(f["seasonal_mean"]).all(), i
+
+
+def _without_log_holt_winters(blob: bytes, drop=("hwl_ready", "hwl", "hwl_indices")) -> bytes:
+    """The bytes a forecaster saved before the log Holt-Winters expert would have (its state left out)."""
+    kind, meta, arrays = persistence.loads(blob)
+    for entry in meta["streams"]:
+        if "hwl_ready" in drop:
+            del entry["hwl_ready"]
+    arrays = {k: v for k, v in arrays.items() if k.rsplit("/", 1)[-1] not in drop}
+    return persistence.dumps(kind, meta, arrays)
+
+
+def test_files_saved_before_the_log_holt_winters_expert_still_load():
+    y = _seasonal_series(80)
+    # the experts of the files saved before it (it was not among them): they load and resume exactly
+    old_experts = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
+                   "seasonal_median", "recent_median")
+    model = Forecaster(horizon=3, experts=old_experts, lstm_hidden=4)
+    _stream(model, y[:50])
+    old = _without_log_holt_winters(model.to_bytes())
+    twin = Forecaster.from_bytes(old)
+    assert not twin._streams[None].hwl_ready and twin.season_ == 12
+    assert np.array_equal(_stream(model, y[50:]), _stream(twin, y[50:]))
+    # with the expert (a file of these settings that lacks its state): it starts again at once
+    model = Forecaster(horizon=3, lstm=False)
+    _stream(model, y[:50])
+    twin = Forecaster.from_bytes(_without_log_holt_winters(model.to_bytes()))
+    twin.learn_one(y[50])
+    assert twin._streams[None].hwl_ready and np.isfinite(twin.expert_forecasts()["holt_winters_log"]).all()
+    # a part of that state without the rest is refused, named
+    for drop in (("hwl_ready",), ("hwl",), ("hwl_indices",)):
+        with pytest.raises(persistence.FormatError, match="log Holt-Winters"):
+            Forecaster.from_bytes(_without_log_holt_winters(model.to_bytes(), drop))
 
 
 @pytest.mark.parametrize("period", [4, 7, 12, 24])
@@ -486,6 +562,25 @@ def test_recursive_and_direct_share_the_one_step_path():
     recursive = _stream(Forecaster(horizon=4, lstm=False, multi_step="recursive"), y)
     assert np.array_equal(direct[:, 0], recursive[:, 0])
     assert np.isfinite(recursive).all() and not np.array_equal(direct[:, 1:], recursive[:, 1:])
+
+
+def test_a_keys_autoregressions_forecast_with_the_pooled_coefficients_of_now():
+    # other keys move the pooled coefficients between two values of a key: its forecasts are
+    # origin + W . z with W as it is when they are asked
+    rng = np.random.default_rng(4)
+    model = Forecaster(experts=("last_value",), ar_orders=(1,), ar_units=("raw",), lstm=False)
+    level = {"a": 10.0, "b": 50.0, "c": 90.0}
+    for i in range(90):
+        k = "abc"[i % 3]
+        if i > 30:
+            f = model.expert_forecasts(k)["ar1"][0]
+            s = model._streams[k]
+            W, o = model._W[0][0], model._o
+            assert math.isclose(f, s.origin[0, 0] + float(np.dot(W[:o + 1], s.features[0, 0, :o + 1])), rel_tol=1e-12), i
+        level[k] += 1.0 + rng.normal()
+        model.learn_one(level[k], key=k)
+    stored = model._streams["a"].forecasts[0, 0, 1]   # made at a's latest value
+    assert model.expert_forecasts("a")["ar1"][0] != stored   # keys b and c moved W since
 
 
 def test_keys_compare_by_value():

@@ -144,6 +144,16 @@ def _embedded_lstm(p: dict[str, Any], arrays: dict[str, np.ndarray]) -> OnlineLS
     return net
 
 
+def _indices_length(arrays: dict[str, np.ndarray], name: str, ready: bool, season: int, cap: int) -> int:
+    """How many seasonal indices array ``name`` must hold: one per phase of the season once
+    ready, else what it holds (left over from an earlier season), 1 to ``cap``."""
+    a = arrays.get(name)
+    length = season if ready else (a.shape[0] if a is not None and a.ndim == 1 else 1)
+    if not 1 <= length <= cap:
+        raise ValueError(f"array {name!r} must hold 1 to {cap} values, got {length}")
+    return length
+
+
 def _stream_bytes(model: Forecaster) -> int:
     H, E = model.horizon, len(model.expert_names)
     G, nf = len(model.ar_units), model.n_features
@@ -221,6 +231,12 @@ def _load_stream(model: Forecaster, i: int, entry: Any, arrays: dict[str, np.nda
     n = _int(entry.get("n"), f"{what}: 'n' (values seen)", 0, MAX_STORED_COUNTER)
     positive = _bool(entry.get("positive"), f"{what}: 'positive'")
     hw_ready = _bool(entry.get("hw_ready"), f"{what}: 'hw_ready'")
+    name = f"stream/{i}/"
+    newer = [a for a in _Stream.LOG_HW_STATE if (a in entry if a.endswith("_ready") else name + a in arrays)]
+    if newer and len(newer) < len(_Stream.LOG_HW_STATE):
+        raise ValueError(f"{what} holds {newer} but not {[a for a in _Stream.LOG_HW_STATE if a not in newer]} "
+                         "(the log Holt-Winters state comes whole or not at all)")
+    hwl_ready = _bool(entry["hwl_ready"], f"{what}: 'hwl_ready'") if newer else False
     level, anchor = _float(entry.get("level"), f"{what}: 'level'"), _float(entry.get("anchor"), f"{what}: 'anchor'")
     cap, H, E = model._capacity, model.horizon, len(model.expert_names)
     G, nf = len(model.ar_units), model.n_features
@@ -237,27 +253,29 @@ def _load_stream(model: Forecaster, i: int, entry: Any, arrays: dict[str, np.nda
     season = int(season)
     if hw_ready and not season:
         raise ValueError(f"{what}: 'hw_ready' is true without a season")
-    name = f"stream/{i}/"
-    got = {a: name + a for a in _Stream.ARRAYS}
+    if hwl_ready and not (season and positive):
+        raise ValueError(f"{what}: 'hwl_ready' is true without a season or with a value <= 0")
+    got = {a: name + a for a in _Stream.ARRAYS if newer or a not in _Stream.LOG_HW_STATE}
     history = _array(arrays, got["history"], "float64", (cap,))
     valid = history[cap - min(n, cap):]
     if n and (positive or model._positive[0]) and not ((valid > 0.0).all() and anchor > 0.0):
         raise ValueError(f"{what}: 'positive' is true but a value or the anchor {anchor!r} is <= 0")
     if n and model._positive[0] and not positive:
         raise ValueError(f"{what}: the forecaster's 'positive' is true but the stream's is false")
-    hw_indices = arrays.get(got["hw_indices"])
-    hw_len = season if hw_ready else (hw_indices.shape[0] if hw_indices is not None and hw_indices.ndim == 1 else 1)
-    if not 1 <= hw_len <= cap:
-        raise ValueError(f"array {got['hw_indices']!r} must hold 1 to {cap} values, got {hw_len}")
     shapes: dict[str, tuple[str, tuple[int, ...]]] = {
         "exog": ("float64", (nf,)), "x": ("float64", (nf,)), "holt": ("float64", (2,)), "hw": ("float64", (2,)),
-        "hw_indices": ("float64", (hw_len,)), "profile": ("float64", (max(season, 1),)),
+        "hw_indices": ("float64", (_indices_length(arrays, got["hw_indices"], hw_ready, season, cap),)),
+        "profile": ("float64", (max(season, 1),)),
         "known": ("bool", (max(season, 1),)), "forecasts": ("float64", (H, H, E)),
         "features": ("float64", (G, H, model._d)), "origin": ("float64", (G, H))}
+    if newer:
+        shapes["hwl"] = ("float64", (2,))
+        shapes["hwl_indices"] = ("float64", (_indices_length(arrays, got["hwl_indices"], hwl_ready, season, cap),))
     checked = {a: _array(arrays, got[a], dtype, shape, finite=a != "forecasts")  # NaN: an asleep expert
                for a, (dtype, shape) in shapes.items()}
     s = model._stream(key)
     s.n, s.season, s.positive, s.hw_ready, s.level, s.anchor = n, season, positive, hw_ready, level, anchor
+    s.hwl_ready = hwl_ready
     s.history = history
     for a, arr in checked.items():
         setattr(s, a, arr)

@@ -26,6 +26,7 @@ from .experts import (
     holt_winters_run,
     holt_winters_update,
     lag_changes,
+    mean_of_awake,
     recent_median,
     rls_predict,
     rls_update,
@@ -52,7 +53,10 @@ SEASON_EVERY_STEP_UNTIL = 64  # ... except over the first values: found a few st
 REPLAY_SEASON = True    # a season found: the seasonal experts are replayed over the history kept
 SEASON_WINDOW = 400     # values the season detection looks at (the latest)
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
-          "seasonal_median", "recent_median")
+          "seasonal_median", "recent_median", "holt_winters_log", "seasonal_mean")
+SEASONAL_MODELS = ("seasonal_drift", "holt_winters", "holt_winters_log")   # what "seasonal_mean" averages
+REFRESH_KEYED_AR = True  # a key's autoregression forecasts use the coefficients of now (see _ar_forecasts)
+LOG_WITHOUT_FEATURES = True   # the log autoregressions learn without the exogenous features (see _learn_targets)
 MEDIAN_CYCLES = 3       # seasons behind the seasonal median
 MEDIAN_WINDOW = 96      # values (at least) behind the recent median
 
@@ -88,12 +92,17 @@ class _Stream:
         self.hw = np.zeros(2)                  # Holt-Winters level and trend
         self.hw_indices = np.zeros(1)          # Holt-Winters seasonal indices (by phase)
         self.hw_ready = False                  # initialised for the current season
+        self.hwl = np.zeros(2)                 # Holt-Winters on the logs: level and trend
+        self.hwl_indices = np.zeros(1)         # ... and its additive seasonal indices (of the logs)
+        self.hwl_ready = False                 # initialised for the current season (positive values only)
         self.forecasts = np.zeros((horizon, horizon, n_experts))  # [origin slot, h-1, expert]
         self.features = np.zeros((n_units, horizon, n_features))  # autoregression inputs at each origin
         self.origin = np.zeros((n_units, horizon))                # value at each origin (their units)
 
-    SCALARS = ("n", "season", "level", "anchor", "positive", "hw_ready")
-    ARRAYS = ("history", "exog", "x", "holt", "hw", "hw_indices", "profile", "known", "forecasts", "features", "origin")
+    SCALARS = ("n", "season", "level", "anchor", "positive", "hw_ready", "hwl_ready")
+    ARRAYS = ("history", "exog", "x", "holt", "hw", "hw_indices", "hwl", "hwl_indices", "profile", "known", "forecasts",
+              "features", "origin")
+    LOG_HW_STATE = ("hwl_ready", "hwl", "hwl_indices")   # absent from files saved before that expert: unset then
 
 
 class Forecaster:
@@ -101,7 +110,8 @@ class Forecaster:
     ahead, learning online as the values arrive.
 
     Each forecast aggregates simple experts (last value, seasonal naive, exponential
-    smoothing, damped trend, seasonal drift) and autoregressions fitted online by recursive
+    smoothing, damped trend, seasonal drift, Holt-Winters on the values and on their logs,
+    the mean of those three seasonal models, medians) and autoregressions fitted online by recursive
     least squares, one direct model per horizon, with ML-Poly weights learned per horizon.
     With ``lstm``, an LSTM on the recent changes (and the exogenous features) forecasts the
     residual of the last value and joins the experts. With ``keys``, every key keeps its own
@@ -148,9 +158,12 @@ class Forecaster:
     tuned alone; ``bench/RESULTS.md`` has the tables and an ablation): every simple expert,
     autoregressions of orders 2 and 13 in raw and log units (forgetting 0.995, ridge 1),
     ML-Poly weights one step ahead and EWA weights beyond, the LSTM expert (16 units, Adam
-    3e-3), season found online (the seasonal experts then start as if it had been known since
-    the oldest value kept: they are replayed over the history).
-    Each moves the one-step error by a few percent on average and by 5-20% on some series;
+    3e-3), season found online once 1.5 cycles show it (the seasonal experts then start as if
+    it had been known since the oldest value kept: they are replayed over the history).
+    With keys, a key's autoregression forecasts are made with the pooled coefficients of the
+    time they are asked (other keys moved them since the key's previous value); the log
+    autoregressions learn without the exogenous features.
+    Each moves the one-step error by a few percent on average and by 5-25% on some series;
     the aggregation rule matters most (the plain mean of the experts is 1.8x worse).
 
     Examples
@@ -249,6 +262,9 @@ class Forecaster:
                              + [f"ar{k}" + ("_log" if self.ar_units[g] == "log" else "") for g, k in self._ar]
                              + (["lstm"] if self.lstm else []))
         self._n_simple = len(self.experts)
+        self._mean_of = np.array([e for e, n in enumerate(self.experts) if n in SEASONAL_MODELS], dtype=np.int64)
+        self._mean_at = self.experts.index("seasonal_mean") if "seasonal_mean" in self.experts else -1
+        self._log_hw = "holt_winters_log" in self.experts
         self._ar_end = self._n_simple + len(self._ar)
         self._lstm = LSTMExpert(LSTM_LAGS, self.n_features, self.lstm_hidden, self.lstm_lr, self.seed) \
             if self.lstm else None
@@ -332,12 +348,19 @@ class Forecaster:
         """
         v = self._value(y)
         xa = self._exogenous(x, "x")
+        s = self._streams.get(key)
+        made = None   # the one-step forecasts as made at the key's previous value (see _learn_targets)
+        if REFRESH_KEYED_AR and s is not None and s.n and self._ar and len(self._streams) > 1:  # one stream: nothing moved
+            slot = (s.n - 1) % self.horizon
+            if self._calibration is not None:
+                made = s.forecasts[slot, 0].copy()
+            self._ar_forecasts(s, slot, s.forecasts[slot])
         if v <= 0.0:
             self._positive[0] = False   # the log autoregressions sleep from now on
         s = self._stream(key)
         lstm_forecast = self._lstm_learn(key, s, v, xa) if (self._lstm is not None and s.n) else 0.0
         if s.n:
-            residuals = self._learn_targets(s, v, xa, lstm_forecast)
+            residuals = self._learn_targets(s, v, xa, lstm_forecast, made)
             if self._calibration is not None and residuals is not None:
                 self._calibration.observe(key, residuals)
         if xa is not None:
@@ -372,9 +395,15 @@ class Forecaster:
         row = lstm.row(s.history, s.n, scale, x if x is not None else s.x, s.x)
         return s.history[-1] + lstm.predict(row, scale)
 
-    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float) -> np.ndarray | None:
+    def _learn_targets(self, s: _Stream, y: float, x: np.ndarray | None, lstm_forecast: float,
+                       made: np.ndarray | None = None) -> np.ndarray | None:
         """Learn ``y`` as the target of the forecasts made 1 .. horizon steps before; returns
-        their residuals (NaN for a step not forecast yet) when intervals are calibrated."""
+        their residuals (NaN for a step not forecast yet) when intervals are calibrated.
+
+        ``made``: the experts' one-step forecasts as they were at the key's previous value
+        (before its autoregressions were made again with the pooled coefficients of now):
+        the residuals calibrate the intervals written then (the CLI writes a key's bounds on
+        its row), while the weights learn from the forecasts of now."""
         H = self.horizon
         xz = self._scaled_exogenous(x)
         nf = self.n_features
@@ -388,7 +417,15 @@ class Forecaster:
             if xz is not None and self._ar:
                 self._add_exogenous(f, self._exogenous_part(xz, s.features[0, slot, 2 + nf:self._o], h - 1))
             if residuals is not None:  # the aggregate forecast of this step, before its weights learn y
-                residuals[h - 1] = y - self._agg.combine(h - 1, f)
+                if h == 1 and made is not None:
+                    written = made.copy()
+                    if self._lstm is not None and not math.isnan(written[-1]):
+                        written[-1] = lstm_forecast
+                    if xz is not None and self._ar:
+                        self._add_exogenous(written, self._exogenous_part(xz, s.features[0, slot, 2 + nf:self._o], 0))
+                    residuals[0] = y - self._agg.combine(0, written)
+                else:
+                    residuals[h - 1] = y - self._agg.combine(h - 1, f)
             self._agg.update(h - 1, f, y)
         if not self._ar:
             return residuals
@@ -402,10 +439,16 @@ class Forecaster:
             for h in range(1, count + 1):
                 slot = (s.n - h) % H
                 Z[h - 1] = s.features[g, slot]
-                if xz is not None:
+                if xz is not None and (unit == "raw" or not LOG_WITHOUT_FEATURES):
                     origin_xz = s.features[g, slot, 2 + nf:self._o]
                     Z[h - 1, 2:2 + nf] = xz
                     Z[h - 1, 2 + nf:self._o] = xz - origin_xz
+                elif xz is not None:
+                    # Relative dynamics learn from the target alone: a feature's level (scaled
+                    # over every key) tells the keys apart and the pooled log model fitted it
+                    # (Grunfeld with value and capital: 26.8 against 24.9 without, below the
+                    # last value's 26.0; chick weights and Trump within 0.7%)
+                    Z[h - 1, 2:self._o] = 0.0
                 targets[h - 1] = u - s.origin[g, slot]
                 active[h - 1] = h == 1 or self.multi_step == "direct"
             scale = self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0
@@ -474,6 +517,11 @@ class Forecaster:
                 seasonal_drift_update(s.profile, s.known, y, last, s.n, s.positive)
             if s.hw_ready:
                 holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive)
+            if s.hwl_ready:
+                if y > 0.0:
+                    holt_winters_update(s.hwl, s.hwl_indices, math.log(y), s.n, False)
+                else:
+                    s.hwl_ready = False
         if y <= 0.0 and s.positive:
             s.positive = False
             s.hw_ready = False   # relative indices would now divide by 0: start again, additive
@@ -485,6 +533,10 @@ class Forecaster:
             level, trend, s.hw_indices = holt_winters_init(s.history, s.n, s.season, s.positive)
             s.hw[0], s.hw[1] = level, trend
             s.hw_ready = True
+        if self._log_hw and s.season and s.positive and not s.hwl_ready and min(s.n, self._capacity) >= s.season:
+            level, trend, s.hwl_indices = holt_winters_init(np.log(s.history[-s.season:]), s.n, s.season, False)
+            s.hwl[0], s.hwl[1] = level, trend
+            s.hwl_ready = True
 
     def _replay_season(self, s: _Stream) -> None:
         """A season just found: the seasonal experts start as if it had been known since the
@@ -500,6 +552,12 @@ class Forecaster:
             s.hw[0], s.hw[1] = level, trend
             holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive)
             s.hw_ready = True
+            if s.positive and self._log_hw:
+                lv = np.log(v)
+                level, trend, s.hwl_indices = holt_winters_init(lv[:m], a0 + m, m, False)
+                s.hwl[0], s.hwl[1] = level, trend
+                holt_winters_run(s.hwl, s.hwl_indices, lv[m:], a0 + m, False)
+                s.hwl_ready = True
 
     def _refresh_season(self, s: _Stream) -> None:
         if self.season == "auto":
@@ -512,7 +570,7 @@ class Forecaster:
             s.season = found
             s.profile = np.zeros(max(found, 1))
             s.known = np.zeros(max(found, 1), dtype=bool)
-            s.hw_ready = False
+            s.hw_ready = s.hwl_ready = False
             if found and REPLAY_SEASON:
                 self._replay_season(s)
 
@@ -542,6 +600,14 @@ class Forecaster:
                     out[:, e] = row
                 else:
                     out[:, e] = ASLEEP
+            elif name == "seasonal_mean":
+                continue   # below, from the others
+            elif name == "holt_winters_log":
+                if s.hwl_ready:
+                    holt_winters_forecast(s.hwl, s.hwl_indices, s.n, H, False, row)
+                    out[:, e] = np.exp(row)
+                else:
+                    out[:, e] = ASLEEP
             elif name == "seasonal_median":
                 if s.season and s.n >= s.season:
                     seasonal_median(s.history, s.n, s.season, H, MEDIAN_CYCLES, row)
@@ -556,27 +622,38 @@ class Forecaster:
                     out[:, e] = row
                 else:
                     out[:, e] = ASLEEP
+        if self._mean_at >= 0:
+            mean_of_awake(out, self._mean_of, self._mean_at)
         for g, unit in enumerate(self.ar_units):
-            usable = unit == "raw" or self._positive[0]
-            z = s.features[g, slot]
-            if usable:
-                self._fill_features(s, self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0, z, g)
-                s.origin[g, slot] = u_last = self._u(last, g)
-            for j, ((gj, k), W) in enumerate(zip(self._ar, self._W)):
-                if gj != g:
-                    continue
-                if usable and self._updates[g] >= AWAKE_AFTER * (self._o + k):
-                    rls_predict(W, z, self._o + k, row)
-                    out[:, self._n_simple + j] = np.exp(u_last + row) if unit == "log" else u_last + row
-                    if self.multi_step == "recursive" and H > 1:
-                        self._feed_back(s, g, k, W, out[:, self._n_simple + j])
-                else:
-                    out[:, self._n_simple + j] = ASLEEP
+            if unit == "raw" or self._positive[0]:
+                self._fill_features(s, self._scale_u[g] if self._scale_u[g] > 0.0 else 1.0, s.features[g, slot], g)
+                s.origin[g, slot] = self._u(last, g)
+        self._ar_forecasts(s, slot, out)
         if self._lstm is not None:
             if self._lstm.model.n_updates >= LSTM_AWAKE_AFTER:
                 out[:, -1] = self._lstm_predict(key, s, None)
             else:
                 out[:, -1] = ASLEEP
+
+    def _ar_forecasts(self, s: _Stream, slot: int, out: np.ndarray) -> None:
+        """The autoregressions' forecasts (their columns of ``out``) from the inputs kept at
+        origin ``slot``, with the shared coefficients as they are now. With keys, other keys
+        move the coefficients between two values of this one: a key's forecasts are made
+        again when asked and when scored (pooled least squares refit at every row does the
+        same; with the coefficients of the key's previous value, chick weights erred 8.0
+        instead of 6.8 one step ahead)."""
+        row = self._row
+        for j, ((g, k), W) in enumerate(zip(self._ar, self._W)):
+            log = self.ar_units[g] == "log"
+            col = out[:, self._n_simple + j]
+            if (not log or self._positive[0]) and self._updates[g] >= AWAKE_AFTER * (self._o + k):
+                rls_predict(W, s.features[g, slot], self._o + k, row)
+                u_last = s.origin[g, slot]
+                col[:] = np.exp(u_last + row) if log else u_last + row
+                if self.multi_step == "recursive" and self.horizon > 1:
+                    self._feed_back(s, g, k, W, col)
+            else:
+                col[:] = ASLEEP
 
     def _feed_back(self, s: _Stream, g: int, k: int, W: np.ndarray, col: np.ndarray) -> None:
         """Recursive multi-step (the ablation of direct models): the one-step model applied
@@ -633,7 +710,7 @@ class Forecaster:
         if s is None or s.n == 0:
             return np.zeros(H)
         slot = (s.n - 1) % H
-        F = s.forecasts[slot]
+        F = self._latest_forecasts(s)
         F_z = s.features[0, slot]
         rows = list(xs) if xs is not None else []
         out = np.empty(H)
@@ -688,8 +765,18 @@ class Forecaster:
         s = self._streams.get(key)
         if s is None or s.n == 0:
             return {name: np.zeros(self.horizon) for name in self.expert_names}
-        F = s.forecasts[(s.n - 1) % self.horizon]
+        F = self._latest_forecasts(s)
         return {name: F[:, e].copy() for e, name in enumerate(self.expert_names)}
+
+    def _latest_forecasts(self, s: _Stream) -> np.ndarray:
+        """The experts' forecasts from the stream's latest value, the autoregressions' made
+        with the pooled coefficients of now (with keys; one stream: nothing moved them since)."""
+        slot = (s.n - 1) % self.horizon
+        F = s.forecasts[slot]
+        if REFRESH_KEYED_AR and self._ar and len(self._streams) > 1:
+            F = F.copy()
+            self._ar_forecasts(s, slot, F)
+        return F
 
     @property
     def weights(self) -> np.ndarray:

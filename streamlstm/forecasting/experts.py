@@ -9,6 +9,11 @@ its own few running numbers; none of them allocates per event beyond its output 
 * damped trend (Gardner's damped Holt): a level and a trend whose effect fades with ``h``;
 * seasonal drift: the last value moved by an exponentially smoothed profile of the relative
   change at each phase of the season (multiplicative: seasonal swings that grow with the level);
+* Holt-Winters (additive trend; multiplicative seasonal indices while the values are positive,
+  additive otherwise), and the same additive on the logs of a positive series (the engine's
+  ``holt_winters_log``: a seasonal swing in proportion to the level, with errors relative to
+  it), and the mean of the seasonal models (``seasonal_mean``: their errors differ, their
+  mean errs less than either on seasonal series);
 * autoregression by recursive least squares with forgetting (:func:`rls_update`), one direct
   model per horizon on the recent changes, the level and the exogenous features.
 """
@@ -297,6 +302,7 @@ def holt_winters_run(state: np.ndarray, indices: np.ndarray, values: np.ndarray,
         holt_winters_update(state, indices, values[i], t0 + i, relative)
 
 
+@_jit
 def holt_winters_forecast(state: np.ndarray, indices: np.ndarray, n: int, horizon: int, relative: bool,
                           out: np.ndarray) -> None:
     """``out[h-1] = (level + (phi + .. + phi^h) trend) * index`` (``+ index`` if not relative)
@@ -315,3 +321,22 @@ def holt_winters_forecast(state: np.ndarray, indices: np.ndarray, n: int, horizo
         base = state[0] + acc * state[1]
         s = indices[(n - 1 + h) % m]
         out[h - 1] = base * s if relative else base + s
+
+
+@_jit
+def mean_of_awake(out: np.ndarray, members: np.ndarray, at: int) -> None:
+    """``out[:, at]`` = the mean of the columns ``members`` of ``out`` that are awake (finite at
+    the first horizon), NaN when none is: the seasonal-mean expert.
+
+    >>> out = np.array([[1.0, np.nan, 3.0, 0.0]])
+    >>> mean_of_awake(out, np.array([0, 1, 2]), 3); out.tolist()
+    [[1.0, nan, 3.0, 2.0]]
+    """
+    for h in range(out.shape[0]):
+        total = 0.0
+        awake = 0
+        for e in members:
+            if math.isfinite(out[0, e]):
+                total += out[h, e]
+                awake += 1
+        out[h, at] = total / awake if awake else np.nan

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-MIN_CYCLES = 2          # a season is looked for only in a window holding this many cycles of it
-MIN_CHANGES = 24        # fewer changes than this show no season (too noisy an autocorrelation)
+MIN_CYCLES = 1.5       # a season is looked for only in a window holding this many cycles of it
+MIN_CHANGES = 20       # fewer changes than this show no season (too noisy an autocorrelation)
 CLIP = 5.0              # differences are clipped to this many times their median size
 ACF_THRESHOLD = 0.3     # the autocorrelation at the season's lag must exceed this
 
@@ -58,7 +58,7 @@ def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = A
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     changes = len(v) - 1
-    top = min(int(max_season), changes // MIN_CYCLES)
+    top = min(int(max_season), int(changes / MIN_CYCLES))
     if top < 2 or changes < MIN_CHANGES:
         return None
     acf = _autocorrelation(v, top, CLIP)
