@@ -212,7 +212,9 @@ def main() -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs predicted (and error) to this "
                                                               "PNG at the end (needs matplotlib).")
 @click.option("--block-size", default=4096, show_default=True, type=click.IntRange(1), metavar="N",
-              help="Most rows per core call; a pipe is read as lines arrive whatever this is.")
+              help="Most rows per core call; a pipe is read as lines arrive whatever this is. With --key and "
+                   "shared weights, learning: the rows of each learning step (one optimizer step per block, "
+                   "blocks counted from the first row, a pipe waits for whole blocks; 1: learn per row).")
 @click.option("--reader-thread/--no-reader-thread", default=True, show_default=True,
               help="Read and parse a regular file's next blocks on a second thread while the model works.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary on stderr.")
@@ -626,13 +628,7 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
         else:
             engine.learned = 0
         if not resuming and o.get("fresh_state"):
-            engine.states.clear()
-            engine.last.clear()
-            engine.ring.clear()
-            engine.ring_v.clear()
-            engine.ring_real.clear()
-            for m in ([engine.model] if engine.model is not None else []) + list(engine.models.values()):
-                m.reset_state()
+            engine.reset_states()
     else:
         template = None
         if saved is not None:
@@ -657,6 +653,19 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
     return engine, stats, fingerprint
+
+
+def _keyed_block_size(job: dict[str, Any], o: dict[str, Any], explicit: bool, resuming: bool,
+                      saved_path: str | None) -> None:
+    """Keys with shared weights learn one block of rows per call (one optimizer step), so
+    the block size is part of the job: a checkpoint keeps it and --resume goes on with it."""
+    given = o.get("block_size", 4096)
+    saved = job.get("block_size")
+    if resuming and saved is not None and explicit and given != saved:
+        raise CliError(f"--block-size {given} differs from {saved_path}, which was made with --block-size {saved}: "
+                       "in a keyed job with shared weights it sets the rows of each learning step")
+    if saved is None or (explicit and not resuming):
+        job["block_size"] = given
 
 
 def _header(reader: RecordReader, o: dict[str, Any]) -> list[str]:
@@ -794,6 +803,8 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     # the core (numba) from here on; a cold numba cache compiles for a while: say so on a terminal
     with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
         engine, stats, fingerprint = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
+        if getattr(engine, "store", None) is not None and not job["ahead"]:
+            _keyed_block_size(engine.job, o, "block_size" in explicit, resuming, saved_path)
         if not o.get("quiet"):
             _echo(_describe(job, learn, roles, unused))
         engine.warm_up()  # start-up work (loading compiled code), not the first rows
