@@ -675,8 +675,6 @@ class Schema:
         regular file); it loads numba kernels, so a pipe read line by line does without."""
         import numpy as np
 
-        if self.k_idx is not None:  # keyed rows need their key strings: the Python reader makes them
-            return
         roles = np.full(self.ncol, -1, dtype=np.int64)
         for k, j in enumerate(self.f_idx):
             roles[j] = k
@@ -776,7 +774,10 @@ class Schema:
         if self.t_idx is None:
             y.fill(np.nan)
             known.fill(False)
-        return Block(X, y, known, None, None, None, [], np.arange(n), False, raw, spans, n_pass)
+        blk = Block(X, y, known, None, None, None, [], np.arange(n), False, raw, spans, n_pass)
+        if self.k_idx is not None:  # the key is the first pass-through cell: its strings, as Python's reader gives
+            blk.keys = blk._cells(0)
+        return blk
 
     def _parse_compiled(self, lines: list[int], recs: list[Any]) -> Block | None:
         """The block through :func:`._fastcsv.parse_block`, or None when a row needs Python

@@ -5,12 +5,13 @@ Everything numeric is the core's (:class:`streamlstm.OnlineLSTM`, and for keys w
 shared weights :class:`streamlstm.KeyedLSTM`, the core's one keyed store); this module only
 routes rows to them in input order and writes what comes back.
 
-Keys with shared weights: a block of rows of many keys is one ``KeyedLSTM`` call,
-``step_many`` (bit-identical to row by row) or ``learn_many`` (the weights are fixed within
-the call and take ONE optimizer step at its end, from the mean gradient of the keys whose
-update came due). Learning blocks are therefore part of the job: they end at multiples of
-``block_size`` input rows counted from the job's first row, however the rows arrive (a pipe
-waits for a whole block), so a file, a pipe and a resumed run give the same numbers.
+Keys with shared weights: a block of rows of many keys is one ``KeyedLSTM.step_many`` call
+(bit-identical to row by row), or, learning, one ``learn_many`` call per batch of rows with
+distinct keys (:func:`key_batches`): the weights are fixed within the call and take ONE
+optimizer step at its end, from the mean gradient of the keys whose update came due.
+Learning blocks are therefore part of the job: they end at multiples of ``block_size``
+input rows counted from the job's first row, however the rows arrive (a pipe waits for a
+whole block), so a file, a pipe and a resumed run give the same numbers.
 Without keys and with ``--per-key-models``, rows are cut into runs of one key, each one
 block call of the core, which gives the same numbers for any blocking (one row or
 thousands). ``--ahead`` with keys and shared weights swaps each key's state out of the
@@ -114,6 +115,31 @@ class Imputer:
         imp.count[:] = d["count"]
         imp.filled[:] = d["filled"]
         return imp
+
+
+def key_batches(keys: Sequence[Any]) -> list[tuple[int, int]]:
+    """The learning batches of a block of keyed rows, as ``[a, b)`` row ranges: a batch holds
+    at most one row of each key, and ends before the row that repeats a key of the batch.
+    Each is one ``KeyedLSTM.learn_many`` call, whose one optimizer step then averages the
+    gradients of distinct streams, never of one stream's consecutive rows.
+
+    >>> key_batches(["a", "b", "c", "a", "b", "a"])
+    [(0, 3), (3, 5), (5, 6)]
+    """
+    n = len(keys)
+    if len(set(keys)) == n:  # every key once (many interleaved keys): one batch
+        return [(0, n)] if n else []
+    spans = []
+    start = 0
+    seen: set[Any] = set()
+    for i, k in enumerate(keys):
+        if k in seen:
+            spans.append((start, i))
+            start = i
+            seen = set()
+        seen.add(k)
+    spans.append((start, n))
+    return spans
 
 
 def _has_learned(model: OnlineLSTM) -> bool:
@@ -436,21 +462,26 @@ class Engine:
         return pred, prev
 
     def _regress_keyed(self, blk: Block, pred: np.ndarray) -> None:
-        """The rows of many keys with shared weights: one call of the keyed store."""
+        """The rows of many keys with shared weights: calls of the keyed store. Inference: one
+        call. Learning: one call (one optimizer step) per batch of :func:`key_batches`."""
         store = self.store
         assert store is not None
-        if not self.informed.get(None, self.informed_default):
-            # the weights are fixed during a learning call: until a block with a label has
-            # been learned, every prediction is the untrained model's
-            self.unreal[:] = True
-            if self.learn and blk.known.any():
-                self.informed[None] = True
-        if self.learn:
-            P = store.learn_many(blk.keys, blk.X, np.where(blk.known, blk.y, 0.0), blk.known)
-            self.learned += int(blk.known.sum())
-        else:
-            P = store.step_many(blk.keys, blk.X)
-        pred[:] = P[:, 0]
+        if not self.learn:
+            if not self.informed.get(None, self.informed_default):
+                self.unreal[:] = True
+            pred[:] = store.step_many(blk.keys, blk.X)[:, 0]
+            return
+        Y = np.where(blk.known, blk.y, 0.0)
+        for a, b in key_batches(blk.keys):
+            if not self.informed.get(None, self.informed_default):
+                # the weights are fixed during a call: until a batch with a label has been
+                # learned, every prediction is the untrained model's
+                self.unreal[a:b] = True
+                if blk.known[a:b].any():
+                    self.informed[None] = True
+            keys = blk.keys if a == 0 and b == len(blk) else blk.keys[a:b]
+            pred[a:b] = store.learn_many(keys, blk.X[a:b], Y[a:b], blk.known[a:b])[:, 0]
+        self.learned += int(blk.known.sum())
 
     def _regress(self, key: Any, a: int, b: int, blk: Block, pred: np.ndarray) -> None:
         model = self._activate(key)

@@ -47,12 +47,16 @@ def initial_model(tmp_path: Path, *args: str) -> OnlineLSTM:
 
 
 def learn_in_blocks(store: KeyedLSTM, keys, X, y, known, size: int, first: int = 0) -> np.ndarray:
-    """``store.learn_many`` over blocks ending at multiples of ``size`` rows counted from row 0;
-    the rows start at row ``first`` of the job."""
+    """``store.learn_many`` over blocks ending at multiples of ``size`` rows counted from row 0
+    (the rows start at row ``first`` of the job), each cut before every row whose key is
+    already in the call: one call per run of distinct keys."""
     out = []
     a = 0
     while a < len(keys):
-        b = min(len(keys), a + size - (first + a) % size)
+        end = min(len(keys), a + size - (first + a) % size)
+        b = a + 1
+        while b < end and keys[b] not in keys[a:b]:
+            b += 1
         out.append(store.learn_many(keys[a:b], X[a:b], np.where(known[a:b], y[a:b], 0.0), known[a:b])[:, 0])
         a = b
     return np.concatenate(out)
@@ -89,7 +93,8 @@ def test_keyed_learning_calls_learn_many_once_per_block(tmp_path, monkeypatch):
 
     from streamlstm.adapters import cli as cli_module
 
-    data = make_csv(tmp_path / "s.csv", 100, keys=("a", "b", "c"))  # 300 rows
+    data = tmp_path / "s.csv"  # 300 rows of 40 keys, each key every 40 rows
+    data.write_text("time,sensor,hum,temp\n" + "".join(f"{t},k{t % 40},{t % 7},{t % 5}\n" for t in range(300)))
     calls: list[int] = []
     block_call = KeyedLSTM.learn_many
 
@@ -101,7 +106,11 @@ def test_keyed_learning_calls_learn_many_once_per_block(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli_module.main, ["run", str(data), *map(str, ARGS), "--block-size", "64"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    assert calls[-5:] == [64, 64, 64, 64, 300 - 4 * 64]  # after the warm-up's call
+    # after the warm-up's call: blocks of 64 rows, each cut where a key comes back (40 rows on)
+    assert calls[-10:] == [40, 24, 40, 24, 40, 24, 40, 24, 40, 4]
+    r = CliRunner().invoke(cli_module.main, ["run", str(data), *map(str, ARGS), "--no-learn", "--block-size", "64"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and len(calls) == 1 + 10  # inference: step_many only, no learn_many call
 
 
 def test_keyed_inference_equals_the_per_event_loop_with_swapped_states(tmp_path):
