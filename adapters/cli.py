@@ -897,6 +897,8 @@ def _info(path: str, as_json: bool) -> None:
         if job["key"]:
             if job.get("model") != "engine":
                 d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
+            if job.get("block_size"):
+                d["block_size"] = f"{job['block_size']} rows per learning block"
             d["keys"] = len(meta["keys"])
         d["missing"] = job.get("missing", "impute")
         if job.get("interval"):
