@@ -472,16 +472,38 @@ class Engine:
             pred[:] = store.step_many(blk.keys, blk.X)[:, 0]
             return
         Y = np.where(blk.known, blk.y, 0.0)
-        for a, b in key_batches(blk.keys):
-            if not self.informed.get(None, self.informed_default):
-                # the weights are fixed during a call: until a batch with a label has been
-                # learned, every prediction is the untrained model's
-                self.unreal[a:b] = True
-                if blk.known[a:b].any():
-                    self.informed[None] = True
-            keys = blk.keys if a == 0 and b == len(blk) else blk.keys[a:b]
-            pred[a:b] = store.learn_many(keys, blk.X[a:b], Y[a:b], blk.known[a:b])[:, 0]
-        self.learned += int(blk.known.sum())
+        keys, known = blk.keys, blk.known
+        spans = key_batches(keys)
+        i = 0
+        while i < len(spans):
+            a, b = spans[i]
+            j = i
+            while b - a == 1 and j + 1 < len(spans) and spans[j + 1][1] - spans[j + 1][0] == 1 \
+                    and keys[spans[j + 1][0]] == keys[a]:
+                j += 1
+            if j > i:  # rows of one key in a row, each its own batch: the core's block call on
+                # the key's state gives the same numbers (one due key: exactly the core's update)
+                b = spans[j][1]
+                if not self.informed.get(None, self.informed_default):
+                    for r in range(a, b):  # each row its own call
+                        self._inform(r, r + 1, known)
+                model = self._activate(keys[a])
+                pred[a:b] = model.learn_many(blk.X[a:b], Y[a:b], known[a:b])[:, 0]
+                self._release(keys[a], model)
+            else:
+                self._inform(a, b, known)
+                part = keys if a == 0 and b == len(blk) else keys[a:b]
+                pred[a:b] = store.learn_many(part, blk.X[a:b], Y[a:b], known[a:b])[:, 0]
+            i = j + 1
+        self.learned += int(known.sum())
+
+    def _inform(self, a: int, b: int, known: np.ndarray) -> None:
+        """Rows a..b-1, learned in one call with fixed weights: until a call with a label has
+        been learned, every prediction is the untrained model's (not scored in the summary)."""
+        if not self.informed.get(None, self.informed_default):
+            self.unreal[a:b] = True
+            if known[a:b].any():
+                self.informed[None] = True
 
     def _regress(self, key: Any, a: int, b: int, blk: Block, pred: np.ndarray) -> None:
         model = self._activate(key)

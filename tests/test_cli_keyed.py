@@ -87,6 +87,19 @@ def test_keyed_learning_is_keyedlstm_learn_many_on_the_same_blocks(tmp_path, siz
         assert np.array_equal(arrays["states"][i], st.buffer) and np.array_equal(arrays["state_counters"][i], st.counters)
 
 
+def test_rows_sorted_by_key_learn_per_row_on_the_key_state(tmp_path):
+    """A file sorted by key: every batch is one row. Runs of one key's rows go through the
+    core's block call on the key's state, which must give what one-row learn_many calls give."""
+    data = make_csv(tmp_path / "s.csv", 60, keys=("a", "b", "c"), missing_every=5)
+    lines = data.read_text().splitlines()
+    (tmp_path / "sorted.csv").write_text("\n".join([lines[0], *sorted(lines[1:], key=lambda s: s.split(",")[1])]) + "\n")
+    start_model = initial_model(tmp_path)
+    r = ok(cli("run", tmp_path / "sorted.csv", *ARGS, "--block-size", "50"))
+    keys, X, y, known = columns(tmp_path / "sorted.csv")
+    want = learn_in_blocks(KeyedLSTM(start_model, learn=True), keys, X, y, known, 50)
+    assert (preds(r.stdout) == want).all()
+
+
 def test_keyed_learning_calls_learn_many_once_per_block(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
