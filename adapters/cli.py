@@ -194,7 +194,9 @@ def main() -> None:
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Keep a resumable checkpoint here: at the end, on SIGINT/SIGTERM, at a bad row, and per "
                    "--checkpoint-every/--checkpoint-seconds. Written atomically.")
-@click.option("--checkpoint-every", type=click.IntRange(1), metavar="N", help="Checkpoint every N input rows.")
+@click.option("--checkpoint-every", type=click.IntRange(1), metavar="N",
+              help="Checkpoint every N input rows (a keyed job learning with shared weights: at the first end "
+                   "of a block after each N).")
 @click.option("--checkpoint-seconds", type=click.FloatRange(0, min_open=True), metavar="S",
               help="Checkpoint at least every S seconds (checked after each row or block).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --checkpoint file with a fresh start "
@@ -224,7 +226,8 @@ def run(ctx: click.Context, **o: Any) -> None:
     """Predict (and learn) every row of a CSV stream; write one output row per input row.
 
     INPUT is a CSV file with a header, or - (default) for stdin. From a pipe, every row's
-    output is written and flushed before the next line is read (works behind `tail -f`);
+    output is written and flushed before the next line is read (works behind `tail -f`;
+    with --key and shared weights, learning: every block's, see --block-size);
     a regular file is processed in blocks, with the same results.
 
     \b
