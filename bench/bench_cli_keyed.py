@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--block-size", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", default="inference,learning", help="comma-separated: inference, learning")
     ap.add_argument("--profile", action="store_true", help="profile the CLI's job (a third of the rows)")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not touch RESULTS.md")
     a = ap.parse_args()
@@ -141,7 +142,8 @@ def main() -> None:
 
         model_bytes = persistence.read_file(d / "start.slstm")[2]["model"].tobytes()
         keys, X, y = load(data)
-        for job, extra, learn in (("inference", ["--no-learn"], False), ("learning", [], True)):
+        jobs = [j for j in (("inference", ["--no-learn"], False), ("learning", [], True)) if j[0] in a.jobs.split(",")]
+        for job, extra, learn in jobs:
             cli_rates, lib_rates = [], []
             same = True
             for _ in range(a.repeats):  # interleaved: the machine's load falls on both alike
@@ -160,8 +162,7 @@ def main() -> None:
                     if i > a.rows // 3:
                         break
                     dst.write(line)
-            res["profile"] = {job: profile_cli(small, [*common, *extra]) for job, extra in
-                              (("inference", ["--no-learn"]), ("learning", []))}
+            res["profile"] = {job: profile_cli(small, [*common, *extra]) for job, extra, _ in jobs}
     section = render(res)
     print(section)
     if not a.no_write:
@@ -177,6 +178,8 @@ def render(r: dict) -> str:
              "`KeyedLSTM`: the same rows already parsed, the same string keys and starting model. Medians.")
     L += ["", "| job | CLI rows/s | `KeyedLSTM` rows/s | CLI / `KeyedLSTM` | same predictions |", "|---|---:|---:|---:|---|"]
     for job in ("inference", "learning"):
+        if job not in r:
+            continue
         x = r[job]
         L.append(f"| {job} | {x['cli']:,.0f} | {x['keyed']:,.0f} | {x['ratio']:.0%} | "
                  f"{'yes (==)' if x['same_predictions'] else '**no**'} |")
