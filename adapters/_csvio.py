@@ -586,7 +586,11 @@ class Block:
 
     def _cells(self, s: int) -> list[str]:
         raw = self.raw.tobytes()
-        return [raw[a:b].decode("utf-8", "surrogateescape") for a, b in self.spans[:, s].tolist()]
+        starts, ends = self.spans[:, s, 0].tolist(), self.spans[:, s, 1].tolist()
+        if raw.isascii():  # byte offsets are character offsets: decode once, slice the text
+            text = raw.decode("ascii")
+            return [text[a:b] for a, b in zip(starts, ends)]
+        return [raw[a:b].decode("utf-8", "surrogateescape") for a, b in zip(starts, ends)]
 
     @property
     def keys(self) -> list[str] | None:
