@@ -570,12 +570,13 @@ class Block:
     ``passthrough`` and ``target_text`` strings are then only made when asked for.
     """
 
-    __slots__ = ("X", "_passthrough", "_target_text", "keys", "known", "lines", "n_pass", "pos", "quoted", "raw",
-                 "spans", "y")
+    __slots__ = ("X", "_keys", "_passthrough", "_target_text", "key_cell", "known", "lines", "n_pass", "pos", "quoted",
+                 "raw", "spans", "y")
 
     def __init__(self, X, y, known, keys, passthrough, target_text, lines, pos, quoted, raw=None, spans=None,
                  n_pass=0):
-        self.X, self.y, self.known, self.keys = X, y, known, keys
+        self.X, self.y, self.known, self._keys = X, y, known, keys
+        self.key_cell = False  # the keys are the first cell of ``spans``, made into strings when asked for
         self._passthrough, self._target_text, self.lines, self.pos, self.quoted = (
             passthrough, target_text, lines, pos, quoted)
         self.raw, self.spans, self.n_pass = raw, spans, n_pass
@@ -585,7 +586,19 @@ class Block:
 
     def _cells(self, s: int) -> list[str]:
         raw = self.raw.tobytes()
-        return [raw[a:b].decode("utf-8", "surrogateescape") for a, b in self.spans[:, s].tolist()]
+        starts, ends = self.spans[:, s, 0].tolist(), self.spans[:, s, 1].tolist()
+        if raw.isascii():  # byte offsets are character offsets: decode once, slice the text
+            text = raw.decode("ascii")
+            return [text[a:b] for a, b in zip(starts, ends)]
+        return [raw[a:b].decode("utf-8", "surrogateescape") for a, b in zip(starts, ends)]
+
+    @property
+    def keys(self) -> list[str] | None:
+        """The key of each row (None without --key). Of a compiled block, made when first asked
+        for, by the thread that asks (the model's, not the reader's)."""
+        if self._keys is None and self.key_cell:
+            self._keys = self._cells(0)
+        return self._keys
 
     @property
     def passthrough(self) -> list[list[str]]:
@@ -601,7 +614,8 @@ class Block:
 
     def head(self, k: int) -> Block:
         """The first ``k`` rows."""
-        return Block(self.X[:k], self.y[:k], self.known[:k], None if self.keys is None else self.keys[:k],
+        keys = self.keys
+        return Block(self.X[:k], self.y[:k], self.known[:k], None if keys is None else keys[:k],
                      None if self._passthrough is None else [c[:k] for c in self._passthrough],
                      None if self._target_text is None else self._target_text[:k], self.lines[:k], self.pos[:k],
                      self.quoted, self.raw, None if self.spans is None else self.spans[:k], self.n_pass)
@@ -675,8 +689,6 @@ class Schema:
         regular file); it loads numba kernels, so a pipe read line by line does without."""
         import numpy as np
 
-        if self.k_idx is not None:  # keyed rows need their key strings: the Python reader makes them
-            return
         roles = np.full(self.ncol, -1, dtype=np.int64)
         for k, j in enumerate(self.f_idx):
             roles[j] = k
@@ -776,7 +788,9 @@ class Schema:
         if self.t_idx is None:
             y.fill(np.nan)
             known.fill(False)
-        return Block(X, y, known, None, None, None, [], np.arange(n), False, raw, spans, n_pass)
+        blk = Block(X, y, known, None, None, None, [], np.arange(n), False, raw, spans, n_pass)
+        blk.key_cell = self.k_idx is not None  # the key is the first pass-through cell
+        return blk
 
     def _parse_compiled(self, lines: list[int], recs: list[Any]) -> Block | None:
         """The block through :func:`._fastcsv.parse_block`, or None when a row needs Python

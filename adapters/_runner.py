@@ -1,12 +1,22 @@
 """The job behind ``streamlstm run``: keyed models over the core, output, checkpoints.
 
 Imported lazily by :mod:`streamlstm.adapters.cli` (it pulls in numpy and the core).
-Everything numeric is the core's (:class:`streamlstm.OnlineLSTM`); this module only
-routes rows to models and per-key states, in input order, and writes what comes back.
+Everything numeric is the core's (:class:`streamlstm.OnlineLSTM`, and for keys with
+shared weights :class:`streamlstm.KeyedLSTM`, the core's one keyed store); this module only
+routes rows to them in input order and writes what comes back.
 
-Row order is kept exactly: rows are cut into runs of consecutive rows with the same key,
-and each run is one block call of the core, so a block of 1 row (a pipe fed line by line)
-and a block of thousands (a regular file) give the same numbers.
+Keys with shared weights: a block of rows of many keys is one ``KeyedLSTM.step_many`` call
+(bit-identical to row by row), or, learning, one ``learn_many`` call per batch of rows with
+distinct keys (:func:`key_batches`): the weights are fixed within the call and take ONE
+optimizer step at its end, from the mean gradient of the keys whose update came due.
+Learning blocks are therefore part of the job: they end at multiples of ``block_size``
+input rows counted from the job's first row, however the rows arrive (a pipe waits for a
+whole block), so a file, a pipe and a resumed run give the same numbers.
+Without keys and with ``--per-key-models``, rows are cut into runs of one key, each one
+block call of the core, which gives the same numbers for any blocking (one row or
+thousands). ``--ahead`` with keys and shared weights swaps each key's state out of the
+``KeyedLSTM`` into the model for its run (its label arrives before its next step, which a
+keyed block call cannot express), with the core's per-event learning.
 """
 
 from __future__ import annotations
@@ -25,14 +35,14 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
-from streamlstm import InputError, LSTMState, OnlineLSTM, persistence
+from streamlstm import InputError, KeyedLSTM, LSTMState, OnlineLSTM, persistence
 
 from ._csvio import BadRecord, Block, CliError, RecordReader, Schema, reading_guard
 from ._uncertainty import RowUncertainty, block_keys, check_levels
 
 KIND = "streamlstm.cli"
 FORMAT = 1
-_NONE = object()
+DEFAULT_BLOCK = 4096  # rows per block (--block-size), and per learning call of a keyed job
 
 
 def _one(call: Callable[..., Any], *args: Any) -> float:
@@ -107,6 +117,31 @@ class Imputer:
         return imp
 
 
+def key_batches(keys: Sequence[Any]) -> list[tuple[int, int]]:
+    """The learning batches of a block of keyed rows, as ``[a, b)`` row ranges: a batch holds
+    at most one row of each key, and ends before the row that repeats a key of the batch.
+    Each is one ``KeyedLSTM.learn_many`` call, whose one optimizer step then averages the
+    gradients of distinct streams, never of one stream's consecutive rows.
+
+    >>> key_batches(["a", "b", "c", "a", "b", "a"])
+    [(0, 3), (3, 5), (5, 6)]
+    """
+    n = len(keys)
+    if len(set(keys)) == n:  # every key once (many interleaved keys): one batch
+        return [(0, n)] if n else []
+    spans = []
+    start = 0
+    seen: set[Any] = set()
+    for i, k in enumerate(keys):
+        if k in seen:
+            spans.append((start, i))
+            start = i
+            seen = set()
+        seen.add(k)
+    spans.append((start, n))
+    return spans
+
+
 def _has_learned(model: OnlineLSTM) -> bool:
     """Whether a model has seen a label: its predictions are forecasts, not initial values."""
     return model.n_updates > 0 or bool(model.target_statistics()[0].sum() > 0)
@@ -159,7 +194,8 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
             ("per_key_models", lambda v: v is None or isinstance(v, bool), "true or false"),
             ("difference", lambda v: v is None or isinstance(v, bool), "true or false"),
             ("model", lambda v: v in (None, "lstm", "engine"), "'lstm' or 'engine'"),
-            ("anomaly", lambda v: v is None or isinstance(v, bool), "true or false")):
+            ("anomaly", lambda v: v is None or isinstance(v, bool), "true or false"),
+            ("block_size", lambda v: v is None or (_is_int(v) and 1 <= v <= 1 << 40), "an integer >= 1")):
         if not ok(job.get(name)):
             raise bad(f"job.{name} is {job.get(name)!r}, expected {want}")
     try:
@@ -234,8 +270,12 @@ def check_checkpoint(meta: Any, arrays: dict[str, np.ndarray], source: str) -> N
 class Engine:
     """Models, per-key states and forecasting bookkeeping for one job.
 
-    ``job``: target, features, key, time, ahead (0 = regression), per_key_models.
+    ``job``: target, features, key, time, ahead (0 = regression), per_key_models,
+    block_size (keys with shared weights: the rows of one learning call).
     ``params``: :class:`OnlineLSTM` keyword arguments (``n_inputs`` is derived).
+    Keys with shared weights live in :attr:`store`, a :class:`KeyedLSTM` over
+    :attr:`model`; with ``per_key_models`` every key has its own model in :attr:`models`
+    (a ``KeyedLSTM`` holds one set of weights).
     """
 
     def __init__(self, job: dict[str, Any], params: dict[str, Any], learn: bool = True,
@@ -253,6 +293,8 @@ class Engine:
             raise CliError(f"the loaded model has bptt={template.bptt}, too short for --ahead {self.H}: the true "
                            "value must reach back to the step that made its forecast")
         self.model = None if self.per_key else (template if template is not None else self._new_model())
+        if self.keyed and not self.per_key:
+            self.store = KeyedLSTM(self.model, learn=learn)
         self.informed_default = template is not None and _has_learned(template)
 
     def _setup(self, job: dict[str, Any], params: dict[str, Any], learn: bool) -> None:
@@ -264,9 +306,8 @@ class Engine:
         self.per_key = bool(job.get("per_key_models")) and self.keyed
         self.n_inputs = len(job["features"]) + (1 if self.H else 0)
         self.model: OnlineLSTM | None = None
-        self.models: dict[Any, OnlineLSTM] = {}
-        self.states: dict[Any, LSTMState] = {}
-        self.cur: Any = _NONE
+        self.models: dict[Any, OnlineLSTM] = {}   # --per-key-models: each key's own model
+        self.store: KeyedLSTM | None = None       # keys with shared weights: their states
         self.last: dict[Any, float] = {}
         self.ring: dict[Any, np.ndarray] = {}    # forecasts of the last H steps (per key)
         self.ring_v: dict[Any, np.ndarray] = {}  # input values of the last H steps (--difference)
@@ -311,6 +352,11 @@ class Engine:
         the model, so that the first rows do not pay for it: it is start-up work."""
         model = (self.model if self.model is not None else self._new_model()).copy()
         x = np.zeros((2, self.n_inputs))
+        if self.store is not None:
+            keyed = KeyedLSTM(model.copy(), learn=self.learn)
+            keyed.step_many(["a", "b"], x)
+            if self.learn:
+                keyed.learn_many(["a", "b"], x, np.zeros(2))
         model.advance_many(x)
         model.advance(x[0])
         if self.learn:
@@ -319,28 +365,61 @@ class Engine:
                 model.label(0.0, lag=0)
 
     @property
+    def block_rows(self) -> int | None:
+        """Input rows per learning call when the blocking changes the numbers (keys with
+        shared weights, learning, no ``--ahead``): blocks then end at multiples of it,
+        counted from the job's first row. None: any blocking gives the same numbers."""
+        if self.store is None or not self.learn or self.H:
+            return None
+        return int(self.job.get("block_size") or DEFAULT_BLOCK)
+
+    def reset_states(self) -> None:
+        """Every key's recurrent state (and forecasting memory) back to zero (--fresh-state)."""
+        if self.store is not None:
+            self.store.clear()
+        for book in (self.last, self.ring, self.ring_v, self.ring_real):
+            book.clear()
+        for m in ([self.model] if self.model is not None else []) + list(self.models.values()):
+            m.reset_state()
+
+    def key_states(self) -> dict[Any, LSTMState]:
+        """Each key's state (a copy), in the order the keys arrived: ``{None: state}`` without keys."""
+        if not self.keyed:
+            assert self.model is not None
+            return {None: self.model.state}
+        if self.per_key:
+            return {k: m.state for k, m in self.models.items()}
+        assert self.store is not None
+        store = self.store
+        return {k: store.state(k) for k in self._keys()}
+
+    @property
     def n_keys(self) -> int:
         if not self.keyed:
             return 1
-        return len(self.models) if self.per_key else len(self.states) + (self.cur is not _NONE and self.cur not in self.states)
+        return len(self.models) if self.store is None else len(self.store)
 
     def _activate(self, key: Any) -> OnlineLSTM:
+        """The model for a run of rows of ``key``: its own (--per-key-models), or the shared
+        one holding the key's state, taken out of the store (see :meth:`_release`)."""
         if self.per_key:
             m = self.models.get(key)
             if m is None:
                 m = self.models[key] = self._new_model()
             return m
         model = self.model
-        if self.keyed and key != self.cur:
-            if self.cur is not _NONE:
-                self.states[self.cur] = model.state
-            st = self.states.get(key)
-            if st is None:
-                model.reset_state()
+        assert model is not None
+        if self.store is not None:
+            if key in self.store:
+                model.state = self.store.state(key)
             else:
-                model.state = st
-            self.cur = key
+                model.reset_state()
         return model
+
+    def _release(self, key: Any, model: OnlineLSTM) -> None:
+        """The key's state, moved on by its run, back into the store."""
+        if self.store is not None:
+            self.store.set_state(key, model.state)
 
     # --------------------------------------------------------------- rows
     def process(self, blk: Block) -> tuple[np.ndarray, np.ndarray | None]:
@@ -353,6 +432,12 @@ class Engine:
         if self.imputer is not None and n:
             self.imputer.fill(blk.X)
         keys = blk.keys
+        if self.store is not None and not self.H:
+            try:
+                self._regress_keyed(blk, pred)
+            except ValueError as exc:  # the parser lets only finite numbers through
+                raise CliError(f"internal error: the core refused a row that passed the CSV checks: {exc}", 1) from None
+            return pred, prev
         if keys is None:
             runs = [(None, 0, n)]
         else:
@@ -375,6 +460,50 @@ class Engine:
         except (InputError, ValueError) as exc:  # the parser lets only finite numbers through
             raise CliError(f"internal error: the core refused a row that passed the CSV checks: {exc}", 1) from None
         return pred, prev
+
+    def _regress_keyed(self, blk: Block, pred: np.ndarray) -> None:
+        """The rows of many keys with shared weights: calls of the keyed store. Inference: one
+        call. Learning: one call (one optimizer step) per batch of :func:`key_batches`."""
+        store = self.store
+        assert store is not None
+        if not self.learn:
+            if not self.informed.get(None, self.informed_default):
+                self.unreal[:] = True
+            pred[:] = store.step_many(blk.keys, blk.X)[:, 0]
+            return
+        Y = np.where(blk.known, blk.y, 0.0)
+        keys, known = blk.keys, blk.known
+        spans = key_batches(keys)
+        i = 0
+        while i < len(spans):
+            a, b = spans[i]
+            j = i
+            while b - a == 1 and j + 1 < len(spans) and spans[j + 1][1] - spans[j + 1][0] == 1 \
+                    and keys[spans[j + 1][0]] == keys[a]:
+                j += 1
+            if j > i:  # rows of one key in a row, each its own batch: the core's block call on
+                # the key's state gives the same numbers (one due key: exactly the core's update)
+                b = spans[j][1]
+                if not self.informed.get(None, self.informed_default):
+                    for r in range(a, b):  # each row its own call
+                        self._inform(r, r + 1, known)
+                model = self._activate(keys[a])
+                pred[a:b] = model.learn_many(blk.X[a:b], Y[a:b], known[a:b])[:, 0]
+                self._release(keys[a], model)
+            else:
+                self._inform(a, b, known)
+                part = keys if a == 0 and b == len(blk) else keys[a:b]
+                pred[a:b] = store.learn_many(part, blk.X[a:b], Y[a:b], known[a:b])[:, 0]
+            i = j + 1
+        self.learned += int(known.sum())
+
+    def _inform(self, a: int, b: int, known: np.ndarray) -> None:
+        """Rows a..b-1, learned in one call with fixed weights: until a call with a label has
+        been learned, every prediction is the untrained model's (not scored in the summary)."""
+        if not self.informed.get(None, self.informed_default):
+            self.unreal[a:b] = True
+            if known[a:b].any():
+                self.informed[None] = True
 
     def _regress(self, key: Any, a: int, b: int, blk: Block, pred: np.ndarray) -> None:
         model = self._activate(key)
@@ -463,6 +592,7 @@ class Engine:
         self.ring_real[key] = comb_real[mm:].copy()
         pred[a + s:b] = P
         self.last[key] = float(v[-1])
+        self._release(key, model)
 
     def _learn_lagged(self, model: OnlineLSTM, X: np.ndarray, Y: np.ndarray, M: np.ndarray, lag: int) -> np.ndarray:
         """Row t: advance X[t], then (if M[t]) label the step ``lag`` steps back with Y[t]."""
@@ -478,9 +608,8 @@ class Engine:
             return [None]
         if self.per_key:
             return list(self.models)
-        if self.cur is not _NONE:
-            self.states[self.cur] = self.model.state
-        return list(self.states)
+        assert self.store is not None
+        return list(self.store.keys())  # rows in the order the keys arrived (the store never drops one here)
 
     def snapshot(self, extra: dict[str, Any]) -> bytes:
         keys = self._keys()
@@ -490,13 +619,14 @@ class Engine:
             arrays["models"] = np.frombuffer(b"".join(blobs), dtype=np.uint8)
             arrays["model_sizes"] = np.array([len(b) for b in blobs], dtype=np.int64)
         else:
+            assert self.model is not None
             arrays["model"] = np.frombuffer(self.model.to_bytes(), dtype=np.uint8)
-            if self.keyed:
+            if self.store is not None:  # the layout of 0.1 (a dict of states): whole state buffers
+                states = [self.store.state(k) for k in keys]
                 size = self.model.state.buffer.shape[0]
-                dt = self.model.state.buffer.dtype
-                arrays["states"] = (np.stack([self.states[k].buffer for k in keys]) if keys
-                                    else np.zeros((0, size), dtype=dt))
-                arrays["state_counters"] = (np.stack([self.states[k].counters for k in keys]).astype(np.int64)
+                arrays["states"] = (np.stack([st.buffer for st in states]) if keys
+                                    else np.zeros((0, size), dtype=self.model.state.buffer.dtype))
+                arrays["state_counters"] = (np.stack([st.counters for st in states]).astype(np.int64)
                                             if keys else np.zeros((0, 2), dtype=np.int64))
         if self.per_key and self._template is not None:
             arrays["template"] = np.frombuffer(self._template, dtype=np.uint8)
@@ -546,17 +676,15 @@ class Engine:
             if eng._template is not None:
                 eng._restored(eng._template, source, "the model new keys start from")
         else:
-            eng.model = eng._restored(arrays["model"].tobytes(), source, "the model")
+            eng.model = model = eng._restored(arrays["model"].tobytes(), source, "the model")
             if eng.keyed:
-                tmpl = eng.model.state
-                _check_saved_states(eng.model, keys, arrays["states"], arrays["state_counters"])
+                _check_saved_states(model, keys, arrays["states"], arrays["state_counters"])
+                eng.store = store = KeyedLSTM(model, learn=learn)
                 for k, buf, cnt in zip(keys, arrays["states"], arrays["state_counters"]):
-                    eng.states[k] = LSTMState(buf.copy(), cnt.astype(tmpl.counters.dtype), tmpl.layers, tmpl.hidden)
-                    try:  # the model checks a state it is given
-                        eng.model.state = eng.states[k]
+                    try:  # the store checks a state it is given
+                        store.set_state(k, LSTMState(buf.copy(), cnt.astype(np.int64), model.layers, model.hidden))
                     except (ValueError, TypeError) as exc:
                         raise CliError(f"{source}: corrupt checkpoint: the state of key {k!r}: {exc}") from None
-                eng.model.state = tmpl
         if eng.H:
             for k, last, ring in zip(keys, arrays["last"].tolist(), arrays["ring"]):
                 if last == last:
@@ -1105,47 +1233,58 @@ def run_job(reader: RecordReader, schema: Schema, engine: Engine, writer: Writer
             saved[0] = stats.consumed
         last_ck = time.perf_counter()
 
-    blocks = _blocks(reader, schema, opts, stats.consumed, fingerprint)
+    group = getattr(engine, "block_rows", None)  # rows per learning call, when blocks are part of the job
+    blocks = _blocks(reader, schema, opts, stats.consumed, fingerprint, group)
     if reader.regular and opts.prefetch:  # reads never block: parse the next blocks on a second thread
         blocks = _Prefetch(blocks, reader)
+    stop_at_bad = opts.on_bad_row == "error"
+    groups = _grouped(blocks, group, stats.consumed, stop_at_bad) if group else ([item] for item in blocks)
     with _Signals() as sig, np.errstate(all="ignore"):
         try:
             while True:
                 sig.check()
-                item = next(blocks, None)
-                if item is None:
+                items = next(groups, None)
+                if items is None:
                     break
-                blk, bad, cut, source, read_through = item
-                whole = cut
-                if bad and opts.on_bad_row == "error":
-                    cut = bad[0][0]
-                    keep = int(np.searchsorted(blk.pos, cut))
-                    if keep < len(blk):
-                        blk = blk.head(keep)
+                parts = []
+                for blk, bad, cut, source, read_through in items:
+                    whole = cut
+                    if bad and stop_at_bad:
+                        cut = bad[0][0]
+                        keep = int(np.searchsorted(blk.pos, cut))
+                        if keep < len(blk):
+                            blk = blk.head(keep)
+                    parts.append((blk, bad, cut, whole, source, read_through))
+                blk = parts[0][0] if len(parts) == 1 else _joined([p[0] for p in parts])
                 if len(blk):
                     pred, prev = engine.process(blk)
                     err = writer.write(blk, pred, prev, engine.extra_columns(blk, pred, prev))
                     stats.add(blk, err, engine.unreal)
                     if opts.collect:
                         _collect(out, blk, pred, prev, schema)
-                for p, msg in bad:
-                    if p >= cut:
-                        break
-                    stats.skipped += 1
-                    if opts.on_bad_row == "warn":
-                        log(f"warning: {msg} (row skipped)")
-                stats.consumed += cut
-                if cut == whole:  # hashed on the reader's side (its thread, for a file)
-                    fingerprint.adopt(read_through)
-                else:
-                    fingerprint.add(source, cut)
+                consumed_before = stats.consumed
+                for _, bad, cut, whole, source, read_through in parts:
+                    for p, msg in bad:
+                        if p >= cut:
+                            break
+                        stats.skipped += 1
+                        if opts.on_bad_row == "warn":
+                            log(f"warning: {msg} (row skipped)")
+                    stats.consumed += cut
+                    if cut == whole:  # hashed on the reader's side (its thread, for a file)
+                        fingerprint.adopt(read_through)
+                    else:
+                        fingerprint.add(source, cut)
                 if opts.flush_each_batch:
                     writer.flush()
-                if bad and opts.on_bad_row == "error":
+                bad = parts[-1][1]
+                if bad and stop_at_bad:
                     out.bad_row = bad[0][1]
                     break
                 now = time.perf_counter()
-                if opts.checkpoint and ((every and stats.consumed % every == 0)
+                # blocks end at multiples of `every`, or (a keyed learning job) at the first
+                # end of a learning block after one
+                if opts.checkpoint and ((every and stats.consumed // every != consumed_before // every)
                                         or (opts.checkpoint_seconds and now - last_ck >= opts.checkpoint_seconds)):
                     checkpoint()
                 if opts.progress and now - last_progress > 0.25:
@@ -1193,20 +1332,23 @@ def _output_lost(exc: OutputError, opts: RunOptions, saved: int | None) -> Outpu
 
 
 def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: int,
-            fingerprint: InputFingerprint) -> Iterator[tuple[Block, list[tuple[int, str]], int, Any, InputFingerprint]]:
+            fingerprint: InputFingerprint,
+            group: int | None = None) -> Iterator[tuple[Block, list[tuple[int, str]], int, Any, InputFingerprint]]:
     """``(typed block, bad rows, records consumed, their source, fingerprint)`` until the
     input ends: the source (records or bytes of plain lines) and the fingerprint of the
     input through this block, which starts from ``fingerprint``, are for the consumer
     to take (or, when it consumes only part of the block, to hash that part).
 
     Blocks end at multiples of ``checkpoint_every`` input records, so that a checkpoint
-    falls exactly there."""
+    falls exactly there, and of ``group`` (see :func:`_grouped`)."""
     every = opts.checkpoint_every
     read = fingerprint.copy()
     while True:
         n = opts.block_size
         if every:
             n = min(n, every - consumed % every)
+        if group:
+            n = min(n, group - consumed % group)
         plain = reader.next_plain(n) if schema.compiled else None
         if plain is not None:  # plain lines as bytes, for the compiled parser
             blk, bad = schema.parse_plain(*plain)
@@ -1220,6 +1362,37 @@ def _blocks(reader: RecordReader, schema: Schema, opts: RunOptions, consumed: in
         read.add(source, cut)
         yield blk, bad, cut, source, read.copy()
         consumed += cut
+
+
+def _grouped(blocks: Iterator[Any], group: int, consumed: int, stop_at_bad: bool) -> Iterator[list[Any]]:
+    """The items of :func:`_blocks` (which end at multiples of ``group`` input records)
+    gathered into the ones of each whole ``group`` of records, counted from the job's
+    first record: a pipe that brings a few rows at a time waits for the rest of its group.
+    A group ends early at the input's end and, when it stops the run, at a bad row."""
+    pending: list[Any] = []
+    for item in blocks:
+        pending.append(item)
+        consumed += item[2]
+        if consumed % group == 0 or (stop_at_bad and item[1]):
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
+def _joined(blocks: list[Block]) -> Block:
+    """One block of the rows of ``blocks`` (typed by the Python reader or the compiled one)."""
+    n_pass = len(blocks[0].passthrough)
+    texts = [b.target_text for b in blocks]
+    offsets = np.cumsum([0] + [int(b.pos[-1]) + 1 if len(b) else 0 for b in blocks[:-1]])
+    return Block(np.concatenate([b.X for b in blocks]), np.concatenate([b.y for b in blocks]),
+                 np.concatenate([b.known for b in blocks]),
+                 None if blocks[0].keys is None else [k for b in blocks for k in b.keys],
+                 [[c for b in blocks for c in b.passthrough[j]] for j in range(n_pass)],
+                 None if any(t is None for t in texts) else [c for t in texts for c in t],  # type: ignore[union-attr]
+                 [line for b in blocks for line in b.lines],
+                 np.concatenate([b.pos + o for b, o in zip(blocks, offsets.tolist())]),
+                 any(b.quoted for b in blocks))
 
 
 class _Prefetch:

@@ -194,7 +194,9 @@ def main() -> None:
 @click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="Keep a resumable checkpoint here: at the end, on SIGINT/SIGTERM, at a bad row, and per "
                    "--checkpoint-every/--checkpoint-seconds. Written atomically.")
-@click.option("--checkpoint-every", type=click.IntRange(1), metavar="N", help="Checkpoint every N input rows.")
+@click.option("--checkpoint-every", type=click.IntRange(1), metavar="N",
+              help="Checkpoint every N input rows (a keyed job learning with shared weights: at the first end "
+                   "of a block after each N).")
 @click.option("--checkpoint-seconds", type=click.FloatRange(0, min_open=True), metavar="S",
               help="Checkpoint at least every S seconds (checked after each row or block).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --checkpoint file with a fresh start "
@@ -212,7 +214,9 @@ def main() -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write actual vs predicted (and error) to this "
                                                               "PNG at the end (needs matplotlib).")
 @click.option("--block-size", default=4096, show_default=True, type=click.IntRange(1), metavar="N",
-              help="Most rows per core call; a pipe is read as lines arrive whatever this is.")
+              help="Most rows per core call; a pipe is read as lines arrive whatever this is. With --key and "
+                   "shared weights, learning: the rows of each learning step (one optimizer step per block, "
+                   "blocks counted from the first row, a pipe waits for whole blocks; 1: learn per row).")
 @click.option("--reader-thread/--no-reader-thread", default=True, show_default=True,
               help="Read and parse a regular file's next blocks on a second thread while the model works.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line and no summary on stderr.")
@@ -222,7 +226,8 @@ def run(ctx: click.Context, **o: Any) -> None:
     """Predict (and learn) every row of a CSV stream; write one output row per input row.
 
     INPUT is a CSV file with a header, or - (default) for stdin. From a pipe, every row's
-    output is written and flushed before the next line is read (works behind `tail -f`);
+    output is written and flushed before the next line is read (works behind `tail -f`;
+    with --key and shared weights, learning: every block's, see --block-size);
     a regular file is processed in blocks, with the same results.
 
     \b
@@ -626,13 +631,7 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
         else:
             engine.learned = 0
         if not resuming and o.get("fresh_state"):
-            engine.states.clear()
-            engine.last.clear()
-            engine.ring.clear()
-            engine.ring_v.clear()
-            engine.ring_real.clear()
-            for m in ([engine.model] if engine.model is not None else []) + list(engine.models.values()):
-                m.reset_state()
+            engine.reset_states()
     else:
         template = None
         if saved is not None:
@@ -657,6 +656,19 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
     if not learn and saved is None and not o.get("quiet"):
         _echo("warning: --no-learn without --load predicts with an untrained model")
     return engine, stats, fingerprint
+
+
+def _keyed_block_size(job: dict[str, Any], o: dict[str, Any], explicit: bool, resuming: bool,
+                      saved_path: str | None) -> None:
+    """Keys with shared weights learn one block of rows per call (one optimizer step), so
+    the block size is part of the job: a checkpoint keeps it and --resume goes on with it."""
+    given = o.get("block_size", 4096)
+    saved = job.get("block_size")
+    if resuming and saved is not None and explicit and given != saved:
+        raise CliError(f"--block-size {given} differs from {saved_path}, which was made with --block-size {saved}: "
+                       "in a keyed job with shared weights it sets the rows of each learning step")
+    if saved is None or (explicit and not resuming):
+        job["block_size"] = given
 
 
 def _header(reader: RecordReader, o: dict[str, Any]) -> list[str]:
@@ -794,6 +806,8 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     # the core (numba) from here on; a cold numba cache compiles for a while: say so on a terminal
     with _CompileNote(not o.get("quiet") and stream is None and sys.stderr.isatty()):
         engine, stats, fingerprint = _engine(o, job, params, learn, saved, saved_path, resuming, header, reader)
+        if getattr(engine, "store", None) is not None and not job["ahead"]:
+            _keyed_block_size(engine.job, o, "block_size" in explicit, resuming, saved_path)
         if not o.get("quiet"):
             _echo(_describe(job, learn, roles, unused))
         engine.warm_up()  # start-up work (loading compiled code), not the first rows
@@ -886,6 +900,8 @@ def _info(path: str, as_json: bool) -> None:
         if job["key"]:
             if job.get("model") != "engine":
                 d["weights"] = "one set per key" if job.get("per_key_models") else "shared"
+            if job.get("block_size"):
+                d["block_size"] = f"{job['block_size']} rows per learning block"
             d["keys"] = len(meta["keys"])
         d["missing"] = job.get("missing", "impute")
         if job.get("interval"):

@@ -161,7 +161,7 @@ def assert_finite_models(outcome) -> None:
     for m in models:
         for name, w in m.weights().items():
             assert np.isfinite(w).all(), name
-    for st_ in eng.states.values():
+    for st_ in eng.key_states().values():  # every key's state (the keyed store's included)
         assert np.isfinite(st_.buffer).all()
     for m in models:
         assert np.isfinite(m.state.buffer).all()

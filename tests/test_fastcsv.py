@@ -249,10 +249,22 @@ def test_compiled_blocks_equal_python_blocks(rows, with_target):
     blocks_equal(got2, want)
 
 
-def test_keyed_schemas_stay_with_the_python_parser():
-    s = Schema(["k", "x", "y"], "y", ["x"], key="k")
+def test_keyed_schemas_parse_compiled_with_the_python_parsers_keys():
+    """Keyed rows go through the compiled parser too; their key strings (made from the key
+    cells' bytes when asked for) are the Python parser's, bytes that are not UTF-8 included."""
+    header = ["k", "x", "y"]
+    s = Schema(header, "y", ["x"], key="k")
     s.enable_compiled()
-    assert not s.compiled
+    assert s.compiled
+    lines = ["a,1.5,2", "b\udcff,2.5,", "a,3,4", " c ,0,1"]
+    raw = np.frombuffer(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"), dtype=np.uint8)
+    blk, bad = s.parse_plain(1, raw, len(lines))
+    py, _ = Schema(header, "y", ["x"], key="k")._parse_python([1, 2, 3, 4], lines)
+    assert not bad and blk.spans is not None and py.spans is None
+    assert blk.keys == py.keys == ["a", "b\udcff", "a", " c "]
+    assert blk.head(2).keys == ["a", "b\udcff"]
+    assert np.array_equal(blk.X, py.X) and np.array_equal(blk.known, py.known)
+    assert np.array_equal(blk.y, py.y, equal_nan=True)
 
 
 # ------------------------------------------------------------- whole runs
