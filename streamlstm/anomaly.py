@@ -121,6 +121,12 @@ class AnomalyScorer:
             1.0 / self.memory, 1.0 / self.window, self.decades, float(self.use_flat), float(self.use_window),
             float(self.holdoff), float(self.warmup)]])
 
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # pickled by an older version: the calibrator rebuilt its parameters (its own
+        # ``__setstate__`` ran first); the scorer's own parameters follow them
+        self.__dict__.update(d)
+        self.params = np.concatenate([self.calibrator.params, d["params"][-(K.Q_WARMUP + 1):]])
+
     @property
     def state(self) -> np.ndarray:
         """All per-key state: ``(keys, 4, width)`` float64 (three tracker rows, one of fields)."""
@@ -211,6 +217,7 @@ class AnomalyScorer:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["scorer_state"]
         scorer = cls(n_keys=max(1, state.shape[0]), **meta)
+        state = scorer.calibrator.upgrade(state)
         if state.shape != scorer.calibrator.state.shape:
             raise ValueError(f"anomaly scorer state has shape {state.shape}, its settings want {scorer.calibrator.state.shape}")
         scorer.calibrator.state = np.array(state, dtype=np.float64)

@@ -339,7 +339,10 @@ class Forecaster:
         if s.n:
             residuals = self._learn_targets(s, v, xa, lstm_forecast)
             if self._calibration is not None and residuals is not None:
-                self._calibration.observe(key, residuals)
+                if self.n_features:   # the forecasts given the target's own features (not issued)
+                    self._calibration.observe(key, residuals)
+                else:                 # the forecasts as issued (intervals.py)
+                    self._calibration.observe_value(key, v, s.n)
         if xa is not None:
             s.x[:] = xa
         xz = self._scaled_exogenous(xa)
@@ -348,6 +351,8 @@ class Forecaster:
         self._update_statistics(s, v, xa)
         self._update_stream(s, v)
         self._make_forecasts(key, s)
+        if self._calibration is not None and not self.n_features:
+            self._calibration.issue(key, self.forecast(key), s.n)
 
     def _lstm_hold(self, key: Hashable, s: _Stream) -> LSTMExpert:
         lstm = self._lstm
