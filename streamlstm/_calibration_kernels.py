@@ -66,19 +66,42 @@ def integral_term(integral, n, P):
 
 
 @_jit
-def lower_offset(trow, P, j):
-    """The issued lower bound of level ``j`` in scale units: tracker minus integral term."""
+def own_lower(trow, P, j):
+    """Level ``j``'s own lower bound in scale units: tracker minus integral term."""
     J = int(P[P_J])
     i = F_TRACK + 2 * J + int(P[P_G]) + j
     return trow[F_TRACK + j] - integral_term(trow[i], trow[F_N], P)
 
 
 @_jit
-def upper_offset(trow, P, j):
-    """The issued upper bound of level ``j`` in scale units: tracker plus integral term."""
+def own_upper(trow, P, j):
+    """Level ``j``'s own upper bound in scale units: tracker plus integral term."""
     J = int(P[P_J])
     i = F_TRACK + 3 * J + int(P[P_G]) + j
     return trow[F_TRACK + J + j] + integral_term(trow[i], trow[F_N], P)
+
+
+@_jit
+def lower_offset(trow, P, j):
+    """The issued lower bound of level ``j`` in scale units: the lowest own lower bound of
+    the levels up to ``j``'s (the intervals are nested: a higher level is never narrower)."""
+    a = P[P_LEVELS + j]
+    out = own_lower(trow, P, j)
+    for k in range(int(P[P_J])):
+        if k != j and P[P_LEVELS + k] >= a:
+            out = min(out, own_lower(trow, P, k))
+    return out
+
+
+@_jit
+def upper_offset(trow, P, j):
+    """The issued upper bound of level ``j`` in scale units (nested, see ``lower_offset``)."""
+    a = P[P_LEVELS + j]
+    out = own_upper(trow, P, j)
+    for k in range(int(P[P_J])):
+        if k != j and P[P_LEVELS + k] >= a:
+            out = max(out, own_upper(trow, P, k))
+    return out
 
 
 @_jit
@@ -183,19 +206,23 @@ def step_trackers(row, P, z, n, misses):
     if not math.isnan(misses[0]):
         eta /= misses[2 * J]
     i_off = F_TRACK + 2 * J + G
+    # the misses of the bounds as issued (nested over the levels: all of them before any
+    # tracker moves), as bits: lower bound of level j at bit 2j, upper at 2j + 1
+    given = not math.isnan(misses[0])
+    bits = 0
+    for j in range(J):
+        if given:
+            miss_lo, miss_hi = misses[j] != 0.0, misses[J + j] != 0.0
+        else:
+            miss_lo, miss_hi = z < lower_offset(row, P, j), z > upper_offset(row, P, j)
+        bits |= (1 if miss_lo else 0) << (2 * j)
+        bits |= (1 if miss_hi else 0) << (2 * j + 1)
     for j in range(J):
         half = 0.5 * P[P_LEVELS + j]
-        lo = F_TRACK + j
-        hi = F_TRACK + J + j
-        # the misses of the bounds as issued (tracker and integral term, before this score)
-        if math.isnan(misses[0]):
-            miss_lo = (1.0 if z < lower_offset(row, P, j) else 0.0) - half
-            miss_hi = (1.0 if z > upper_offset(row, P, j) else 0.0) - half
-        else:
-            miss_lo = misses[j] - half
-            miss_hi = misses[J + j] - half
-        row[lo] -= eta * miss_lo
-        row[hi] += eta * miss_hi
+        miss_lo = ((bits >> (2 * j)) & 1) - half
+        miss_hi = ((bits >> (2 * j + 1)) & 1) - half
+        row[F_TRACK + j] -= eta * miss_lo
+        row[F_TRACK + J + j] += eta * miss_hi
         row[i_off + j] += miss_lo
         row[i_off + J + j] += miss_hi
     t_off = F_TRACK + 2 * J

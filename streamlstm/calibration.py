@@ -100,6 +100,8 @@ class OnlineCalibrator:
                  n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
                  integrator_saturation: float = INTEGRATOR_SATURATION) -> None:
         self.levels = _check_levels(levels)
+        if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
+            raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
         for name, value, low in (("horizon", horizon, 1), ("n_keys", n_keys, 1)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

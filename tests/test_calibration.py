@@ -44,7 +44,10 @@ class Reference:
         return self.gain * np.tan(np.clip(x, -self.limit, self.limit))
 
     def offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.lo - self.integral(self.i_lo), self.hi + self.integral(self.i_hi)
+        """The issued bounds: each level's own, nested (a level's interval holds the lower levels')."""
+        lo, hi = self.lo - self.integral(self.i_lo), self.hi + self.integral(self.i_hi)
+        lower = self.alpha[None, :] >= self.alpha[:, None]   # [j, k]: level k is at most level j
+        return (np.where(lower, lo[None, :], np.inf).min(axis=1), np.where(lower, hi[None, :], -np.inf).max(axis=1))
 
     def p_value(self, r: float) -> float:
         if self.n == 0:
@@ -68,7 +71,9 @@ class Reference:
         lo, hi = self.offsets()
         return y_hat + lo * self.scale, y_hat + hi * self.scale
 
-    def update(self, r: float) -> None:
+    def update(self, r: float, issued_misses: np.ndarray | None = None, delay: float = 1.0) -> None:
+        """``issued_misses`` (lower then upper bounds' misses of each level): those of bounds
+        issued ``delay`` steps before, instead of the current bounds' (steps divided by it)."""
         J = len(self.alpha)
         if self.n == 0:
             self.lo, self.hi, self.tail = self.start[:J].copy(), self.start[J:2 * J].copy(), self.start[2 * J:].copy()
@@ -77,6 +82,9 @@ class Reference:
             eta = max(self.lr, 1 / math.sqrt(self.n + 1))
             lo, hi = self.offsets()
             miss_lo, miss_hi = (z < lo) - self.alpha / 2, (z > hi) - self.alpha / 2
+            if issued_misses is not None:
+                eta /= delay
+                miss_lo, miss_hi = issued_misses[:J] - self.alpha / 2, issued_misses[J:] - self.alpha / 2
             self.lo = self.lo - eta * miss_lo
             self.hi = self.hi + eta * miss_hi
             self.i_lo, self.i_hi = self.i_lo + miss_lo, self.i_hi + miss_hi
@@ -101,6 +109,48 @@ def test_kernels_match_numpy_reference_float64() -> None:
         p = cal.update(value)
         assert p == pytest.approx(ref.p_value(value), rel=1e-12, abs=1e-300), f"event {t}"
         ref.update(value)
+
+
+def test_issued_misses_kernel_matches_numpy_reference_float64() -> None:
+    """The trackers fed the misses of bounds issued earlier (a panel's key, bounded a round
+    before its value) with steps divided by the delay, against the reference."""
+    from streamlstm import _calibration_kernels as K
+
+    rng = np.random.default_rng(4)
+    cal = OnlineCalibrator(levels=LEVELS)
+    ref = Reference(cal)
+    misses = np.empty((1, 2 * len(LEVELS) + 1))
+    for t in range(400):
+        r = float(rng.standard_t(4) * 3.0)
+        given = t % 3 != 0                     # every third residual: no issued bounds recorded
+        if given:
+            misses[0, :-1] = rng.random(2 * len(LEVELS)) < 0.1
+            misses[0, -1] = float(rng.integers(1, 60))
+        else:
+            misses[0, 0] = np.nan
+        K.observe_issued(cal.state, cal.params, 0, np.array([r]), misses)
+        ref.update(r, misses[0, :-1].copy() if given else None, misses[0, -1])
+        lo, hi = cal.interval(0.0)
+        rlo, rhi = ref.interval(0.0)
+        np.testing.assert_allclose(lo, rlo, rtol=1e-12, atol=1e-12, err_msg=f"event {t}")
+        np.testing.assert_allclose(hi, rhi, rtol=1e-12, atol=1e-12, err_msg=f"event {t}")
+
+
+def test_intervals_are_nested_and_old_states_load() -> None:
+    """A higher level's interval holds a lower level's (even on a two-point residual law, where
+    each level's own bounds may cross); a state saved before the integrator loads (zero integrals)."""
+    cal = OnlineCalibrator(levels=[0.5, 0.9, 0.8])
+    for r in [-1.0, 1.0] * 200:
+        cal.update(r)
+    lo, hi = cal.interval(10.0)
+    assert lo[1] <= lo[2] <= lo[0] <= 10.0 <= hi[0] <= hi[2] <= hi[1]
+    meta, arrays = cal.export()
+    J = len(cal.levels)
+    old = {"calibrator_state": arrays["calibrator_state"][..., :-2 * J]}
+    old_meta = {k: v for k, v in meta.items() if not k.startswith("integrator")}
+    twin = OnlineCalibrator.from_export(old_meta, old)
+    assert twin.state.shape == cal.state.shape and (twin.state[..., -2 * J:] == 0).all()
+    assert np.array_equal(twin.state[..., :-2 * J], cal.state[..., :-2 * J])
 
 
 @pytest.mark.parametrize("pooled", [False, True])

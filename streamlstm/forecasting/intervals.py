@@ -167,7 +167,6 @@ class ForecastCalibration:
         if not (scale >= 0).all():
             raise ValueError(f"array {STATE_ARRAY!r}: a residual scale is negative")
         issued = arrays.get(ISSUED_ARRAY)
-        H = cal.horizon
         if issued is not None:   # absent from files saved before it existed: nothing recorded
             want = (len(keys), *self.issued.shape[1:])
             if issued.dtype != np.float64 or issued.shape != want:
