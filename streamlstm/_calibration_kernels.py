@@ -154,11 +154,19 @@ def normalised(row, r):
 @_jit
 def update_row(row, P, r):
     """Fold the score ``r`` into a row holding its own trackers (see ``update_rows``)."""
-    update_rows(row, row, P, r, False, NO_MISSES)
+    update_rows(row, row, P, r, False, NO_MISSES, True)
 
 
 @_jit
-def update_rows(krow, trow, P, r, pooled, misses):
+def update_row_tails(row, P, r):
+    """``update_row`` of a row whose interval trackers are never read (only its p-values):
+    its level trackers and integrals are left alone (the anomaly scorer's window and flat
+    channels; half the per-event cost of the levels)."""
+    update_rows(row, row, P, r, False, NO_MISSES, False)
+
+
+@_jit
+def update_rows(krow, trow, P, r, pooled, misses, levels):
     """Fold the score ``r`` of a key (row ``krow``: count and scale) into the trackers of
     ``trow`` (the key's own row, or the pool row shared by all keys when ``pooled``).
 
@@ -179,7 +187,7 @@ def update_rows(krow, trow, P, r, pooled, misses):
         for i in range(2 * J + G):
             trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
     if krow[F_SCALE] > 0.0 or r == 0.0:
-        step_trackers(trow, P, normalised(krow, r), m, misses)
+        step_trackers(trow, P, normalised(krow, r), m, misses, levels)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
     if pooled:
         trow[F_N] = m + 1.0
@@ -192,39 +200,40 @@ def update_rows(krow, trow, P, r, pooled, misses):
 
 
 @_jit
-def step_trackers(row, P, z, n, misses):
+def step_trackers(row, P, z, n, misses, levels):
     """One quantile-tracking step of every tracker of the row on the studentised score ``z``
-    (``misses``: see ``update_rows``)."""
+    (``misses``: see ``update_rows``; ``levels`` False: the tail trackers only)."""
     J = int(P[P_J])
     G = int(P[P_G])
     a = abs(z)
-    # stochastic-approximation steps 1/sqrt(n) while they exceed lr, then lr for good; with
-    # bounds issued ``delay`` tracker steps before this score (a panel's other keys stepped
-    # in between), each step is divided by the delay: the trackers then move about lr per
-    # round of the keys, not per key, and do not overshoot on feedback that comes late
+    # stochastic-approximation steps 1/sqrt(n) while they exceed lr, then lr for good
     eta = max(P[P_LR], 1.0 / math.sqrt(n + 1.0))
-    if not math.isnan(misses[0]):
-        eta /= misses[2 * J]
-    i_off = F_TRACK + 2 * J + G
-    # the misses of the bounds as issued (nested over the levels: all of them before any
-    # tracker moves), as bits: lower bound of level j at bit 2j, upper at 2j + 1
-    given = not math.isnan(misses[0])
-    bits = 0
-    for j in range(J):
-        if given:
-            miss_lo, miss_hi = misses[j] != 0.0, misses[J + j] != 0.0
-        else:
-            miss_lo, miss_hi = z < lower_offset(row, P, j), z > upper_offset(row, P, j)
-        bits |= (1 if miss_lo else 0) << (2 * j)
-        bits |= (1 if miss_hi else 0) << (2 * j + 1)
-    for j in range(J):
-        half = 0.5 * P[P_LEVELS + j]
-        miss_lo = ((bits >> (2 * j)) & 1) - half
-        miss_hi = ((bits >> (2 * j + 1)) & 1) - half
-        row[F_TRACK + j] -= eta * miss_lo
-        row[F_TRACK + J + j] += eta * miss_hi
-        row[i_off + j] += miss_lo
-        row[i_off + J + j] += miss_hi
+    if levels and J:
+        # with bounds issued ``delay`` tracker steps before this score (a panel's other keys
+        # stepped in between), each level step is divided by the delay: the trackers then
+        # move about lr per round of the keys, not per key, and do not overshoot on feedback
+        # that comes late
+        given = not math.isnan(misses[0])
+        eta_levels = eta / misses[2 * J] if given else eta
+        # the misses of the bounds as issued (nested over the levels: all of them before any
+        # tracker moves), as bits: lower bound of level j at bit 2j, upper at 2j + 1
+        bits = 0
+        for j in range(J):
+            if given:
+                miss_lo, miss_hi = misses[j] != 0.0, misses[J + j] != 0.0
+            else:
+                miss_lo, miss_hi = z < lower_offset(row, P, j), z > upper_offset(row, P, j)
+            bits |= (1 if miss_lo else 0) << (2 * j)
+            bits |= (1 if miss_hi else 0) << (2 * j + 1)
+        i_off = F_TRACK + 2 * J + G
+        for j in range(J):
+            half = 0.5 * P[P_LEVELS + j]
+            miss_lo = ((bits >> (2 * j)) & 1) - half
+            miss_hi = ((bits >> (2 * j + 1)) & 1) - half
+            row[F_TRACK + j] -= eta_levels * miss_lo
+            row[F_TRACK + J + j] += eta_levels * miss_hi
+            row[i_off + j] += miss_lo
+            row[i_off + J + j] += miss_hi
     t_off = F_TRACK + 2 * J
     for k in range(G):
         g = P[P_LEVELS + J + k]
@@ -255,7 +264,7 @@ def observe(S, P, key, residuals, p_out):
             continue
         trow = S[pool, s] if pooled else S[key, s]
         p_out[s] = key_p_value(S[key, s], trow, P, r)
-        update_rows(S[key, s], trow, P, r, pooled, NO_MISSES)
+        update_rows(S[key, s], trow, P, r, pooled, NO_MISSES, True)
 
 
 @_jit
@@ -268,7 +277,7 @@ def observe_issued(S, P, key, residuals, misses):
     for s in range(residuals.shape[0]):
         r = residuals[s]
         if not math.isnan(r):
-            update_rows(S[key, s], S[pool, s] if pooled else S[key, s], P, r, pooled, misses[s])
+            update_rows(S[key, s], S[pool, s] if pooled else S[key, s], P, r, pooled, misses[s], True)
 
 
 @_jit
@@ -319,7 +328,7 @@ def observe_one(S, P, key, r):
     krow = S[key, 0]
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else krow
     p = key_p_value(krow, trow, P, r)
-    update_rows(krow, trow, P, r, P[P_POOL] != 0.0, NO_MISSES)
+    update_rows(krow, trow, P, r, P[P_POOL] != 0.0, NO_MISSES, True)
     return p
 
 
@@ -384,7 +393,7 @@ def anomaly_step(S, P, key, y, y_hat):
         surprise = -math.log(max(p, P_FLOOR))
         row[A_SURPRISE] += P[q + Q_WINDOW] * (surprise - row[A_SURPRISE])
         pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
-        update_row(S[key, C_WINDOW], P, row[A_SURPRISE])
+        update_row_tails(S[key, C_WINDOW], P, row[A_SURPRISE])
         channels += 1.0
         best = min(best, pw)
     if n > 0.0:
@@ -401,7 +410,7 @@ def anomaly_step(S, P, key, y, y_hat):
             flat_row = S[key, C_FLAT]
             flat_row[F_SCALE] = 1.0
             pf = tail_p_value(flat_row, P, row[A_RUN])
-            update_row(flat_row, P, row[A_RUN])
+            update_row_tails(flat_row, P, row[A_RUN])
             flat_row[F_SCALE] = 1.0
             channels += 1.0
             best = min(best, pf)

@@ -46,6 +46,8 @@ class Reference:
     def offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """The issued bounds: each level's own, nested (a level's interval holds the lower levels')."""
         lo, hi = self.lo - self.integral(self.i_lo), self.hi + self.integral(self.i_hi)
+        if lo.size == 0:
+            return lo, hi
         lower = self.alpha[None, :] >= self.alpha[:, None]   # [j, k]: level k is at most level j
         return (np.where(lower, lo[None, :], np.inf).min(axis=1), np.where(lower, hi[None, :], -np.inf).max(axis=1))
 
@@ -82,11 +84,12 @@ class Reference:
             eta = max(self.lr, 1 / math.sqrt(self.n + 1))
             lo, hi = self.offsets()
             miss_lo, miss_hi = (z < lo) - self.alpha / 2, (z > hi) - self.alpha / 2
+            eta_levels = eta
             if issued_misses is not None:
-                eta /= delay
+                eta_levels = eta / delay
                 miss_lo, miss_hi = issued_misses[:J] - self.alpha / 2, issued_misses[J:] - self.alpha / 2
-            self.lo = self.lo - eta * miss_lo
-            self.hi = self.hi + eta * miss_hi
+            self.lo = self.lo - eta_levels * miss_lo
+            self.hi = self.hi + eta_levels * miss_hi
             self.i_lo, self.i_hi = self.i_lo + miss_lo, self.i_hi + miss_hi
             self.tail = self.tail + eta * ((abs(z) > self.tail) - self.grid)
         self.n += 1
