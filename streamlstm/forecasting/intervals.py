@@ -56,6 +56,10 @@ class ForecastCalibration:
         self.issued = np.full((1, horizon, 2 + 2 * J, horizon), np.nan)
         self._residuals = np.empty(horizon)
         self._misses = np.empty((horizon, 2 * J + 1))
+        # the last issue ``(key, point, lower, upper)``: what ``forecast_interval(key)`` gives
+        # until the next value is learned (the engine of a model without features issues
+        # after every value, so it is never stale; it spares recomputing it)
+        self.last: tuple | None = None
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -84,6 +88,7 @@ class ForecastCalibration:
         """Record the forecasts ``point`` (h = 1 .. horizon) of ``key`` issued after its
         ``n``-th value, and their bounds now: the next values are compared with them."""
         lo, hi = self.bounds(key, point)
+        self.last = (key, point.copy(), lo.copy(), hi.copy())
         J = lo.shape[0]
         r = self.row(key)
         cal = self.calibrator
