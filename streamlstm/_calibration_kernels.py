@@ -66,42 +66,46 @@ def integral_term(integral, n, P):
 
 
 @_jit
-def own_lower(trow, P, j):
-    """Level ``j``'s own lower bound in scale units: tracker minus integral term."""
+def own_bound(trow, P, j, side):
+    """Level ``j``'s own bound in scale units, lower (``side = -1``) or upper (``+1``): its
+    tracker pushed outwards (or inwards, down to the forecast) by the integral term of its
+    coverage errors."""
     J = int(P[P_J])
-    i = F_TRACK + 2 * J + int(P[P_G]) + j
-    return trow[F_TRACK + j] - integral_term(trow[i], trow[F_N], P)
+    shift = J if side > 0.0 else 0
+    i = F_TRACK + 2 * J + int(P[P_G]) + shift + j
+    outward = side * trow[F_TRACK + shift + j]   # the tracker's distance outwards from the forecast
+    term = integral_term(trow[i], trow[F_N], P)
+    if term < 0.0:
+        # an over-covering side narrows, but not past the forecast (unless its tracker is):
+        # an interval keeps its point forecast inside
+        return side * max(outward + term, min(outward, 0.0))
+    return side * (outward + term)
 
 
 @_jit
-def own_upper(trow, P, j):
-    """Level ``j``'s own upper bound in scale units: tracker plus integral term."""
-    J = int(P[P_J])
-    i = F_TRACK + 3 * J + int(P[P_G]) + j
-    return trow[F_TRACK + J + j] + integral_term(trow[i], trow[F_N], P)
+def issued_bound(trow, P, j, side):
+    """The bound of level ``j`` as issued: the outermost own bound of the levels up to ``j``'s
+    (the intervals are nested: a higher level is never narrower than a lower one)."""
+    a = P[P_LEVELS + j]
+    out = own_bound(trow, P, j, side)
+    for k in range(int(P[P_J])):
+        if k != j and P[P_LEVELS + k] >= a:
+            v = own_bound(trow, P, k, side)
+            if side * v > side * out:
+                out = v
+    return out
 
 
 @_jit
 def lower_offset(trow, P, j):
-    """The issued lower bound of level ``j`` in scale units: the lowest own lower bound of
-    the levels up to ``j``'s (the intervals are nested: a higher level is never narrower)."""
-    a = P[P_LEVELS + j]
-    out = own_lower(trow, P, j)
-    for k in range(int(P[P_J])):
-        if k != j and P[P_LEVELS + k] >= a:
-            out = min(out, own_lower(trow, P, k))
-    return out
+    """The issued lower bound of level ``j`` in scale units."""
+    return issued_bound(trow, P, j, -1.0)
 
 
 @_jit
 def upper_offset(trow, P, j):
-    """The issued upper bound of level ``j`` in scale units (nested, see ``lower_offset``)."""
-    a = P[P_LEVELS + j]
-    out = own_upper(trow, P, j)
-    for k in range(int(P[P_J])):
-        if k != j and P[P_LEVELS + k] >= a:
-            out = max(out, own_upper(trow, P, k))
-    return out
+    """The issued upper bound of level ``j`` in scale units."""
+    return issued_bound(trow, P, j, 1.0)
 
 
 @_jit

@@ -45,7 +45,11 @@ class Reference:
 
     def offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """The issued bounds: each level's own, nested (a level's interval holds the lower levels')."""
-        lo, hi = self.lo - self.integral(self.i_lo), self.hi + self.integral(self.i_hi)
+        def outwards(track: np.ndarray, term: np.ndarray) -> np.ndarray:
+            # the distance from the forecast; a narrowing term stops at the forecast
+            return np.where(term < 0, np.maximum(track + term, np.minimum(track, 0.0)), track + term)
+
+        lo, hi = -outwards(-self.lo, self.integral(self.i_lo)), outwards(self.hi, self.integral(self.i_hi))
         if lo.size == 0:
             return lo, hi
         lower = self.alpha[None, :] >= self.alpha[:, None]   # [j, k]: level k is at most level j
