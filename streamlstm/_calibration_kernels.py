@@ -68,17 +68,18 @@ def integral_term(integral, n, P):
 @_jit
 def own_bound(trow, P, j, side):
     """Level ``j``'s own bound in scale units, lower (``side = -1``) or upper (``+1``): its
-    tracker pushed outwards (or inwards, down to the forecast) by the integral term of its
-    coverage errors."""
+    tracker pushed outwards (or inwards, by at most half its distance from the forecast) by
+    the integral term of its coverage errors."""
     J = int(P[P_J])
     shift = J if side > 0.0 else 0
     i = F_TRACK + 2 * J + int(P[P_G]) + shift + j
     outward = side * trow[F_TRACK + shift + j]   # the tracker's distance outwards from the forecast
     term = integral_term(trow[i], trow[F_N], P)
     if term < 0.0:
-        # an over-covering side narrows, but not past the forecast (unless its tracker is):
-        # an interval keeps its point forecast inside
-        return side * max(outward + term, min(outward, 0.0))
+        # an over-covering side narrows, by at most half its tracker's distance from the
+        # forecast (none if its tracker is across it): the interval keeps its point forecast
+        # strictly inside
+        return side * max(outward + term, min(outward, 0.5 * outward))
     return side * (outward + term)
 
 

@@ -46,8 +46,8 @@ class Reference:
     def offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """The issued bounds: each level's own, nested (a level's interval holds the lower levels')."""
         def outwards(track: np.ndarray, term: np.ndarray) -> np.ndarray:
-            # the distance from the forecast; a narrowing term stops at the forecast
-            return np.where(term < 0, np.maximum(track + term, np.minimum(track, 0.0)), track + term)
+            # the distance from the forecast; a narrowing term takes at most half of it
+            return np.where(term < 0, np.maximum(track + term, np.minimum(track, 0.5 * track)), track + term)
 
         lo, hi = -outwards(-self.lo, self.integral(self.i_lo)), outwards(self.hi, self.integral(self.i_hi))
         if lo.size == 0:

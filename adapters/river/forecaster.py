@@ -95,7 +95,7 @@ class LSTMForecaster(RiverForecaster):
     >>> [round(v) for v in model.forecast(3)]
     [420, 402, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['400-438', '378-427', '441-491']
+    ['397-438', '374-430', '425-490']
     """
 
     def __init__(
