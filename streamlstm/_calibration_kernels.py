@@ -3,7 +3,7 @@
 One *tracker row* calibrates one stream of scores (a residual, or any non-negative statistic).
 It is a float64 vector laid out as::
 
-    [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} ]
+    [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} | ilo_0 .. ilo_{J-1} | ihi_0 .. ihi_{J-1} ]
 
 * ``n`` counts the scores seen, ``scale`` is their running mean absolute value (exponential
   with rate ``max(decay, 1/n)``, each score clipped to ``clip`` scales): the trackers work
@@ -12,10 +12,15 @@ It is a float64 vector laid out as::
   (``a_j = 1 - level_j``) by quantile tracking (online subgradient steps on the pinball loss,
   the "P" part of conformal PID control): ``hi += eta * (1[r > hi] - a_j/2)``;
 * ``tail_k`` tracks the ``1 - g_k`` quantile of ``|r|`` for a fixed grid of tail
-  probabilities ``g_k``; the p-value of a new score interpolates ``log g`` between them.
+  probabilities ``g_k``; the p-value of a new score interpolates ``log g`` between them;
+* ``ilo_j`` / ``ihi_j`` integrate the coverage errors of the issued bounds,
+  ``sum(miss - a_j/2)`` (the "I" part of conformal PID control); the issued bound is the
+  tracker plus the saturating integral term ``gain * tan(clamp(I log(n+2) / (csat (n+2))))``,
+  and both the tracker and the integral are driven by the misses of that issued bound.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, a_0 .. a_{J-1}, g_0 .. g_{G-1}, start]``,
-``start`` holding the ``2J + G`` tracker values a new row starts from.
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, a_0 .. a_{J-1},
+g_0 .. g_{G-1}, start]``, ``start`` holding the ``2J + G`` tracker values a new row starts from
+(the integrals start at 0).
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
 """
 
@@ -31,9 +36,77 @@ _jit = njit(cache=True, error_model="numpy", nogil=True)
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
-P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_LEVELS = 0, 1, 2, 3, 4, 5, 6
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
+# "no issued misses given": the trackers compare the score with their own current bounds
+NO_MISSES = np.full(1, np.nan)
+
+
+@_jit
+def row_width(J, G):
+    """Floats of one tracker row with ``J`` interval levels and ``G`` tail levels."""
+    return F_TRACK + 4 * J + G
+
+
+@_jit
+def integral_term(integral, n, P):
+    """The saturating integral term of conformal PID control for the accumulated coverage
+    error ``integral`` after ``n`` scores: ``gain * tan(integral * log(n+2) / (csat * (n+2)))``,
+    the tangent's argument clamped to ``+-limit`` (finite bounds)."""
+    if P[P_GAIN] == 0.0 or integral == 0.0:
+        return 0.0
+    x = integral * math.log(n + 2.0) / (P[P_CSAT] * (n + 2.0))
+    limit = P[P_LIMIT]
+    if x > limit:
+        x = limit
+    elif x < -limit:
+        x = -limit
+    return P[P_GAIN] * math.tan(x)
+
+
+@_jit
+def own_bound(trow, P, j, side):
+    """Level ``j``'s own bound in scale units, lower (``side = -1``) or upper (``+1``): its
+    tracker pushed outwards (or inwards, by at most half its distance from the forecast) by
+    the integral term of its coverage errors."""
+    J = int(P[P_J])
+    shift = J if side > 0.0 else 0
+    i = F_TRACK + 2 * J + int(P[P_G]) + shift + j
+    outward = side * trow[F_TRACK + shift + j]   # the tracker's distance outwards from the forecast
+    term = integral_term(trow[i], trow[F_N], P)
+    if term < 0.0:
+        # an over-covering side narrows, by at most half its tracker's distance from the
+        # forecast (none if its tracker is across it): the interval keeps its point forecast
+        # strictly inside
+        return side * max(outward + term, min(outward, 0.5 * outward))
+    return side * (outward + term)
+
+
+@_jit
+def issued_bound(trow, P, j, side):
+    """The bound of level ``j`` as issued: the outermost own bound of the levels up to ``j``'s
+    (the intervals are nested: a higher level is never narrower than a lower one)."""
+    a = P[P_LEVELS + j]
+    out = own_bound(trow, P, j, side)
+    for k in range(int(P[P_J])):
+        if k != j and P[P_LEVELS + k] >= a:
+            v = own_bound(trow, P, k, side)
+            if side * v > side * out:
+                out = v
+    return out
+
+
+@_jit
+def lower_offset(trow, P, j):
+    """The issued lower bound of level ``j`` in scale units."""
+    return issued_bound(trow, P, j, -1.0)
+
+
+@_jit
+def upper_offset(trow, P, j):
+    """The issued upper bound of level ``j`` in scale units."""
+    return issued_bound(trow, P, j, 1.0)
 
 
 @_jit
@@ -86,17 +159,29 @@ def normalised(row, r):
 @_jit
 def update_row(row, P, r):
     """Fold the score ``r`` into a row holding its own trackers (see ``update_rows``)."""
-    update_rows(row, row, P, r, False)
+    update_rows(row, row, P, r, False, NO_MISSES, True)
 
 
 @_jit
-def update_rows(krow, trow, P, r, pooled):
+def update_row_tails(row, P, r):
+    """``update_row`` of a row whose interval trackers are never read (only its p-values):
+    its level trackers and integrals are left alone (the anomaly scorer's window and flat
+    channels; half the per-event cost of the levels)."""
+    update_rows(row, row, P, r, False, NO_MISSES, False)
+
+
+@_jit
+def update_rows(krow, trow, P, r, pooled, misses, levels):
     """Fold the score ``r`` of a key (row ``krow``: count and scale) into the trackers of
     ``trow`` (the key's own row, or the pool row shared by all keys when ``pooled``).
 
     The quantile trackers work on the studentised score ``z = r / scale`` (the key's scale
     from before ``r``): a change of volatility moves the intervals through the scale at once,
-    and the trackers only correct the shape.
+    and the trackers only correct the shape. ``misses`` (``2J`` values, 1 or 0: the lower
+    then upper bounds of each level, then the delay) says whether the value fell outside
+    the bounds *as they were issued*, when they were issued earlier than now (a panel's key
+    is bounded, then the other keys move the shared trackers before its value arrives), and
+    how many tracker steps ago (>= 1); NaN first: compare with the current bounds.
     """
     J = int(P[P_J])
     G = int(P[P_G])
@@ -107,7 +192,7 @@ def update_rows(krow, trow, P, r, pooled):
         for i in range(2 * J + G):
             trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
     if krow[F_SCALE] > 0.0 or r == 0.0:
-        step_trackers(trow, P, normalised(krow, r), m)
+        step_trackers(trow, P, normalised(krow, r), m, misses, levels)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
     if pooled:
         trow[F_N] = m + 1.0
@@ -120,19 +205,40 @@ def update_rows(krow, trow, P, r, pooled):
 
 
 @_jit
-def step_trackers(row, P, z, n):
-    """One quantile-tracking step of every tracker of the row on the studentised score ``z``."""
+def step_trackers(row, P, z, n, misses, levels):
+    """One quantile-tracking step of every tracker of the row on the studentised score ``z``
+    (``misses``: see ``update_rows``; ``levels`` False: the tail trackers only)."""
     J = int(P[P_J])
     G = int(P[P_G])
     a = abs(z)
     # stochastic-approximation steps 1/sqrt(n) while they exceed lr, then lr for good
     eta = max(P[P_LR], 1.0 / math.sqrt(n + 1.0))
-    for j in range(J):
-        half = 0.5 * P[P_LEVELS + j]
-        lo = F_TRACK + j
-        hi = F_TRACK + J + j
-        row[lo] -= eta * ((1.0 if z < row[lo] else 0.0) - half)
-        row[hi] += eta * ((1.0 if z > row[hi] else 0.0) - half)
+    if levels and J:
+        # with bounds issued ``delay`` tracker steps before this score (a panel's other keys
+        # stepped in between), each level step is divided by the delay: the trackers then
+        # move about lr per round of the keys, not per key, and do not overshoot on feedback
+        # that comes late
+        given = not math.isnan(misses[0])
+        eta_levels = eta / misses[2 * J] if given else eta
+        # the misses of the bounds as issued (nested over the levels: all of them before any
+        # tracker moves), as bits: lower bound of level j at bit 2j, upper at 2j + 1
+        bits = 0
+        for j in range(J):
+            if given:
+                miss_lo, miss_hi = misses[j] != 0.0, misses[J + j] != 0.0
+            else:
+                miss_lo, miss_hi = z < lower_offset(row, P, j), z > upper_offset(row, P, j)
+            bits |= (1 if miss_lo else 0) << (2 * j)
+            bits |= (1 if miss_hi else 0) << (2 * j + 1)
+        i_off = F_TRACK + 2 * J + G
+        for j in range(J):
+            half = 0.5 * P[P_LEVELS + j]
+            miss_lo = ((bits >> (2 * j)) & 1) - half
+            miss_hi = ((bits >> (2 * j + 1)) & 1) - half
+            row[F_TRACK + j] -= eta_levels * miss_lo
+            row[F_TRACK + J + j] += eta_levels * miss_hi
+            row[i_off + j] += miss_lo
+            row[i_off + J + j] += miss_hi
     t_off = F_TRACK + 2 * J
     for k in range(G):
         g = P[P_LEVELS + J + k]
@@ -163,7 +269,20 @@ def observe(S, P, key, residuals, p_out):
             continue
         trow = S[pool, s] if pooled else S[key, s]
         p_out[s] = key_p_value(S[key, s], trow, P, r)
-        update_rows(S[key, s], trow, P, r, pooled)
+        update_rows(S[key, s], trow, P, r, pooled, NO_MISSES, True)
+
+
+@_jit
+def observe_issued(S, P, key, residuals, misses):
+    """``observe`` (no p-values) of residuals whose bounds were issued earlier: ``misses[s]``
+    holds step ``s``'s ``2J`` miss indicators of the bounds as issued and the delay (see
+    ``update_rows``; NaN first: none recorded, compare with the current bounds)."""
+    pooled = P[P_POOL] != 0.0
+    pool = S.shape[0] - 1
+    for s in range(residuals.shape[0]):
+        r = residuals[s]
+        if not math.isnan(r):
+            update_rows(S[key, s], S[pool, s] if pooled else S[key, s], P, r, pooled, misses[s], True)
 
 
 @_jit
@@ -182,8 +301,8 @@ def intervals(S, P, key, y_hat, lo_out, hi_out):
         scale = S[key, s, F_SCALE]
         trow = S[pool, s]
         for j in range(J):
-            lo_out[s, j] = y_hat[s] + trow[F_TRACK + j] * scale
-            hi_out[s, j] = y_hat[s] + trow[F_TRACK + J + j] * scale
+            lo_out[s, j] = y_hat[s] + lower_offset(trow, P, j) * scale
+            hi_out[s, j] = y_hat[s] + upper_offset(trow, P, j) * scale
 
 
 @_jit
@@ -195,18 +314,17 @@ def interval_one(S, P, key, y_hat):
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
     scale = S[key, 0, F_SCALE]
     for j in range(J):
-        out[0, j] = y_hat + trow[F_TRACK + j] * scale
-        out[1, j] = y_hat + trow[F_TRACK + J + j] * scale
+        out[0, j] = y_hat + lower_offset(trow, P, j) * scale
+        out[1, j] = y_hat + upper_offset(trow, P, j) * scale
     return out
 
 
 @_jit
 def bounds_one(S, P, key, y_hat, j):
     """Lower and upper bound of level ``j`` around one float forecast (horizon step 0)."""
-    J = int(P[P_J])
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
     scale = S[key, 0, F_SCALE]
-    return y_hat + trow[F_TRACK + j] * scale, y_hat + trow[F_TRACK + J + j] * scale
+    return y_hat + lower_offset(trow, P, j) * scale, y_hat + upper_offset(trow, P, j) * scale
 
 
 @_jit
@@ -215,7 +333,7 @@ def observe_one(S, P, key, r):
     krow = S[key, 0]
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else krow
     p = key_p_value(krow, trow, P, r)
-    update_rows(krow, trow, P, r, P[P_POOL] != 0.0)
+    update_rows(krow, trow, P, r, P[P_POOL] != 0.0, NO_MISSES, True)
     return p
 
 
@@ -280,7 +398,7 @@ def anomaly_step(S, P, key, y, y_hat):
         surprise = -math.log(max(p, P_FLOOR))
         row[A_SURPRISE] += P[q + Q_WINDOW] * (surprise - row[A_SURPRISE])
         pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
-        update_row(S[key, C_WINDOW], P, row[A_SURPRISE])
+        update_row_tails(S[key, C_WINDOW], P, row[A_SURPRISE])
         channels += 1.0
         best = min(best, pw)
     if n > 0.0:
@@ -297,7 +415,7 @@ def anomaly_step(S, P, key, y, y_hat):
             flat_row = S[key, C_FLAT]
             flat_row[F_SCALE] = 1.0
             pf = tail_p_value(flat_row, P, row[A_RUN])
-            update_row(flat_row, P, row[A_RUN])
+            update_row_tails(flat_row, P, row[A_RUN])
             flat_row[F_SCALE] = 1.0
             channels += 1.0
             best = min(best, pf)
@@ -327,9 +445,8 @@ def score_and_bounds(S, P, key, y, y_hat, y_hat_next, j):
     """``anomaly_step`` of ``(y, y_hat)``, then the bounds of level ``j`` around the next
     forecast from the residual channel's trackers: ``(score, lower, upper)`` in one call."""
     score = anomaly_step(S, P, key, y, y_hat)
-    J = int(P[P_J])
     row = S[key, C_RESIDUAL]
-    return score, y_hat_next + row[F_TRACK + j] * row[F_SCALE], y_hat_next + row[F_TRACK + J + j] * row[F_SCALE]
+    return score, y_hat_next + lower_offset(row, P, j) * row[F_SCALE], y_hat_next + upper_offset(row, P, j) * row[F_SCALE]
 
 
 @_jit

@@ -117,9 +117,17 @@ class AnomalyScorer:
                                            n_keys=n_keys)
         if self.calibrator.width < K.A_WIDTH:
             raise ValueError(f"tail_grid needs at least {K.A_WIDTH - K.F_TRACK} levels, got {len(self.calibrator.tail_grid)}")
+        self._n_levels = len(self.calibrator.levels)
         self.params = np.concatenate([self.calibrator.params, [
             1.0 / self.memory, 1.0 / self.window, self.decades, float(self.use_flat), float(self.use_window),
             float(self.holdoff), float(self.warmup)]])
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # pickled by an older version: the calibrator rebuilt its parameters (its own
+        # ``__setstate__`` ran first); the scorer's own parameters follow them
+        self.__dict__.update(d)
+        self._n_levels = len(self.calibrator.levels)
+        self.params = np.concatenate([self.calibrator.params, d["params"][-(K.Q_WARMUP + 1):]])
 
     @property
     def state(self) -> np.ndarray:
@@ -218,6 +226,10 @@ class AnomalyScorer:
         True
         """
         state = self.calibrator.state
+        if type(y) is float and type(y_hat) is float and type(y_hat_next) is float and y - y == 0.0 \
+                and y_hat - y_hat == 0.0 and 0 <= key < state.shape[0] and 0 <= level < self._n_levels:
+            # the per-event path: finite floats (x - x is 0 only for those), nothing to convert
+            return K.score_and_bounds(state, self.params, key, y, y_hat, y_hat_next, level)
         if not (math.isfinite(y) and math.isfinite(y_hat) and 0 <= key < state.shape[0]
                 and 0 <= level < len(self.calibrator.levels)):
             if not 0 <= key < state.shape[0]:
@@ -268,6 +280,7 @@ class AnomalyScorer:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["scorer_state"]
         scorer = cls(n_keys=max(1, state.shape[0]), **meta)
+        state = scorer.calibrator.upgrade(state)
         if state.shape != scorer.calibrator.state.shape:
             raise ValueError(f"anomaly scorer state has shape {state.shape}, its settings want {scorer.calibrator.state.shape}")
         scorer.calibrator.state = np.array(state, dtype=np.float64)

@@ -24,6 +24,12 @@ from .persistence import dumps, loads, read_file, write_atomic
 DEFAULT_TAIL_GRID = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 #: a residual counts at most this many running scales in the running scale
 CLIP = 4.0
+#: gain of the integral term (in units of the running scale) and its saturation constant
+INTEGRATOR_GAIN = 3.0
+INTEGRATOR_SATURATION = 0.2
+#: the integral term's tangent argument is clamped to this (radians): finite bounds, at most
+#: ``gain * tan(1) = 1.56 gain`` scales
+INTEGRATOR_LIMIT = 1.0
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -54,6 +60,12 @@ class OnlineCalibrator:
     clip
         A residual counts at most ``clip`` scales in that running mean (0: no clipping), so a
         single spike does not widen the next ``1/decay`` intervals.
+    integrator_gain, integrator_saturation
+        The error integrator of conformal PID control: each bound is its tracker plus
+        ``gain * tan(I log(n+2) / (saturation (n+2)))`` scales, ``I`` the accumulated coverage
+        error ``sum(miss - alpha/2)`` of that bound over its ``n`` scores (the tangent's
+        argument clamped to ``INTEGRATOR_LIMIT``). It corrects a lasting coverage error
+        faster than the tracker alone; ``integrator_gain=0`` turns it off.
     tail_grid
         Decreasing tail probabilities at which ``|residual|`` quantiles are tracked; p-values
         interpolate between them and extrapolate an exponential tail below the last.
@@ -85,8 +97,11 @@ class OnlineCalibrator:
 
     def __init__(self, levels: Sequence[float] = (0.8, 0.9, 0.95), horizon: int = 1, lr: float = 0.3,
                  decay: float = 0.02, clip: float = CLIP, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID,
-                 n_keys: int = 1, pooled: bool = False) -> None:
+                 n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
+                 integrator_saturation: float = INTEGRATOR_SATURATION) -> None:
         self.levels = _check_levels(levels)
+        if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
+            raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
         for name, value, low in (("horizon", horizon, 1), ("n_keys", n_keys, 1)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -96,6 +111,10 @@ class OnlineCalibrator:
             raise ValueError(f"clip must be a number >= 0 (0: no clipping), got {clip!r}")
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must lie in (0, 1], got {decay!r}")
+        if not (np.isfinite(integrator_gain) and integrator_gain >= 0.0):
+            raise ValueError(f"integrator_gain must be a number >= 0 (0: no integrator), got {integrator_gain!r}")
+        if not (np.isfinite(integrator_saturation) and integrator_saturation > 0.0):
+            raise ValueError(f"integrator_saturation must be a positive number, got {integrator_saturation!r}")
         grid = tuple(float(g) for g in tail_grid)
         if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
@@ -104,15 +123,18 @@ class OnlineCalibrator:
         self.decay = float(decay)
         self.clip = float(clip)
         self.pooled = bool(pooled)
+        self.integrator_gain = float(integrator_gain)
+        self.integrator_saturation = float(integrator_saturation)
         self.tail_grid = grid
         J, G = len(self.levels), len(grid)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
         unit = NormalDist(0.0, math.sqrt(math.pi / 2.0))
         start = [unit.inv_cdf((1.0 - v) / 2.0) for v in self.levels] + [unit.inv_cdf((1.0 + v) / 2.0) for v in self.levels]
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
-        self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), *(1.0 - v for v in self.levels), *grid, *start],
-                               dtype=np.float64)
-        self.width = K.F_TRACK + 2 * J + G
+        self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), self.integrator_gain,
+                                self.integrator_saturation, INTEGRATOR_LIMIT, *(1.0 - v for v in self.levels), *grid,
+                                *start], dtype=np.float64)
+        self.width = K.row_width(J, G)
         self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
         self._p = np.empty(self.horizon)
         self._lo = np.empty((self.horizon, J))
@@ -254,8 +276,27 @@ class OnlineCalibrator:
     # ------------------------------------------------------------------ persistence
     def _config(self) -> dict[str, Any]:
         return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay, "clip": self.clip,
-                "pooled": self.pooled,
-                "tail_grid": list(self.tail_grid)}
+                "pooled": self.pooled, "integrator_gain": self.integrator_gain,
+                "integrator_saturation": self.integrator_saturation, "tail_grid": list(self.tail_grid)}
+
+    def upgrade(self, state: np.ndarray) -> np.ndarray:
+        """A state of these settings saved before the error integrator existed (rows
+        ``2 * len(levels)`` floats shorter) widened with zero integrals; any other state as
+        it is (its shape is checked by the caller)."""
+        J = len(self.levels)
+        if J and state.ndim == 3 and state.shape[2] == self.width - 2 * J:
+            return np.concatenate([state, np.zeros((*state.shape[:2], 2 * J))], axis=2)
+        return state
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        # an object pickled by an older version (a River estimator holding it): rebuild the
+        # parameter vector of this version from its settings and widen its state
+        d.setdefault("integrator_gain", INTEGRATOR_GAIN)
+        d.setdefault("integrator_saturation", INTEGRATOR_SATURATION)
+        self.__dict__.update(d)
+        fresh = OnlineCalibrator(**self._config())
+        self.params, self.width = fresh.params, fresh.width
+        self.state = self.upgrade(self.state)
 
     def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(meta, arrays)`` for :func:`streamlstm.persistence.dumps` (JSON-able, float64)."""
@@ -266,6 +307,7 @@ class OnlineCalibrator:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["calibrator_state"]
         cal = cls(n_keys=max(1, state.shape[0] - bool(meta.get("pooled", False))), **meta)
+        state = cal.upgrade(state)
         if state.shape[1:] != cal.state.shape[1:]:
             raise ValueError(f"calibrator state has shape {state.shape}, settings want (rows, {cal.horizon}, {cal.width})")
         cal.state = np.array(state, dtype=np.float64)

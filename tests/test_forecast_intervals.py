@@ -42,6 +42,38 @@ def test_one_step_bounds_are_a_calibrator_fed_the_forecast_errors() -> None:
         assert (lo[:, 0] == want_lo).all() and (hi[:, 0] == want_hi).all(), t
 
 
+def test_a_panel_is_calibrated_on_the_forecasts_and_bounds_as_issued() -> None:
+    """Interleaved keys (a panel): each key's forecast and bounds are issued after its value,
+    then the other keys move the shared weights and trackers before its next value. The
+    calibrator learns from what was issued: the residual of the issued forecast, the misses of
+    the issued bounds, steps divided by the tracker steps since (checked by hand with the
+    kernel, from ``forecast_interval`` right after each value)."""
+    from streamlstm import _calibration_kernels as K
+
+    model = Forecaster(interval_levels=LEVELS, lstm=False)
+    cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True)
+    issued: dict = {}
+    J = len(LEVELS)
+    for t in range(120):
+        for k in range(3):
+            v = float(series(120, k, key_shift=5.0 * k)[t])
+            if k in issued:
+                point, lo, hi, steps = issued[k]
+                misses = np.empty((1, 2 * J + 1))
+                if np.isnan(lo).any():
+                    misses[0, 0] = np.nan
+                else:
+                    misses[0, :J], misses[0, J:2 * J] = v < lo, v > hi
+                    misses[0, -1] = cal.state[-1, 0, K.F_N] - steps + 1.0
+                K.observe_issued(cal.state, cal.params, k, np.array([v - point]), misses)
+            model.learn_one(v, key=k)
+            point, lo, hi = model.forecast_interval(k)
+            issued[k] = (float(point[0]), lo[:, 0], hi[:, 0], cal.state[-1, 0, K.F_N])
+            if t:
+                want_lo, want_hi = cal.interval(float(point[0]), k)
+                assert (lo[:, 0] == want_lo).all() and (hi[:, 0] == want_hi).all(), (t, k)
+
+
 def test_each_horizon_step_is_calibrated_on_its_own_residuals() -> None:
     """Step h of a key sees the residuals of the forecasts made h steps before each value;
     a step has bounds (not NaN) from its first residual on, and wider steps are wider on
@@ -141,3 +173,29 @@ def test_hostile_calibrator_state_is_refused_naming_it() -> None:
     bad = {k: v for k, v in arrays.items() if k != "calibrator/state"}
     with pytest.raises(persistence.FormatError, match="calibrator/state"):
         Forecaster.from_bytes(persistence.dumps(kind, meta, bad))
+    bad = {k: v.copy() for k, v in arrays.items()}
+    bad["calibrator/issued"][0, 0, 0, 0] = math.inf
+    with pytest.raises(persistence.FormatError, match="calibrator/issued"):
+        Forecaster.from_bytes(persistence.dumps(kind, meta, bad))
+    bad = {k: v for k, v in arrays.items() if k != "calibrator/issued"}
+    bad["calibrator/issued"] = arrays["calibrator/issued"][:, :, :1]
+    with pytest.raises(persistence.FormatError, match="calibrator/issued"):
+        Forecaster.from_bytes(persistence.dumps(kind, meta, bad))
+
+
+def test_a_file_saved_before_the_integrator_and_the_issued_record_still_loads() -> None:
+    """Files of the previous version: calibrator rows without the integrals, no record of the
+    issued forecasts. They load (zero integrals; the next residual of each step is taken
+    against the current bounds) and go on learning."""
+    model = Forecaster(horizon=2, interval_levels=[0.9], lstm=False)
+    for v in series(60):
+        model.learn_one(float(v))
+    kind, meta, arrays = persistence.loads(model.to_bytes())
+    old = {k: v for k, v in arrays.items() if k != "calibrator/issued"}
+    old["calibrator/state"] = arrays["calibrator/state"][..., :-2]
+    twin = Forecaster.from_bytes(persistence.dumps(kind, meta, old))
+    assert np.array_equal(twin._calibration.calibrator.state[..., :-2], model._calibration.calibrator.state[..., :-2])
+    for v in series(20, 5):
+        twin.learn_one(float(v))
+    _, lo, hi = twin.forecast_interval()
+    assert np.isfinite(lo).all() and (lo < hi).all()

@@ -127,8 +127,7 @@ def test_forecaster_interval_coverage_per_step_waterflow(level: float) -> None:
     assert (np.abs(cov - level) <= tolerance(level, len(y), n)).all(), f"coverage per step {cov} at {level}"
 
 
-# 127 scored rows: the binomial band (tests/test_calibration.py holds intervals around the
-# last value on this series to a 1.2 slack; around this forecaster's forecasts none is needed)
+# 127 scored rows: the binomial band
 @pytest.mark.parametrize("level", LEVELS)
 def test_forecaster_interval_coverage_per_step_airline(level: float) -> None:
     y = [v for _, v in datasets.AirlinePassengers()]

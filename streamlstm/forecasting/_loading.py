@@ -24,7 +24,7 @@ import numpy as np
 from .._kernels.state_check import MAX_STORED_COUNTER
 from ..model import LSTMState, OnlineLSTM
 from .engine import LSTM_LAGS, SIMPLE, Forecaster, _Stream
-from .intervals import STATE_ARRAY
+from .intervals import ISSUED_ARRAY, STATE_ARRAY
 from .lstm_expert import _NOBODY
 
 MAX_STREAM_BYTES = 1 << 30   # what one new stream (key) may allocate: its history, forecasts, features
@@ -204,7 +204,7 @@ def checked_forecaster(cls: type[Forecaster], meta: Any, arrays: dict[str, np.nd
         known |= _load_stream(model, i, entry, arrays, net)
     if model._calibration is not None:
         model._calibration.load(model.keys, arrays)
-        known.add(STATE_ARRAY)
+        known |= {STATE_ARRAY, ISSUED_ARRAY}
     extra = sorted(set(arrays) - known)
     if extra:
         raise ValueError(f"unexpected arrays {extra[:5]} (not part of a forecaster with these settings)")

@@ -362,7 +362,10 @@ class Forecaster:
         if s.n:
             residuals = self._learn_targets(s, v, xa, lstm_forecast, made)
             if self._calibration is not None and residuals is not None:
-                self._calibration.observe(key, residuals)
+                if self.n_features:   # the forecasts given the target's own features (not issued)
+                    self._calibration.observe(key, residuals)
+                else:                 # the forecasts as issued (intervals.py)
+                    self._calibration.observe_value(key, v, s.n)
         if xa is not None:
             s.x[:] = xa
         xz = self._scaled_exogenous(xa)
@@ -371,6 +374,8 @@ class Forecaster:
         self._update_statistics(s, v, xa)
         self._update_stream(s, v)
         self._make_forecasts(key, s)
+        if self._calibration is not None and not self.n_features:
+            self._calibration.issue(key, self.forecast(key), s.n)
 
     def _lstm_hold(self, key: Hashable, s: _Stream) -> LSTMExpert:
         lstm = self._lstm
@@ -750,6 +755,9 @@ class Forecaster:
         """
         if self._calibration is None:
             raise ValueError("forecast_interval needs interval_levels: e.g. Forecaster(interval_levels=[0.9])")
+        last = self._calibration.last
+        if xs is None and last is not None and not self.n_features and last[0] == key:
+            return last[1].copy(), last[2].copy(), last[3].copy()   # issued after the last value
         point = self.forecast(key, xs)
         lower, upper = self._calibration.bounds(key, point)
         return point, lower, upper

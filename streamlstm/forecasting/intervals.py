@@ -6,6 +6,15 @@ given ``interval_levels``. Each value that arrives is the target of the forecast
 :class:`~streamlstm.calibration.OnlineCalibrator` (one state row per stream, one tracker set
 per horizon step), which turns the next forecasts into intervals. Nothing of this exists
 (no state, no cost, no bytes in a saved file) without ``interval_levels``.
+
+The residuals and the misses are those of the forecasts and intervals *as issued*: the engine
+records the forecasts of a stream right after each of its values
+(:meth:`ForecastCalibration.issue`: what ``forecast_interval(key)`` gives then) and each value
+is compared with the forecasts and bounds recorded 1 .. ``horizon`` of its values before. On
+a panel a key's forecast and interval are issued, then the other keys' values move the shared
+aggregation weights and the shared (pooled) trackers before the key's next value arrives:
+the forecast and bounds recomputed at that moment are not the ones the user got, and learning
+from them under-covered the issued intervals (chick weights: 0.61 at 0.8).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from .._kernels.state_check import MAX_STORED_COUNTER
 from ..calibration import OnlineCalibrator
 
 STATE_ARRAY = "calibrator/state"
+ISSUED_ARRAY = "calibrator/issued"
 
 
 class ForecastCalibration:
@@ -38,6 +48,18 @@ class ForecastCalibration:
     def __init__(self, levels: Sequence[float], horizon: int, pooled: bool = True) -> None:
         self.calibrator = OnlineCalibrator(levels=levels, horizon=horizon, pooled=pooled)
         self.rows: dict[Hashable, int] = {}
+        # per row, what was issued after each of the last ``horizon`` values (slot
+        # ``(n - 1) % horizon`` after the n-th value): the forecasts, the count of tracker
+        # steps then, the lower and the upper bounds of each level, for h = 1 .. horizon;
+        # NaN: none issued
+        J = len(self.calibrator.levels)
+        self.issued = np.full((1, horizon, 2 + 2 * J, horizon), np.nan)
+        self._residuals = np.empty(horizon)
+        self._misses = np.empty((horizon, 2 * J + 1))
+        # the last issue ``(key, point, lower, upper)``: what ``forecast_interval(key)`` gives
+        # until the next value is learned (the engine of a model without features issues
+        # after every value, so it is never stale; it spares recomputing it)
+        self.last: tuple | None = None
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -56,7 +78,48 @@ class ForecastCalibration:
                 if pool:
                     grown[-1] = state[-1]
                 cal.state = grown
+            if r >= self.issued.shape[0]:
+                more = np.full((max(2 * self.issued.shape[0], r + 1), *self.issued.shape[1:]), np.nan)
+                more[:self.issued.shape[0]] = self.issued
+                self.issued = more
         return r
+
+    def issue(self, key: Hashable, point: np.ndarray, n: int) -> None:
+        """Record the forecasts ``point`` (h = 1 .. horizon) of ``key`` issued after its
+        ``n``-th value, and their bounds now: the next values are compared with them."""
+        lo, hi = self.bounds(key, point)
+        self.last = (key, point.copy(), lo.copy(), hi.copy())
+        J = lo.shape[0]
+        r = self.row(key)
+        cal = self.calibrator
+        slot = self.issued[r, (n - 1) % cal.horizon]
+        slot[0] = point
+        slot[1] = cal.state[cal.state.shape[0] - 1 if cal.pooled else r, :, K.F_N]   # the trackers' steps so far
+        slot[2:2 + J] = lo
+        slot[2 + J:] = hi
+
+    def observe_value(self, key: Hashable, y: float, n: int) -> None:
+        """Fold in the value ``y`` that follows the key's ``n``-th value: the residuals of
+        the forecasts issued 1 .. horizon values before it, and whether it fell outside the
+        bounds issued with them (a step without an issued forecast is skipped)."""
+        r = self.row(key)
+        cal = self.calibrator
+        H, J = cal.horizon, len(cal.levels)
+        steps = cal.state[cal.state.shape[0] - 1 if cal.pooled else r, :, K.F_N]
+        res, misses = self._residuals, self._misses
+        for h in range(1, H + 1):
+            if h > n:
+                res[h - 1] = np.nan
+                continue
+            issued = self.issued[r, (n - h) % H, :, h - 1]
+            res[h - 1] = y - issued[0]
+            if J and issued[2] == issued[2]:
+                misses[h - 1, :J] = y < issued[2:2 + J]
+                misses[h - 1, J:2 * J] = y > issued[2 + J:]
+                misses[h - 1, 2 * J] = max(1.0, steps[h - 1] - issued[1] + 1.0)   # tracker steps since issued, this one included
+            else:   # no bounds were issued (no residual of this step yet): the current ones
+                misses[h - 1, 0] = np.nan
+        K.observe_issued(cal.state, cal.params, r, res, misses)
 
     def observe(self, key: Hashable, residuals: np.ndarray) -> None:
         """Fold in the residuals of the forecasts of 1 .. horizon steps that the value just
@@ -95,6 +158,8 @@ class ForecastCalibration:
         a = arrays.get(STATE_ARRAY)
         if a is None:
             raise ValueError(f"array {STATE_ARRAY!r} (the interval calibrator's state) is missing")
+        if a.dtype == np.float64:
+            a = cal.upgrade(a)   # saved before the error integrator: zero integrals
         if a.dtype != np.float64 or a.shape != shape:
             raise ValueError(f"array {STATE_ARRAY!r} is {a.dtype} {a.shape}, expected float64 {shape}")
         flat = a.reshape(-1)
@@ -106,12 +171,21 @@ class ForecastCalibration:
             raise ValueError(f"array {STATE_ARRAY!r}: a residual count is not an integer in [0, {MAX_STORED_COUNTER}]")
         if not (scale >= 0).all():
             raise ValueError(f"array {STATE_ARRAY!r}: a residual scale is negative")
+        issued = arrays.get(ISSUED_ARRAY)
+        if issued is not None:   # absent from files saved before it existed: nothing recorded
+            want = (len(keys), *self.issued.shape[1:])
+            if issued.dtype != np.float64 or issued.shape != want:
+                raise ValueError(f"array {ISSUED_ARRAY!r} is {issued.dtype} {issued.shape}, expected float64 {want}")
+            if np.isinf(issued).any():
+                raise ValueError(f"array {ISSUED_ARRAY!r} holds an infinite forecast (NaN: none issued)")
         for k in keys:
             self.row(k)
         cal.state[:len(keys)] = a[:len(keys)]
         if cal.pooled:
             cal.state[-1] = a[-1]
+        if issued is not None:
+            self.issued[:len(keys)] = issued
 
     def export(self, keys: list[Hashable]) -> dict[str, Any]:
         """The arrays :meth:`load` reads back, for the streams ``keys`` in that order."""
-        return {STATE_ARRAY: self.state_of(keys)}
+        return {STATE_ARRAY: self.state_of(keys), ISSUED_ARRAY: self.issued[[self.rows[k] for k in keys]].copy()}
