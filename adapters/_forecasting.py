@@ -180,33 +180,33 @@ class ForecastEngine:
         return persistence.dumps(KIND, meta, arrays)
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], learn: bool) -> ForecastEngine:
+    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], learn: bool,
+                source: str = "the checkpoint") -> ForecastEngine:
+        """The engine a checkpoint holds; one that does not fit together raises
+        :class:`CliError` (exit 2) naming ``source`` and what is wrong."""
         if meta.get("format", 0) > FORMAT:
             raise CliError("this file was written by a newer streamlstm CLI: upgrade streamlstm")
         try:
             model = Forecaster.from_bytes(arrays["forecaster"].tobytes())
         except persistence.FormatError as exc:
-            raise CliError(f"the saved forecasting engine cannot be read: {exc}") from None
+            raise CliError(f"{source}: the saved forecasting engine cannot be read: {exc}") from None
         eng = cls(meta["job"], meta["params"], learn, model=model)
         learned = meta.get("learned", 0)
         if type(learned) is not int or not 0 <= learned <= 1 << 62:
-            raise CliError(f"corrupt checkpoint: 'learned' must be a count >= 0, got {learned!r}")
+            raise CliError(f"{source}: corrupt checkpoint: 'learned' must be a count >= 0, got {learned!r}")
         eng.learned = learned
         keys = meta["keys"]
         # a ring is made for a key right after its first value: the rings' keys are the engine's streams
         if not all(k is None or type(k) in (str, int) for k in keys) or len(set(keys)) != len(keys) \
                 or set(keys) != set(model.keys) or (not eng.keyed and keys not in ([], [None])):
-            raise CliError(f"corrupt checkpoint: 'keys' {keys[:5]!r} (of {len(keys)}) must be the distinct keys of "
+            raise CliError(f"{source}: corrupt checkpoint: 'keys' {keys[:5]!r} (of {len(keys)}) must be the distinct keys of "
                            f"the saved engine's streams {model.keys[:5]!r} (of {len(model.keys)})")
         for k, ring in zip(keys, arrays["ring"]):
             eng.ring[k] = ring.copy()
         if eng.imputer is not None and "imputer" in meta:
             eng.imputer = Imputer.from_meta(meta["imputer"], eng.n_features)
         if eng.uncertainty.active:
-            try:
-                eng.uncertainty.restore(meta.get("uncertainty"), arrays)
-            except ValueError as exc:
-                raise CliError(f"corrupt checkpoint: {exc}") from None
+            eng.uncertainty.restore(meta.get("uncertainty"), arrays, source)
         return eng
 
 

@@ -698,10 +698,7 @@ class Engine:
                     if last == last:
                         eng.ring_v[k] = rv.copy()
         if eng.uncertainty.active:
-            try:
-                eng.uncertainty.restore(meta.get("uncertainty"), arrays)
-            except ValueError as exc:
-                raise CliError(f"{source}: corrupt checkpoint: {exc}") from None
+            eng.uncertainty.restore(meta.get("uncertainty"), arrays, source)
         return eng
 
 

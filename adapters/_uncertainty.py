@@ -31,7 +31,7 @@ import numpy as np
 from streamlstm import AnomalyScorer
 from streamlstm.forecasting.intervals import ForecastCalibration
 
-from ._csvio import Block
+from ._csvio import Block, CliError
 
 ANOMALY_ARRAY = "anomaly/state"
 
@@ -159,9 +159,15 @@ class RowUncertainty:
             arrays[ANOMALY_ARRAY] = self.scorer.calibrator.state[:len(self.rows)].copy()
         return meta, arrays
 
-    def restore(self, meta: Any, arrays: dict[str, np.ndarray]) -> None:
-        """Install what :meth:`export` wrote, every field checked first (``ValueError``
-        naming it: the CLI reports a corrupt checkpoint)."""
+    def restore(self, meta: Any, arrays: dict[str, np.ndarray], source: str = "the checkpoint") -> None:
+        """Install what :meth:`export` wrote, every field checked first: a field that does
+        not fit raises :class:`CliError` (exit 2) naming ``source`` and the field."""
+        try:
+            self._restore(meta, arrays)
+        except ValueError as exc:
+            raise CliError(f"{source}: corrupt checkpoint: {exc}") from None
+
+    def _restore(self, meta: Any, arrays: dict[str, np.ndarray]) -> None:
         if not isinstance(meta, dict):
             raise ValueError(f"'uncertainty' must be an object, got {type(meta).__name__}")
         if self.intervals is not None:

@@ -121,9 +121,6 @@ def _guard(fn: Any, *args: Any, **kwargs: Any) -> Any:
             sys.exit(2)
         if os.environ.get("STREAMLSTM_DEBUG"):
             raise
-        if isinstance(exc, getattr(sys.modules.get("streamlstm.persistence"), "FormatError", ())):
-            _echo(str(exc))  # a file or bytes the core refused: the user's input, not our failure
-            sys.exit(2)
         _echo(f"internal error: {type(exc).__name__}: {exc} (set STREAMLSTM_DEBUG=1 for the traceback)")
         sys.exit(1)
 
@@ -608,7 +605,7 @@ def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | Non
             if meta["job"].get("model") == "engine":
                 from ._forecasting import ForecastEngine
 
-                engine: Any = ForecastEngine.restore(meta, arrays, learn)
+                engine: Any = ForecastEngine.restore(meta, arrays, learn, str(saved_path))
             else:
                 engine = R.Engine.restore(meta, arrays, learn, str(saved_path))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
