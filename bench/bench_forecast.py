@@ -280,6 +280,7 @@ OURS = {
     "ours, raw-unit autoregressions only": {"ar_units": ("raw",)},
     # engine choices that are not settings: run with the engine's constant changed
     "ours, no season replay (seasonal experts start when found)": {"_engine": {"REPLAY_SEASON": False}},
+    "ours, no weight replay on a season change": {"_engine": {"REPLAY_WEIGHTS": False}},
     "ours, season looked for every 8 steps from the start": {"_engine": {"SEASON_EVERY_STEP_UNTIL": 0}},
     "ours, no log Holt-Winters nor seasonal mean": {"experts": ("last_value", "seasonal_naive", "exp_smoothing",
                                                                "damped_trend", "seasonal_drift", "holt_winters",
@@ -515,6 +516,7 @@ def run(only: str | None, use_statsforecast: bool, every: int, speed_only: bool 
                                   ("ours, EWA at every horizon", {"aggregation": "ewa"}),
                                   ("ours, EWA aggregation (season given)", {"season": m, "aggregation": "ewa"}),
                                   ("ours, no season replay", OURS["ours, no season replay (seasonal experts start when found)"]),
+                                  ("ours, no weight replay on a season change", OURS["ours, no weight replay on a season change"]),
                                   ("ours, season looked for every 8 steps from the start",
                                    OURS["ours, season looked for every 8 steps from the start"]),
                                   ("ours, no log Holt-Winters nor seasonal mean",

@@ -473,6 +473,103 @@ def test_bit_identical_resume_across_the_season_being_found(aggregation, saved_a
     assert model.to_bytes() == twin.to_bytes()
 
 
+def _first_season_found(y):
+    """The engine fed ``y`` up to the value at which it first finds a season, and that n."""
+    model = Forecaster(horizon=3, lstm_hidden=4)
+    for n, v in enumerate(y, start=1):
+        model.learn_one(v)
+        if model.season_:
+            return model, n
+    raise AssertionError("no season found")
+
+
+def test_a_season_found_replays_the_simple_experts_weights_over_the_history():
+    from streamlstm.forecasting import engine
+
+    y = _seasonal_series(70)
+    model, n = _first_season_found(y)
+    s = model._streams[None]
+    assert s.weights_replayed_at == n
+    # what an engine with that season (no LSTM: its column is not taken) earns over the same values
+    params = model.get_params()
+    params.update(season=model.season_, lstm=False)
+    replay = Forecaster(**params)
+    for v in y[:n]:
+        replay.learn_one(v)
+    k = len(model.experts)
+    assert np.array_equal(model._agg.regret[:, :k], replay._agg.regret[:, :k])
+    assert np.array_equal(model._agg.squares[:, :k], replay._agg.squares[:, :k])
+    # without the replay the seasonal experts wake at no regret: other weights
+    try:
+        engine.REPLAY_WEIGHTS = False
+        plain, m = _first_season_found(y)
+    finally:
+        engine.REPLAY_WEIGHTS = True
+    assert m == n and plain._streams[None].weights_replayed_at == -1
+    assert not np.array_equal(plain._agg.regret[:, :k], model._agg.regret[:, :k])
+
+
+def test_weights_are_not_replayed_with_keys_nor_features():
+    y = _seasonal_series(70)
+    keyed = Forecaster(horizon=3, lstm=False)
+    with_features = Forecaster(horizon=3, lstm=False, n_features=1)
+    for v in y:
+        keyed.learn_one(v, key="a")
+        keyed.learn_one(v + 1.0, key="b")
+        with_features.learn_one(v, [0.0])
+    assert keyed.season_of("a") == 12 and with_features.season_ == 12
+    assert {s.weights_replayed_at for s in keyed._streams.values()} == {-1}
+    assert with_features._streams[None].weights_replayed_at == -1
+
+
+def test_weights_are_replayed_at_most_once_per_season_window(monkeypatch):
+    from streamlstm.forecasting import engine
+
+    # a season that comes and goes (scripted detection): a replay, none within SEASON_WINDOW values
+    # of it, one again after
+    window = engine.SEASON_WINDOW
+    found_at = {30, window + 29, window + 31}
+    lost_at = {60, window + 30}
+    current = {"season": None}
+
+    def scripted(values, max_season):
+        n = calls["n"]
+        if n in found_at:
+            current["season"] = 12
+        elif n in lost_at:
+            current["season"] = None
+        return current["season"]
+
+    calls = {"n": 0}
+    monkeypatch.setattr(engine, "detect_season", scripted)
+    monkeypatch.setattr(engine, "SEASON_EVERY", 1)
+    model = Forecaster(horizon=2, lstm=False)
+    replays = []
+    for i, v in enumerate(_seasonal_series(window + 40)):
+        calls["n"] = i + 1
+        before = model._streams[None].weights_replayed_at if model._streams else -1
+        model.learn_one(v)
+        if model._streams[None].weights_replayed_at != before:
+            replays.append(i + 1)
+    assert replays == [30, window + 31]
+
+
+def test_files_saved_before_the_weight_replay_still_load():
+    y = _seasonal_series(70)
+    model = Forecaster(horizon=3, lstm_hidden=4)
+    _stream(model, y[:40])
+    kind, meta, arrays = persistence.loads(model.to_bytes())
+    assert meta["streams"][0]["weights_replayed_at"] > 0
+    del meta["streams"][0]["weights_replayed_at"]
+    twin = Forecaster.from_bytes(persistence.dumps(kind, meta, arrays))
+    assert twin._streams[None].weights_replayed_at == -1
+    assert np.array_equal(_stream(model, y[40:]), _stream(twin, y[40:]))   # found before: no new replay
+    for bad in (41, -2, "3", 2.0, True):
+        meta["streams"][0]["weights_replayed_at"] = bad
+        with pytest.raises(persistence.FormatError, match="weights_replayed_at"):
+            Forecaster.from_bytes(persistence.dumps(kind, meta, arrays))
+
+
 def test_keyed_equals_separate_state_per_key_for_the_simple_experts():
     # without shared learners (no autoregressions, no LSTM, fixed mean weights), keys are independent
     rng = np.random.default_rng(9)

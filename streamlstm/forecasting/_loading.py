@@ -229,6 +229,8 @@ def _load_stream(model: Forecaster, i: int, entry: Any, arrays: dict[str, np.nda
     if key in model._streams:
         raise ValueError(f"{what}: key {key!r} appears twice")
     n = _int(entry.get("n"), f"{what}: 'n' (values seen)", 0, MAX_STORED_COUNTER)
+    # absent from files saved before the aggregation weights were replayed: never replayed then
+    replayed = _int(entry.get("weights_replayed_at", -1), f"{what}: 'weights_replayed_at' (values seen then)", -1, n)
     positive = _bool(entry.get("positive"), f"{what}: 'positive'")
     hw_ready = _bool(entry.get("hw_ready"), f"{what}: 'hw_ready'")
     name = f"stream/{i}/"
@@ -276,6 +278,7 @@ def _load_stream(model: Forecaster, i: int, entry: Any, arrays: dict[str, np.nda
     s = model._stream(key)
     s.n, s.season, s.positive, s.hw_ready, s.level, s.anchor = n, season, positive, hw_ready, level, anchor
     s.hwl_ready = hwl_ready
+    s.weights_replayed_at = replayed
     s.history = history
     for a, arr in checked.items():
         setattr(s, a, arr)

@@ -80,6 +80,27 @@ class Aggregator:
                 self.discount, mlpoly)
 
 
+    def adopt(self, other: Aggregator, n: int) -> None:
+        """Take the regrets (and squared regrets, and loss scales) of the first ``n``
+        experts from ``other`` (same horizon and rule), then recompute every horizon's weights
+        from the regrets.
+
+        >>> a, b = Aggregator(2, 1), Aggregator(2, 1)
+        >>> for _ in range(20):
+        ...     b.update(0, np.array([1.0, 5.0]), 1.0)
+        >>> a.adopt(b, 2); bool(a.weights[0, 0] > 0.99)
+        True
+        """
+        self.regret[:, :n] = other.regret[:, :n]
+        self.squares[:, :n] = other.squares[:, :n]
+        self.scale[:] = other.scale
+        if self.rule == "mean":
+            return
+        for h in range(self.weights.shape[0]):
+            mlpoly = self.rule == "mlpoly" or (self.rule == "mlpoly+ewa" and h == 0)
+            _weights_from_regrets(self.weights[h], self.regret[h], self.squares[h], mlpoly)
+
+
 # Compiled: the engine combines and updates once per horizon and event, with a dozen experts
 # (numpy's per-call overhead was a fifth of an event's cost).
 @_jit
@@ -117,14 +138,12 @@ def _update(weights: np.ndarray, regret: np.ndarray, squares: np.ndarray, scale:
         for e in range(n):
             regret[e] *= discount
             squares[e] *= discount
-    v = np.empty(n)
     if mlpoly:
         g = 1.0 if p > y else (-1.0 if p < y else 0.0)
         for e in range(n):
             r = g * (p - f[e])                # > 0: expert e would have done better
             regret[e] += r
             squares[e] += r * r
-            v[e] = max(regret[e], 0.0) / max(squares[e], 1e-300)   # eta_e = 1 / squares: scale-free
     else:
         mean = 0.0
         for e in range(n):
@@ -132,10 +151,24 @@ def _update(weights: np.ndarray, regret: np.ndarray, squares: np.ndarray, scale:
         mean /= n
         s = scale[h] + 0.02 * (mean - scale[h]) if scale[h] > 0 else mean
         scale[h] = s
-        low = np.inf
         for e in range(n):
             if s > 0:
                 regret[e] += abs(f[e] - y) / s
+    _weights_from_regrets(weights, regret, squares, mlpoly)
+
+
+@_jit
+def _weights_from_regrets(weights: np.ndarray, regret: np.ndarray, squares: np.ndarray, mlpoly: bool) -> None:
+    """ML-Poly: ``w_e ∝ max(R_e, 0) / S_e`` (``eta_e = 1 / S_e``: scale-free); EWA:
+    ``w_e ∝ exp(-eta (L_e - min L))``. Left as they are when no expert has a positive weight."""
+    n = len(regret)
+    v = np.empty(n)
+    if mlpoly:
+        for e in range(n):
+            v[e] = max(regret[e], 0.0) / max(squares[e], 1e-300)
+    else:
+        low = np.inf
+        for e in range(n):
             low = min(low, regret[e])
         for e in range(n):
             v[e] = math.exp(-EWA_ETA * (regret[e] - low))
