@@ -197,6 +197,21 @@ def test_asleep_experts_are_left_out_and_keep_their_regret():
     assert agg.regret[0, 1] == 0.0
 
 
+def test_ewa_wakes_an_asleep_expert_level_with_the_leader():
+    # expert 0 good, 1 poor, 2 asleep for 50 updates then as good as 0: it is charged the
+    # leader's losses meanwhile, so once awake it shares the weight with 0 at once
+    agg = Aggregator(3, 2, rule="ewa")
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        y = rng.normal()
+        agg.update(1, np.array([y + 0.1, y + 2.0, np.nan]), y)
+    assert agg.regret[1, 2] == agg.regret[1, 0]
+    y = rng.normal()
+    agg.update(1, np.array([y + 0.1, y + 2.0, y + 0.1]), y)
+    assert agg.weights[1, 2] == agg.weights[1, 0] > 0.45
+    assert agg.weights[1, 1] < 1e-6
+
+
 def test_aggregation_is_per_horizon():
     agg = Aggregator(2, 2)
     for _ in range(200):
@@ -238,6 +253,9 @@ def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly,
     else:
         loss = np.abs(f - y)
         scale[0] = scale[0] + 0.02 * (loss.mean() - scale[0]) if scale[0] > 0 else loss.mean()
+        if awake.any():   # asleep: the loss of the awake expert with the least cumulated loss
+            leader = np.flatnonzero(awake)[np.argmin(regret[awake])]
+            loss = np.where(awake, loss, abs(forecasts[leader] - y))
         regret += loss / scale[0]
         v = np.exp(-eta * (regret - regret.min()))
     if v.sum() > 0:

@@ -180,7 +180,7 @@ class Forecaster:
     >>> model.season_
     12
     >>> model.forecast().round(1).tolist()          # truth: 112.0, 117.0, 119.0
-    [112.0, 117.3, 121.2]
+    [112.0, 117.2, 121.1]
     """
 
     def __init__(
