@@ -18,15 +18,10 @@ It is a float64 vector laid out as::
   tracker plus the saturating integral term ``gain * tan(clamp(I log(n+2) / (csat (n+2))))``,
   and both the tracker and the integral are driven by the misses of that issued bound.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, exponent,
-long_decay, a_0 .. a_{J-1},
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, a_0 .. a_{J-1},
 g_0 .. g_{G-1}, start]``, ``start`` holding the ``2J + G`` tracker values a new row starts from
 (the integrals start at 0).
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
-
-Pooled keys with a scale ``exponent`` below 1: the pool row's ``scale`` field holds the running
-mean absolute residual of all keys together (rate ``max(long_decay, 1/n)``), and a key's
-scores are measured in ``scale_key**exponent * scale_pool**(1 - exponent)`` (see ``key_unit``).
 """
 
 from __future__ import annotations
@@ -41,8 +36,7 @@ _jit = njit(cache=True, error_model="numpy", nogil=True)
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
-P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_EXPONENT, P_LONG, P_LEVELS = (
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
 # "no issued misses given": the trackers compare the score with their own current bounds
@@ -152,33 +146,6 @@ def tail_p_value(row, P, a):
 
 
 @_jit
-def key_unit(krow, trow, P):
-    """The unit a key's scores are measured in: its own running scale, or with pooled keys
-    and ``exponent < 1`` its scale to that power times the pooled scale to the rest.
-
-    Intervals of width proportional to each key's scale minimise the width at a given
-    coverage *per key*; the mean width at a given coverage over all events is smallest for
-    widths that grow more slowly than the scale (at a fixed density threshold a Gaussian
-    residual's interval grows like ``s sqrt(log(c/s))``): the exponent trades the two."""
-    s = krow[F_SCALE]
-    e = P[P_EXPONENT]
-    if e == 1.0 or P[P_POOL] == 0.0 or s <= 0.0 or trow[F_SCALE] <= 0.0:
-        return s
-    return s ** e * trow[F_SCALE] ** (1.0 - e)
-
-
-@_jit
-def studentised(krow, trow, P, r):
-    """The score ``r`` of a key in its unit (``key_unit``) from before ``r``."""
-    unit = key_unit(krow, trow, P)
-    if unit > 0.0:
-        return r / unit
-    if r == 0.0:
-        return 0.0
-    return math.copysign(1e300, r)
-
-
-@_jit
 def normalised(row, r):
     """The score ``r`` in units of the running scale seen before it (a studentised residual)."""
     scale = row[F_SCALE]
@@ -225,15 +192,10 @@ def update_rows(krow, trow, P, r, pooled, misses, levels):
         for i in range(2 * J + G):
             trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
     if krow[F_SCALE] > 0.0 or r == 0.0:
-        step_trackers(trow, P, studentised(krow, trow, P, r), m, misses, levels)
+        step_trackers(trow, P, normalised(krow, r), m, misses, levels)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
     if pooled:
         trow[F_N] = m + 1.0
-        if P[P_EXPONENT] != 1.0:   # the pooled scale (key_unit), kept only when it is used
-            L = trow[F_SCALE]
-            a = abs(r) if L <= 0.0 or P[P_CLIP] <= 0.0 else min(abs(r), P[P_CLIP] * L)
-            # (a state saved before it was kept starts it at the next residual)
-            trow[F_SCALE] = a if L <= 0.0 else L + max(P[P_LONG], 1.0 / (m + 1.0)) * (a - L)
     krow[F_N] = n + 1.0
     # robust running scale: a residual counts at most ``clip`` scales, so one spike does not
     # widen the intervals for the next 1/decay events, while a lasting rise still lifts it
@@ -288,7 +250,7 @@ def key_p_value(krow, trow, P, r):
     """p-value of a key's residual ``r``: 1 for a key's first residual (nothing known yet)."""
     if krow[F_N] == 0.0:
         return 1.0
-    return tail_p_value(trow, P, abs(studentised(krow, trow, P, r)))
+    return tail_p_value(trow, P, abs(normalised(krow, r)))
 
 
 @_jit
@@ -336,8 +298,8 @@ def intervals(S, P, key, y_hat, lo_out, hi_out):
     J = int(P[P_J])
     pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
     for s in range(y_hat.shape[0]):
+        scale = S[key, s, F_SCALE]
         trow = S[pool, s]
-        scale = key_unit(S[key, s], trow, P)
         for j in range(J):
             lo_out[s, j] = y_hat[s] + lower_offset(trow, P, j) * scale
             hi_out[s, j] = y_hat[s] + upper_offset(trow, P, j) * scale
@@ -350,7 +312,7 @@ def interval_one(S, P, key, y_hat):
     J = int(P[P_J])
     out = np.empty((2, J))
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
-    scale = key_unit(S[key, 0], trow, P)
+    scale = S[key, 0, F_SCALE]
     for j in range(J):
         out[0, j] = y_hat + lower_offset(trow, P, j) * scale
         out[1, j] = y_hat + upper_offset(trow, P, j) * scale
@@ -361,7 +323,7 @@ def interval_one(S, P, key, y_hat):
 def bounds_one(S, P, key, y_hat, j):
     """Lower and upper bound of level ``j`` around one float forecast (horizon step 0)."""
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
-    scale = key_unit(S[key, 0], trow, P)
+    scale = S[key, 0, F_SCALE]
     return y_hat + lower_offset(trow, P, j) * scale, y_hat + upper_offset(trow, P, j) * scale
 
 

@@ -30,8 +30,6 @@ INTEGRATOR_SATURATION = 0.2
 #: the integral term's tangent argument is clamped to this (radians): finite bounds, at most
 #: ``gain * tan(1) = 1.56 gain`` scales
 INTEGRATOR_LIMIT = 1.0
-#: rate of the pooled keys' running scale (``scale_exponent < 1``): a memory of about 1/rate events
-LONG_DECAY = 0.005
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -78,14 +76,6 @@ class OnlineCalibrator:
         extra last state row), learned from the studentised residuals of all keys: for
         fleets of short-lived keys, each too short to calibrate alone. Coverage is then
         guaranteed over the events of all keys together.
-    scale_exponent, long_decay
-        With ``pooled`` keys: a key's residuals are measured in ``s_key**scale_exponent *
-        s_all**(1 - scale_exponent)``, ``s_key`` its running scale and ``s_all`` that of
-        all keys' residuals together (rate ``max(long_decay, 1/n)``, kept in the pool row).
-        1 (the default): each key's own scale, intervals proportional to it (the best
-        width for a given coverage of each key); lower: widths that grow more slowly than a
-        key's scale, narrower at the same coverage over all events when the scale's
-        fluctuations are partly noise (``docs/calibration.md``). Ignored without ``pooled``.
 
     Examples
     --------
@@ -108,8 +98,7 @@ class OnlineCalibrator:
     def __init__(self, levels: Sequence[float] = (0.8, 0.9, 0.95), horizon: int = 1, lr: float = 0.3,
                  decay: float = 0.02, clip: float = CLIP, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID,
                  n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
-                 integrator_saturation: float = INTEGRATOR_SATURATION, scale_exponent: float = 1.0,
-                 long_decay: float = LONG_DECAY) -> None:
+                 integrator_saturation: float = INTEGRATOR_SATURATION) -> None:
         self.levels = _check_levels(levels)
         if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
             raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
@@ -126,10 +115,6 @@ class OnlineCalibrator:
             raise ValueError(f"integrator_gain must be a number >= 0 (0: no integrator), got {integrator_gain!r}")
         if not (np.isfinite(integrator_saturation) and integrator_saturation > 0.0):
             raise ValueError(f"integrator_saturation must be a positive number, got {integrator_saturation!r}")
-        if not (np.isfinite(scale_exponent) and 0.0 <= scale_exponent <= 1.0):
-            raise ValueError(f"scale_exponent must lie in [0, 1] (1: each key's own scale), got {scale_exponent!r}")
-        if not 0.0 <= long_decay <= 1.0:
-            raise ValueError(f"long_decay must lie in [0, 1], got {long_decay!r}")
         grid = tuple(float(g) for g in tail_grid)
         if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
@@ -140,8 +125,6 @@ class OnlineCalibrator:
         self.pooled = bool(pooled)
         self.integrator_gain = float(integrator_gain)
         self.integrator_saturation = float(integrator_saturation)
-        self.scale_exponent = float(scale_exponent)
-        self.long_decay = float(long_decay)
         self.tail_grid = grid
         J, G = len(self.levels), len(grid)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
@@ -149,8 +132,7 @@ class OnlineCalibrator:
         start = [unit.inv_cdf((1.0 - v) / 2.0) for v in self.levels] + [unit.inv_cdf((1.0 + v) / 2.0) for v in self.levels]
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
         self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), self.integrator_gain,
-                                self.integrator_saturation, INTEGRATOR_LIMIT, self.scale_exponent, self.long_decay,
-                                *(1.0 - v for v in self.levels), *grid,
+                                self.integrator_saturation, INTEGRATOR_LIMIT, *(1.0 - v for v in self.levels), *grid,
                                 *start], dtype=np.float64)
         self.width = K.row_width(J, G)
         self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
@@ -295,9 +277,7 @@ class OnlineCalibrator:
     def _config(self) -> dict[str, Any]:
         return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay, "clip": self.clip,
                 "pooled": self.pooled, "integrator_gain": self.integrator_gain,
-                "integrator_saturation": self.integrator_saturation, "tail_grid": list(self.tail_grid),
-                **({"scale_exponent": self.scale_exponent, "long_decay": self.long_decay}
-                   if self.scale_exponent != 1.0 else {})}
+                "integrator_saturation": self.integrator_saturation, "tail_grid": list(self.tail_grid)}
 
     def upgrade(self, state: np.ndarray) -> np.ndarray:
         """A state of these settings saved before the error integrator existed (rows
@@ -313,8 +293,6 @@ class OnlineCalibrator:
         # parameter vector of this version from its settings and widen its state
         d.setdefault("integrator_gain", INTEGRATOR_GAIN)
         d.setdefault("integrator_saturation", INTEGRATOR_SATURATION)
-        d.setdefault("scale_exponent", 1.0)
-        d.setdefault("long_decay", LONG_DECAY)
         self.__dict__.update(d)
         fresh = OnlineCalibrator(**self._config())
         self.params, self.width = fresh.params, fresh.width

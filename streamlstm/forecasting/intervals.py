@@ -39,12 +39,6 @@ from .. import _calibration_kernels as K
 from .._kernels.state_check import MAX_STORED_COUNTER
 from ..calibration import OnlineCalibrator
 
-#: a key's residuals are measured in ``s_key**0.5 * s_all**0.5`` (``OnlineCalibrator``'s
-#: ``scale_exponent``): chosen over the nine series of ``bench/bench_intervals.py`` (1, 0.5 and
-#: 0.3 compared in ``docs/calibration.md``): every series stays within its coverage tolerance,
-#: and the intervals are narrower at the same coverage on the panels (Grunfeld at 0.8: 54
-#: against 87 with each key's own scale) and on most single series
-SCALE_EXPONENT = 0.5
 STATE_ARRAY = "calibrator/state"
 ISSUED_ARRAY = "calibrator/issued"
 
@@ -63,7 +57,7 @@ class ForecastCalibration:
     """
 
     def __init__(self, levels: Sequence[float], horizon: int, pooled: bool = True) -> None:
-        self.calibrator = OnlineCalibrator(levels=levels, horizon=horizon, pooled=pooled, scale_exponent=SCALE_EXPONENT)
+        self.calibrator = OnlineCalibrator(levels=levels, horizon=horizon, pooled=pooled)
         self.rows: dict[Hashable, int] = {}
         # per row, what was issued after each of the last ``horizon`` values (slot
         # ``(n - 1) % horizon`` after the n-th value): the forecasts, the count of tracker
