@@ -10,7 +10,7 @@ import pytest
 
 from streamlstm import Forecaster, persistence
 from streamlstm.calibration import OnlineCalibrator
-from streamlstm.forecasting.intervals import ENGINE_CALIBRATION
+from streamlstm.forecasting.intervals import ENGINE_INTEGRATOR_SATURATION
 
 LEVELS = (0.8, 0.9, 0.95)
 
@@ -26,7 +26,7 @@ def test_one_step_bounds_are_a_calibrator_fed_the_forecast_errors() -> None:
     no features: the issued forecast is exactly the one calibrated) gives the same bounds,
     to the bit."""
     model = Forecaster(interval_levels=LEVELS, lstm=False)
-    cal = OnlineCalibrator(levels=LEVELS, pooled=True, **ENGINE_CALIBRATION)
+    cal = OnlineCalibrator(levels=LEVELS, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
     y = series(400)
     point = None
     for t, v in enumerate(y):
@@ -52,7 +52,7 @@ def test_a_panel_is_calibrated_on_the_forecasts_and_bounds_as_issued() -> None:
     from streamlstm import _calibration_kernels as K
 
     model = Forecaster(interval_levels=LEVELS, lstm=False)
-    cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, **ENGINE_CALIBRATION)
+    cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
     issued: dict = {}
     J = len(LEVELS)
     for t in range(120):
@@ -84,7 +84,7 @@ def test_an_interval_asked_when_the_value_is_due_is_the_one_it_is_scored_against
     from streamlstm import _calibration_kernels as K
 
     model = Forecaster(interval_levels=LEVELS, lstm=False)
-    cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, **ENGINE_CALIBRATION)
+    cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
     J = len(LEVELS)
     for t in range(100):
         for k in range(3):

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import _calibration_kernels as K
 from .._kernels.state_check import MAX_STORED_COUNTER
-from ..calibration import OnlineCalibrator
+from ..calibration import INTEGRATOR_SATURATION, OnlineCalibrator
 
 #: the forecasting engine's calibrator settings (``Forecaster`` passes them; the CLI's and
 #: Flink's regression and bare-LSTM paths keep ``OnlineCalibrator``'s defaults): the error
@@ -47,7 +47,7 @@ from ..calibration import OnlineCalibrator
 #: coverage tolerance with a margin (at most 0.61 of it, panels per key at most 0.87 of their
 #: band; with 0.2 chick weights missed at 0.95 by 1.07-1.30 of it), at the price of some
 #: width (no wider than River's jackknife in 4 of 27 cases instead of 6)
-ENGINE_CALIBRATION = {"integrator_saturation": 0.1}
+ENGINE_INTEGRATOR_SATURATION = 0.1
 STATE_ARRAY = "calibrator/state"
 ISSUED_ARRAY = "calibrator/issued"
 
@@ -57,8 +57,8 @@ class ForecastCalibration:
 
     Rows are given in order of the streams' first values (the forecaster's ``keys``); the
     state grows by doubling, so that a fleet of keys costs amortised O(1) per new key.
-    ``settings`` go to the :class:`~streamlstm.calibration.OnlineCalibrator` (the forecasting
-    engine passes ``ENGINE_CALIBRATION``).
+    ``integrator_saturation`` goes to the :class:`~streamlstm.calibration.OnlineCalibrator`
+    (the forecasting engine passes ``ENGINE_INTEGRATOR_SATURATION``).
 
     >>> cal = ForecastCalibration([0.9], horizon=2)
     >>> cal.observe("a", np.array([0.5, np.nan]))        # the first value's 1-step residual
@@ -67,8 +67,10 @@ class ForecastCalibration:
     ((1, 2), True)
     """
 
-    def __init__(self, levels: Sequence[float], horizon: int, pooled: bool = True, **settings: float) -> None:
-        self.calibrator = OnlineCalibrator(levels=levels, horizon=horizon, pooled=pooled, **settings)
+    def __init__(self, levels: Sequence[float], horizon: int, pooled: bool = True,
+                 integrator_saturation: float = INTEGRATOR_SATURATION) -> None:
+        self.calibrator = OnlineCalibrator(levels=levels, horizon=horizon, pooled=pooled,
+                                           integrator_saturation=integrator_saturation)
         self.rows: dict[Hashable, int] = {}
         # per row, what was issued after each of the last ``horizon`` values (slot
         # ``(n - 1) % horizon`` after the n-th value): the forecasts, the count of tracker
