@@ -95,7 +95,7 @@ class LSTMForecaster(RiverForecaster):
     >>> [round(v) for v in model.forecast(3)]
     [419, 399, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['397-437', '365-427', '428-489']
+    ['394-447', '369-446', '414-502']
     """
 
     def __init__(
