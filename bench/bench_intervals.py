@@ -4,14 +4,18 @@ ACI (Gibbs & Candès 2021) and River's ``conf.RegressionJackknife``, around the 
     .venv/bin/python bench/bench_intervals.py        # writes the "intervals" section of RESULTS.md
 
 Series: ``shared/data/series/*.csv`` (``../shared/data`` from the repository root, else
-/work/shared/data) and River's AirlinePassengers, WaterFlow and TrumpApproval. Point forecast of
-``y_t``: what a user gets by default, the forecasting engine ``Forecaster()`` learning
-prequentially (per key on the panels: Grunfeld by firm, chick by chick), its forecast issued
-right after the key's previous value. Ours: the intervals that same engine issues with them
-(``Forecaster(interval_levels=...)``, ``forecast_interval``: on a panel a key's interval is
-issued a whole round of keys before its value). The peers get the same forecasts and residuals,
-in order, and compute each interval just before its value. Everything is scored after a 10%
-warm-up.
+/work/shared/data) and River's AirlinePassengers, WaterFlow and TrumpApproval. What a user gets
+who asks for the forecast of ``y_t`` and its interval when ``y_t`` is due: the forecasting
+engine ``Forecaster(interval_levels=...)`` learning prequentially (per key on the panels:
+Grunfeld by firm, chick by chick), ``forecast_interval(key)`` called just before the key's
+value is learned. On a single series that is what the engine issued right after the previous
+value (nothing moved since); on a panel it is the forecast and interval of that moment, after
+the other keys' values of the round (the pooled autoregressions and trackers as they are then),
+and the engine scores the value against that interval, the one handed out. The peers get the
+same point forecasts and residuals, in order, and compute each interval just before its
+value. Everything is scored after a 10% warm-up. The panels' coverage is also given for the
+intervals issued right after the key's previous value (what ``streamlstm run --key ... --ahead 1
+--interval ...`` writes on that row, a round of keys before the value).
 
 Width "at the same achieved coverage": each peer's nominal level is searched (bisection) for
 the smallest one whose achieved coverage reaches ours; its mean width there is compared with ours.
@@ -67,19 +71,26 @@ def load_series() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def point_forecasts(y: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The engine's prequential one-step forecasts, our bounds issued with them ``(levels,
-    events)``, and a mask of the events that have both (a key's first two values have not)."""
+def point_forecasts(y: np.ndarray, keys: np.ndarray, asked: str = "due"
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The engine's prequential one-step forecasts, our bounds ``(levels, events)`` given with
+    them, and a mask of the events that have both (a key's first two values have not).
+    ``asked="due"``: ``forecast_interval(key)`` asked just before the key's value is learned;
+    ``"after"``: right after its previous value, and never again (the CLI's rows)."""
     model = Forecaster(interval_levels=LEVELS)
     f = np.full(y.shape, np.nan)
     lo, hi = np.full((len(LEVELS), y.shape[0]), np.nan), np.full((len(LEVELS), y.shape[0]), np.nan)
     issued: dict[int, tuple] = {}
     for t, k in enumerate(keys.tolist()):
         if k in issued:
+            if asked == "due":
+                point, lower, upper = model.forecast_interval(k)
+                issued[k] = (float(point[0]), lower[:, 0], upper[:, 0])
             f[t], lo[:, t], hi[:, t] = issued[k]
         model.learn_one(float(y[t]), key=k)
-        point, lower, upper = model.forecast_interval(k)
-        issued[k] = (float(point[0]), lower[:, 0], upper[:, 0])
+        if asked == "after" or k not in issued:
+            point, lower, upper = model.forecast_interval(k)
+            issued[k] = (float(point[0]), lower[:, 0], upper[:, 0])
     return f, lo, hi, ~np.isnan(f) & ~np.isnan(lo).any(axis=0)
 
 
@@ -283,7 +294,15 @@ def main() -> None:
     finite = {"ACI": 0, "jackknife": 0}  # cases where the peer's matched intervals were finite
     start_of = warm_up
     compared = 0
+    series_wins = {"ACI": 0, "jackknife": 0}   # series where ours is no wider at most of its levels
+    panels = []
     for name, (y, keys) in series.items():
+        if keys.max() > 0:   # a panel: also the intervals as the CLI writes them (a round before)
+            _, la, ha, hasa = point_forecasts(y, keys, asked="after")
+            ya, la, ha = y[hasa], la[:, hasa], ha[:, hasa]
+            sa = start_of(ya)
+            panels.append((name, ya.shape[0] - sa, [score(ya, la[j], ha[j], sa) for j in range(len(LEVELS))]))
+        here = {"ACI": 0, "jackknife": 0}
         f, our_lo, our_hi, has = point_forecasts(y, keys)
         y, keys, f, our_lo, our_hi = y[has], keys[has], f[has], our_lo[:, has], our_hi[:, has]
         start = start_of(y)
@@ -300,17 +319,21 @@ def main() -> None:
             compared += 1
             for peer, matched in (("ACI", aci_m), ("jackknife", jk_m)):
                 wins[peer] += width <= matched[2]
+                here[peer] += width <= matched[2]
                 finite[peer] += math.isfinite(matched[2])
             rows.append((name, y.shape[0] + 1, level, cov, tol, ok, width, aci_nom, jk_nom, aci_m, jk_m))
             print(f"{name} {level}: ours {cov:.3f} w {width:.3g} | ACI {aci_nom[0]:.3f} w {aci_nom[1]:.3g} "
                   f"matched {aci_m[2]:.3g} | JK {jk_nom[0]:.3f} w {jk_nom[1]:.3g} matched {jk_m[2]:.3g}", flush=True)
+        for peer in here:
+            series_wins[peer] += 2 * here[peer] > len(LEVELS)
     lines = ["<!-- intervals:start -->", "## Prediction intervals: coverage and width (`bench/bench_intervals.py`)", "",
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, one run. One-step intervals around the same "
              "prequential point forecasts, the default forecasting engine's (`Forecaster()`, per key on the "
-             "panels); ours are the intervals the engine itself issues (`Forecaster(interval_levels=...)`, on a "
-             "panel a round of keys before the value), the peers' are computed just before each value. Scored "
-             "after a 10% warm-up. Tolerance: ±1.5 points for series of 500 rows or more, else the 95% binomial "
-             "band around nominal.", "",
+             "panels), as a user gets them who asks when the value is due: ours are the engine's own "
+             "(`Forecaster(interval_levels=...).forecast_interval(key)` just before the key's value; on a panel, "
+             "after the other keys' values of the round), the peers' are computed just before each value around "
+             "the same forecasts. Scored after a 10% warm-up. Tolerance: ±1.5 points for series of 500 rows or "
+             "more, else the 95% binomial band around nominal.", "",
              "| series | rows | level | ours: coverage | tolerance | within | ours: width | ACI at nominal: "
              "coverage, width | jackknife at nominal: coverage, width | MAPIE ACI width at our coverage | jackknife "
              "width at our coverage |", "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|"]
@@ -318,10 +341,24 @@ def main() -> None:
         lines.append(f"| {name} | {rows_} | {level} | {cov:.3f} | ±{tol:.3f} | {'yes' if ok else '**no**'} | "
                      f"{width:.4g} | {a[0]:.3f}, {a[1]:.4g} | {j[0]:.3f}, {j[1]:.4g} | {am[2]:.4g} ({am[1]:.3f}) | "
                      f"{jm[2]:.4g} ({jm[1]:.3f}) |")
+    n_series = len(series)
     lines += ["", f"Ours no wider than MAPIE's ACI at the same achieved coverage in {wins['ACI']} of {compared} "
-              f"(series, level) cases ({compared - finite['ACI']} of them because ACI's bounds were infinite); no wider "
-              f"than River's jackknife in {wins['jackknife']} of {compared}. "
-              "In brackets: the coverage the peer reached at the matched nominal level.", "",
+              f"(series, level) cases ({compared - finite['ACI']} of them because ACI's bounds were infinite) and on "
+              f"{series_wins['ACI']} of {n_series} series (no wider at a majority of its three levels); no wider "
+              f"than River's jackknife in {wins['jackknife']} of {compared} cases and on {series_wins['jackknife']} of "
+              f"{n_series} series. In brackets: the coverage the peer reached at the matched nominal level.", "",
+              "The panels' intervals as issued right after each key's previous value and never asked again "
+              "(what `streamlstm run --key K --ahead 1 --interval ...` writes on that row, a round of keys before "
+              "the value; the engine then scores the value against those):", "",
+              "| panel | scored | " + " | ".join(f"coverage at {v} (band ±)" for v in LEVELS) + " |",
+              "|---|---:|" + "---:|" * len(LEVELS)]
+    for name, n_scored, scores in panels:
+        cells = []
+        for level, (cov, _) in zip(LEVELS, scores):
+            band = 1.96 * math.sqrt(level * (1 - level) / n_scored)
+            cells.append(f"{cov:.3f} (±{band:.3f}){'' if abs(cov - level) <= band else ' **out**'}")
+        lines.append(f"| {name} | {n_scored} | " + " | ".join(cells) + " |")
+    lines += ["",
               "Peers: MAPIE's ACI (`TimeSeriesRegressor(method=\"aci\", cv=\"prefit\")` around an estimator "
               "returning the given forecast, calibrated on the warm-up, then predict / "
               "adapt_conformal_inference (gamma 0.005) / update per event; its scores roll over a window "

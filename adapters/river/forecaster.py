@@ -95,7 +95,7 @@ class LSTMForecaster(RiverForecaster):
     >>> [round(v) for v in model.forecast(3)]
     [419, 399, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['397-436', '365-426', '429-489']
+    ['395-446', '369-445', '416-501']
     """
 
     def __init__(

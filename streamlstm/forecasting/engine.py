@@ -36,7 +36,7 @@ from .experts import (
     seasonal_median,
     seasonal_naive,
 )
-from .intervals import ForecastCalibration
+from .intervals import ENGINE_INTEGRATOR_SATURATION, ForecastCalibration
 from .lstm_expert import _NOBODY, LSTMExpert
 from .season import detect_season
 
@@ -284,7 +284,8 @@ class Forecaster:
         self._updates = np.zeros(G, dtype=np.int64)   # one-step updates of the autoregressions, per unit
         self._W = [np.zeros((H, self._o + k)) for _, k in self._ar]
         self._streams: dict[Hashable, _Stream] = {}
-        self._calibration = ForecastCalibration(self.interval_levels, H) if self.interval_levels else None
+        self._calibration = (ForecastCalibration(self.interval_levels, H, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
+                             if self.interval_levels else None)
         self._z = np.zeros(self._d)
         self._row = np.zeros(H)
 
@@ -777,8 +778,12 @@ class Forecaster:
         Row ``j`` of the bounds is the interval at ``interval_levels[j]``, calibrated on this
         key's own residuals at each horizon step (long-run coverage guaranteed whatever the
         forecasts, ``docs/calibration.md``). A step whose forecasts of this key have had no
-        residual yet has NaN bounds (nothing is known of its errors). Pure, like
-        :meth:`forecast`; needs ``interval_levels``.
+        residual yet has NaN bounds (nothing is known of its errors). Needs ``interval_levels``.
+
+        Asked when the key's next value is due (on a panel, after the other keys' values),
+        it gives the forecast and interval of that moment; the forecasts are unchanged
+        (pure, like :meth:`forecast`), and the interval is recorded as the one the next value
+        is scored against (the calibrator learns from the intervals as handed out).
 
         >>> import math
         >>> model = Forecaster(horizon=2, interval_levels=[0.8, 0.95], lstm=False)
@@ -797,6 +802,10 @@ class Forecaster:
             return last[1].copy(), last[2].copy(), last[3].copy()   # issued after the last value
         point = self.forecast(key, xs)
         lower, upper = self._calibration.bounds(key, point)
+        s = self._streams.get(key)
+        if xs is None and not self.n_features and s is not None and s.n:
+            # the latest interval handed out is the one its value is scored against (intervals.py)
+            self._calibration.record(key, point, lower, upper, s.n)
         return point, lower, upper
 
     def expert_forecasts(self, key: Hashable = None) -> dict[str, np.ndarray]:
