@@ -25,7 +25,7 @@ _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
 _k_predict, _k_advance = entry.k_predict, entry.k_advance
 _k_set_state = entry.k_set_state  # module globals: one lookup fewer per call
-_k_predict_scored = entry.k_predict_scored
+_k_predict_scored: Any = None  # _kernels.scored.k_predict_scored, imported on first use
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -351,6 +351,8 @@ class OnlineLSTM:
         if self._busy:
             raise _in_use(self)
         if type(y) is float and type(y_hat) is float and type(key) is int and type(level) is int:
+            if _k_predict_scored is None:
+                _import_scored()
             self._busy = True
             try:
                 if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
@@ -1055,6 +1057,13 @@ def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
     counters = arrays["counters"]
     if (counters < 0).any() or (counters > _state_check.MAX_STORED_COUNTER).any():
         raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**61]")
+
+
+def _import_scored() -> None:
+    global _k_predict_scored
+    from ._kernels import scored
+
+    _k_predict_scored = scored.k_predict_scored
 
 
 def _in_use(model: OnlineLSTM) -> RuntimeError:

@@ -29,7 +29,7 @@ def inline_twins(module: types.ModuleType, keep: tuple[str, ...] = ()) -> types.
     A compiled function that hands array views to other compiled functions pays reference
     counts per view and per call (atomic operations LLVM cannot remove); inlined in numba's
     IR, numba's own pruning cancels them: the anomaly score and interval of
-    ``entry.k_predict_scored`` take 650 ns instead of 950 (under load). Making the kernels
+    ``scored.k_predict_scored`` take 650 ns instead of 950 (under load). Making the kernels
     inline-always themselves would add about a minute to their cold compile; twins cost
     only their one caller's (about 7 s more for ``k_predict_scored``). The twins compute
     the same numbers (no fastmath either way). Their source is the module's own: its edits
@@ -65,7 +65,7 @@ def purge_stale_cache() -> None:
     the cache and drop the package's entries when it moves."""
     digest = hashlib.sha256()
     sources = sorted(_PACKAGE.glob("*.py"))
-    # the calibration kernels are inlined too (``entry.k_predict_scored``), from outside
+    # the calibration kernels are inlined too (``scored.k_predict_scored``), from outside
     # the package: an edit of theirs must drop this package's entries as well
     for path in [*sources, _PACKAGE.parent / "_calibration_kernels.py"]:
         digest.update(path.name.encode())
