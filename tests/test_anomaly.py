@@ -111,17 +111,20 @@ def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
         assert (lo, hi) == cal.bounds(y[t], level=1)
 
 
-def test_predict_scored_equals_predict_one_then_score_and_bounds() -> None:
-    """The one compiled call == ``predict_one`` then ``score_and_bounds`` (itself pinned to
-    ``score`` + the calibrator's ``bounds`` above), with more than one level and key, on a
-    model that learns between the events; the states end equal to the bit."""
+@pytest.mark.parametrize("settings", [{"holdoff": 5}, {"use_flat": True}, {"use_window": False, "holdoff": 0}])
+def test_predict_scored_equals_predict_one_then_score_and_bounds(settings: dict) -> None:
+    """The one compiled call (with the calibration kernels inlined into it) == ``predict_one``
+    then ``score_and_bounds`` (itself pinned to ``score`` + the calibrator's ``bounds``
+    above), with more than one level and key and each channel, on a model that learns
+    between the events; the states end equal to the bit."""
     from streamlstm import OnlineLSTM
 
     rng = np.random.default_rng(11)
-    y = np.cumsum(rng.normal(size=500))
+    y = np.round(np.cumsum(rng.normal(size=500)), 1)
     y[400] += 40.0                                   # a spike: the score must move
+    y[300:330] = y[299]                              # a flat stretch, for the flat-line channel
     models = [OnlineLSTM(n_inputs=1, hidden=8, seed=3) for _ in range(2)]
-    scorers = [AnomalyScorer(levels=[0.8, 0.95], n_keys=2, holdoff=5) for _ in range(2)]
+    scorers = [AnomalyScorer(levels=[0.8, 0.95], n_keys=2, **settings) for _ in range(2)]
     y_hat = [[0.0, 0.0], [0.0, 0.0]]                 # per model, per key
     seen = []
     for t in range(1, y.shape[0]):
