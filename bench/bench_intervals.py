@@ -189,7 +189,9 @@ def matched_width(method: Callable, y, f, keys, start, target: float) -> tuple[f
 
 def per_event_cost(repeats: int = 7, events: int = 20000) -> list[tuple[str, float]]:
     """µs per event (median over repeats) of a plain ``predict_one`` at H=32 and of the same
-    prediction with an interval and an anomaly score, interleaved repeat by repeat."""
+    prediction with an interval and an anomaly score (separate calls, ``score_and_bounds``
+    after ``predict_one``, and ``predict_scored``: both in one compiled call), interleaved
+    repeat by repeat."""
     import time
 
     from streamlstm.anomaly import AnomalyScorer
@@ -200,12 +202,15 @@ def per_event_cost(repeats: int = 7, events: int = 20000) -> list[tuple[str, flo
     cal = OnlineCalibrator(levels=[0.9])
     scorer = AnomalyScorer()
     fused = AnomalyScorer(levels=[0.9])
+    scored = AnomalyScorer(levels=[0.9])
     for t in range(300):
         cal.update(math.sin(t))
         scorer.score(math.sin(t), 0.0)
         fused.score(math.sin(t), 0.0)
+        scored.score(math.sin(t), 0.0)
     x = np.array([0.3])
     prev = [0.3]
+    last = [0.3]
 
     def plain() -> None:
         model.predict_one(x)
@@ -220,8 +225,12 @@ def per_event_cost(repeats: int = 7, events: int = 20000) -> list[tuple[str, flo
         fused.score_and_bounds(0.31, prev[0], y_hat)
         prev[0] = y_hat
 
+    def predict_scored() -> None:
+        last[0] = model.predict_scored(x, scored, 0.31, last[0])[0]
+
     cases = [("predict_one (plain)", plain), ("predict_one + cal.bounds + scorer.score", separate),
-             ("predict_one + scorer.score_and_bounds (one compiled call)", one_call)]
+             ("predict_one + scorer.score_and_bounds (two compiled calls)", one_call),
+             ("model.predict_scored(x, scorer, y, y_hat) (one compiled call)", predict_scored)]
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
     for name, fn in cases:
         for _ in range(2000):

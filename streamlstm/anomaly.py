@@ -217,7 +217,9 @@ class AnomalyScorer:
                          key: int = 0) -> tuple[float, float, float]:
         """:meth:`score` of ``(y, y_hat)``, then the interval at ``levels[level]`` around the
         next forecast ``y_hat_next``: ``(score, lower, upper)`` in one compiled call (the
-        per-event path of a model serving predictions with intervals and anomaly scores).
+        per-event path of a model serving predictions with intervals and anomaly scores;
+        with an ``OnlineLSTM``, :meth:`~streamlstm.OnlineLSTM.predict_scored` makes the
+        prediction in the same call).
 
         >>> scorer = AnomalyScorer(levels=[0.9])
         >>> for t in range(300):

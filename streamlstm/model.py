@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -16,12 +16,16 @@ from ._kernels import state_check as _state_check
 from .settings import ModelSettings
 from .settings import names as settings_names
 
+if TYPE_CHECKING:
+    from .anomaly import AnomalyScorer
+
 __all__ = ["InputError", "LSTMState", "OnlineLSTM"]
 
 _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
 _k_predict, _k_advance = entry.k_predict, entry.k_advance
 _k_set_state = entry.k_set_state  # module globals: one lookup fewer per call
+_k_predict_scored: Any = None  # _kernels.scored.k_predict_scored, imported on first use
 _CELLS = {"lstm": K.CELL_LSTM, "rnn": K.CELL_RNN}
 _LOSSES = {"squared": K.LOSS_SQUARED, "huber": K.LOSS_HUBER, "cross_entropy": K.LOSS_CE}
 _OPTIMIZERS = {"sgd": K.OPT_SGD, "adam": K.OPT_ADAM, "rmsprop": K.OPT_RMSPROP}
@@ -323,6 +327,51 @@ class OnlineLSTM:
             return self._finish(first, x)
         finally:
             self._busy = False
+
+    def predict_scored(self, x: Sequence[float] | np.ndarray, scorer: AnomalyScorer, y: float, y_hat: float,
+                       level: int = 0, key: int = 0) -> tuple[float, float, float, float]:
+        """A prediction with an interval and an anomaly score, in one compiled call.
+
+        ``y`` is the value that just arrived and ``y_hat`` the forecast that was made for it;
+        ``x`` holds the inputs of the next forecast. Returns ``(y_next, score, lower, upper)``:
+        ``y_next = predict_one(x)`` (pure, as ever), then
+        ``scorer.score_and_bounds(y, y_hat, y_next, level, key)``, which scores ``y`` and
+        learns its residual, with the interval at ``scorer``'s ``levels[level]`` around
+        ``y_next`` (the same numbers to the bit as those two calls, and the same errors). A
+        model with one regression output only.
+
+        >>> from streamlstm.anomaly import AnomalyScorer
+        >>> m, scorer = OnlineLSTM(n_inputs=1, hidden=4), AnomalyScorer(levels=[0.9])
+        >>> y_hat = 0.0
+        >>> for y in (0.1, 0.3, 0.2):
+        ...     y_hat, score, lo, hi = m.predict_scored([y], scorer, y, y_hat)
+        >>> bool(lo <= y_hat <= hi) and y_hat == m.predict_one([0.2])
+        True
+        """
+        if self._busy:
+            raise _in_use(self)
+        if type(y) is float and type(y_hat) is float and type(key) is int and type(level) is int:
+            if _k_predict_scored is None:
+                _import_scored()
+            self._busy = True
+            try:
+                if type(x) is not np.ndarray or x.dtype is not _F64 or x.ndim != 1:
+                    x = self._vector(x)
+                out = _k_predict_scored(x, self._B, self._F, self._I, scorer.calibrator.state, scorer.params, key,
+                                        y, y_hat, level)
+                if out[1] != -1.0:
+                    if out[0] == out[0] or not self._I[K.I_STATUS]:
+                        return out
+                    raise self._refused("input", x)
+            finally:
+                self._busy = False
+        # the kernel refused the scorer's arguments (nothing was done), or they are not
+        # floats: the two calls themselves, with their conversions and messages
+        if not self._scalar_out:
+            raise ValueError(f"predict_scored needs a model with one regression output (n_outputs={self.n_outputs}, "
+                             f"loss={self.loss!r})")
+        y_next = float(self.predict_one(x))  # already a float: one regression output
+        return (y_next, *scorer.score_and_bounds(y, y_hat, y_next, level, key))
 
     def advance(self, x: Sequence[float] | np.ndarray) -> float | np.ndarray:
         """Feed ``x``: the state moves one step; returns that step's output (target units).
@@ -1008,6 +1057,13 @@ def _check_arrays(s: ModelSettings, arrays: Mapping[str, np.ndarray]) -> None:
     counters = arrays["counters"]
     if (counters < 0).any() or (counters > _state_check.MAX_STORED_COUNTER).any():
         raise bad(f"corrupt streamlstm model: array 'counters' is {counters.tolist()}: each must be in [0, 2**61]")
+
+
+def _import_scored() -> None:
+    global _k_predict_scored
+    from ._kernels import scored
+
+    _k_predict_scored = scored.k_predict_scored
 
 
 def _in_use(model: OnlineLSTM) -> RuntimeError:

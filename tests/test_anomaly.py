@@ -111,6 +111,69 @@ def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
         assert (lo, hi) == cal.bounds(y[t], level=1)
 
 
+@pytest.mark.parametrize("settings", [{"holdoff": 5}, {"use_flat": True}, {"use_window": False, "holdoff": 0}])
+def test_predict_scored_equals_predict_one_then_score_and_bounds(settings: dict) -> None:
+    """The one compiled call (with the calibration kernels inlined into it) == ``predict_one``
+    then ``score_and_bounds`` (itself pinned to ``score`` + the calibrator's ``bounds``
+    above), with more than one level and key and each channel, on a model that learns
+    between the events; the states end equal to the bit."""
+    from streamlstm import OnlineLSTM
+
+    rng = np.random.default_rng(11)
+    y = np.round(np.cumsum(rng.normal(size=500)), 1)
+    y[400] += 40.0                                   # a spike: the score must move
+    y[300:330] = y[299]                              # a flat stretch, for the flat-line channel
+    models = [OnlineLSTM(n_inputs=1, hidden=8, seed=3) for _ in range(2)]
+    scorers = [AnomalyScorer(levels=[0.8, 0.95], n_keys=2, **settings) for _ in range(2)]
+    y_hat = [[0.0, 0.0], [0.0, 0.0]]                 # per model, per key
+    seen = []
+    for t in range(1, y.shape[0]):
+        key, level = t % 2, (t // 2) % 2
+        x = np.array([y[t]])
+        got = models[0].predict_scored(x, scorers[0], float(y[t]), y_hat[0][key], level=level, key=key)
+        y_next = models[1].predict_one(x)
+        want = (y_next, *scorers[1].score_and_bounds(float(y[t]), y_hat[1][key], y_next, level=level, key=key))
+        assert got == want
+        assert type(got) is tuple and all(type(v) is float for v in got)
+        y_hat[0][key], y_hat[1][key] = got[0], want[0]
+        seen.append(got[1])
+        for m in models:
+            m.learn_one([y[t - 1]], y[t])
+    assert max(seen) > 0.0 and got[2] < got[0] < got[3]
+    assert (scorers[0].state == scorers[1].state).all() and models[0].to_bytes() == models[1].to_bytes()
+
+
+def test_predict_scored_refuses_as_the_two_calls_do_and_changes_nothing() -> None:
+    from streamlstm import OnlineLSTM
+
+    model, scorer = OnlineLSTM(n_inputs=2, hidden=4), AnomalyScorer(levels=[0.9])
+    for v in (0.1, 0.4, 0.2):
+        model.predict_scored([v, v], scorer, v, 0.2)
+    before = scorer.state.copy()
+    with pytest.raises(ValueError, match="input position 1 is nan"):
+        model.predict_scored([0.1, float("nan")], scorer, 0.3, 0.2)
+    with pytest.raises(ValueError, match="input has 1 values, expected 2"):
+        model.predict_scored([0.1], scorer, 0.3, 0.2)
+    with pytest.raises(ValueError, match="must both be finite"):
+        model.predict_scored([0.1, 0.2], scorer, float("inf"), 0.2)
+    with pytest.raises(ValueError, match="must both be finite"):
+        model.predict_scored([0.1, 0.2], scorer, 0.3, float("nan"))
+    with pytest.raises(IndexError, match="key row 1 outside"):
+        model.predict_scored([0.1, 0.2], scorer, 0.3, 0.2, key=1)
+    with pytest.raises(IndexError, match="level index 1 outside"):
+        model.predict_scored([0.1, 0.2], scorer, 0.3, 0.2, level=1)
+    with pytest.raises(IndexError, match="level index 0 outside"):
+        model.predict_scored([0.1, 0.2], AnomalyScorer(), 0.3, 0.2)   # a scorer without levels
+    with pytest.raises(ValueError, match="one regression output"):
+        OnlineLSTM(n_inputs=2, n_outputs=2, hidden=4).predict_scored([0.1, 0.2], scorer, 0.3, 0.2)
+    assert (scorer.state == before).all()
+    # numbers that are not Python floats take the two calls themselves: the same results
+    twin_model, twin = OnlineLSTM.from_bytes(model.to_bytes()), AnomalyScorer(levels=[0.9])
+    twin.calibrator.state = scorer.state.copy()
+    assert model.predict_scored([1.0, 2.0], scorer, np.float64(0.3), 1) == \
+        twin_model.predict_scored(np.array([1.0, 2.0]), twin, 0.3, 1.0)
+
+
 def test_full_score_matches_numpy_reference_float64() -> None:
     """Residual and recent-window channels, flat-line run and hold-off, written again from the
     equations on top of the calibrator's NumPy reference (tests/test_calibration.py)."""
