@@ -512,11 +512,11 @@ def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, 
     gradient is not. For one key, every number is the one ``backward_window`` gives.
     """
     n_par, H, L, K2 = I[I_NP], I[I_H], I[I_L], I[I_K2]
+    prefetch_windows(due, n, S, C, I)  # before window_losses reads each slot's label flag
     m, loss_sum = window_losses(due, n, S, C, F, I, dout, SL, WIN, INV, stats)
     if m == 0:
         return
     rows = SL[:m].copy()  # SL holds the slot offsets during the walk
-    prefetch_windows(rows, m, S, C, I)
     for q in range(n_par):
         P[n_par + q] = 0.0
     for i in range(m):
