@@ -79,7 +79,6 @@ from .layout import (
     layer_params,
     layer_wt,
     readout_params,
-    slot_views,
 )
 from .normalise import emit_output, take_inputs, take_target
 from .optim import optimizer_step
@@ -356,8 +355,7 @@ def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV, stats):
                 sb = ring + ((t - 1 - back) % K2) * slot
                 if s[sb + fl] != 0.0:
                     n_lab += 1
-                    total += loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out],
-                                       dout)
+                    total += loss_grad(I[I_LOSS], F[F_DELTA], s, sb + so, sb + sy, n_out, dout)
             if n_lab == 0:
                 continue
             inv_n = 1.0 / n_lab
@@ -387,6 +385,9 @@ def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
     fl, so, sy = I[I_SLOT_FLAG], I[I_SLOT_OUT], I[I_SLOT_Y]
     V, _ = readout_params(P, I, 0)
     dV, da = readout_params(P, I, n_par)
+    rec = I_LAYERS + I_PER_LAYER * (L - 1)
+    o_act, o_tc = I[rec + L_SLOT_ACT], I[rec + L_SLOT_TANH_C]
+    top = (L - 1) * H
     na = 0
     while na < m and WIN[na] > back:
         na += 1
@@ -398,20 +399,20 @@ def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
         if s[sb + fl] == 0.0:
             continue
         s[sb + fl] = 0.0
-        loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out], dout)
+        loss_grad(I[I_LOSS], F[F_DELTA], s, sb + so, sb + sy, n_out, dout)
         # readout: out = a + h_top @ V (as backward_window)
-        dh_top = DH[i, (L - 1) * H:L * H]
         for q in range(n_out):
             dout[q] *= INV[i]
             da[q] += dout[q]
-        _, act, _, tc = slot_views(s, I, L - 1, sb)
+        a = sb + o_act  # the top layer's slot fields at their offsets (no views per key and step)
+        tc = sb + o_tc
         for j in range(H):
-            hj = act[j] if cell == CELL_RNN else act[3 * H + j] * tc[j]  # h_j, as _h_of
+            hj = s[a + j] if cell == CELL_RNN else s[a + 3 * H + j] * s[tc + j]  # h_j, as _h_of
             acc_j = 0.0
             for q in range(n_out):
                 dV[j, q] += hj * dout[q]
                 acc_j += V[j, q] * dout[q]
-            dh_top[j] += acc_j
+            DH[i, top + j] += acc_j
     return na
 
 
