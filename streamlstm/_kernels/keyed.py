@@ -417,9 +417,9 @@ def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
 
 
 @jit
-def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB):
+def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D):
     """Layer l's gate gradients of the na active keys into ``DZ`` (DC becomes
-    ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``.
+    ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``; ``D``: H float64 of scratch.
 
     The equations and roundings of ``gate_grads``, term for term, with every slot field
     read at its offset in the key's row rather than through views: a view per field per
@@ -429,7 +429,6 @@ def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB):
     n_xh = I[rec + L_IN] + H
     o_xh, o_act, o_cp, o_tc = I[rec + L_SLOT_XH], I[rec + L_SLOT_ACT], I[rec + L_SLOT_C_PREV], I[rec + L_SLOT_TANH_C]
     lo = max(l * H, 0)  # offsets known to be >= 0: indexing needs no wraparound, loops vectorise
-    D = np.empty(H, np.float64)
     for i in range(na):
         s = S[rows[i]]
         sb = SL[i]
@@ -500,12 +499,12 @@ def prefetch_windows(rows, m, S, C, I):
 
 
 @jit
-def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats):
+def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats, D):
     """The TBPTT gradients of the windows of n due keys (rows ``due[:n]``, distinct) in one
     backward pass, their sum added to ``acc``.
 
     The keys walk back through their windows together: at each step back, the gate
-    gradients of every key still in its window are one tile (``gate_grads`` per key), the
+    gradients of every key still in its window are one tile (``layer_gates_back``), the
     weight gradient is one matrix product over the tile (``weight_grad_tile``) and the
     gradient flowing to the inputs another (``backprop_input_tile``). Each key's loss is
     the mean over its labelled steps, as in ``backward_window``; a key whose loss is not
@@ -531,7 +530,7 @@ def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, 
         last = WIN[0] == back + 1  # every active window starts here: no gradient flows further back
         for l in range(L - 1, -1, -1):
             n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
-            layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB)
+            layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D)
             dW, db = layer_params(P, I, l, n_par)
             weight_grad_tile(XB, DZ, dW, db, na, n_xh)
             if not (last and l == 0):
@@ -585,6 +584,7 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
     SL = np.empty(bt, np.int64)
     WIN = np.empty(bt, np.int64)
     INV = np.empty(bt, np.float64)
+    D = np.empty(H, np.float64)
     n_par = I[I_NP]
     acc = np.zeros(n_par, np.float64)
     for q in range(stats.shape[0]):
@@ -600,7 +600,7 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
         a = 0
         while a < n_due[0]:
             n = min(bt, n_due[0] - a)
-            backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats)
+            backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats, D)
             a += n
     stats[S_NWAVES] = nw
     emit_all(RAW, TS, std_y, out, F, I)
