@@ -33,7 +33,6 @@ from ._jit import jit
 from .cell import (
     backprop_input_tile,
     cell_activate,
-    gate_grads,
     preactivation_tile,
     weight_grad_tile,
 )
@@ -72,11 +71,14 @@ from .layout import (
     I_STDY,
     I_T,
     L_IN,
+    L_SLOT_ACT,
+    L_SLOT_C_PREV,
+    L_SLOT_TANH_C,
+    L_SLOT_XH,
     LOSS_CE,
     layer_params,
     layer_wt,
     readout_params,
-    slot_views,
 )
 from .normalise import emit_output, take_inputs, take_target
 from .optim import optimizer_step
@@ -353,8 +355,7 @@ def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV, stats):
                 sb = ring + ((t - 1 - back) % K2) * slot
                 if s[sb + fl] != 0.0:
                     n_lab += 1
-                    total += loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out],
-                                       dout)
+                    total += loss_grad(I[I_LOSS], F[F_DELTA], s, sb + so, sb + sy, n_out, dout)
             if n_lab == 0:
                 continue
             inv_n = 1.0 / n_lab
@@ -384,6 +385,9 @@ def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
     fl, so, sy = I[I_SLOT_FLAG], I[I_SLOT_OUT], I[I_SLOT_Y]
     V, _ = readout_params(P, I, 0)
     dV, da = readout_params(P, I, n_par)
+    rec = I_LAYERS + I_PER_LAYER * (L - 1)
+    o_act, o_tc = I[rec + L_SLOT_ACT], I[rec + L_SLOT_TANH_C]
+    top = (L - 1) * H
     na = 0
     while na < m and WIN[na] > back:
         na += 1
@@ -395,35 +399,69 @@ def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
         if s[sb + fl] == 0.0:
             continue
         s[sb + fl] = 0.0
-        loss_grad(I[I_LOSS], F[F_DELTA], s[sb + so:sb + so + n_out], s[sb + sy:sb + sy + n_out], dout)
+        loss_grad(I[I_LOSS], F[F_DELTA], s, sb + so, sb + sy, n_out, dout)
         # readout: out = a + h_top @ V (as backward_window)
-        dh_top = DH[i, (L - 1) * H:L * H]
         for q in range(n_out):
             dout[q] *= INV[i]
             da[q] += dout[q]
-        _, act, _, tc = slot_views(s, I, L - 1, sb)
+        a = sb + o_act  # the top layer's slot fields at their offsets (no views per key and step)
+        tc = sb + o_tc
         for j in range(H):
-            hj = act[j] if cell == CELL_RNN else act[3 * H + j] * tc[j]  # h_j, as _h_of
+            hj = s[a + j] if cell == CELL_RNN else s[a + 3 * H + j] * s[tc + j]  # h_j, as _h_of
             acc_j = 0.0
             for q in range(n_out):
                 dV[j, q] += hj * dout[q]
                 acc_j += V[j, q] * dout[q]
-            dh_top[j] += acc_j
+            DH[i, top + j] += acc_j
     return na
 
 
 @jit
-def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB):
-    """Layer l's gate gradients of the na active keys into ``DZ`` (``gate_grads``; DC
-    becomes ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``."""
+def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D):
+    """Layer l's gate gradients of the na active keys into ``DZ`` (DC becomes
+    ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``; ``D``: H float64 of scratch.
+
+    The equations and roundings of ``gate_grads``, term for term, with every slot field
+    read at its offset in the key's row rather than through views: a view per field per
+    key and step (six of them) cost more than the arithmetic (2.5x on this loop)."""
     H, cell = I[I_H], I[I_CELL]
-    n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
+    rec = I_LAYERS + I_PER_LAYER * l
+    n_xh = I[rec + L_IN] + H
+    o_xh, o_act, o_cp, o_tc = I[rec + L_SLOT_XH], I[rec + L_SLOT_ACT], I[rec + L_SLOT_C_PREV], I[rec + L_SLOT_TANH_C]
+    lo = max(l * H, 0)  # offsets known to be >= 0: indexing needs no wraparound, loops vectorise
     for i in range(na):
-        xh, act, cp, tc = slot_views(S[rows[i]], I, l, SL[i])
-        gate_grads(cell, cp, act, tc, DH[i, l * H:(l + 1) * H], DC[i, l * H:(l + 1) * H], DZ[i])
-        xb = XB[i]
+        s = S[rows[i]]
+        sb = SL[i]
+        a = max(sb + o_act, 0)
+        if cell == CELL_RNN:
+            for j in range(H):
+                aj = s[a + j]
+                DZ[i, j] = DH[i, lo + j] * (1.0 - aj * aj)
+        else:
+            cp = max(sb + o_cp, 0)
+            tc = max(sb + o_tc, 0)
+            # gate_grads' equations, one loop per output (a single loop storing to five
+            # places is not vectorised); dcj kept in float64 where gate_grads keeps it
+            for j in range(H):
+                tcj = s[tc + j]
+                D[j] = DC[i, lo + j] + DH[i, lo + j] * s[a + 3 * H + j] * (1.0 - tcj * tcj)
+            for j in range(H):
+                ig = s[a + j]
+                DZ[i, j] = D[j] * s[a + 2 * H + j] * ig * (1.0 - ig)
+            for j in range(H):
+                fg = s[a + H + j]
+                DZ[i, H + j] = D[j] * s[cp + j] * fg * (1.0 - fg)
+            for j in range(H):
+                gg = s[a + 2 * H + j]
+                DZ[i, 2 * H + j] = D[j] * s[a + j] * (1.0 - gg * gg)
+            for j in range(H):
+                og = s[a + 3 * H + j]
+                DZ[i, 3 * H + j] = DH[i, lo + j] * s[tc + j] * og * (1.0 - og)
+            for j in range(H):
+                DC[i, lo + j] = D[j] * s[a + H + j]
+        x = max(sb + o_xh, 0)
         for k in range(n_xh):
-            xb[k] = xh[k]
+            XB[i, k] = s[x + k]
 
 
 @jit
@@ -461,12 +499,12 @@ def prefetch_windows(rows, m, S, C, I):
 
 
 @jit
-def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats):
+def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats, D):
     """The TBPTT gradients of the windows of n due keys (rows ``due[:n]``, distinct) in one
     backward pass, their sum added to ``acc``.
 
     The keys walk back through their windows together: at each step back, the gate
-    gradients of every key still in its window are one tile (``gate_grads`` per key), the
+    gradients of every key still in its window are one tile (``layer_gates_back``), the
     weight gradient is one matrix product over the tile (``weight_grad_tile``) and the
     gradient flowing to the inputs another (``backprop_input_tile``). Each key's loss is
     the mean over its labelled steps, as in ``backward_window``; a key whose loss is not
@@ -474,11 +512,11 @@ def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, 
     gradient is not. For one key, every number is the one ``backward_window`` gives.
     """
     n_par, H, L, K2 = I[I_NP], I[I_H], I[I_L], I[I_K2]
+    prefetch_windows(due, n, S, C, I)  # before window_losses reads each slot's label flag
     m, loss_sum = window_losses(due, n, S, C, F, I, dout, SL, WIN, INV, stats)
     if m == 0:
         return
     rows = SL[:m].copy()  # SL holds the slot offsets during the walk
-    prefetch_windows(rows, m, S, C, I)
     for q in range(n_par):
         P[n_par + q] = 0.0
     for i in range(m):
@@ -492,7 +530,7 @@ def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, 
         last = WIN[0] == back + 1  # every active window starts here: no gradient flows further back
         for l in range(L - 1, -1, -1):
             n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
-            layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB)
+            layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D)
             dW, db = layer_params(P, I, l, n_par)
             weight_grad_tile(XB, DZ, dW, db, na, n_xh)
             if not (last and l == 0):
@@ -546,6 +584,7 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
     SL = np.empty(bt, np.int64)
     WIN = np.empty(bt, np.int64)
     INV = np.empty(bt, np.float64)
+    D = np.empty(H, np.float64)
     n_par = I[I_NP]
     acc = np.zeros(n_par, np.float64)
     for q in range(stats.shape[0]):
@@ -561,7 +600,7 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
         a = 0
         while a < n_due[0]:
             n = min(bt, n_due[0] - a)
-            backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats)
+            backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats, D)
             a += n
     stats[S_NWAVES] = nw
     emit_all(RAW, TS, std_y, out, F, I)

@@ -190,26 +190,27 @@ def label(y, lag, P, R, F, I):
 
 # ----------------------------------------------------------------------- losses
 @jit
-def loss_grad(loss, delta, out, y, dout):
-    """Loss of one step (standardised units) and its gradient w.r.t. the outputs."""
-    n_out = out.shape[0]
+def loss_grad(loss, delta, S, out_at, y_at, n_out, dout):
+    """Loss of one step (standardised units) and its gradient w.r.t. the outputs; the
+    step's outputs and targets are S[out_at:out_at + n_out] and S[y_at:y_at + n_out] (a
+    slot's fields, read at their offsets: no views to build per slot)."""
     value = 0.0
     if loss == LOSS_CE:
-        zmax = out[0]
+        zmax = S[out_at]
         for m in range(1, n_out):
-            zmax = max(zmax, out[m])
+            zmax = max(zmax, S[out_at + m])
         total = 0.0
         for m in range(n_out):
-            dout[m] = math.exp(out[m] - zmax)
+            dout[m] = math.exp(S[out_at + m] - zmax)
             total += dout[m]
         for m in range(n_out):
             dout[m] /= total
-        target = int(y[0])
-        value = -(out[target] - zmax - math.log(total))
+        target = int(S[y_at])
+        value = -(S[out_at + target] - zmax - math.log(total))
         dout[target] -= 1.0
         return value
     for m in range(n_out):
-        r = out[m] - y[m]
+        r = S[out_at + m] - S[y_at + m]
         if loss == LOSS_HUBER and abs(r) > delta:
             value += delta * (abs(r) - 0.5 * delta)
             dout[m] = delta if r > 0 else -delta
@@ -278,9 +279,8 @@ def backward_window(P, R, F, I):
         flag = slot_base + I[I_SLOT_FLAG]
         if R[flag] != 0.0:
             R[flag] = 0.0
-            out = R[slot_base + I[I_SLOT_OUT]:slot_base + I[I_SLOT_OUT] + n_out]
-            y = R[slot_base + I[I_SLOT_Y]:slot_base + I[I_SLOT_Y] + n_out]
-            total += loss_grad(I[I_LOSS], F[F_DELTA], out, y, dout)
+            total += loss_grad(I[I_LOSS], F[F_DELTA], R, slot_base + I[I_SLOT_OUT], slot_base + I[I_SLOT_Y], n_out,
+                               dout)
             # readout: out = a + h_top @ V
             dh_top = dh_all[(L - 1) * H:L * H]
             for m in range(n_out):
