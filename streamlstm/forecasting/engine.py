@@ -597,8 +597,9 @@ class Forecaster:
 
         At most once per ``SEASON_WINDOW`` values (a season that comes and goes on a noisy
         stream must not replay the history at every detection: one replay costs about as
-        many events as it replays), and not with keys (the weights are pooled over them: one
-        key's history must not rewrite them) nor with exogenous features (their history is
+        many events as it replays), and not once a second key exists (the weights are pooled
+        over the keys: one key's history must not rewrite them; the first key of a keyed job
+        is replayed while it is the only one) nor with exogenous features (their history is
         not kept).
 
         Measured over the suite (bench/RESULTS.md, ablation): one step ahead AirlinePassengers
