@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import _calibration_kernels as K
+from ._kernels import calibration as K
 from .calibration import CLIP, DEFAULT_TAIL_GRID, OnlineCalibrator
 from .persistence import FormatError, dumps, loads, write_atomic
 

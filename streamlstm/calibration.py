@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _calibration_kernels as K
+from ._kernels import calibration as K
 from .persistence import dumps, loads, read_file, write_atomic
 
 #: tail probabilities at which the quantiles of ``|residual|`` are tracked for p-values

@@ -121,7 +121,7 @@ def test_kernels_match_numpy_reference_float64() -> None:
 def test_issued_misses_kernel_matches_numpy_reference_float64() -> None:
     """The trackers fed the misses of bounds issued earlier (a panel's key, bounded a round
     before its value) with steps divided by the delay, against the reference."""
-    from streamlstm import _calibration_kernels as K
+    from streamlstm._kernels import calibration as K
 
     rng = np.random.default_rng(4)
     cal = OnlineCalibrator(levels=LEVELS)

@@ -49,7 +49,7 @@ def test_a_panel_is_calibrated_on_the_forecasts_and_bounds_as_issued() -> None:
     calibrator learns from what was issued: the residual of the issued forecast, the misses of
     the issued bounds, steps divided by the tracker steps since (checked by hand with the
     kernel, from ``forecast_interval`` right after each value)."""
-    from streamlstm import _calibration_kernels as K
+    from streamlstm._kernels import calibration as K
 
     model = Forecaster(interval_levels=LEVELS, lstm=False)
     cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
@@ -81,7 +81,7 @@ def test_an_interval_asked_when_the_value_is_due_is_the_one_it_is_scored_against
     that moment) are what the value is scored against, with no delay (checked by hand with the
     kernel); a key asked for twice is scored against the later answer; a save between the
     question and the value resumes bit-identically."""
-    from streamlstm import _calibration_kernels as K
+    from streamlstm._kernels import calibration as K
 
     model = Forecaster(interval_levels=LEVELS, lstm=False)
     cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)

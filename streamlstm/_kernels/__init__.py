@@ -12,6 +12,8 @@
 ``entry``        the compiled entry points of a single stream (``OnlineLSTM``)
 ``keyed``        many keys on one set of weights: tiles, waves, entry points (``KeyedLSTM``)
 ``hashtable``    the int64 key -> row table searched by compiled code
+``calibration``  online conformal calibration and anomaly scores (``OnlineCalibrator``, ``AnomalyScorer``)
+``scored``       a prediction with its interval and anomaly score in one call (``predict_scored``)
 ``_jit``         the numba flags, and the purge of a stale cache
 ===============  ===========================================================================
 """

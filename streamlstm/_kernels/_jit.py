@@ -65,9 +65,7 @@ def purge_stale_cache() -> None:
     the cache and drop the package's entries when it moves."""
     digest = hashlib.sha256()
     sources = sorted(_PACKAGE.glob("*.py"))
-    # the calibration kernels are inlined too (``scored.k_predict_scored``), from outside
-    # the package: an edit of theirs must drop this package's entries as well
-    for path in [*sources, _PACKAGE.parent / "_calibration_kernels.py"]:
+    for path in sources:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     stamp = digest.hexdigest()

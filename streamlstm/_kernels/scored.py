@@ -1,5 +1,5 @@
 """``OnlineLSTM.predict_scored``'s compiled call: the prediction, then an anomaly scorer's
-score and interval around it (``_calibration_kernels.score_and_bounds``).
+score and interval around it (``calibration.score_and_bounds``).
 
 A module of its own, imported on the first ``predict_scored``: a model that never asks for
 a score does not import the calibration kernels nor build their inlined twins.
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .. import _calibration_kernels as CK
+from . import calibration as CK
 from ._jit import inline_twins, jit
 from .checks import check_input
 from .layout import I_LOSS, I_NOUT, I_R_START, LOSS_CE

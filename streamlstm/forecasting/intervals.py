@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _calibration_kernels as K
+from .._kernels import calibration as K
 from .._kernels.state_check import MAX_STORED_COUNTER
 from ..calibration import INTEGRATOR_SATURATION, OnlineCalibrator
 

@@ -29,9 +29,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-_jit = njit(cache=True, error_model="numpy", nogil=True)
+from ._jit import jit as _jit
 
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
