@@ -30,6 +30,13 @@ INTEGRATOR_SATURATION = 0.2
 #: the integral term's tangent argument is clamped to this (radians): finite bounds, at most
 #: ``gain * tan(1) = 1.56 gain`` scales
 INTEGRATOR_LIMIT = 1.0
+#: dead band of the integral term, in binomial standard deviations of the coverage error a
+#: bound of exact coverage accumulates by chance; 0 by default (``docs/calibration.md``: what
+#: 1.5 gains in width and costs in coverage on panels)
+INTEGRATOR_BAND = 0.0
+#: with pooled trackers, a key's scale is shrunk towards the pool's as if the pool's were
+#: this many of the key's own residuals; 0 by default (its ablation in ``docs/calibration.md``)
+SCALE_PRIOR = 0.0
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -66,6 +73,16 @@ class OnlineCalibrator:
         error ``sum(miss - alpha/2)`` of that bound over its ``n`` scores (the tangent's
         argument clamped to ``INTEGRATOR_LIMIT``). It corrects a lasting coverage error
         faster than the tracker alone; ``integrator_gain=0`` turns it off.
+    integrator_band
+        Dead band of the integral term: only the part of ``I`` beyond
+        ``band * sqrt(n q (1 - q))`` (``q = alpha/2``, the bound's target miss rate) moves the
+        bound, ``band`` binomial standard deviations of the error that a bound of exact
+        coverage accumulates by chance. Without it (0) every chance run of misses widens the
+        intervals, by up to 4.7 scales on short series.
+    scale_prior
+        With ``pooled``: a key's scale is its running scale shrunk towards the pool's running
+        scale of all keys' residuals, the pool weighing as ``scale_prior`` residuals of the
+        key's own (a key's first residuals say little of its scale). No effect unpooled.
     tail_grid
         Decreasing tail probabilities at which ``|residual|`` quantiles are tracked; p-values
         interpolate between them and extrapolate an exponential tail below the last.
@@ -98,7 +115,8 @@ class OnlineCalibrator:
     def __init__(self, levels: Sequence[float] = (0.8, 0.9, 0.95), horizon: int = 1, lr: float = 0.3,
                  decay: float = 0.02, clip: float = CLIP, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID,
                  n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
-                 integrator_saturation: float = INTEGRATOR_SATURATION) -> None:
+                 integrator_saturation: float = INTEGRATOR_SATURATION, integrator_band: float = INTEGRATOR_BAND,
+                 scale_prior: float = SCALE_PRIOR) -> None:
         self.levels = _check_levels(levels)
         if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
             raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
@@ -115,6 +133,9 @@ class OnlineCalibrator:
             raise ValueError(f"integrator_gain must be a number >= 0 (0: no integrator), got {integrator_gain!r}")
         if not (np.isfinite(integrator_saturation) and integrator_saturation > 0.0):
             raise ValueError(f"integrator_saturation must be a positive number, got {integrator_saturation!r}")
+        for name, value in (("integrator_band", integrator_band), ("scale_prior", scale_prior)):
+            if not (np.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         grid = tuple(float(g) for g in tail_grid)
         if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
@@ -125,6 +146,8 @@ class OnlineCalibrator:
         self.pooled = bool(pooled)
         self.integrator_gain = float(integrator_gain)
         self.integrator_saturation = float(integrator_saturation)
+        self.integrator_band = float(integrator_band)
+        self.scale_prior = float(scale_prior)
         self.tail_grid = grid
         J, G = len(self.levels), len(grid)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
@@ -132,7 +155,7 @@ class OnlineCalibrator:
         start = [unit.inv_cdf((1.0 - v) / 2.0) for v in self.levels] + [unit.inv_cdf((1.0 + v) / 2.0) for v in self.levels]
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
         self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), self.integrator_gain,
-                                self.integrator_saturation, INTEGRATOR_LIMIT, *(1.0 - v for v in self.levels), *grid,
+                                self.integrator_saturation, INTEGRATOR_LIMIT, self.integrator_band, self.scale_prior, *(1.0 - v for v in self.levels), *grid,
                                 *start], dtype=np.float64)
         self.width = K.row_width(J, G)
         self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
@@ -277,7 +300,8 @@ class OnlineCalibrator:
     def _config(self) -> dict[str, Any]:
         return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay, "clip": self.clip,
                 "pooled": self.pooled, "integrator_gain": self.integrator_gain,
-                "integrator_saturation": self.integrator_saturation, "tail_grid": list(self.tail_grid)}
+                "integrator_saturation": self.integrator_saturation, "integrator_band": self.integrator_band,
+                "scale_prior": self.scale_prior, "tail_grid": list(self.tail_grid)}
 
     def upgrade(self, state: np.ndarray) -> np.ndarray:
         """A state of these settings saved before the error integrator existed (rows
@@ -293,6 +317,8 @@ class OnlineCalibrator:
         # parameter vector of this version from its settings and widen its state
         d.setdefault("integrator_gain", INTEGRATOR_GAIN)
         d.setdefault("integrator_saturation", INTEGRATOR_SATURATION)
+        d.setdefault("integrator_band", INTEGRATOR_BAND)
+        d.setdefault("scale_prior", SCALE_PRIOR)
         self.__dict__.update(d)
         fresh = OnlineCalibrator(**self._config())
         self.params, self.width = fresh.params, fresh.width

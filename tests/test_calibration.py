@@ -32,6 +32,7 @@ class Reference:
                               + [unit.inv_cdf(1 - g / 2) for g in self.grid])
         self.clip = cal.clip
         self.gain, self.saturation, self.limit = cal.integrator_gain, cal.integrator_saturation, INTEGRATOR_LIMIT
+        self.band = cal.integrator_band
         self.n, self.scale = 0, 0.0
         self.lo = np.zeros(J)
         self.hi = np.zeros(J)
@@ -40,6 +41,10 @@ class Reference:
         self.i_hi = np.zeros(J)
 
     def integral(self, i: np.ndarray) -> np.ndarray:
+        # only the coverage error beyond band binomial standard deviations counts
+        q = self.alpha / 2
+        chance = self.band * np.sqrt(self.n * q * (1 - q))
+        i = np.sign(i) * np.maximum(np.abs(i) - chance, 0.0)
         x = i * math.log(self.n + 2) / (self.saturation * (self.n + 2))
         return self.gain * np.tan(np.clip(x, -self.limit, self.limit))
 
@@ -101,10 +106,11 @@ class Reference:
         self.scale += max(self.decay, 1 / self.n) * (a - self.scale)
 
 
-def test_kernels_match_numpy_reference_float64() -> None:
+@pytest.mark.parametrize("band", [0.0, 1.5])
+def test_kernels_match_numpy_reference_float64(band: float) -> None:
     rng = np.random.default_rng(3)
     r = np.concatenate([[0.0, 0.0], rng.standard_t(3, 600) * 2.0, [40.0, -80.0], rng.normal(size=200)])
-    cal = OnlineCalibrator(levels=LEVELS)
+    cal = OnlineCalibrator(levels=LEVELS, integrator_band=band)
     ref = Reference(cal)
     for t, value in enumerate(r):
         lo, hi = cal.interval(1.5)
@@ -116,6 +122,54 @@ def test_kernels_match_numpy_reference_float64() -> None:
         p = cal.update(value)
         assert p == pytest.approx(ref.p_value(value), rel=1e-12, abs=1e-300), f"event {t}"
         ref.update(value)
+
+
+def test_dead_band_only_moves_a_bound_beyond_chance() -> None:
+    """Within ``band`` binomial standard deviations of its coverage error, the integral term
+    is 0; beyond them it counts only the excess."""
+    from streamlstm._kernels import calibration as K
+
+    cal = OnlineCalibrator(levels=[0.9], integrator_band=2.0)
+    n, q = 400.0, 0.05
+    chance = 2.0 * math.sqrt(n * q * (1 - q))
+    assert K.integral_term(0.99 * chance, n, cal.params, q) == 0.0
+    assert K.integral_term(-0.99 * chance, n, cal.params, q) == 0.0
+    free = OnlineCalibrator(levels=[0.9])
+    assert K.integral_term(chance + 1.0, n, cal.params, q) == K.integral_term(1.0, n, free.params, q) > 0.0
+    assert K.integral_term(-chance - 1.0, n, cal.params, q) == K.integral_term(-1.0, n, free.params, q) < 0.0
+
+
+def test_scale_prior_shrinks_a_keys_scale_towards_the_pool() -> None:
+    """Pooled, a key's bounds are the pool's trackers times its own running scale shrunk
+    towards the pool's running scale of every key's residuals (the reference's scale rule on
+    the key's residuals alone and on all of them), the pool weighing as ``scale_prior`` of
+    the key's residuals."""
+    from streamlstm._kernels import calibration as K
+
+    rng = np.random.default_rng(7)
+    prior = 10.0
+    cal = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True, scale_prior=prior)
+    plain = OnlineCalibrator(levels=LEVELS, n_keys=3, pooled=True)
+    own = [Reference(cal) for _ in range(3)]
+    pool = Reference(cal)
+    for t in range(300):
+        k = int(rng.integers(0, 3))
+        r = float(rng.normal() * (1.0, 10.0, 100.0)[k])
+        cal.update(r, k)
+        plain.update(r, k)
+        own[k].update(r)
+        pool.update(r)
+        if own[k].n < 2:
+            continue
+        expect = own[k].scale + prior / (own[k].n + prior) * (pool.scale - own[k].scale)
+        lo, hi = cal.interval(0.0, k)
+        trow = cal.state[-1, 0]
+        for j in range(len(LEVELS)):
+            assert hi[j] == pytest.approx(K.upper_offset(trow, cal.params, j) * expect, rel=1e-12), (t, j)
+            assert lo[j] == pytest.approx(K.lower_offset(trow, cal.params, j) * expect, rel=1e-12), (t, j)
+    # without the prior each key keeps its own scale: a key of scale 1 among keys of scale 10
+    # and 100 gets far narrower bounds than with it
+    assert np.ptp(plain.interval(0.0, 0)) < 0.5 * np.ptp(cal.interval(0.0, 0))
 
 
 def test_issued_misses_kernel_matches_numpy_reference_float64() -> None:

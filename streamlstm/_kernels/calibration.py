@@ -18,7 +18,7 @@ It is a float64 vector laid out as::
   tracker plus the saturating integral term ``gain * tan(clamp(I log(n+2) / (csat (n+2))))``,
   and both the tracker and the integral are driven by the misses of that issued bound.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, a_0 .. a_{J-1},
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, a_0 .. a_{J-1},
 g_0 .. g_{G-1}, start]``, ``start`` holding the ``2J + G`` tracker values a new row starts from
 (the integrals start at 0).
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
@@ -35,7 +35,7 @@ from ._jit import jit as _jit
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
-P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_BAND, P_PRIOR, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
 # "no issued misses given": the trackers compare the score with their own current bounds
@@ -49,11 +49,21 @@ def row_width(J, G):
 
 
 @_jit
-def integral_term(integral, n, P):
+def integral_term(integral, n, P, q):
     """The saturating integral term of conformal PID control for the accumulated coverage
-    error ``integral`` after ``n`` scores: ``gain * tan(integral * log(n+2) / (csat * (n+2)))``,
-    the tangent's argument clamped to ``+-limit`` (finite bounds)."""
+    error ``integral`` of a bound missed with target rate ``q`` after ``n`` scores:
+    ``gain * tan(e * log(n+2) / (csat * (n+2)))``, the tangent's argument clamped to
+    ``+-limit`` (finite bounds), where ``e`` is the part of the error beyond its dead band
+    ``band * sqrt(n q (1 - q))``: ``band`` binomial standard deviations, the error a bound of
+    exact coverage accumulates by chance, which moves nothing."""
     if P[P_GAIN] == 0.0 or integral == 0.0:
+        return 0.0
+    chance = P[P_BAND] * math.sqrt(n * q * (1.0 - q))
+    if integral > chance:
+        integral -= chance
+    elif integral < -chance:
+        integral += chance
+    else:
         return 0.0
     x = integral * math.log(n + 2.0) / (P[P_CSAT] * (n + 2.0))
     limit = P[P_LIMIT]
@@ -73,7 +83,7 @@ def own_bound(trow, P, j, side):
     shift = J if side > 0.0 else 0
     i = F_TRACK + 2 * J + int(P[P_G]) + shift + j
     outward = side * trow[F_TRACK + shift + j]   # the tracker's distance outwards from the forecast
-    term = integral_term(trow[i], trow[F_N], P)
+    term = integral_term(trow[i], trow[F_N], P, 0.5 * P[P_LEVELS + j])
     if term < 0.0:
         # an over-covering side narrows, by at most half its tracker's distance from the
         # forecast (none if its tracker is across it): the interval keeps its point forecast
@@ -145,9 +155,26 @@ def tail_p_value(row, P, a):
 
 
 @_jit
+def key_scale(krow, trow, P):
+    """The scale a key's scores are measured in: its own running scale, or with pooled
+    trackers (``trow`` the pool row) its own shrunk towards the pool's running scale of all
+    keys' scores, the pool weighing as ``prior`` scores of the key's own: a key's first few
+    residuals say little of its scale (chick weights: 1.3-1.5x the width of one scale for all)."""
+    own = krow[F_SCALE]
+    if P[P_PRIOR] == 0.0 or P[P_POOL] == 0.0 or trow[F_SCALE] <= 0.0 or own <= 0.0:
+        return own
+    return own + P[P_PRIOR] / (krow[F_N] + P[P_PRIOR]) * (trow[F_SCALE] - own)
+
+
+@_jit
 def normalised(row, r):
     """The score ``r`` in units of the running scale seen before it (a studentised residual)."""
-    scale = row[F_SCALE]
+    return normalised_by(row[F_SCALE], r)
+
+
+@_jit
+def normalised_by(scale, r):
+    """The score ``r`` in units of ``scale`` (0: exact so far)."""
     if scale > 0.0:
         return r / scale
     if r == 0.0:
@@ -191,16 +218,23 @@ def update_rows(krow, trow, P, r, pooled, misses, levels):
         for i in range(2 * J + G):
             trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
     if krow[F_SCALE] > 0.0 or r == 0.0:
-        step_trackers(trow, P, normalised(krow, r), m, misses, levels)
+        step_trackers(trow, P, normalised_by(key_scale(krow, trow, P), r), m, misses, levels)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
     if pooled:
         trow[F_N] = m + 1.0
+        step_scale(trow, r, m, P[P_DECAY], P[P_CLIP])
     krow[F_N] = n + 1.0
-    # robust running scale: a residual counts at most ``clip`` scales, so one spike does not
-    # widen the intervals for the next 1/decay events, while a lasting rise still lifts it
-    # geometrically (by up to (clip - 1) * rate per event)
-    a = abs(r) if krow[F_SCALE] <= 0.0 or P[P_CLIP] <= 0.0 else min(abs(r), P[P_CLIP] * krow[F_SCALE])
-    krow[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (a - krow[F_SCALE])
+    step_scale(krow, r, n, P[P_DECAY], P[P_CLIP])
+
+
+@_jit
+def step_scale(row, r, n, decay, clip):
+    """Fold ``|r|`` into the row's robust running scale (``n`` scores before it): a residual
+    counts at most ``clip`` scales, so one spike does not widen the intervals for the next
+    1/decay events, while a lasting rise still lifts it geometrically (by up to
+    (clip - 1) * rate per event)."""
+    a = abs(r) if row[F_SCALE] <= 0.0 or clip <= 0.0 else min(abs(r), clip * row[F_SCALE])
+    row[F_SCALE] += max(decay, 1.0 / (n + 1.0)) * (a - row[F_SCALE])
 
 
 @_jit
@@ -249,7 +283,7 @@ def key_p_value(krow, trow, P, r):
     """p-value of a key's residual ``r``: 1 for a key's first residual (nothing known yet)."""
     if krow[F_N] == 0.0:
         return 1.0
-    return tail_p_value(trow, P, abs(normalised(krow, r)))
+    return tail_p_value(trow, P, abs(normalised_by(key_scale(krow, trow, P), r)))
 
 
 @_jit
@@ -297,8 +331,8 @@ def intervals(S, P, key, y_hat, lo_out, hi_out):
     J = int(P[P_J])
     pool = S.shape[0] - 1 if P[P_POOL] != 0.0 else key
     for s in range(y_hat.shape[0]):
-        scale = S[key, s, F_SCALE]
         trow = S[pool, s]
+        scale = key_scale(S[key, s], trow, P)
         for j in range(J):
             lo_out[s, j] = y_hat[s] + lower_offset(trow, P, j) * scale
             hi_out[s, j] = y_hat[s] + upper_offset(trow, P, j) * scale
@@ -311,7 +345,7 @@ def interval_one(S, P, key, y_hat):
     J = int(P[P_J])
     out = np.empty((2, J))
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
-    scale = S[key, 0, F_SCALE]
+    scale = key_scale(S[key, 0], trow, P)
     for j in range(J):
         out[0, j] = y_hat + lower_offset(trow, P, j) * scale
         out[1, j] = y_hat + upper_offset(trow, P, j) * scale
@@ -322,7 +356,7 @@ def interval_one(S, P, key, y_hat):
 def bounds_one(S, P, key, y_hat, j):
     """Lower and upper bound of level ``j`` around one float forecast (horizon step 0)."""
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else S[key, 0]
-    scale = S[key, 0, F_SCALE]
+    scale = key_scale(S[key, 0], trow, P)
     return y_hat + lower_offset(trow, P, j) * scale, y_hat + upper_offset(trow, P, j) * scale
 
 
