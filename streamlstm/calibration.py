@@ -133,9 +133,9 @@ class OnlineCalibrator:
             raise ValueError(f"integrator_gain must be a number >= 0 (0: no integrator), got {integrator_gain!r}")
         if not (np.isfinite(integrator_saturation) and integrator_saturation > 0.0):
             raise ValueError(f"integrator_saturation must be a positive number, got {integrator_saturation!r}")
-        for name, value in (("integrator_band", integrator_band), ("scale_prior", scale_prior)):
-            if not (np.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for setting, amount in (("integrator_band", integrator_band), ("scale_prior", scale_prior)):
+            if not (np.isfinite(amount) and amount >= 0.0):
+                raise ValueError(f"{setting} must be a number >= 0, got {amount!r}")
         grid = tuple(float(g) for g in tail_grid)
         if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
