@@ -10,7 +10,7 @@ import pytest
 
 from streamlstm import Forecaster, persistence
 from streamlstm.calibration import OnlineCalibrator
-from streamlstm.forecasting.intervals import ENGINE_INTEGRATOR_SATURATION
+from streamlstm.forecasting.intervals import ENGINE_INTEGRATOR_BAND, ENGINE_INTEGRATOR_SATURATION
 
 LEVELS = (0.8, 0.9, 0.95)
 
@@ -26,7 +26,8 @@ def test_one_step_bounds_are_a_calibrator_fed_the_forecast_errors() -> None:
     no features: the issued forecast is exactly the one calibrated) gives the same bounds,
     to the bit."""
     model = Forecaster(interval_levels=LEVELS, lstm=False)
-    cal = OnlineCalibrator(levels=LEVELS, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
+    cal = OnlineCalibrator(levels=LEVELS, pooled=True, integrator_saturation=ENGINE_INTEGRATOR_SATURATION,
+                           integrator_band=ENGINE_INTEGRATOR_BAND)   # one stream: the engine's dead band
     y = series(400)
     point = None
     for t, v in enumerate(y):
@@ -41,6 +42,22 @@ def test_one_step_bounds_are_a_calibrator_fed_the_forecast_errors() -> None:
             continue
         want_lo, want_hi = cal.interval(point)
         assert (lo[:, 0] == want_lo).all() and (hi[:, 0] == want_hi).all(), t
+
+
+def test_the_dead_band_serves_one_stream_and_goes_with_a_second() -> None:
+    """One stream: the engine's calibrator has the dead band; the first value of a second key
+    drops it (the panel's late feedback needs the integrator undamped), also after a reload."""
+    from streamlstm._kernels import calibration as K
+
+    model = Forecaster(interval_levels=LEVELS, lstm=False)
+    for v in series(50):
+        model.learn_one(float(v))
+    params = model._calibration.calibrator.params
+    assert ENGINE_INTEGRATOR_BAND > 0 and params[K.P_BAND] == ENGINE_INTEGRATOR_BAND
+    assert Forecaster.from_bytes(model.to_bytes())._calibration.calibrator.params[K.P_BAND] == ENGINE_INTEGRATOR_BAND
+    model.learn_one(3.0, key="other")
+    assert model._calibration.calibrator.params[K.P_BAND] == 0.0
+    assert Forecaster.from_bytes(model.to_bytes())._calibration.calibrator.params[K.P_BAND] == 0.0
 
 
 def test_a_panel_is_calibrated_on_the_forecasts_and_bounds_as_issued() -> None:

@@ -36,7 +36,7 @@ from .experts import (
     seasonal_median,
     seasonal_naive,
 )
-from .intervals import ENGINE_INTEGRATOR_SATURATION, ForecastCalibration
+from .intervals import ENGINE_INTEGRATOR_BAND, ENGINE_INTEGRATOR_SATURATION, ForecastCalibration
 from .lstm_expert import _NOBODY, LSTMExpert
 from .season import detect_season
 
@@ -284,7 +284,8 @@ class Forecaster:
         self._updates = np.zeros(G, dtype=np.int64)   # one-step updates of the autoregressions, per unit
         self._W = [np.zeros((H, self._o + k)) for _, k in self._ar]
         self._streams: dict[Hashable, _Stream] = {}
-        self._calibration = (ForecastCalibration(self.interval_levels, H, integrator_saturation=ENGINE_INTEGRATOR_SATURATION)
+        self._calibration = (ForecastCalibration(self.interval_levels, H, integrator_saturation=ENGINE_INTEGRATOR_SATURATION,
+                                                 integrator_band=ENGINE_INTEGRATOR_BAND)
                              if self.interval_levels else None)
         self._z = np.zeros(self._d)
         self._row = np.zeros(H)
