@@ -236,8 +236,10 @@ def test_mlpoly_ewa_is_mlpoly_one_step_ahead_and_ewa_beyond():
     assert not np.array_equal(mlpoly.weights[1:], ewa.weights[1:])
 
 
-def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly, eta=2.0):
-    """ML-Poly / EWA from their equations, in NumPy (returns the aggregate used)."""
+def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly, t):
+    """ML-Poly / EWA from their equations, in NumPy (returns the aggregate used); ``t``: the
+    update's number (from 1): EWA's rate is 4 over the first 3, then 4 sqrt(3 / n), n the
+    updates discounted like the losses."""
     awake = np.isfinite(forecasts)
     ww = np.where(awake, w, 0.0)
     ww = ww / ww.sum() if ww.sum() > 0 else awake / max(awake.sum(), 1)
@@ -257,6 +259,8 @@ def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly,
             leader = np.flatnonzero(awake)[np.argmin(regret[awake])]
             loss = np.where(awake, loss, abs(forecasts[leader] - y))
         regret += loss / scale[0]
+        n = t if discount == 1.0 else sum(discount ** k for k in range(t))
+        eta = 4.0 * np.sqrt(3.0 / max(3.0, n))
         v = np.exp(-eta * (regret - regret.min()))
     if v.sum() > 0:
         w[:] = v / v.sum()
@@ -274,7 +278,7 @@ def test_aggregation_kernels_against_numpy(rule, discount):
         f = y + rng.normal(0, [0.1, 0.5, 1.0, 2.0, 0.3]) + [0.0, 0.5, -0.5, 1.0, 0.0]
         if t < 50:
             f[4] = np.nan                      # asleep at first
-        p = _reference_update(w, regret, squares, scale, f, y, discount, rule == "mlpoly")
+        p = _reference_update(w, regret, squares, scale, f, y, discount, rule == "mlpoly", t + 1)
         assert agg.combine(0, f) == pytest.approx(p, rel=1e-12, abs=1e-12)
         agg.update(0, f, y)
         np.testing.assert_allclose(agg.weights[0], w, rtol=1e-9, atol=1e-12)
@@ -707,3 +711,21 @@ def test_keys_compare_by_value():
     a = _stream(same, y, keys=[names[i % 3] for i in range(300)])
     b = _stream(fresh, y, keys=["".join(list(names[i % 3])) for i in range(300)])
     assert np.array_equal(a, b)
+
+
+def test_ewa_rate_decreases_with_the_updates_and_is_derived_on_load():
+    from streamlstm.forecasting.aggregation import EWA_ETA, ewa_eta
+
+    assert ewa_eta(1) == ewa_eta(3) == EWA_ETA
+    assert ewa_eta(12) == pytest.approx(EWA_ETA / 2) and ewa_eta(300) < ewa_eta(30) < ewa_eta(12)
+    # the counts of updates are not saved: the engine derives them from its streams' counts
+    # (horizon h learns once per value of a stream after its h-th; the replay does not count)
+    y = _seasonal_series(90)
+    keys = ["a", "b", "a", "a", "c"] * 18
+    for model, ks in ((Forecaster(horizon=4, lstm=False), None), (Forecaster(horizon=4, lstm=False), keys)):
+        _stream(model, y, keys=ks)
+        live = model._agg.updates.copy()
+        assert live[0] == sum(max(0, s.n - 1) for s in model._streams.values()) and live[3] < live[0]
+        twin = Forecaster.from_bytes(model.to_bytes())
+        assert np.array_equal(twin._agg.updates, live)
+        assert np.array_equal(_stream(model, y[:10], keys=ks), _stream(twin, y[:10], keys=ks))

@@ -469,6 +469,12 @@ class Forecaster:
                     rls_update(P, W, Z, targets, active, self._o + k, self.forgetting, CLIP * scale)
         return residuals
 
+    def _aggregator_updates(self) -> None:
+        """The aggregation's count of updates per horizon (its EWA learning rate), from the
+        streams: the weights of step ``h`` learn once per value of a stream after its ``h``-th."""
+        H = self.horizon
+        self._agg.updates[:] = [sum(max(0, s.n - h) for s in self._streams.values()) for h in range(1, H + 1)]
+
     def _u(self, y: float, g: int) -> float:
         """``y`` in the units of autoregression group ``g``."""
         return math.log(y) if self.ar_units[g] == "log" else y
