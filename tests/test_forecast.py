@@ -512,10 +512,12 @@ def test_a_season_found_replays_the_simple_experts_weights_over_the_history():
     model, n = _first_season_found(y)
     s = model._streams[None]
     assert s.weights_replayed_at == n
-    # what an engine with that season (no LSTM: its column is not taken) earns over the same values
+    # what an engine with that season (no LSTM: its column is not taken) earns over the same values,
+    # a season found, not given: a late expert's far-horizon losses are not taken from its shorter ones
     params = model.get_params()
     params.update(season=model.season_, lstm=False)
     replay = Forecaster(**params)
+    replay._earlier_losses = False
     for v in y[:n]:
         replay.learn_one(v)
     k = len(model.experts)
@@ -729,3 +731,51 @@ def test_ewa_rate_decreases_with_the_updates_and_is_derived_on_load():
         twin = Forecaster.from_bytes(model.to_bytes())
         assert np.array_equal(twin._agg.updates, live)
         assert np.array_equal(_stream(model, y[:10], keys=ks), _stream(twin, y[:10], keys=ks))
+
+
+def _learned_forecasts(model, y):
+    """Feed ``y``; for every value, the forecasts each horizon's weights learned from, and the
+    stream's stored forecasts of that value (before they were learned)."""
+    from streamlstm.forecasting.aggregation import Aggregator
+
+    seen = []
+    original = Aggregator.update
+    H = model.horizon
+
+    def spy(self, h, forecasts, y):
+        if self is model._agg:   # not a replaying shadow engine's
+            seen[-1][1][h] = forecasts.copy()
+        return original(self, h, forecasts, y)
+
+    Aggregator.update = spy
+    try:
+        for v in y:
+            s = model._streams.get(None)
+            stored = {} if s is None else {h: s.forecasts[(s.n - h - 1) % H, h].copy() for h in range(min(H, s.n))}
+            seen.append((stored, {}))
+            model.learn_one(v)
+    finally:
+        Aggregator.update = original
+    return seen
+
+
+def test_a_late_expert_is_charged_its_shorter_forecast_when_the_season_is_given():
+    # The seasonal experts wake after the first season: for `h` values their h-step forecasts
+    # of a value are missing while their shorter ones exist; with the season given (or none)
+    # the far horizons' weights learn from the latest shorter forecast (not the leader's loss).
+    y = _seasonal_series(40, period=6)
+    filled = 0
+    for v, (stored, learned) in enumerate(_learned_forecasts(Forecaster(horizon=4, season=6, lstm=False), y)):
+        for h, f in learned.items():
+            want = stored[h].copy()
+            for e in np.flatnonzero(np.isnan(want)):
+                earlier = [stored[k][e] for k in range(h - 1, -1, -1) if not np.isnan(stored[k][e])]
+                if earlier:
+                    want[e] = earlier[0]
+                    filled += h > 0
+            np.testing.assert_array_equal(f, want, err_msg=f"value {v}, h={h + 1}")
+    assert filled > 10
+    # a season found online: asleep experts stay asleep (the EWA leader rule charges them)
+    for stored, learned in _learned_forecasts(Forecaster(horizon=4, lstm=False), y):
+        for h, f in learned.items():
+            np.testing.assert_array_equal(f, stored[h])
