@@ -236,8 +236,10 @@ def test_mlpoly_ewa_is_mlpoly_one_step_ahead_and_ewa_beyond():
     assert not np.array_equal(mlpoly.weights[1:], ewa.weights[1:])
 
 
-def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly, eta=2.0):
-    """ML-Poly / EWA from their equations, in NumPy (returns the aggregate used)."""
+def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly, t):
+    """ML-Poly / EWA from their equations, in NumPy (returns the aggregate used); ``t``: the
+    update's number (from 1): EWA's rate is 4 over the first 3, then 4 sqrt(3 / n), n the
+    updates discounted like the losses."""
     awake = np.isfinite(forecasts)
     ww = np.where(awake, w, 0.0)
     ww = ww / ww.sum() if ww.sum() > 0 else awake / max(awake.sum(), 1)
@@ -257,6 +259,8 @@ def _reference_update(w, regret, squares, scale, forecasts, y, discount, mlpoly,
             leader = np.flatnonzero(awake)[np.argmin(regret[awake])]
             loss = np.where(awake, loss, abs(forecasts[leader] - y))
         regret += loss / scale[0]
+        n = t if discount == 1.0 else sum(discount ** k for k in range(t))
+        eta = 4.0 * np.sqrt(3.0 / max(3.0, n))
         v = np.exp(-eta * (regret - regret.min()))
     if v.sum() > 0:
         w[:] = v / v.sum()
@@ -274,7 +278,7 @@ def test_aggregation_kernels_against_numpy(rule, discount):
         f = y + rng.normal(0, [0.1, 0.5, 1.0, 2.0, 0.3]) + [0.0, 0.5, -0.5, 1.0, 0.0]
         if t < 50:
             f[4] = np.nan                      # asleep at first
-        p = _reference_update(w, regret, squares, scale, f, y, discount, rule == "mlpoly")
+        p = _reference_update(w, regret, squares, scale, f, y, discount, rule == "mlpoly", t + 1)
         assert agg.combine(0, f) == pytest.approx(p, rel=1e-12, abs=1e-12)
         agg.update(0, f, y)
         np.testing.assert_allclose(agg.weights[0], w, rtol=1e-9, atol=1e-12)
@@ -508,10 +512,12 @@ def test_a_season_found_replays_the_simple_experts_weights_over_the_history():
     model, n = _first_season_found(y)
     s = model._streams[None]
     assert s.weights_replayed_at == n
-    # what an engine with that season (no LSTM: its column is not taken) earns over the same values
+    # what an engine with that season (no LSTM: its column is not taken) earns over the same values,
+    # a season found, not given: a late expert's far-horizon losses are not taken from its shorter ones
     params = model.get_params()
     params.update(season=model.season_, lstm=False)
     replay = Forecaster(**params)
+    replay._earlier_losses = False
     for v in y[:n]:
         replay.learn_one(v)
     k = len(model.experts)
@@ -707,3 +713,69 @@ def test_keys_compare_by_value():
     a = _stream(same, y, keys=[names[i % 3] for i in range(300)])
     b = _stream(fresh, y, keys=["".join(list(names[i % 3])) for i in range(300)])
     assert np.array_equal(a, b)
+
+
+def test_ewa_rate_decreases_with_the_updates_and_is_derived_on_load():
+    from streamlstm.forecasting.aggregation import EWA_ETA, ewa_eta
+
+    assert ewa_eta(1) == ewa_eta(3) == EWA_ETA
+    assert ewa_eta(12) == pytest.approx(EWA_ETA / 2) and ewa_eta(300) < ewa_eta(30) < ewa_eta(12)
+    # the counts of updates are not saved: the engine derives them from its streams' counts
+    # (horizon h learns once per value of a stream after its h-th; the replay does not count)
+    y = _seasonal_series(90)
+    keys = ["a", "b", "a", "a", "c"] * 18
+    for model, ks in ((Forecaster(horizon=4, lstm=False), None), (Forecaster(horizon=4, lstm=False), keys)):
+        _stream(model, y, keys=ks)
+        live = model._agg.updates.copy()
+        assert live[0] == sum(max(0, s.n - 1) for s in model._streams.values()) and live[3] < live[0]
+        twin = Forecaster.from_bytes(model.to_bytes())
+        assert np.array_equal(twin._agg.updates, live)
+        assert np.array_equal(_stream(model, y[:10], keys=ks), _stream(twin, y[:10], keys=ks))
+
+
+def _learned_forecasts(model, y):
+    """Feed ``y``; for every value, the forecasts each horizon's weights learned from, and the
+    stream's stored forecasts of that value (before they were learned)."""
+    from streamlstm.forecasting.aggregation import Aggregator
+
+    seen = []
+    original = Aggregator.update
+    H = model.horizon
+
+    def spy(self, h, forecasts, y):
+        if self is model._agg:   # not a replaying shadow engine's
+            seen[-1][1][h] = forecasts.copy()
+        return original(self, h, forecasts, y)
+
+    Aggregator.update = spy
+    try:
+        for v in y:
+            s = model._streams.get(None)
+            stored = {} if s is None else {h: s.forecasts[(s.n - h - 1) % H, h].copy() for h in range(min(H, s.n))}
+            seen.append((stored, {}))
+            model.learn_one(v)
+    finally:
+        Aggregator.update = original
+    return seen
+
+
+def test_a_late_expert_is_charged_its_shorter_forecast_when_the_season_is_given():
+    # The seasonal experts wake after the first season: for `h` values their h-step forecasts
+    # of a value are missing while their shorter ones exist; with the season given (or none)
+    # the far horizons' weights learn from the latest shorter forecast (not the leader's loss).
+    y = _seasonal_series(40, period=6)
+    filled = 0
+    for v, (stored, learned) in enumerate(_learned_forecasts(Forecaster(horizon=4, season=6, lstm=False), y)):
+        for h, f in learned.items():
+            want = stored[h].copy()
+            for e in np.flatnonzero(np.isnan(want)):
+                earlier = [stored[k][e] for k in range(h - 1, -1, -1) if not np.isnan(stored[k][e])]
+                if earlier:
+                    want[e] = earlier[0]
+                    filled += h > 0
+            np.testing.assert_array_equal(f, want, err_msg=f"value {v}, h={h + 1}")
+    assert filled > 10
+    # a season found online: asleep experts stay asleep (the EWA leader rule charges them)
+    for stored, learned in _learned_forecasts(Forecaster(horizon=4, lstm=False), y):
+        for h, f in learned.items():
+            np.testing.assert_array_equal(f, stored[h])

@@ -202,6 +202,7 @@ def checked_forecaster(cls: type[Forecaster], meta: Any, arrays: dict[str, np.nd
         raise ValueError(f"'streams' must be a list, got {type(streams).__name__}")
     for i, entry in enumerate(streams):
         known |= _load_stream(model, i, entry, arrays, net)
+    model._aggregator_updates()   # not saved: they follow from the streams' counts
     if model._calibration is not None:
         model._calibration.load(model.keys, arrays)
         known |= {STATE_ARRAY, ISSUED_ARRAY}

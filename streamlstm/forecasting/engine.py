@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import persistence
-from .aggregation import Aggregator
+from .aggregation import Aggregator, earlier_forecasts
 from .experts import (
     SES_ALPHA,
     damped_trend,
@@ -60,6 +60,7 @@ REFRESH_KEYED_AR = True  # a key's autoregression forecasts use the coefficients
 LOG_WITHOUT_FEATURES = True   # the log autoregressions learn without the exogenous features (see _learn_targets)
 MEDIAN_CYCLES = 3       # seasons behind the seasonal median
 MEDIAN_WINDOW = 96      # values (at least) behind the recent median
+EARLIER_LOSSES = True   # season given: a late expert's far-horizon loss from its shorter forecasts (_learn_targets)
 
 
 def _track_median(tracker: np.ndarray, a: float) -> None:
@@ -272,6 +273,11 @@ class Forecaster:
         self._lstm = LSTMExpert(LSTM_LAGS, self.n_features, self.lstm_hidden, self.lstm_lr, self.seed) \
             if self.lstm else None
         self._agg = Aggregator(len(self.expert_names), H, self.aggregation, self.discount)
+        # An expert asleep at a far horizon's origin is charged the loss of its nearest shorter
+        # forecast of the same target (see _learn_targets) unless the season is found online
+        # (nor in the replaying shadow engine of a season found: see _replay_weights).
+        self._earlier_losses = EARLIER_LOSSES and self.season != "auto"
+        self._shorter = np.zeros((H, len(self.expert_names)))   # the value's forecasts at the steps learned so far
         # Shared statistics: scale of the changes (running median of |change|), mean and
         # variance of the values and of the exogenous features (Welford).
         self._scale = np.zeros(1)
@@ -419,6 +425,7 @@ class Forecaster:
         nf = self.n_features
         count = min(H, s.n)
         residuals = None if self._calibration is None else np.full(H, np.nan)
+        shorter = self._shorter if self._earlier_losses and count > 1 and self.aggregation != "mean" else None
         for h in range(1, count + 1):
             slot = (s.n - h) % H
             f = s.forecasts[slot, h - 1].copy()
@@ -436,6 +443,10 @@ class Forecaster:
                     residuals[0] = y - self._agg.combine(0, written)
                 else:
                     residuals[h - 1] = y - self._agg.combine(h - 1, f)
+            if shorter is not None:
+                shorter[h - 1] = f   # (f is this step's own copy)
+                if h > 1:
+                    earlier_forecasts(f, shorter, h)
             self._agg.update(h - 1, f, y)
         if not self._ar:
             return residuals
@@ -469,6 +480,12 @@ class Forecaster:
                 if gj == g:
                     rls_update(P, W, Z, targets, active, self._o + k, self.forgetting, CLIP * scale)
         return residuals
+
+    def _aggregator_updates(self) -> None:
+        """The aggregation's count of updates per horizon (its EWA learning rate), from the
+        streams: the weights of step ``h`` learn once per value of a stream after its ``h``-th."""
+        H = self.horizon
+        self._agg.updates[:] = [sum(max(0, s.n - h) for s in self._streams.values()) for h in range(1, H + 1)]
 
     def _u(self, y: float, g: int) -> float:
         """``y`` in the units of autoregression group ``g``."""
@@ -613,6 +630,7 @@ class Forecaster:
         params = self.get_params()
         params.update(season=s.season, interval_levels=(), lstm=False)
         shadow = Forecaster(**params)
+        shadow._earlier_losses = False   # the season is found, not given (see aggregation.earlier_forecasts)
         size = min(s.n, self._capacity)
         for v in s.history[self._capacity - size:]:
             shadow.learn_one(float(v))
