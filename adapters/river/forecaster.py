@@ -95,7 +95,7 @@ class LSTMForecaster(RiverForecaster):
     >>> [round(v) for v in model.forecast(3)]
     [419, 399, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['395-446', '370-429', '415-501']
+    ['397-436', '378-420', '441-491']
     """
 
     def __init__(
