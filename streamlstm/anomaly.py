@@ -113,8 +113,11 @@ class AnomalyScorer:
         self.use_flat = bool(use_flat)
         # a calibrator state with a row per channel (residual, flat line, recent window) and a
         # row of the scorer's own fields per key; its parameters extended with the scorer's
+        # the scale is clipped at ``clip`` alone (``clip_tail=0``): the scores measured on the NAB
+        # dev streams (37.6) are those; with the tail-following clip of the intervals they were
+        # 34.2 (docs/calibration.md)
         self.calibrator = OnlineCalibrator(levels=levels, horizon=4, lr=lr, decay=decay, clip=clip, tail_grid=tail_grid,
-                                           n_keys=n_keys)
+                                           n_keys=n_keys, clip_tail=0.0)
         if self.calibrator.width < K.A_WIDTH:
             raise ValueError(f"tail_grid needs at least {K.A_WIDTH - K.F_TRACK} levels, got {len(self.calibrator.tail_grid)}")
         self._n_levels = len(self.calibrator.levels)
@@ -126,6 +129,8 @@ class AnomalyScorer:
         # pickled by an older version: the calibrator rebuilt its parameters (its own
         # ``__setstate__`` ran first); the scorer's own parameters follow them
         self.__dict__.update(d)
+        if self.calibrator.clip_tail != 0.0:   # pickled before clip_tail: the scorer clips at ``clip`` alone
+            self.calibrator.__setstate__({**self.calibrator.__dict__, "clip_tail": 0.0})
         self._n_levels = len(self.calibrator.levels)
         self.params = np.concatenate([self.calibrator.params, d["params"][-(K.Q_WARMUP + 1):]])
 

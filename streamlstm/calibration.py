@@ -24,6 +24,9 @@ from .persistence import dumps, loads, read_file, write_atomic
 DEFAULT_TAIL_GRID = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 #: a residual counts at most this many running scales in the running scale
 CLIP = 4.0
+#: a residual counts at most ``max(CLIP, the tracked |z| quantile at this tail probability)``
+#: scales in the running scale (``_kernels/calibration.clip_limit``: why)
+CLIP_TAIL = 0.01
 #: gain of the integral term (in units of the running scale) and its saturation constant
 INTEGRATOR_GAIN = 3.0
 INTEGRATOR_SATURATION = 0.2
@@ -37,6 +40,14 @@ INTEGRATOR_BAND = 0.0
 #: with pooled trackers, a key's scale is shrunk towards the pool's as if the pool's were
 #: this many of the key's own residuals; 0 by default (its ablation in ``docs/calibration.md``)
 SCALE_PRIOR = 0.0
+
+
+def _clip_tail(grid: tuple[float, ...], clip_tail: float) -> int:
+    """Index of the tail tracker the scale's clipping follows: the first at a tail probability
+    of ``clip_tail`` or less (else the last); -1 (``clip_tail`` 0) for none."""
+    if clip_tail <= 0.0:
+        return -1
+    return next((i for i, g in enumerate(grid) if g <= clip_tail), len(grid) - 1)
 
 
 def _check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -67,6 +78,12 @@ class OnlineCalibrator:
     clip
         A residual counts at most ``clip`` scales in that running mean (0: no clipping), so a
         single spike does not widen the next ``1/decay`` intervals.
+    clip_tail
+        ... or at most the tracked ``|z|`` quantile at this tail probability, when that is
+        further out (0: ``clip`` alone). Spikes a few times in a hundred then set the scale
+        instead of being clipped away: with ``clip`` alone, a stream whose errors are mostly
+        (near) zero saw its scale shrink to nothing and its intervals miss every spike
+        (a load balancer's spikes: 0.86 covered at 0.95; 0.94 with it).
     integrator_gain, integrator_saturation
         The error integrator of conformal PID control: each bound is its tracker plus
         ``gain * tan(I log(n+2) / (saturation (n+2)))`` scales, ``I`` the accumulated coverage
@@ -116,7 +133,7 @@ class OnlineCalibrator:
                  decay: float = 0.02, clip: float = CLIP, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID,
                  n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
                  integrator_saturation: float = INTEGRATOR_SATURATION, integrator_band: float = INTEGRATOR_BAND,
-                 scale_prior: float = SCALE_PRIOR) -> None:
+                 scale_prior: float = SCALE_PRIOR, clip_tail: float = CLIP_TAIL) -> None:
         self.levels = _check_levels(levels)
         if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
             raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
@@ -136,6 +153,8 @@ class OnlineCalibrator:
         for setting, amount in (("integrator_band", integrator_band), ("scale_prior", scale_prior)):
             if not (np.isfinite(amount) and amount >= 0.0):
                 raise ValueError(f"{setting} must be a number >= 0, got {amount!r}")
+        if not (np.isfinite(clip_tail) and 0.0 <= clip_tail < 1.0):
+            raise ValueError(f"clip_tail must be a tail probability in [0, 1) (0: clip alone), got {clip_tail!r}")
         grid = tuple(float(g) for g in tail_grid)
         if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
@@ -148,6 +167,7 @@ class OnlineCalibrator:
         self.integrator_saturation = float(integrator_saturation)
         self.integrator_band = float(integrator_band)
         self.scale_prior = float(scale_prior)
+        self.clip_tail = float(clip_tail)
         self.tail_grid = grid
         J, G = len(self.levels), len(grid)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
@@ -155,7 +175,7 @@ class OnlineCalibrator:
         start = [unit.inv_cdf((1.0 - v) / 2.0) for v in self.levels] + [unit.inv_cdf((1.0 + v) / 2.0) for v in self.levels]
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
         self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), self.integrator_gain,
-                                self.integrator_saturation, INTEGRATOR_LIMIT, self.integrator_band, self.scale_prior, *(1.0 - v for v in self.levels), *grid,
+                                self.integrator_saturation, INTEGRATOR_LIMIT, self.integrator_band, self.scale_prior, _clip_tail(grid, self.clip_tail), *(1.0 - v for v in self.levels), *grid,
                                 *start], dtype=np.float64)
         self.width = K.row_width(J, G)
         self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
@@ -301,7 +321,7 @@ class OnlineCalibrator:
         return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay, "clip": self.clip,
                 "pooled": self.pooled, "integrator_gain": self.integrator_gain,
                 "integrator_saturation": self.integrator_saturation, "integrator_band": self.integrator_band,
-                "scale_prior": self.scale_prior, "tail_grid": list(self.tail_grid)}
+                "scale_prior": self.scale_prior, "clip_tail": self.clip_tail, "tail_grid": list(self.tail_grid)}
 
     def upgrade(self, state: np.ndarray) -> np.ndarray:
         """A state of these settings saved before the error integrator existed (rows
@@ -319,6 +339,7 @@ class OnlineCalibrator:
         d.setdefault("integrator_saturation", INTEGRATOR_SATURATION)
         d.setdefault("integrator_band", INTEGRATOR_BAND)
         d.setdefault("scale_prior", SCALE_PRIOR)
+        d.setdefault("clip_tail", CLIP_TAIL)
         self.__dict__.update(d)
         fresh = OnlineCalibrator(**self._config())
         self.params, self.width = fresh.params, fresh.width

@@ -80,7 +80,8 @@ def test_score_is_the_reference_p_value_mapping() -> None:
     rng = np.random.default_rng(4)
     r = rng.standard_t(4, 3000)
     scorer = AnomalyScorer(use_window=False, use_flat=False, holdoff=0)
-    cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay)
+    cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay,
+                           clip_tail=scorer.calibrator.clip_tail)
     for n, v in enumerate(r):
         p = cal.update(v)
         expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0) if n >= scorer.warmup else 0.0  # no zero residual

@@ -18,7 +18,7 @@ It is a float64 vector laid out as::
   tracker plus the saturating integral term ``gain * tan(clamp(I log(n+2) / (csat (n+2))))``,
   and both the tracker and the integral are driven by the misses of that issued bound.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, a_0 .. a_{J-1},
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, clip_tail, a_0 .. a_{J-1},
 g_0 .. g_{G-1}, start]``, ``start`` holding the ``2J + G`` tracker values a new row starts from
 (the integrals start at 0).
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
@@ -35,7 +35,7 @@ from ._jit import jit as _jit
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
-P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_BAND, P_PRIOR, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_BAND, P_PRIOR, P_CLIP_TAIL, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
 # "no issued misses given": the trackers compare the score with their own current bounds
@@ -220,11 +220,32 @@ def update_rows(krow, trow, P, r, pooled, misses, levels):
     if krow[F_SCALE] > 0.0 or r == 0.0:
         step_trackers(trow, P, normalised_by(key_scale(krow, trow, P), r), m, misses, levels)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
+    clip = clip_limit(trow, P)
     if pooled:
         trow[F_N] = m + 1.0
-        step_scale(trow, r, m, P[P_DECAY], P[P_CLIP])
+        step_scale(trow, r, m, P[P_DECAY], clip)
     krow[F_N] = n + 1.0
-    step_scale(krow, r, n, P[P_DECAY], P[P_CLIP])
+    step_scale(krow, r, n, P[P_DECAY], clip)
+
+
+@_jit
+def clip_limit(trow, P):
+    """How many scales a residual counts at most in the running scale: ``clip``, or the
+    trackers' ``|z|`` quantile at the tail probability ``P_CLIP_TAIL`` points to (about 1%)
+    when that is further out (0: no clipping).
+
+    A fixed multiple alone has no equilibrium on a stream whose errors are mostly (near) zero
+    with spikes a few times in a hundred: a spike is then more than ``clip`` scales, counts
+    as ``clip`` scales, and the scale shrinks by the zeros faster than the clipped spikes lift
+    it, to nothing (a load balancer's spikes: 0.86 covered at 0.95). Spikes that frequent
+    make the tail they are in; only those beyond it are clipped."""
+    clip = P[P_CLIP]
+    if clip <= 0.0:
+        return 0.0
+    tail = int(P[P_CLIP_TAIL])
+    if tail >= 0 and trow[F_N] > 0.0:
+        clip = max(clip, trow[F_TRACK + 2 * int(P[P_J]) + tail])
+    return clip
 
 
 @_jit
