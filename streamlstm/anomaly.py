@@ -130,7 +130,7 @@ class AnomalyScorer:
         # ``__setstate__`` ran first); the scorer's own parameters follow them
         self.__dict__.update(d)
         if self.calibrator.clip_tail != 0.0:   # pickled before clip_tail: the scorer clips at ``clip`` alone
-            self.calibrator.__setstate__({**self.calibrator.__dict__, "clip_tail": 0.0})
+            self.calibrator.retune(clip_tail=0.0)
         self._n_levels = len(self.calibrator.levels)
         self.params = np.concatenate([self.calibrator.params, d["params"][-(K.Q_WARMUP + 1):]])
 

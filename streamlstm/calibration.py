@@ -332,6 +332,28 @@ class OnlineCalibrator:
             return np.concatenate([state, np.zeros((*state.shape[:2], 2 * J))], axis=2)
         return state
 
+    #: the settings :meth:`retune` may change (the state's layout does not depend on them)
+    RETUNABLE = frozenset({"lr", "decay", "clip", "integrator_gain", "integrator_saturation", "integrator_band",
+                           "scale_prior", "clip_tail"})
+
+    def retune(self, **settings: float) -> None:
+        """Change settings that leave the state's layout alone (``RETUNABLE``), keeping the
+        state: the settings and the kernels' parameter vector stay one (checked as in the
+        constructor).
+
+        >>> cal = OnlineCalibrator(levels=[0.9], integrator_band=1.5)
+        >>> cal.retune(integrator_band=0.0)
+        >>> cal.integrator_band, cal._config()["integrator_band"]
+        (0.0, 0.0)
+        """
+        unknown = set(settings) - self.RETUNABLE
+        if unknown:
+            raise ValueError(f"retune changes only {sorted(self.RETUNABLE)}, got {sorted(unknown)}")
+        fresh = OnlineCalibrator(**{**self._config(), **settings})
+        for name in settings:
+            setattr(self, name, getattr(fresh, name))
+        self.params = fresh.params
+
     def __setstate__(self, d: dict[str, Any]) -> None:
         # an object pickled by an older version (a River estimator holding it): rebuild the
         # parameter vector of this version from its settings and widen its state

@@ -56,7 +56,7 @@ def test_the_dead_band_serves_one_stream_and_goes_with_a_second() -> None:
     assert ENGINE_INTEGRATOR_BAND > 0 and params[K.P_BAND] == ENGINE_INTEGRATOR_BAND
     assert Forecaster.from_bytes(model.to_bytes())._calibration.calibrator.params[K.P_BAND] == ENGINE_INTEGRATOR_BAND
     model.learn_one(3.0, key="other")
-    assert model._calibration.calibrator.params[K.P_BAND] == 0.0
+    assert model._calibration.calibrator.params[K.P_BAND] == 0.0 == model._calibration.calibrator.integrator_band
     assert Forecaster.from_bytes(model.to_bytes())._calibration.calibrator.params[K.P_BAND] == 0.0
 
 

@@ -105,8 +105,8 @@ class ForecastCalibration:
         if r is None:
             r = self.rows[key] = len(self.rows)
             cal = self.calibrator
-            if r == 1:
-                cal.params[K.P_BAND] = 0.0   # a second stream: no dead band (ENGINE_INTEGRATOR_BAND)
+            if r == 1 and cal.integrator_band:
+                cal.retune(integrator_band=0.0)   # a second stream: no dead band (ENGINE_INTEGRATOR_BAND)
             state, pool = cal.state, int(cal.pooled)
             if r >= state.shape[0] - pool:  # the pooled trackers stay in the last row
                 grown = np.zeros((max(2 * state.shape[0], r + 1 + pool), *state.shape[1:]))
