@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+# One BLAS thread (the GEMM ceiling is a one-thread figure). Numba keeps its threads: our
+# engines are built with threads=1 except the --against row that uses them.
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 import argparse
@@ -57,6 +59,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from streamlstm import KeyedLSTM, LSTMState, OnlineLSTM
+from streamlstm.keyed import usable_cpus
 
 START, END = "<!-- keyed:start -->", "<!-- keyed:end -->"
 # CPU time of this (single-threaded) process: on the shared 2-core machine other jobs take
@@ -130,15 +133,18 @@ def prefill(engine, n_keys, B, steps=1, strings=False):
             engine.step_many(str_keys(ks) if strings else ks, X[:ks.size])
 
 
-def build(H, n_keys, learn, B, strings=False, lib=None):
-    """Engine with n_keys keys (of ``lib``, another checkout's streamlstm, or ours);
-    returns (engine, bytes per key by tracemalloc, seconds)."""
+def build(H, n_keys, learn, B, strings=False, lib=None, threads=1):
+    """Engine with n_keys keys (of ``lib``, another checkout's streamlstm, or ours, learning
+    on ``threads`` threads); returns (engine, bytes per key by tracemalloc, seconds)."""
     model = make_model(H, lib=lib)
     gc.collect()
     tracemalloc.start()
     t = time.perf_counter()
     base = tracemalloc.get_traced_memory()[0]
-    engine = (lib.KeyedLSTM if lib else KeyedLSTM)(model, learn=learn, capacity=max(n_keys, 1))
+    if lib:
+        engine = lib.KeyedLSTM(model, learn=learn, capacity=max(n_keys, 1))
+    else:
+        engine = KeyedLSTM(model, learn=learn, capacity=max(n_keys, 1), threads=threads)
     prefill(engine, n_keys, B, strings=strings)
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -371,23 +377,38 @@ def run_against(args):
     X = rng.normal(size=(B, 1))
     Y = rng.normal(size=B)
     rows = []
+    threads = args.threads or usable_cpus()
     for learn in (False, True):
         engines = {"new": build(32, n_keys, learn, B)[0], "ref": build(32, n_keys, learn, B, lib=ref)[0]}
+        if learn and threads > 1:
+            engines["threads"] = build(32, n_keys, learn, B, threads=threads)[0]
         fns = {k: (e.learn_many if learn else (lambda ks, X, Y, e=e: e.step_many(ks, X))) for k, e in engines.items()}
         for fn in fns.values():
             fn(batches[0], X, Y)  # warm-up (first touch of pages)
         ts = {k: [] for k in fns}
+        walls = {k: [] for k in fns}
         for r in range(args.repeats):
             for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-                ts[k] += timed_batches(fns[k], batches, X, Y)
+                ts[k] += timed_batches(fns[k], batches, X, Y, walls[k])
         eps = {k: B / statistics.median(v) for k, v in ts.items()}
-        row = {"learn": learn, "keys": n_keys, "batch": B, "events_per_s": eps,
-               "new_over_ref": eps["new"] / eps["ref"], "runs_s": ts}
+        eps_wall = {k: B / statistics.median(v) for k, v in walls.items()}
+        row = {"learn": learn, "keys": n_keys, "batch": B, "events_per_s": eps, "events_per_s_wall": eps_wall,
+               "new_over_ref": eps["new"] / eps["ref"], "runs_s": ts, "walls_s": walls}
+        if "threads" in engines:  # several threads: wall time (CPU time adds the threads up)
+            row["threads"] = threads
+            row["threads_over_ref"] = eps_wall["threads"] / eps_wall["ref"]
+            row["threads_over_new"] = eps_wall["threads"] / eps_wall["new"]
         if learn:
             row["loop_events_per_s"] = loop_baseline(32, n_keys, args.loop_events_learn, True)
             row["loop_nogc_events_per_s"] = loop_baseline(32, n_keys, args.loop_events_learn, True, gc_off=True)
             row["new_over_loop"] = eps["new"] / row["loop_events_per_s"]
             row["new_over_loop_nogc"] = eps["new"] / row["loop_nogc_events_per_s"]
+            if "threads" in row:
+                row["threads_over_loop"] = eps_wall["threads"] / row["loop_events_per_s"]
+                row["threads_over_loop_nogc"] = eps_wall["threads"] / row["loop_nogc_events_per_s"]
+                print(f"  learn, {threads} threads (wall): {eps_wall['threads']:,.0f} ev/s, ref {eps_wall['ref']:,.0f} "
+                      f"ev/s (x{row['threads_over_ref']:.2f}), one thread {eps_wall['new']:,.0f} ev/s "
+                      f"(x{row['threads_over_new']:.2f})", flush=True)
         print(f"  {'learn' if learn else 'infer'}: new {eps['new']:,.0f} ev/s, ref {eps['ref']:,.0f} ev/s "
               f"(new/ref {row['new_over_ref']:.3f})"
               + (f", loop {row['loop_events_per_s']:,.0f} / no-gc {row['loop_nogc_events_per_s']:,.0f} ev/s "
@@ -417,6 +438,19 @@ def render_against(args, info, rows):
                 f"**{r['new_over_loop']:.1f}× / {r['new_over_loop_nogc']:.1f}×**") if r["learn"] else " | "
         L.append(f"| {'learning' if r['learn'] else 'inference'} | {e['new']:,.0f} | {e['ref']:,.0f} | "
                  f"**{r['new_over_ref']:.2f}×** | {loop} |")
+    for r in rows:
+        if "threads" in r:
+            w = r["events_per_s_wall"]
+            L.append(f"| learning, {r['threads']} threads (wall time) | {w['threads']:,.0f} | {w['ref']:,.0f} | "
+                     f"**{r['threads_over_ref']:.2f}×** | {r['loop_events_per_s']:,.0f} / "
+                     f"{r['loop_nogc_events_per_s']:,.0f} | **{r['threads_over_loop']:.1f}× / "
+                     f"{r['threads_over_loop_nogc']:.1f}×** |")
+            L += ["", (f"Learning on {r['threads']} threads (`KeyedLSTM(threads={r['threads']})`; the default "
+                       f"is the CPUs the process may use) is timed by the wall clock, and so is the reference in "
+                       f"that row (CPU time would add the threads up; the loop's rate is its CPU time, one thread). "
+                       f"{r['threads']} threads over one, same run, wall time: **{r['threads_over_new']:.2f}×**. "
+                       f"The numbers are the same, bit for bit, with any thread count (docs/keyed.md, "
+                       f"\"Threads\").")]
     L.append("<!-- keyed-versions:end -->")
     return "\n".join(L)
 
@@ -429,6 +463,8 @@ def main():
     ap.add_argument("--json", default=str(HERE / "keyed_results.json"))
     ap.add_argument("--against", default=None, help="another checkout (e.g. a worktree of v0.1.0) to compare with")
     ap.add_argument("--against-keys", type=int, default=100_000)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="--against: also learn on this many threads (default: the CPUs the process may use)")
     args = ap.parse_args()
     q = args.quick
     args.batch = 16384

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Literal
 
+import numba
 import numpy as np
 
 from . import persistence
@@ -74,6 +75,30 @@ def _decode_key(v: Any) -> Hashable:
     return v
 
 
+_NUMBA_THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba's pool size, fixed
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its CPU affinity, and its cgroup's CPU quota when
+    one is set (a container limited to 1.5 CPUs of a 64-core host gets 1, not 64).
+
+    >>> usable_cpus() >= 1
+    True
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "150000 100000"
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
 class KeyedLSTM:
     """One :class:`OnlineLSTM` serving (and optionally learning from) many keyed streams.
 
@@ -108,6 +133,14 @@ class KeyedLSTM:
     update_input_stats
         ``True`` (as ``OnlineLSTM.advance``): events update the running input
         statistics. ``False`` freezes them (serving a trained model).
+    threads
+        Threads that :meth:`learn_many` spreads a batch's keys over (``None``:
+        :func:`usable_cpus`, capped by numba's ``NUMBA_NUM_THREADS``). The numbers do not
+        depend on it: the keys' gradients are summed in the same tiles and order with any
+        count. Not saved with a snapshot (a property of the machine). On a core another
+        process keeps busy, a second thread only waits: use ``threads=1`` there. Numba's
+        GNU OpenMP threads do not survive a ``fork``: a process that forks workers after
+        learning with threads should give them ``threads=1`` or start them with ``spawn``.
     clock
         Time source for ``ttl_unit="seconds"`` (default ``time.monotonic``).
 
@@ -135,17 +168,19 @@ class KeyedLSTM:
         max_keys: int | None = None,
         update_input_stats: bool = True,
         clock: Callable[[], float] | None = None,
+        threads: int | None = None,
     ) -> None:
         if not isinstance(model, OnlineLSTM):
             raise TypeError(f"model must be an OnlineLSTM, got {type(model).__name__}")
         settings = KeyedSettings(learn=learn, capacity=capacity, ttl=ttl, ttl_unit=ttl_unit, max_keys=max_keys,
-                                 update_input_stats=update_input_stats)
+                                 update_input_stats=update_input_stats, threads=threads)
         self._model = model
         self._learn = settings.learn
         self.ttl = settings.ttl
         self.ttl_unit = settings.ttl_unit
         self.max_keys = settings.max_keys
         self.update_input_stats = settings.update_input_stats
+        self.threads = settings.threads
         self._clock = clock or time.monotonic
         self._fingerprint = self._layout_of(model)
         self._P_ref = model._P  # replaced only when the model's layout changes
@@ -163,7 +198,8 @@ class KeyedLSTM:
         self._scratch_c = np.zeros((1, 2), dtype=np.int64)
         G = model._G
         tile = max(8, min(32, 32768 // (G * self._dtype.itemsize)))  # a tile of gates: ~32 KB
-        self._opt = np.array([int(self.update_input_stats), tile, 32], dtype=np.int64)  # tiles: forward, backward
+        # tiles: forward, backward; threads (set per call)
+        self._opt = np.array([int(self.update_input_stats), tile, 32, 1], dtype=np.int64)
         self._stats = np.zeros(4, dtype=np.float64)
         self._calls = 0
         self._events = 0
@@ -556,10 +592,16 @@ class KeyedLSTM:
         ring, se = int(I[K.I_RING]), m._state_end
         saved = m._R[ring:se].copy()
         t, since = int(I[K.I_T]), int(I[K.I_SINCE])
+        # chunks as asked (the numbers do not depend on them), run on the threads numba has
+        chunks = self.threads or usable_cpus()
+        self._opt[KK.O_THREADS] = chunks
+        before = numba.get_num_threads()
         try:
+            numba.set_num_threads(min(chunks, _NUMBA_THREADS))
             self._waves = KK.k_learn(rows, X, Y, M, lag, out, self._S, self._C, self._occ, m._P, m._R, m._F, I,
                                      self._opt, self._stats)
         finally:
+            numba.set_num_threads(before)
             m._R[ring:se] = saved
             I[K.I_T], I[K.I_SINCE] = t, since
         self._contributions = int(self._stats[KK.S_NCONTRIB])

@@ -236,6 +236,41 @@ def test_learn_many_equals_reference(cell, layers, loss, dtype):
     assert total_contrib > 0
 
 
+@pytest.mark.parametrize("cell,layers,dtype", [("lstm", 1, "float32"), ("lstm", 2, "float64"), ("rnn", 1, "float64")])
+def test_learning_does_not_depend_on_threads(cell, layers, dtype):
+    """A wave's events run in chunks side by side and its due keys' tiles in groups side by
+    side: outputs, states, weights and counters are the same, bit for bit, with 1, 2 or 3
+    threads (3 chunks run on fewer cores too: the chunking is exercised on any machine).
+    Batches large enough for several forward chunks and backward groups, labels lagged
+    and masked, updates every 2 steps (labels that fall off their window are counted)."""
+    runs = []
+    for threads in (1, 2, 3):
+        model = make_model(cell, layers, dtype=dtype, update_every=2)
+        engine = KeyedLSTM(model, learn=True, threads=threads)
+        rng = np.random.default_rng(7)
+        outs = []
+        for size in (3000, 700, 5):
+            keys = rng.integers(0, 400, size)
+            engine.step_many(keys, rng.normal(0, 2, (size, N_IN)))  # every key a step deep, for lag=1
+            X = rng.normal(0, 2, (size, N_IN))
+            Y = rng.normal(0, 2, (size, 2))
+            outs.append(engine.learn_many(keys, X, Y, rng.random(size) < 0.7, lag=1))
+            assert engine.last_contributions > 0
+        rows = sorted(engine.keys())
+        runs.append((np.concatenate(outs), model._P.copy(), model._F.copy(),
+                     np.stack([engine.state(k).buffer for k in rows]),
+                     (model.n_steps, model.n_updates, model.n_skipped_updates, model.n_dropped_labels)))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert np.array_equal(a, b)
+    assert runs[0][4][3] > 0  # labels did fall off their windows
+
+
+def test_threads_setting_is_checked():
+    with pytest.raises(ValueError, match="threads"):
+        KeyedLSTM(make_model(), learn=True, threads=0)
+
+
 def test_learn_one_is_the_single_stream_core():
     """One event per call: the mean of one gradient is that gradient, so a key learning
     alone through the engine is exactly OnlineLSTM.learn_one."""

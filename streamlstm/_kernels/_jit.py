@@ -19,6 +19,10 @@ from .._numba_config import module_cache_dir
 
 jit = njit(cache=True, error_model="numpy", nogil=True)
 jit_inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
+# Only the loops that spread independent tiles over threads (``prange``): numba's parallel
+# pass also rewrites array expressions and allocations, which the serial kernels keep as
+# written.
+jit_parallel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 
 
 def inline_twins(module: types.ModuleType, keep: tuple[str, ...] = ()) -> types.SimpleNamespace:

@@ -28,8 +28,9 @@ is de-standardised with) before the waves run.
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
-from ._jit import jit
+from ._jit import jit, jit_parallel
 from .cell import (
     backprop_input_tile,
     cell_activate,
@@ -95,7 +96,10 @@ from .tbptt import (
 )
 
 # opt (int64) fields
-O_UPDATE_STATS, O_TILE, O_BACKWARD_TILE = 0, 1, 2
+O_UPDATE_STATS, O_TILE, O_BACKWARD_TILE, O_THREADS = 0, 1, 2, 3
+# backward tiles run side by side per parallel region (a constant: the tiles, hence the
+# numbers, do not depend on the thread count)
+BACKWARD_GROUP = 16
 # stats (float64) fields, written by the learning kernel
 S_NCONTRIB, S_LOSS_SUM, S_NWAVES, S_NSKIPPED = 0, 1, 2, 3
 
@@ -329,7 +333,7 @@ def learn_tile(ev, n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, 
 
 
 @jit
-def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV, stats):
+def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV):
     """Each due key's window, labels and loss, for ``backward_tile`` and the BLAS backward.
 
     Keeps the keys with a finite loss in ``KEPT[:m]`` (their windows in ``WIN``, one over
@@ -364,7 +368,6 @@ def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV, stats):
                 for back in range(w):
                     s[ring + ((t - 1 - back) % K2) * slot + fl] = 0.0
                 I[I_NSKIP] += 1
-                stats[S_NSKIPPED] += 1.0
                 continue
             loss_sum += value
             KEPT[m] = row
@@ -375,16 +378,17 @@ def window_losses(due, n, S, C, F, I, dout, KEPT, WIN, INV, stats):
 
 
 @jit
-def readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout):
+def readout_back(back, m, rows, S, C, P, G, F, I, DH, SL, WIN, INV, dout):
     """Step ``back`` of the walk back through the windows of ``rows[:m]`` (``window_losses``
     order): the slot offsets of the na keys still in their windows go to ``SL``; each
     labelled slot's loss gradient (scaled by the key's 1/n_labelled) enters the readout's
-    gradient and the top layer's dh (``DH``), as in ``backward_window``. Returns na."""
-    n_par, H, L, cell = I[I_NP], I[I_H], I[I_L], I[I_CELL]
+    gradient (in the tile's gradient ``G``, laid out as the weights in P) and the top
+    layer's dh (``DH``), as in ``backward_window``. Returns na."""
+    H, L, cell = I[I_H], I[I_L], I[I_CELL]
     n_out, K2, ring, slot = I[I_NOUT], I[I_K2], I[I_RING], I[I_SLOT_SIZE]
     fl, so, sy = I[I_SLOT_FLAG], I[I_SLOT_OUT], I[I_SLOT_Y]
     V, _ = readout_params(P, I, 0)
-    dV, da = readout_params(P, I, n_par)
+    dV, da = readout_params(G, I, 0)
     rec = I_LAYERS + I_PER_LAYER * (L - 1)
     o_act, o_tc = I[rec + L_SLOT_ACT], I[rec + L_SLOT_TANH_C]
     top = (L - 1) * H
@@ -499,53 +503,111 @@ def prefetch_windows(rows, m, S, C, I):
 
 
 @jit
-def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats, D):
+def backward_tile(due, n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, D, G, tile_stats):
     """The TBPTT gradients of the windows of n due keys (rows ``due[:n]``, distinct) in one
-    backward pass, their sum added to ``acc``.
+    backward pass, their sum in ``G`` (the layout of the weights in P); ``tile_stats``
+    receives (keys kept, sum of their losses), see ``fold_tile``.
 
     The keys walk back through their windows together: at each step back, the gate
     gradients of every key still in its window are one tile (``layer_gates_back``), the
     weight gradient is one matrix product over the tile (``weight_grad_tile``) and the
     gradient flowing to the inputs another (``backprop_input_tile``). Each key's loss is
     the mean over its labelled steps, as in ``backward_window``; a key whose loss is not
-    finite is left out (counted as a skipped update), and so is the tile when its summed
-    gradient is not. For one key, every number is the one ``backward_window`` gives.
+    finite is left out (counted as a skipped update in I). For one key, every number is
+    the one ``backward_window`` gives.
+
+    Writes only the tile's own keys' rows, ``G``, ``tile_stats``, its scratch and the
+    counters of ``I``: tiles can run side by side, each with its own copy of ``I``.
     """
     n_par, H, L, K2 = I[I_NP], I[I_H], I[I_L], I[I_K2]
+    tile_stats[0] = 0.0
+    tile_stats[1] = 0.0
     prefetch_windows(due, n, S, C, I)  # before window_losses reads each slot's label flag
-    m, loss_sum = window_losses(due, n, S, C, F, I, dout, SL, WIN, INV, stats)
+    m, loss_sum = window_losses(due, n, S, C, F, I, dout, SL, WIN, INV)
     if m == 0:
         return
     rows = SL[:m].copy()  # SL holds the slot offsets during the walk
     for q in range(n_par):
-        P[n_par + q] = 0.0
+        G[q] = 0.0
     for i in range(m):
         for q in range(L * H):
             DH[i, q] = 0.0
             DC[i, q] = 0.0
     for back in range(K2):
-        na = readout_back(back, m, rows, S, C, P, F, I, DH, SL, WIN, INV, dout)
+        na = readout_back(back, m, rows, S, C, P, G, F, I, DH, SL, WIN, INV, dout)
         if na == 0:
             break
         last = WIN[0] == back + 1  # every active window starts here: no gradient flows further back
         for l in range(L - 1, -1, -1):
             n_xh = I[I_LAYERS + I_PER_LAYER * l + L_IN] + H
             layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D)
-            dW, db = layer_params(P, I, l, n_par)
+            dW, db = layer_params(G, I, l, 0)
             weight_grad_tile(XB, DZ, dW, db, na, n_xh)
             if not (last and l == 0):
                 lo = n_xh - H if l == 0 else 0  # a first layer's x: the gradient stops at the data
                 backprop_input_tile(layer_wt(R, I, l), DZ, DXH, na, lo, n_xh)
                 pass_back(l, na, DXH, lo, DH, I)
+    tile_stats[0] = m
+    tile_stats[1] = loss_sum
+
+
+@jit
+def fold_tile(G, tile_stats, acc, stats, I):
+    """Add a tile's gradient ``G`` to ``acc`` (float64), in tile order: the whole tile is
+    left out (its keys counted as skipped updates) when its summed gradient is not finite."""
+    m = tile_stats[0]
+    if m == 0.0:
+        return
+    n_par = I[I_NP]
     for q in range(n_par):
-        if not np.isfinite(P[n_par + q]):
-            I[I_NSKIP] += m
-            stats[S_NSKIPPED] += m
+        if not np.isfinite(G[q]):
+            I[I_NSKIP] += int(m)
             return
     for q in range(n_par):
-        acc[q] += P[n_par + q]
+        acc[q] += G[q]
     stats[S_NCONTRIB] += m
-    stats[S_LOSS_SUM] += loss_sum
+    stats[S_LOSS_SUM] += tile_stats[1]
+
+
+@jit
+def merge_counters(I, I0, IC, n):
+    """Add to I what each of the n copies ``IC[c]`` (taken from ``I0``) counted."""
+    for c in range(n):
+        for q in range(I.shape[0]):
+            d = IC[c, q] - I0[q]
+            if d != 0:
+                I[q] += d
+
+
+@jit_parallel
+def forward_chunks(order, a0, a1, nch, tile, rows, XS, YS, mask, lag, RAW, S, C, P, IC, XH, Z, SB, due, ND):
+    """``learn_tile`` over the events ``order[a0:a1]`` of one wave (distinct keys), in nch
+    contiguous chunks side by side, chunk c with its own scratch and copy of I (``IC[c]``);
+    its due rows go to ``due[lo - a0:]`` (lo: its first event), ``ND[c]`` of them. Each key's
+    numbers do not depend on the chunking (every tile computes each key as alone)."""
+    n_ev = a1 - a0
+    for c in prange(nch):
+        lo = a0 + (n_ev * c) // nch
+        hi = a0 + (n_ev * (c + 1)) // nch
+        nd = ND[c:c + 1]
+        nd[0] = 0
+        a = lo
+        while a < hi:
+            n = min(tile, hi - a)
+            learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, IC[c], XH[c], Z[c], SB[c],
+                       due[lo - a0:hi - a0], nd)
+            a += n
+
+
+@jit_parallel
+def backward_group(due, n_due, bt, t0, nt, S, C, P, R, F, IC, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, D, GB, TS):
+    """``backward_tile`` for the nt tiles of bt due keys starting at tile t0, side by side:
+    tile j with its own scratch, gradient ``GB[j]``, stats ``TS[j]`` and copy of I ``IC[j]``."""
+    for j in prange(nt):
+        a = (t0 + j) * bt
+        n = min(bt, n_due - a)
+        backward_tile(due[a:a + n], n, S, C, P, R, F, IC[j], DH[j], DC[j], DZ[j], XB[j], DXH[j], dout[j],
+                      SL[j], WIN[j], INV[j], D[j], GB[j], TS[j])
 
 
 @jit
@@ -553,7 +615,12 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
     """``advance`` + ``label(y, lag)`` for a batch of events of many keys, weights fixed;
     after each wave, one batched backward pass over the windows of the keys whose update
     became due (``backward_tile``); at the end, one optimizer step on the mean of their
-    gradients. R (the model's own stream buffer) serves as scratch beyond the stream state."""
+    gradients. R (the model's own stream buffer) serves as scratch beyond the stream state.
+
+    With ``opt[O_THREADS]`` > 1, a wave's events run in that many chunks side by side
+    (``forward_chunks``) and its due keys' tiles in groups of ``BACKWARD_GROUP`` side by side
+    (``backward_group``). The tiles are the same bt keys in the same order, and their
+    gradients are added in tile order, so every number is the same with any thread count."""
     B = rows.shape[0]
     n_in, n_out, H, G, L = I[I_NIN], I[I_NOUT], I[I_H], I[I_G], I[I_L]
     dt = S.dtype
@@ -566,43 +633,82 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
     order = np.empty(B, np.int64)
     start = np.empty(B + 1, np.int64)
     nw = waves(rows, occ, order, start)
-    tile = opt[O_TILE]
+    tile, bt = opt[O_TILE], opt[O_BACKWARD_TILE]
+    threads = max(1, opt[O_THREADS])
+    nf = threads if rows.shape[0] >= 2 * tile else 1   # forward chunks
+    nb = BACKWARD_GROUP if threads > 1 else 1           # backward tiles side by side
     n_xh = max(n_in, H) + H
-    XH = np.zeros((tile, n_xh), dt)
-    Z = np.empty((tile, G), dt)
-    SB = np.empty(tile, np.int64)
+    XH = np.zeros((nf, tile, n_xh), dt)
+    Z = np.empty((nf, tile, G), dt)
+    SB = np.empty((nf, tile), np.int64)
+    ND = np.zeros(nf, np.int64)
     RAW = np.empty((B, n_out), dt)
     due = np.empty(B, np.int64)
-    n_due = np.zeros(1, np.int64)
-    bt = opt[O_BACKWARD_TILE]
-    DH = np.empty((bt, L * H), dt)
-    DC = np.empty((bt, L * H), dt)
-    DZ = np.empty((bt, G), dt)
-    XB = np.empty((bt, n_xh), dt)
-    DXH = np.empty((bt, n_xh), dt)
-    dout = np.empty(n_out, dt)
-    SL = np.empty(bt, np.int64)
-    WIN = np.empty(bt, np.int64)
-    INV = np.empty(bt, np.float64)
-    D = np.empty(H, np.float64)
+    DH = np.empty((nb, bt, L * H), dt)
+    DC = np.empty((nb, bt, L * H), dt)
+    DZ = np.empty((nb, bt, G), dt)
+    XB = np.empty((nb, bt, n_xh), dt)
+    DXH = np.empty((nb, bt, n_xh), dt)
+    dout = np.empty((nb, n_out), dt)
+    SL = np.empty((nb, bt), np.int64)
+    WIN = np.empty((nb, bt), np.int64)
+    INV = np.empty((nb, bt), np.float64)
+    D = np.empty((nb, H), np.float64)
     n_par = I[I_NP]
+    GB = np.empty((nb, n_par), dt)
+    TST = np.zeros((nb, 2), np.float64)
+    IC = np.empty((max(nf, nb), I.shape[0]), np.int64)
+    I0 = I.copy()
     acc = np.zeros(n_par, np.float64)
     for q in range(stats.shape[0]):
         stats[q] = 0.0
+    nskip0 = I[I_NSKIP]
     transpose_weights(P, R, I)
     for w in range(nw):
-        a = start[w]
-        n_due[0] = 0
-        while a < start[w + 1]:
-            n = min(tile, start[w + 1] - a)
-            learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, n_due)
-            a += n
-        a = 0
-        while a < n_due[0]:
-            n = min(bt, n_due[0] - a)
-            backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, acc, stats, D)
-            a += n
+        a0, a1 = start[w], start[w + 1]
+        n_due = 0
+        nch = min(nf, (a1 - a0 + tile - 1) // tile)
+        if nch <= 1:
+            ND[0] = 0
+            a = a0
+            while a < a1:
+                n = min(tile, a1 - a)
+                learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH[0], Z[0], SB[0],
+                           due, ND[:1])
+                a += n
+            n_due = ND[0]
+        else:
+            for c in range(nch):
+                I0[:] = I
+                IC[c] = I
+            forward_chunks(order, a0, a1, nch, tile, rows, XS, YS, mask, lag, RAW, S, C, P, IC, XH, Z, SB, due, ND)
+            merge_counters(I, I0, IC, nch)
+            for c in range(nch):  # each chunk's due rows, in chunk order, to the front
+                lo = (a1 - a0) * c // nch
+                for q in range(ND[c]):
+                    due[n_due + q] = due[lo + q]
+                n_due += ND[c]
+        n_tiles = (n_due + bt - 1) // bt
+        if nb == 1 or n_tiles == 1:
+            for t in range(n_tiles):
+                a = t * bt
+                n = min(bt, n_due - a)
+                backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH[0], DC[0], DZ[0], XB[0], DXH[0], dout[0],
+                              SL[0], WIN[0], INV[0], D[0], GB[0], TST[0])
+                fold_tile(GB[0], TST[0], acc, stats, I)
+        else:
+            for t0 in range(0, n_tiles, nb):
+                nt = min(nb, n_tiles - t0)
+                I0[:] = I
+                for j in range(nt):
+                    IC[j] = I
+                backward_group(due, n_due, bt, t0, nt, S, C, P, R, F, IC, DH, DC, DZ, XB, DXH, dout, SL, WIN,
+                               INV, D, GB, TST)
+                merge_counters(I, I0, IC, nt)
+                for j in range(nt):
+                    fold_tile(GB[j], TST[j], acc, stats, I)
     stats[S_NWAVES] = nw
+    stats[S_NSKIPPED] = I[I_NSKIP] - nskip0
     emit_all(RAW, TS, std_y, out, F, I)
     nc = stats[S_NCONTRIB]
     if nc > 0.0:
