@@ -74,7 +74,7 @@ def run_cli(args: list[str], out_path: Path) -> float:
     if p.returncode != 0:
         raise SystemExit(f"CLI failed ({p.returncode}): {' '.join(args)}\n{err}")
     m = re.search(r"([\d,]+) rows in ([\d.]+) s", err)
-    if m is None:
+    if m is None or float(m.group(2)) == 0.0:  # no summary, or no rows (the header-only run)
         return float("nan")
     return int(m.group(1).replace(",", "")) / float(m.group(2))
 

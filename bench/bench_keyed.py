@@ -44,6 +44,7 @@ import gc
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -154,6 +155,17 @@ def build(H, n_keys, learn, B, strings=False, lib=None, threads=1):
 
 
 def loop_baseline(H, n_keys, n_events, learn, seed=1, strings=False, gc_off=False):
+    """``loop_rate`` in a fresh interpreter: the cyclic garbage collector's full passes walk
+    every object of the process, and this benchmark's own (engines of the reference
+    checkout, results) would make them, not the loop, the cost (0.5k instead of 20k
+    events/s measured once with the collector on)."""
+    params = dict(H=H, n_keys=n_keys, n_events=n_events, learn=learn, seed=seed, strings=strings, gc_off=gc_off)
+    out = subprocess.run([sys.executable, __file__, "--loop", json.dumps(params)], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
+def loop_rate(H, n_keys, n_events, learn, seed=1, strings=False, gc_off=False):
     """The single-stream API in a Python loop, state swapping, same key distribution.
 
     Each swap allocates an LSTMState (a garbage-collected object), so the cyclic garbage
@@ -298,7 +310,9 @@ def render(args, info, gemm, rows, flops):
              f"process, GEMM ceiling included: other jobs on this shared machine take turns on our core, "
              f"which wall time would count (wall times are in keyed_results.json). Loop = the single-stream API with state swapping in Python (`model.state = s; "
              f"model.advance(x)` or `learn_one(x, y)`; `states[k] = model.state`), same key distribution, "
-             f"same run. Load average at start / end: {' '.join(info['loadavg_start'])} / "
+             f"same run, each in a fresh interpreter (see loop_baseline). Learning on several threads "
+             f"(`KeyedLSTM(threads=...)`, the default: the CPUs the process may use) is in the section "
+             f"\"KeyedLSTM against v0.1.0\". Load average at start / end: {' '.join(info['loadavg_start'])} / "
              f"{' '.join(info.get('loadavg_end', []))}.")
     L.append("")
     L.append("### Events per second and memory per key (H=32)")
@@ -428,7 +442,7 @@ def render_against(args, info, rows):
          f"B={args.batch:,} events with uniform keys, {args.batches} batches × {args.repeats} repeats, the two "
          f"versions interleaved repeat by repeat in one process; events/s from the median batch's CPU time. Loop = "
          f"`model.state = s; model.learn_one(x, y); states[k] = model.state` over {args.loop_events_learn:,} "
-         f"events (with the garbage collector on / off). Commit {info['git']}, {info['cpu']}; load average at "
+         f"events (with the garbage collector on / off), each in a fresh interpreter. Commit {info['git']}, {info['cpu']}; load average at "
          f"start / end: {' '.join(info['loadavg_start'])} / {' '.join(info.get('loadavg_end', []))} (2 shared cores)."),
          "", "| | new ev/s | ref ev/s | new / ref | loop ev/s (gc on / off) | new / loop (gc on / off) |",
          "|---|---:|---:|---:|---:|---:|"]
@@ -465,7 +479,11 @@ def main():
     ap.add_argument("--against-keys", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=None,
                     help="--against: also learn on this many threads (default: the CPUs the process may use)")
+    ap.add_argument("--loop", default=None, help=argparse.SUPPRESS)  # loop_baseline's child process
     args = ap.parse_args()
+    if args.loop:
+        print(loop_rate(**json.loads(args.loop)))
+        return
     q = args.quick
     args.batch = 16384
     args.batches = 3 if q else 6

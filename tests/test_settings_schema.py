@@ -36,6 +36,26 @@ def test_online_lstm_signature_and_attributes_are_the_schema():
     assert attributes == {n: s.type for n, s in SCHEMA.items()}
 
 
+def test_keyed_lstm_signature_is_keyed_settings():
+    """KeyedLSTM's keyword settings are KeyedSettings' fields, with its defaults, each in its
+    docstring's parameters (``model`` and ``clock`` are objects, not settings)."""
+    from dataclasses import MISSING, fields
+
+    from streamlstm import KeyedLSTM
+    from streamlstm.settings import KeyedSettings
+
+    params = dict(inspect.signature(KeyedLSTM.__init__).parameters)
+    for name in ("self", "model", "clock"):
+        del params[name]
+    schema = {f.name: f.default for f in fields(KeyedSettings)}
+    assert sorted(params) == sorted(schema)
+    for name, p in params.items():
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert schema[name] is not MISSING and p.default == schema[name], (name, p.default, schema[name])
+    documented = {n for line in _parameter_names(KeyedLSTM.__doc__ or "") for n in [line]}
+    assert set(schema) <= documented, set(schema) - documented
+
+
 def _parameter_names(doc: str) -> list[str]:
     section = doc.split("Parameters\n    ----------\n", 1)[1].split("\n\n", 1)[0]
     return [n.strip() for line in section.splitlines()
