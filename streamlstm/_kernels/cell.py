@@ -9,7 +9,7 @@ without reordering any sum, so every path through the kernels rounds the same wa
 
 from __future__ import annotations
 
-from ._jit import jit
+from ._jit import jit, jit_inline
 from .activations import sigmoid, tanh
 from .layout import CELL_RNN
 
@@ -122,37 +122,59 @@ def cell_forward(cell, W, b, xh, c_prev, act, tc, h, c):
     cell_activate(cell, c_prev, act, tc, h, c)
 
 
-@jit
-def gate_grads(cell, c_prev, act, tc, dh, dc, dz):
-    """dz = ∂L/∂z of one step from dh (and dc, which becomes ∂L/∂c_prev): the equations
-    of ``cell_backward``."""
-    H = dh.shape[0]
-    if cell == CELL_RNN:
-        for j in range(H):
-            dz[j] = dh[j] * (1.0 - act[j] * act[j])
-        return
-    for j in range(H):
-        i, f, g, o = act[j], act[H + j], act[2 * H + j], act[3 * H + j]
-        do = dh[j] * tc[j]
-        dcj = dc[j] + dh[j] * o * (1.0 - tc[j] * tc[j])
-        dz[j] = dcj * g * i * (1.0 - i)
-        dz[H + j] = dcj * c_prev[j] * f * (1.0 - f)
-        dz[2 * H + j] = dcj * i * (1.0 - g * g)
-        dz[3 * H + j] = do * o * (1.0 - o)
-        dc[j] = dcj * f
+@jit_inline
+def gate_grads(cell, S, a, cp, tc, H, DH, DC, DZ, i, lo, D):
+    """∂L/∂z of one step of one layer into ``DZ[i]``, from dh = ``DH[i, lo:lo + H]`` and
+    (LSTM) dc = ``DC[i, lo:lo + H]``, which becomes ∂L/∂c_prev:
 
-
-@jit
-def cell_backward(cell, WT, xh, c_prev, act, tc, dh, dc, dz, dW, db, dxh):
-    """Backward through one step of one layer.
-
-    In: dh = ∂L/∂h (this step), dc = ∂L/∂c (from the next step; LSTM only).
-    Out: dW, db accumulated; dxh = ∂L/∂[x; h_prev]; dc becomes ∂L/∂c_prev.
          do = dh·tanh(c);  dc += dh·o·(1 - tanh²c)
          di = dc·g;  df = dc·c_prev;  dg = dc·i;  dc_prev = dc·f
          dz = [di·i(1-i), df·f(1-f), dg(1-g²), do·o(1-o)]
+
+    The step's fields are read at their offsets in the buffer ``S`` (a stream's buffer or a
+    key's row): the gates at ``S[a:]``, c_prev at ``S[cp:]``, tanh c at ``S[tc:]``; ``i`` is
+    the key's row of the tile (0 for one stream) and ``lo`` the layer's first column. ``D``:
+    H float64 of scratch for dc (float64 as the literals make it). Offsets rather than
+    views, and inlined in its callers: a view per field per key and step, passed to a
+    compiled call, cost more than the arithmetic on the keyed path (2.5x on that loop).
+    One loop per output: a single loop storing to five places is not vectorised.
     """
-    gate_grads(cell, c_prev, act, tc, dh, dc, dz)
+    a, cp, tc = max(a, 0), max(cp, 0), max(tc, 0)  # known >= 0: no wraparound, the loops vectorise
+    if cell == CELL_RNN:
+        for j in range(H):
+            aj = S[a + j]
+            DZ[i, j] = DH[i, lo + j] * (1.0 - aj * aj)
+        return
+    for j in range(H):
+        tcj = S[tc + j]
+        D[j] = DC[i, lo + j] + DH[i, lo + j] * S[a + 3 * H + j] * (1.0 - tcj * tcj)
+    for j in range(H):
+        ig = S[a + j]
+        DZ[i, j] = D[j] * S[a + 2 * H + j] * ig * (1.0 - ig)
+    for j in range(H):
+        fg = S[a + H + j]
+        DZ[i, H + j] = D[j] * S[cp + j] * fg * (1.0 - fg)
+    for j in range(H):
+        gg = S[a + 2 * H + j]
+        DZ[i, 2 * H + j] = D[j] * S[a + j] * (1.0 - gg * gg)
+    for j in range(H):
+        og = S[a + 3 * H + j]
+        DZ[i, 3 * H + j] = DH[i, lo + j] * S[tc + j] * og * (1.0 - og)
+    for j in range(H):
+        DC[i, lo + j] = D[j] * S[a + H + j]
+
+
+@jit
+def cell_backward(cell, WT, S, a, cp, tc, xh, DH, DC, DZ, lo, D, dW, db, dxh):
+    """Backward through one step of one layer of one stream (``gate_grads`` with i = 0).
+
+    In: dh = DH[0, lo:lo + H] = ∂L/∂h (this step), dc = DC[0, lo:lo + H] = ∂L/∂c (from the
+    next step; LSTM only), the step's fields at their offsets in ``S`` and its input ``xh``.
+    Out: dW, db accumulated; dxh = ∂L/∂[x; h_prev]; dc becomes ∂L/∂c_prev.
+    """
+    H = D.shape[0]
+    gate_grads(cell, S, a, cp, tc, H, DH, DC, DZ, 0, lo, D)
+    dz = DZ[0]
     G = dz.shape[0]
     for r in range(G):
         db[r] += dz[r]

@@ -34,6 +34,7 @@ from ._jit import jit, jit_parallel
 from .cell import (
     backprop_input_tile,
     cell_activate,
+    gate_grads,
     preactivation_tile,
     weight_grad_tile,
 )
@@ -422,12 +423,9 @@ def readout_back(back, m, rows, S, C, P, G, F, I, DH, SL, WIN, INV, dout):
 
 @jit
 def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D):
-    """Layer l's gate gradients of the na active keys into ``DZ`` (DC becomes
-    ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``; ``D``: H float64 of scratch.
-
-    The equations and roundings of ``gate_grads``, term for term, with every slot field
-    read at its offset in the key's row rather than through views: a view per field per
-    key and step (six of them) cost more than the arithmetic (2.5x on this loop)."""
+    """Layer l's gate gradients of the na active keys into ``DZ`` (``gate_grads``, row i
+    for key i; DC becomes ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``;
+    ``D``: H float64 of scratch."""
     H, cell = I[I_H], I[I_CELL]
     rec = I_LAYERS + I_PER_LAYER * l
     n_xh = I[rec + L_IN] + H
@@ -436,33 +434,7 @@ def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D):
     for i in range(na):
         s = S[rows[i]]
         sb = SL[i]
-        a = max(sb + o_act, 0)
-        if cell == CELL_RNN:
-            for j in range(H):
-                aj = s[a + j]
-                DZ[i, j] = DH[i, lo + j] * (1.0 - aj * aj)
-        else:
-            cp = max(sb + o_cp, 0)
-            tc = max(sb + o_tc, 0)
-            # gate_grads' equations, one loop per output (a single loop storing to five
-            # places is not vectorised); dcj kept in float64 where gate_grads keeps it
-            for j in range(H):
-                tcj = s[tc + j]
-                D[j] = DC[i, lo + j] + DH[i, lo + j] * s[a + 3 * H + j] * (1.0 - tcj * tcj)
-            for j in range(H):
-                ig = s[a + j]
-                DZ[i, j] = D[j] * s[a + 2 * H + j] * ig * (1.0 - ig)
-            for j in range(H):
-                fg = s[a + H + j]
-                DZ[i, H + j] = D[j] * s[cp + j] * fg * (1.0 - fg)
-            for j in range(H):
-                gg = s[a + 2 * H + j]
-                DZ[i, 2 * H + j] = D[j] * s[a + j] * (1.0 - gg * gg)
-            for j in range(H):
-                og = s[a + 3 * H + j]
-                DZ[i, 3 * H + j] = DH[i, lo + j] * s[tc + j] * og * (1.0 - og)
-            for j in range(H):
-                DC[i, lo + j] = D[j] * s[a + H + j]
+        gate_grads(cell, s, sb + o_act, sb + o_cp, sb + o_tc, H, DH, DC, DZ, i, lo, D)
         x = max(sb + o_xh, 0)
         for k in range(n_xh):
             XB[i, k] = s[x + k]

@@ -31,6 +31,7 @@ from .layout import (
     I_K1,
     I_K2,
     I_L,
+    I_LAYERS,
     I_LOSS,
     I_NDROP,
     I_NIN,
@@ -39,6 +40,7 @@ from .layout import (
     I_NSKIP,
     I_NSTEPS,
     I_NUPD,
+    I_PER_LAYER,
     I_RING,
     I_SCRATCH_C,
     I_SCRATCH_H,
@@ -49,6 +51,11 @@ from .layout import (
     I_SLOT_SIZE,
     I_SLOT_Y,
     I_T,
+    L_IN,
+    L_SLOT_ACT,
+    L_SLOT_C_PREV,
+    L_SLOT_TANH_C,
+    L_SLOT_XH,
     LOSS_CE,
     LOSS_HUBER,
     layer_params,
@@ -267,8 +274,11 @@ def backward_window(P, R, F, I):
     dc_all = R[I[I_GRAD_C]:I[I_GRAD_C] + L * H]
     dh_all[:] = 0.0
     dc_all[:] = 0.0
+    DH = dh_all.reshape((1, L * H))  # a tile of one stream, for gate_grads
+    DC = dc_all.reshape((1, L * H))
     dout = R[I[I_GRAD_OUT]:I[I_GRAD_OUT] + n_out]
-    dz = R[I[I_GRAD_Z]:I[I_GRAD_Z] + I[I_G]]
+    DZ = R[I[I_GRAD_Z]:I[I_GRAD_Z] + I[I_G]].reshape((1, I[I_G]))
+    D = np.empty(H, np.float64)
     transpose_weights(P, R, I)
     V, _ = readout_params(P, I, 0)
     dV, da = readout_params(P, I, n_par)
@@ -296,12 +306,14 @@ def backward_window(P, R, F, I):
         for l in range(L - 1, -1, -1):
             WT = layer_wt(R, I, l)
             dW, db = layer_params(P, I, l, n_par)
-            xh, act, cp, tc = slot_views(R, I, l, slot_base)
+            rec = I_LAYERS + I_PER_LAYER * l
+            n_xh = I[rec + L_IN] + H
+            xh = R[slot_base + I[rec + L_SLOT_XH]:slot_base + I[rec + L_SLOT_XH] + n_xh]
             dh = dh_all[l * H:(l + 1) * H]
-            dc = dc_all[l * H:(l + 1) * H]
-            dxh = R[I[I_GRAD_XH]:I[I_GRAD_XH] + xh.shape[0]]
-            cell_backward(cell, WT, xh, cp, act, tc, dh, dc, dz, dW, db, dxh)
-            n_x = xh.shape[0] - H
+            dxh = R[I[I_GRAD_XH]:I[I_GRAD_XH] + n_xh]
+            cell_backward(cell, WT, R, slot_base + I[rec + L_SLOT_ACT], slot_base + I[rec + L_SLOT_C_PREV],
+                          slot_base + I[rec + L_SLOT_TANH_C], xh, DH, DC, DZ, l * H, D, dW, db, dxh)
+            n_x = n_xh - H
             for j in range(H):
                 dh[j] = dxh[n_x + j]  # flows to the previous step of this layer
             if l > 0:
