@@ -9,7 +9,7 @@ without reordering any sum, so every path through the kernels rounds the same wa
 
 from __future__ import annotations
 
-from ._jit import jit, jit_inline
+from ._jit import jit
 from .activations import sigmoid, tanh
 from .layout import CELL_RNN
 
@@ -122,58 +122,62 @@ def cell_forward(cell, W, b, xh, c_prev, act, tc, h, c):
     cell_activate(cell, c_prev, act, tc, h, c)
 
 
-@jit_inline
-def gate_grads(cell, S, a, cp, tc, H, DH, DC, DZ, i, lo, D):
-    """∂L/∂z of one step of one layer into ``DZ[i]``, from dh = ``DH[i, lo:lo + H]`` and
-    (LSTM) dc = ``DC[i, lo:lo + H]``, which becomes ∂L/∂c_prev:
+@jit
+def gate_grads(cell, S, rows, SL, o_act, o_cp, o_tc, H, DH, DC, DZ, n, lo, D):
+    """∂L/∂z of one step of one layer for a tile of n keys (one stream: a tile of one),
+    into ``DZ[i]`` from dh = ``DH[i, lo:lo + H]`` and (LSTM) dc = ``DC[i, lo:lo + H]``,
+    which becomes ∂L/∂c_prev:
 
          do = dh·tanh(c);  dc += dh·o·(1 - tanh²c)
          di = dc·g;  df = dc·c_prev;  dg = dc·i;  dc_prev = dc·f
          dz = [di·i(1-i), df·f(1-f), dg(1-g²), do·o(1-o)]
 
-    The step's fields are read at their offsets in the buffer ``S`` (a stream's buffer or a
-    key's row): the gates at ``S[a:]``, c_prev at ``S[cp:]``, tanh c at ``S[tc:]``; ``i`` is
-    the key's row of the tile (0 for one stream) and ``lo`` the layer's first column. ``D``:
-    H float64 of scratch for dc (float64 as the literals make it). Offsets rather than
-    views, and inlined in its callers: a view per field per key and step, passed to a
-    compiled call, cost more than the arithmetic on the keyed path (2.5x on that loop).
-    One loop per output: a single loop storing to five places is not vectorised.
+    Key i's step is the slot at ``SL[i]`` of the row ``S[rows[i]]``: its gates at offset
+    ``o_act``, c_prev at ``o_cp``, tanh c at ``o_tc`` in the slot. ``D``: H float64 of
+    scratch for dc (float64 as the literals make it). Offsets rather than views: a view per
+    field per key and step cost more than the arithmetic on the keyed path (2.5x on this
+    loop). One loop per output: a single loop storing to five places is not vectorised.
     """
-    a, cp, tc = max(a, 0), max(cp, 0), max(tc, 0)  # known >= 0: no wraparound, the loops vectorise
-    if cell == CELL_RNN:
+    lo = max(lo, 0)  # offsets known to be >= 0: no wraparound, the loops vectorise
+    for i in range(n):
+        s = S[rows[i]]
+        sb = SL[i]
+        a = max(sb + o_act, 0)
+        if cell == CELL_RNN:
+            for j in range(H):
+                aj = s[a + j]
+                DZ[i, j] = DH[i, lo + j] * (1.0 - aj * aj)
+            continue
+        cp = max(sb + o_cp, 0)
+        tc = max(sb + o_tc, 0)
         for j in range(H):
-            aj = S[a + j]
-            DZ[i, j] = DH[i, lo + j] * (1.0 - aj * aj)
-        return
-    for j in range(H):
-        tcj = S[tc + j]
-        D[j] = DC[i, lo + j] + DH[i, lo + j] * S[a + 3 * H + j] * (1.0 - tcj * tcj)
-    for j in range(H):
-        ig = S[a + j]
-        DZ[i, j] = D[j] * S[a + 2 * H + j] * ig * (1.0 - ig)
-    for j in range(H):
-        fg = S[a + H + j]
-        DZ[i, H + j] = D[j] * S[cp + j] * fg * (1.0 - fg)
-    for j in range(H):
-        gg = S[a + 2 * H + j]
-        DZ[i, 2 * H + j] = D[j] * S[a + j] * (1.0 - gg * gg)
-    for j in range(H):
-        og = S[a + 3 * H + j]
-        DZ[i, 3 * H + j] = DH[i, lo + j] * S[tc + j] * og * (1.0 - og)
-    for j in range(H):
-        DC[i, lo + j] = D[j] * S[a + H + j]
+            tcj = s[tc + j]
+            D[j] = DC[i, lo + j] + DH[i, lo + j] * s[a + 3 * H + j] * (1.0 - tcj * tcj)
+        for j in range(H):
+            ig = s[a + j]
+            DZ[i, j] = D[j] * s[a + 2 * H + j] * ig * (1.0 - ig)
+        for j in range(H):
+            fg = s[a + H + j]
+            DZ[i, H + j] = D[j] * s[cp + j] * fg * (1.0 - fg)
+        for j in range(H):
+            gg = s[a + 2 * H + j]
+            DZ[i, 2 * H + j] = D[j] * s[a + j] * (1.0 - gg * gg)
+        for j in range(H):
+            og = s[a + 3 * H + j]
+            DZ[i, 3 * H + j] = DH[i, lo + j] * s[tc + j] * og * (1.0 - og)
+        for j in range(H):
+            DC[i, lo + j] = D[j] * s[a + H + j]
 
 
 @jit
-def cell_backward(cell, WT, S, a, cp, tc, xh, DH, DC, DZ, lo, D, dW, db, dxh):
-    """Backward through one step of one layer of one stream (``gate_grads`` with i = 0).
+def cell_backward(cell, WT, S, rows, SL, o_act, o_cp, o_tc, xh, DH, DC, DZ, lo, D, dW, db, dxh):
+    """Backward through one step of one layer of one stream: ``gate_grads`` for a tile of
+    one (row ``rows[0]`` of ``S``, its slot at ``SL[0]``; dh and dc in row 0 of DH and DC
+    from column ``lo``), then the weight gradient and the gradient of the step's input.
 
-    In: dh = DH[0, lo:lo + H] = ∂L/∂h (this step), dc = DC[0, lo:lo + H] = ∂L/∂c (from the
-    next step; LSTM only), the step's fields at their offsets in ``S`` and its input ``xh``.
     Out: dW, db accumulated; dxh = ∂L/∂[x; h_prev]; dc becomes ∂L/∂c_prev.
     """
-    H = D.shape[0]
-    gate_grads(cell, S, a, cp, tc, H, DH, DC, DZ, 0, lo, D)
+    gate_grads(cell, S, rows, SL, o_act, o_cp, o_tc, D.shape[0], DH, DC, DZ, 1, lo, D)
     dz = DZ[0]
     G = dz.shape[0]
     for r in range(G):

@@ -423,19 +423,18 @@ def readout_back(back, m, rows, S, C, P, G, F, I, DH, SL, WIN, INV, dout):
 
 @jit
 def layer_gates_back(l, na, rows, SL, S, I, DH, DC, DZ, XB, D):
-    """Layer l's gate gradients of the na active keys into ``DZ`` (``gate_grads``, row i
-    for key i; DC becomes ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``;
-    ``D``: H float64 of scratch."""
-    H, cell = I[I_H], I[I_CELL]
+    """Layer l's gate gradients of the na active keys into ``DZ`` (``gate_grads``; DC
+    becomes ∂L/∂c_prev) and their step inputs [x; h_prev] into ``XB``; ``D``: H float64
+    of scratch."""
+    H = I[I_H]
     rec = I_LAYERS + I_PER_LAYER * l
     n_xh = I[rec + L_IN] + H
-    o_xh, o_act, o_cp, o_tc = I[rec + L_SLOT_XH], I[rec + L_SLOT_ACT], I[rec + L_SLOT_C_PREV], I[rec + L_SLOT_TANH_C]
-    lo = max(l * H, 0)  # offsets known to be >= 0: indexing needs no wraparound, loops vectorise
+    gate_grads(I[I_CELL], S, rows, SL, I[rec + L_SLOT_ACT], I[rec + L_SLOT_C_PREV], I[rec + L_SLOT_TANH_C], H,
+               DH, DC, DZ, na, max(l * H, 0), D)
+    o_xh = I[rec + L_SLOT_XH]
     for i in range(na):
         s = S[rows[i]]
-        sb = SL[i]
-        gate_grads(cell, s, sb + o_act, sb + o_cp, sb + o_tc, H, DH, DC, DZ, i, lo, D)
-        x = max(sb + o_xh, 0)
+        x = max(SL[i] + o_xh, 0)
         for k in range(n_xh):
             XB[i, k] = s[x + k]
 

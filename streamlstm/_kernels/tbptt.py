@@ -279,6 +279,9 @@ def backward_window(P, R, F, I):
     dout = R[I[I_GRAD_OUT]:I[I_GRAD_OUT] + n_out]
     DZ = R[I[I_GRAD_Z]:I[I_GRAD_Z] + I[I_G]].reshape((1, I[I_G]))
     D = np.empty(H, np.float64)
+    S = R.reshape((1, R.shape[0]))  # the stream as a tile of one row, its slot in SL
+    row0 = np.zeros(1, np.int64)
+    SL = np.empty(1, np.int64)
     transpose_weights(P, R, I)
     V, _ = readout_params(P, I, 0)
     dV, da = readout_params(P, I, n_par)
@@ -311,8 +314,9 @@ def backward_window(P, R, F, I):
             xh = R[slot_base + I[rec + L_SLOT_XH]:slot_base + I[rec + L_SLOT_XH] + n_xh]
             dh = dh_all[l * H:(l + 1) * H]
             dxh = R[I[I_GRAD_XH]:I[I_GRAD_XH] + n_xh]
-            cell_backward(cell, WT, R, slot_base + I[rec + L_SLOT_ACT], slot_base + I[rec + L_SLOT_C_PREV],
-                          slot_base + I[rec + L_SLOT_TANH_C], xh, DH, DC, DZ, l * H, D, dW, db, dxh)
+            SL[0] = slot_base
+            cell_backward(cell, WT, S, row0, SL, I[rec + L_SLOT_ACT], I[rec + L_SLOT_C_PREV], I[rec + L_SLOT_TANH_C],
+                          xh, DH, DC, DZ, l * H, D, dW, db, dxh)
             n_x = n_xh - H
             for j in range(H):
                 dh[j] = dxh[n_x + j]  # flows to the previous step of this layer
