@@ -76,6 +76,21 @@ def _decode_key(v: Any) -> Hashable:
 
 
 _NUMBA_THREADS: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]  # numba's pool size, fixed
+# Numba's GNU OpenMP threads do not survive a fork: a forked child that enters a threaded loop
+# is terminated ("fork() called from a process already using GNU OpenMP"). So a process
+# forked after this one learned on threads learns on one thread (multiprocessing forks by
+# default on Linux before Python 3.14).
+_threads_used = False
+_forked_after_threads = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_threads
+    _forked_after_threads = _forked_after_threads or _threads_used
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def usable_cpus() -> int:
@@ -139,8 +154,9 @@ class KeyedLSTM:
         depend on it: the keys' gradients are summed in the same tiles and order with any
         count. Not saved with a snapshot (a property of the machine). On a core another
         process keeps busy, a second thread only waits: use ``threads=1`` there. Numba's
-        GNU OpenMP threads do not survive a ``fork``: a process that forks workers after
-        learning with threads should give them ``threads=1`` or start them with ``spawn``.
+        GNU OpenMP threads do not survive a ``fork``, so in a process forked after this one
+        learned on threads (``multiprocessing``'s default on Linux), learning runs on one
+        thread whatever ``threads`` says.
     clock
         Time source for ``ttl_unit="seconds"`` (default ``time.monotonic``).
 
@@ -593,15 +609,19 @@ class KeyedLSTM:
         saved = m._R[ring:se].copy()
         t, since = int(I[K.I_T]), int(I[K.I_SINCE])
         # chunks as asked (the numbers do not depend on them), run on the threads numba has
-        chunks = self.threads or usable_cpus()
+        chunks = 1 if _forked_after_threads else self.threads or usable_cpus()
         self._opt[KK.O_THREADS] = chunks
-        before = numba.get_num_threads()
+        before = numba.get_num_threads() if chunks > 1 else 0
         try:
-            numba.set_num_threads(min(chunks, _NUMBA_THREADS))
+            if chunks > 1:
+                global _threads_used
+                _threads_used = True
+                numba.set_num_threads(min(chunks, _NUMBA_THREADS))
             self._waves = KK.k_learn(rows, X, Y, M, lag, out, self._S, self._C, self._occ, m._P, m._R, m._F, I,
                                      self._opt, self._stats)
         finally:
-            numba.set_num_threads(before)
+            if chunks > 1:
+                numba.set_num_threads(before)
             m._R[ring:se] = saved
             I[K.I_T], I[K.I_SINCE] = t, since
         self._contributions = int(self._stats[KK.S_NCONTRIB])

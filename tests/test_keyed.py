@@ -7,6 +7,8 @@ core's order and call the core's own cell, normaliser, output, backward and opti
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import pickle
 import zlib
 
@@ -264,6 +266,26 @@ def test_learning_does_not_depend_on_threads(cell, layers, dtype):
         for a, b in zip(runs[0], other):
             assert np.array_equal(a, b)
     assert runs[0][4][3] > 0  # labels did fall off their windows
+
+
+def _learn_in_child(threads):
+    model = make_model(dtype="float32")
+    engine = KeyedLSTM(model, learn=True, threads=threads)
+    rng = np.random.default_rng(3)
+    out = engine.learn_many(rng.integers(0, 200, 800), rng.normal(size=(800, N_IN)), rng.normal(size=(800, 2)))
+    return out, model._P
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: POSIX only")
+def test_a_process_forked_after_learning_on_threads_learns_on_one():
+    """Numba's GNU OpenMP threads do not survive a fork: a child entering a threaded loop is
+    terminated. A child forked after its parent learned on threads learns on one thread,
+    with the same numbers (the parent learns on 3 chunks first)."""
+    expected = _learn_in_child(3)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_learn_in_child, (3,)).get(timeout=60)  # a terminated child never answers
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
 
 
 def test_threads_setting_is_checked():
