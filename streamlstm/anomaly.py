@@ -112,10 +112,10 @@ class AnomalyScorer:
         self.use_window = bool(use_window)
         self.use_flat = bool(use_flat)
         # a calibrator state with a row per channel (residual, flat line, recent window) and a
-        # row of the scorer's own fields per key; its parameters extended with the scorer's
-        # the scale is clipped at ``clip`` alone (``clip_tail=0``): the scores measured on the NAB
-        # dev streams (37.6) are those; with the tail-following clip of the intervals they were
-        # 34.2 (docs/calibration.md)
+        # row of the scorer's own fields per key; its parameters extended with the scorer's.
+        # The scale is clipped at ``clip`` alone (``clip_tail=0``): the scores measured on the
+        # NAB dev streams (37.6) are those; with the tail-following clip of the intervals they
+        # were 34.2 (docs/calibration.md)
         self.calibrator = OnlineCalibrator(levels=levels, horizon=4, lr=lr, decay=decay, clip=clip, tail_grid=tail_grid,
                                            n_keys=n_keys, clip_tail=0.0)
         if self.calibrator.width < K.A_WIDTH:

@@ -8,6 +8,7 @@ single-stream model and swapped states. See ``docs/keyed.md``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
@@ -87,15 +88,14 @@ _forked_after_threads = False
 def _after_fork_in_child() -> None:
     global _forked_after_threads
     _forked_after_threads = _forked_after_threads or _threads_used
+    usable_cpus.cache_clear()   # a child may be given other CPUs
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
+@functools.cache
 def usable_cpus() -> int:
     """The CPUs this process may run on: its CPU affinity, and its cgroup's CPU quota when
-    one is set (a container limited to 1.5 CPUs of a 64-core host gets 1, not 64).
+    one is set (a container limited to 1.5 CPUs of a 64-core host gets 1, not 64). Read
+    once per process (a file read is not for every call of ``learn_many``).
 
     >>> usable_cpus() >= 1
     True
@@ -112,6 +112,10 @@ def usable_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, n)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class KeyedLSTM:
@@ -608,8 +612,10 @@ class KeyedLSTM:
         ring, se = int(I[K.I_RING]), m._state_end
         saved = m._R[ring:se].copy()
         t, since = int(I[K.I_T]), int(I[K.I_SINCE])
-        # chunks as asked (the numbers do not depend on them), run on the threads numba has
-        chunks = 1 if _forked_after_threads else self.threads or usable_cpus()
+        # chunks as asked (the numbers do not depend on them), run on the threads numba has;
+        # a batch smaller than two forward tiles and than one backward tile runs on one anyway
+        small = X.shape[0] < min(2 * self._opt[KK.O_TILE], self._opt[KK.O_BACKWARD_TILE] + 1)
+        chunks = 1 if _forked_after_threads or small else self.threads or usable_cpus()
         self._opt[KK.O_THREADS] = chunks
         before = numba.get_num_threads() if chunks > 1 else 0
         try:

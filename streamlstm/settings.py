@@ -274,7 +274,7 @@ class KeyedSettings:
     max_keys: int | None = _setting(None, "keep at most this many keys (least recently used go)",
                                     _optional_int(1))
     update_input_stats: bool = _setting(True, "events update the running input statistics", _flag)
-    threads: int | None = _setting(None, "threads for learning many keys at once (None: all of numba's)",
+    threads: int | None = _setting(None, "threads for learning many keys at once (None: the usable CPUs)",
                                    _optional_int(1))
 
     def __post_init__(self) -> None:

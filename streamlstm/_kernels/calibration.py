@@ -58,13 +58,14 @@ def integral_term(integral, n, P, q):
     exact coverage accumulates by chance, which moves nothing."""
     if P[P_GAIN] == 0.0 or integral == 0.0:
         return 0.0
-    chance = P[P_BAND] * math.sqrt(n * q * (1.0 - q))
-    if integral > chance:
-        integral -= chance
-    elif integral < -chance:
-        integral += chance
-    else:
-        return 0.0
+    if P[P_BAND] > 0.0:
+        chance = P[P_BAND] * math.sqrt(n * q * (1.0 - q))
+        if integral > chance:
+            integral -= chance
+        elif integral < -chance:
+            integral += chance
+        else:
+            return 0.0
     x = integral * math.log(n + 2.0) / (P[P_CSAT] * (n + 2.0))
     limit = P[P_LIMIT]
     if x > limit:

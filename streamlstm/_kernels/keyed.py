@@ -550,35 +550,53 @@ def merge_counters(I, I0, IC, n):
                 I[q] += d
 
 
+@jit
+def chunk_start(a0, a1, c, nch):
+    """The first event (in wave order) of chunk c of the nch chunks of ``order[a0:a1]``."""
+    return a0 + ((a1 - a0) * c) // nch
+
+
+@jit
+def learn_chunk(order, lo, hi, tile, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, nd):
+    """``learn_tile`` over the events ``order[lo:hi]`` of a wave, a tile at a time; their due
+    rows go to ``due[:nd[0]]``."""
+    nd[0] = 0
+    a = lo
+    while a < hi:
+        n = min(tile, hi - a)
+        learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH, Z, SB, due, nd)
+        a += n
+
+
 @jit_parallel
 def forward_chunks(order, a0, a1, nch, tile, rows, XS, YS, mask, lag, RAW, S, C, P, IC, XH, Z, SB, due, ND):
-    """``learn_tile`` over the events ``order[a0:a1]`` of one wave (distinct keys), in nch
-    contiguous chunks side by side, chunk c with its own scratch and copy of I (``IC[c]``);
-    its due rows go to ``due[lo - a0:]`` (lo: its first event), ``ND[c]`` of them. Each key's
-    numbers do not depend on the chunking (every tile computes each key as alone)."""
-    n_ev = a1 - a0
+    """``learn_chunk`` for the nch chunks of the wave ``order[a0:a1]`` (distinct keys) side by
+    side, chunk c with its own scratch and copy of I (``IC[c]``); its due rows go to
+    ``due[lo - a0:]`` (lo: its first event), ``ND[c]`` of them. Each key's numbers do not
+    depend on the chunking (every tile computes each key as alone)."""
     for c in prange(nch):
-        lo = a0 + (n_ev * c) // nch
-        hi = a0 + (n_ev * (c + 1)) // nch
-        nd = ND[c:c + 1]
-        nd[0] = 0
-        a = lo
-        while a < hi:
-            n = min(tile, hi - a)
-            learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, IC[c], XH[c], Z[c], SB[c],
-                       due[lo - a0:hi - a0], nd)
-            a += n
+        lo = chunk_start(a0, a1, c, nch)
+        hi = chunk_start(a0, a1, c + 1, nch)
+        learn_chunk(order, lo, hi, tile, rows, XS, YS, mask, lag, RAW, S, C, P, IC[c], XH[c], Z[c], SB[c],
+                    due[lo - a0:hi - a0], ND[c:c + 1])
+
+
+@jit
+def backward_slot(due, n_due, bt, t, j, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, D, GB, TS):
+    """``backward_tile`` for tile t (due keys ``t * bt`` onwards) with scratch slot j: its
+    gradient in ``GB[j]``, its stats in ``TS[j]``."""
+    a = t * bt
+    backward_tile(due[a:a + min(bt, n_due - a)], min(bt, n_due - a), S, C, P, R, F, I, DH[j], DC[j], DZ[j], XB[j],
+                  DXH[j], dout[j], SL[j], WIN[j], INV[j], D[j], GB[j], TS[j])
 
 
 @jit_parallel
 def backward_group(due, n_due, bt, t0, nt, S, C, P, R, F, IC, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, D, GB, TS):
-    """``backward_tile`` for the nt tiles of bt due keys starting at tile t0, side by side:
-    tile j with its own scratch, gradient ``GB[j]``, stats ``TS[j]`` and copy of I ``IC[j]``."""
+    """``backward_slot`` for the nt tiles from tile t0 side by side, tile t0 + j in slot j
+    with its own copy of I ``IC[j]``."""
     for j in prange(nt):
-        a = (t0 + j) * bt
-        n = min(bt, n_due - a)
-        backward_tile(due[a:a + n], n, S, C, P, R, F, IC[j], DH[j], DC[j], DZ[j], XB[j], DXH[j], dout[j],
-                      SL[j], WIN[j], INV[j], D[j], GB[j], TS[j])
+        backward_slot(due, n_due, bt, t0 + j, j, S, C, P, R, F, IC[j], DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, D,
+                      GB, TS)
 
 
 @jit
@@ -640,32 +658,25 @@ def k_learn(rows, X, Y, mask, lag, out, S, C, occ, P, R, F, I, opt, stats):
         n_due = 0
         nch = min(nf, (a1 - a0 + tile - 1) // tile)
         if nch <= 1:
-            ND[0] = 0
-            a = a0
-            while a < a1:
-                n = min(tile, a1 - a)
-                learn_tile(order[a:a + n], n, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH[0], Z[0], SB[0],
-                           due, ND[:1])
-                a += n
+            learn_chunk(order, a0, a1, tile, rows, XS, YS, mask, lag, RAW, S, C, P, I, XH[0], Z[0], SB[0], due,
+                        ND[:1])
             n_due = ND[0]
         else:
+            I0[:] = I
             for c in range(nch):
-                I0[:] = I
                 IC[c] = I
             forward_chunks(order, a0, a1, nch, tile, rows, XS, YS, mask, lag, RAW, S, C, P, IC, XH, Z, SB, due, ND)
             merge_counters(I, I0, IC, nch)
             for c in range(nch):  # each chunk's due rows, in chunk order, to the front
-                lo = (a1 - a0) * c // nch
+                lo = chunk_start(a0, a1, c, nch) - a0
                 for q in range(ND[c]):
                     due[n_due + q] = due[lo + q]
                 n_due += ND[c]
         n_tiles = (n_due + bt - 1) // bt
         if nb == 1 or n_tiles == 1:
             for t in range(n_tiles):
-                a = t * bt
-                n = min(bt, n_due - a)
-                backward_tile(due[a:a + n], n, S, C, P, R, F, I, DH[0], DC[0], DZ[0], XB[0], DXH[0], dout[0],
-                              SL[0], WIN[0], INV[0], D[0], GB[0], TST[0])
+                backward_slot(due, n_due, bt, t, 0, S, C, P, R, F, I, DH, DC, DZ, XB, DXH, dout, SL, WIN, INV, D,
+                              GB, TST)
                 fold_tile(GB[0], TST[0], acc, stats, I)
         else:
             for t0 in range(0, n_tiles, nb):
