@@ -71,15 +71,15 @@ def load_series() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def point_forecasts(y: np.ndarray, keys: np.ndarray, asked: str = "due"
+def point_forecasts(y: np.ndarray, keys: np.ndarray, asked: str = "due", levels: tuple[float, ...] = LEVELS
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The engine's prequential one-step forecasts, our bounds ``(levels, events)`` given with
     them, and a mask of the events that have both (a key's first two values have not).
     ``asked="due"``: ``forecast_interval(key)`` asked just before the key's value is learned;
     ``"after"``: right after its previous value, and never again (the CLI's rows)."""
-    model = Forecaster(interval_levels=LEVELS)
+    model = Forecaster(interval_levels=levels)
     f = np.full(y.shape, np.nan)
-    lo, hi = np.full((len(LEVELS), y.shape[0]), np.nan), np.full((len(LEVELS), y.shape[0]), np.nan)
+    lo, hi = np.full((len(levels), y.shape[0]), np.nan), np.full((len(levels), y.shape[0]), np.nan)
     issued: dict[int, tuple] = {}
     for t, k in enumerate(keys.tolist()):
         if k in issued:
@@ -169,15 +169,19 @@ def score(y, lo, hi, start):
     return float(covered.mean()), float(np.mean(width)) if np.isfinite(width).all() else math.inf
 
 
-def matched_width(method: Callable, y, f, keys, start, target: float) -> tuple[float, float, float]:
-    """Smallest nominal level (bisection) at which ``method`` covers at least ``target``."""
+def matched_width(method: Callable, y, f, keys, start, target: float, steps: int = 10) -> tuple[float, float, float]:
+    """Smallest nominal level (bisection) at which ``method`` covers at least ``target``: ``(level,
+    coverage, mean width)``. A method that covers less than ``target`` even at level 0.999 cannot
+    reach it (the jackknife's bounds stop at the largest residual seen): its width there is
+    returned with that lower coverage, and :func:`no_wider` counts ours as no wider, as against
+    ACI's infinite bounds."""
     lo_level, hi_level = 0.5, 0.999
     best = None
     cov, width = score(y, *method(y, f, keys, hi_level), start)
     if cov < target:
         return hi_level, cov, width
     best = (hi_level, cov, width)
-    for _ in range(10):
+    for _ in range(steps):
         mid = 0.5 * (lo_level + hi_level)
         cov, width = score(y, *method(y, f, keys, mid), start)
         if cov >= target:
@@ -185,6 +189,28 @@ def matched_width(method: Callable, y, f, keys, start, target: float) -> tuple[f
         else:
             lo_level = mid
     return best
+
+
+def no_wider(width: float, matched: tuple[float, float, float], target: float) -> bool:
+    """Ours (``width`` at coverage ``target``) no wider than a peer matched to that coverage;
+    a peer that cannot reach it at any level has no interval that covers as much."""
+    return width <= matched[2] or matched[1] < target
+
+
+def key_coverage(y, lo, hi, keys, start) -> np.ndarray:
+    """Coverage of each key's scored events (after the warm-up ``start``)."""
+    covered = (lo[start:] <= y[start:]) & (y[start:] <= hi[start:])
+    k = keys[start:]
+    return np.array([covered[k == key].mean() for key in np.unique(k)])
+
+
+def ours_at_level(y_all: np.ndarray, keys_all: np.ndarray, has: np.ndarray) -> Callable:
+    """Ours as a method of the level alone (``Forecaster(interval_levels=(level,))``, a run of the
+    engine each), on the events ``has`` selects: for matching our level to a peer's coverage."""
+    def method(y, f, keys, level):
+        _, lo, hi, _ = point_forecasts(y_all, keys_all, levels=(level,))
+        return lo[0, has], hi[0, has]
+    return method
 
 
 def per_event_cost(repeats: int = 7, events: int = 20000) -> list[tuple[str, float]]:
@@ -301,9 +327,12 @@ def main() -> None:
     rows = []
     wins = {"ACI": 0, "jackknife": 0}
     finite = {"ACI": 0, "jackknife": 0}  # cases where the peer's matched intervals were finite
+    unreached = {"ACI": 0, "jackknife": 0}  # cases where the peer covered less than ours at any level
     start_of = warm_up
     compared = 0
     series_wins = {"ACI": 0, "jackknife": 0}   # series where ours is no wider at most of its levels
+    reverse_wins, reverse_series = 0, 0   # ours matched to the jackknife's coverage at nominal
+    per_key = []   # panels: (name, level, ours' coverage per key, the matched jackknife's per key)
     panels = []
     for name, (y, keys) in series.items():
         if keys.max() > 0:   # a panel: also the intervals as the CLI writes them (a round before)
@@ -312,10 +341,13 @@ def main() -> None:
             sa = start_of(ya)
             panels.append((name, ya.shape[0] - sa, [score(ya, la[j], ha[j], sa) for j in range(len(LEVELS))]))
         here = {"ACI": 0, "jackknife": 0}
+        here_reverse = 0
+        y_all, keys_all = y, keys
         f, our_lo, our_hi, has = point_forecasts(y, keys)
         y, keys, f, our_lo, our_hi = y[has], keys[has], f[has], our_lo[:, has], our_hi[:, has]
         start = start_of(y)
         n = y.shape[0] - start
+        ours_alone = ours_at_level(y_all, keys_all, has)
         for j, level in enumerate(LEVELS):
             cov, width = score(y, our_lo[j], our_hi[j], start)
             band = 1.96 * math.sqrt(level * (1 - level) / n)
@@ -325,16 +357,28 @@ def main() -> None:
             jk_nom = score(y, *jackknife(y, f, keys, level), start)
             aci_m = matched_width(mapie_aci, y, f, keys, start, cov)
             jk_m = matched_width(jackknife, y, f, keys, start, cov)
+            # the other way round: our level searched for the coverage the jackknife reaches at nominal
+            ours_m = matched_width(ours_alone, y, f, keys, start, jk_nom[0], steps=8)
+            reverse = ours_m[1] >= jk_nom[0] and ours_m[2] <= jk_nom[1]
+            reverse_wins += reverse
+            here_reverse += reverse
             compared += 1
             for peer, matched in (("ACI", aci_m), ("jackknife", jk_m)):
-                wins[peer] += width <= matched[2]
-                here[peer] += width <= matched[2]
+                wins[peer] += no_wider(width, matched, cov)
+                here[peer] += no_wider(width, matched, cov)
                 finite[peer] += math.isfinite(matched[2])
-            rows.append((name, y.shape[0] + 1, level, cov, tol, ok, width, aci_nom, jk_nom, aci_m, jk_m))
+                unreached[peer] += matched[1] < cov
+            rows.append((name, y.shape[0] + 1, level, cov, tol, ok, width, aci_nom, jk_nom, aci_m, jk_m, ours_m))
+            if keys.max() > 0:   # how each method's coverage spreads over the keys at the same pooled coverage
+                jk_lo, jk_hi = jackknife(y, f, keys, jk_m[0])
+                per_key.append((name, level, key_coverage(y, our_lo[j], our_hi[j], keys, start),
+                                key_coverage(y, jk_lo, jk_hi, keys, start)))
             print(f"{name} {level}: ours {cov:.3f} w {width:.3g} | ACI {aci_nom[0]:.3f} w {aci_nom[1]:.3g} "
-                  f"matched {aci_m[2]:.3g} | JK {jk_nom[0]:.3f} w {jk_nom[1]:.3g} matched {jk_m[2]:.3g}", flush=True)
+                  f"matched {aci_m[2]:.3g} | JK {jk_nom[0]:.3f} w {jk_nom[1]:.3g} matched {jk_m[2]:.3g} ({jk_m[1]:.3f}) "
+                  f"| ours at JK's coverage {ours_m[2]:.3g} ({ours_m[1]:.3f})", flush=True)
         for peer in here:
             series_wins[peer] += 2 * here[peer] > len(LEVELS)
+        reverse_series += 2 * here_reverse > len(LEVELS)
     lines = ["<!-- intervals:start -->", "## Prediction intervals: coverage and width (`bench/bench_intervals.py`)", "",
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, one run. One-step intervals around the same "
              "prequential point forecasts, the default forecasting engine's (`Forecaster()`, per key on the "
@@ -345,17 +389,28 @@ def main() -> None:
              "more, else the 95% binomial band around nominal.", "",
              "| series | rows | level | ours: coverage | tolerance | within | ours: width | ACI at nominal: "
              "coverage, width | jackknife at nominal: coverage, width | MAPIE ACI width at our coverage | jackknife "
-             "width at our coverage |", "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|"]
-    for name, rows_, level, cov, tol, ok, width, a, j, am, jm in rows:
+             "width at our coverage | ours (one level) at the jackknife's coverage |",
+             "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|---:|"]
+
+    def matched_cell(m, target):
+        return f"{m[2]:.4g} ({m[1]:.3f})" + ("" if m[1] >= target else " cannot reach")
+
+    for name, rows_, level, cov, tol, ok, width, a, j, am, jm, om in rows:
         lines.append(f"| {name} | {rows_} | {level} | {cov:.3f} | ±{tol:.3f} | {'yes' if ok else '**no**'} | "
-                     f"{width:.4g} | {a[0]:.3f}, {a[1]:.4g} | {j[0]:.3f}, {j[1]:.4g} | {am[2]:.4g} ({am[1]:.3f}) | "
-                     f"{jm[2]:.4g} ({jm[1]:.3f}) |")
+                     f"{width:.4g} | {a[0]:.3f}, {a[1]:.4g} | {j[0]:.3f}, {j[1]:.4g} | {matched_cell(am, cov)} | "
+                     f"{matched_cell(jm, cov)} | {matched_cell(om, j[0])} |")
     n_series = len(series)
     lines += ["", f"Ours no wider than MAPIE's ACI at the same achieved coverage in {wins['ACI']} of {compared} "
               f"(series, level) cases ({compared - finite['ACI']} of them because ACI's bounds were infinite) and on "
               f"{series_wins['ACI']} of {n_series} series (no wider at a majority of its three levels); no wider "
-              f"than River's jackknife in {wins['jackknife']} of {compared} cases and on {series_wins['jackknife']} of "
-              f"{n_series} series. In brackets: the coverage the peer reached at the matched nominal level.", "",
+              f"than River's jackknife in {wins['jackknife']} of {compared} cases ({unreached['jackknife']} of them because "
+              f"the jackknife covered less than ours even at level 0.999: its bounds stop at the largest residual "
+              f"seen) and on {series_wins['jackknife']} of {n_series} series. In brackets: the coverage the peer "
+              f"reached at the matched nominal level. The other way round, our level alone "
+              f"(`Forecaster(interval_levels=(level,))`, bisection) searched for the coverage the jackknife reaches "
+              f"at nominal: ours no wider in {reverse_wins} of {compared} cases and on {reverse_series} of "
+              f"{n_series} series. Both ways the jackknife's level is chosen with hindsight of the whole series, "
+              f"which an online method cannot do.", "",
               "The panels' intervals as issued right after each key's previous value and never asked again "
               "(what `streamlstm run --key K --ahead 1 --interval ...` writes on that row, a round of keys before "
               "the value; the engine then scores the value against those):", "",
@@ -367,6 +422,14 @@ def main() -> None:
             band = 1.96 * math.sqrt(level * (1 - level) / n_scored)
             cells.append(f"{cov:.3f} (±{band:.3f}){'' if abs(cov - level) <= band else ' **out**'}")
         lines.append(f"| {name} | {n_scored} | " + " | ".join(cells) + " |")
+    lines += ["", "On the panels the jackknife is one interval for all keys (per key it cannot calibrate: "
+              "too few values each). At the same pooled coverage, how the coverage spreads over the keys "
+              "(each key's coverage of its scored values; ours: each key's own scale, pooled trackers):", "",
+              "| panel | level | keys | ours: sd of the keys' coverage, lowest, highest | jackknife (matched level): "
+              "sd, lowest, highest |", "|---|---:|---:|---:|---:|"]
+    for name, level, ours_k, jk_k in per_key:
+        lines.append(f"| {name} | {level} | {ours_k.shape[0]} | {ours_k.std():.3f}, {ours_k.min():.2f}, "
+                     f"{ours_k.max():.2f} | {jk_k.std():.3f}, {jk_k.min():.2f}, {jk_k.max():.2f} |")
     lines += ["",
               "Peers: MAPIE's ACI (`TimeSeriesRegressor(method=\"aci\", cv=\"prefit\")` around an estimator "
               "returning the given forecast, calibrated on the warm-up, then predict / "
