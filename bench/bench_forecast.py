@@ -294,17 +294,18 @@ OURS = {
 
 @contextlib.contextmanager
 def engine_constants(kw: dict):
-    """``kw`` without its ``"_engine"`` and ``"_season"`` entries, with those constants of the
-    engine and of the season detection set meanwhile."""
-    from streamlstm.forecasting import engine, season
+    """``kw`` without its ``"_engine"``, ``"_season"`` and ``"_aggregation"`` entries, with those
+    constants of the engine, of the season detection and of the aggregation set meanwhile."""
+    from streamlstm.forecasting import aggregation, engine, season
 
     changes = [(engine, k, v) for k, v in kw.get("_engine", {}).items()]
     changes += [(season, k, v) for k, v in kw.get("_season", {}).items()]
+    changes += [(aggregation, k, v) for k, v in kw.get("_aggregation", {}).items()]
     saved = [(mod, k, getattr(mod, k)) for mod, k, _ in changes]
     for mod, k, v in changes:
         setattr(mod, k, v)
     try:
-        yield {k: v for k, v in kw.items() if k not in ("_engine", "_season")}
+        yield {k: v for k, v in kw.items() if k not in ("_engine", "_season", "_aggregation")}
     finally:
         for mod, k, v in saved:
             setattr(mod, k, v)
@@ -522,7 +523,11 @@ def run(only: str | None, use_statsforecast: bool, every: int, speed_only: bool 
                                   ("ours, no log Holt-Winters nor seasonal mean",
                                    OURS["ours, no log Holt-Winters nor seasonal mean"]),
                                   ("ours, season confirmed after 2 cycles and 24 changes",
-                                   OURS["ours, season confirmed after 2 cycles and 24 changes (was 1.5 and 20)"])):
+                                   OURS["ours, season confirmed after 2 cycles and 24 changes (was 1.5 and 20)"]),
+                                  ("ours, far horizons on their own losses only",
+                                   {"_aggregation": {"FAR_SECOND_LEVEL": False}}),
+                                  ("ours, far horizons on their own losses only (season given)",
+                                   {"season": m, "_aggregation": {"FAR_SECOND_LEVEL": False}})):
                     if want(oname):
                         with engine_constants(kw) as kw:
                             multi[oname][name] = score_series(lambda kw=kw, h=h: Ours(horizon=h, **kw), ys, h, h)["horizon_mae"]

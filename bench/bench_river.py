@@ -275,6 +275,24 @@ def render(entries, acc, speed, errors, dr_versions, repeats) -> str:
     return "\n".join(L) + "\n"
 
 
+def keep_previous(kept, datasets, acc, speed, errors):
+    """Put the rows of the entries ``kept`` (not run now) from the last run saved in
+    ``results_river.json`` into ``acc`` / ``speed``, with a note saying from when; returns that
+    run's deep-river versions."""
+    with open(RESULTS_JSON) as f:
+        old = json.load(f)
+    for e in kept:
+        for ds in datasets:
+            r = old["accuracy"].get(f"{e.name} | {ds}")
+            if r is not None:
+                acc[(e.name, ds)] = r
+        if e.name in old.get("speed", {}):
+            speed[e.name] = old["speed"][e.name]
+    errors["deep-river"] = (f"its venv is not on this machine: its rows are those of the run of {old['date']} "
+                            "(same protocol and series; deep-river does not change with our code)")
+    return old.get("deepriver_versions")
+
+
 def write_section(text: str, path: str = RESULTS_MD):
     _results.write_section("river", text, path)
 
@@ -285,6 +303,8 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(peers.DATASETS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-deepriver", action="store_true")
+    ap.add_argument("--keep-deepriver", action="store_true",
+                    help="without deep-river's venv: keep its rows from the last run saved in results_river.json")
     ap.add_argument("--no-write", action="store_true", help="print the section, don't touch RESULTS.md")
     args = ap.parse_args(argv)
 
@@ -292,10 +312,14 @@ def main(argv=None):
     if args.only:
         keys = [k.strip().lower() for k in args.only.split(",")]
         entries = [e for e in entries if any(k in e.name.lower() for k in keys)]
-    if args.no_deepriver:
+    kept = [e for e in entries if isinstance(e, DeepRiverPeer)] if args.keep_deepriver else []
+    if args.no_deepriver or args.keep_deepriver:
         entries = [e for e in entries if not isinstance(e, DeepRiverPeer)]
     datasets = [d for d in args.datasets.split(",") if d]
     acc, speed, errors, drv = collect(entries, datasets, args.repeats)
+    if kept:
+        drv = keep_previous(kept, datasets, acc, speed, errors)
+        entries = [e for e in ENTRIES if e in entries or e in kept]
     text = render(entries, acc, speed, errors, drv, args.repeats)
     print(text)
     if not args.no_write:

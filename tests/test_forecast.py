@@ -13,7 +13,7 @@ import pytest
 
 from streamlstm import Forecaster, persistence
 from streamlstm.forecasting import experts as E
-from streamlstm.forecasting.aggregation import Aggregator
+from streamlstm.forecasting.aggregation import Aggregator, _update
 from streamlstm.forecasting.season import detect_season
 
 SUBMODULES = ["streamlstm.forecasting", "streamlstm.forecasting.engine", "streamlstm.forecasting.experts",
@@ -283,6 +283,94 @@ def test_aggregation_kernels_against_numpy(rule, discount):
         agg.update(0, f, y)
         np.testing.assert_allclose(agg.weights[0], w, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(agg.regret[0], regret, rtol=1e-9, atol=1e-12)
+
+
+def _reference_far_update(weights, losses, scale, meta, h, forecasts, y, t):
+    """A far horizon's update from its equations, in NumPy (returns the aggregate used): the
+    second level's candidates (EWA on the horizon's own cumulated losses and on their mean over
+    the far horizons 1 .. H-1), their ML-Poly regrets against the mixed forecast, then the
+    horizon's losses (as in ``_reference_update``), then the mixed weights; ``t``: the horizon's
+    number of updates before this one."""
+    awake = np.isfinite(forecasts)
+
+    def combine(w):
+        ww = np.where(awake, w, 0.0)
+        ww = ww / ww.sum() if ww.sum() > 0 else awake / max(awake.sum(), 1)
+        return float(ww @ np.where(awake, forecasts, 0.0))
+
+    def ewa(L, n):
+        v = np.exp(-4.0 * np.sqrt(3.0 / max(3.0, n)) * (L - L.min()))
+        return v / v.sum()
+
+    p = combine(weights[h])
+    for c, candidate in enumerate((ewa(losses[h], t), ewa(losses[1:].mean(axis=0), t))):
+        r = np.sign(p - y) * (p - combine(candidate))
+        meta[0, c] += r
+        meta[1, c] += r * r
+    loss = np.abs(np.where(awake, forecasts, p) - y)
+    scale[h] = scale[h] + 0.02 * (loss.mean() - scale[h]) if scale[h] > 0 else loss.mean()
+    if awake.any():
+        leader = np.flatnonzero(awake)[np.argmin(losses[h][awake])]
+        loss = np.where(awake, loss, abs(forecasts[leader] - y))
+    losses[h] += loss / scale[h]
+    a = np.maximum(meta[0], 0.0) / np.maximum(meta[1], 1e-300)
+    m = a / a.sum() if a.sum() > 0 else np.full(2, 0.5)
+    weights[h] = m[0] * ewa(losses[h], t + 1) + m[1] * ewa(losses[1:].mean(axis=0), t + 1)
+    return p
+
+
+@pytest.mark.parametrize("rule", ["ewa", "mlpoly+ewa"])
+def test_far_horizon_kernels_against_numpy(rule):
+    rng = np.random.default_rng(13)
+    H, E = 4, 5
+    agg = Aggregator(E, H, rule)
+    weights, losses = np.full((H, E), 1.0 / E), np.zeros((H, E))
+    scale, meta = np.zeros(H), np.zeros((2, 2))
+    for t in range(300):
+        y = rng.normal()
+        agg.update(0, y + rng.normal(0, [1.0, 0.1, 0.5, 2.0, 0.3]), y)   # one step ahead: not pooled
+        for h in range(1, H):
+            y = rng.normal()
+            f = y + rng.normal(0, [0.1, 0.5, 1.0, 2.0, 0.3]) * (1 + h) + [0.0, 0.5 * h, -0.5, 1.0, 0.2 * h]
+            if t < 40:
+                f[4] = np.nan                  # asleep at first
+            p = _reference_far_update(weights, losses, scale, meta, h, f, y, t)
+            assert agg.combine(h, f) == pytest.approx(p, rel=1e-12, abs=1e-12)
+            agg.update(h, f, y)
+            np.testing.assert_allclose(agg.weights[h], weights[h], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(agg.regret[1:], losses[1:], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(agg.meta, meta, rtol=1e-9, atol=1e-12)
+    assert (meta[1] > 0).all() and (agg.regret[0] != 0).any()
+
+
+def test_far_horizons_keep_their_own_best_expert_when_the_horizons_disagree():
+    # expert 0 is exact two steps ahead, expert 1 three steps ahead: pooling the far horizons'
+    # losses alone would give both horizons the same mixture; the second level learns to trust
+    # each horizon's own losses
+    agg = Aggregator(3, 3)
+    rng = np.random.default_rng(14)
+    for _ in range(400):
+        y = rng.normal()
+        agg.update(1, np.array([y, y + 1.0, y + 3.0]), y)
+        agg.update(2, np.array([y + 1.0, y, y + 3.0]), y)
+    assert agg.weights[1, 0] > 0.9 and agg.weights[2, 1] > 0.9
+    assert agg.meta[0, 0] > agg.meta[0, 1]
+
+
+def test_far_horizons_borrow_the_pooled_evidence_while_their_own_is_scant():
+    # the same best expert at every far horizon: the horizon updated least already trusts it
+    agg, alone = Aggregator(3, 4), Aggregator(3, 4)
+    rng = np.random.default_rng(15)
+    for t in range(60):
+        for h in (1, 2, 3):
+            if h == 3 and t % 10:
+                continue                      # horizon index 3 learns one value in ten
+            y = rng.normal()
+            f = np.array([y + rng.normal(0, 0.1), y + rng.normal(0, 1.0), y + 2.0])
+            agg.update(h, f, y)
+            _update(alone.weights[h], alone.regret[h], alone.squares[h], alone.scale, h, f, y, 1.0, False,
+                    alone.updates)
+    assert agg.weights[3, 0] > alone.weights[3, 0]
 
 
 def test_default_aggregation_is_mlpoly_then_ewa():

@@ -75,6 +75,9 @@ HOSTILE = {
     "duplicate key": (lambda m, a: m["streams"][1].update(key="a"), "twice"),
     "nan in covariance": (_set("array", "ar/0/P", _nan_at), "ar/0/P"),
     "negative weight": (_set("array", "agg/weights", lambda a: -a), "agg/weights"),
+    "far horizons' second level of another shape": (_set("array", "agg/meta", lambda a: a[:1]), "agg/meta"),
+    "negative squared regret of the second level": (_set("array", "agg/meta", lambda a: a * 0.0 - 1.0), "agg/meta"),
+    "nan in the second level": (_set("array", "agg/meta", _nan_at), "agg/meta"),
     "profile of the wrong length": (_set("array", "stream/0/profile", lambda a: a[:2]), "stream/0/profile"),
     "holt-winters indices of the wrong length": (_set("array", "stream/0/hw_indices", lambda a: a[:1]),
                                                  "stream/0/hw_indices"),
@@ -93,6 +96,19 @@ def test_hostile_forecaster_is_refused_naming_the_field(blob, case):
     with pytest.raises(FormatError, match="forecaster") as info:
         Forecaster.from_bytes(_edit(blob, change))
     assert named in str(info.value)
+
+
+def test_a_file_from_before_the_far_horizons_second_level_loads_and_starts_it_afresh():
+    model = Forecaster(horizon=4, season=4, lstm=False)
+    for t in range(40):
+        model.learn_one(10.0 + (t % 4) + 0.1 * t)
+    assert (model._agg.meta[1] > 0).all()
+    old = Forecaster.from_bytes(_edit(model.to_bytes(), lambda meta, arrays: arrays.pop("agg/meta")))
+    assert np.array_equal(old._agg.meta, np.zeros((2, 2)))
+    assert np.array_equal(old._agg.weights, model._agg.weights)
+    assert np.array_equal(old.forecast(), model.forecast())
+    old.learn_one(14.5)
+    assert np.isfinite(old.forecast()).all()
 
 
 def test_a_season_that_would_allocate_terabytes_per_new_key_is_refused():

@@ -192,11 +192,16 @@ def checked_forecaster(cls: type[Forecaster], meta: Any, arrays: dict[str, np.nd
     model._agg.regret[:] = _array(arrays, "agg/regret", "float64", (H, E))
     model._agg.squares[:] = _array(arrays, "agg/squares", "float64", (H, E), low=0.0)
     model._agg.scale[:] = _array(arrays, "agg/scale", "float64", (H,), low=0.0)
+    if "agg/meta" in arrays:   # absent from files saved before the far horizons' second level: it starts afresh
+        far = _array(arrays, "agg/meta", "float64", (2, 2))
+        if not (far[1] >= 0).all():
+            raise ValueError("array 'agg/meta' holds a negative sum of squared regrets")
+        model._agg.meta[:] = far
     for j in range(len(model._ar)):
         model._P[j][:] = arrays[f"ar/{j}/P"]
         model._W[j][:] = arrays[f"ar/{j}/W"]
     known = set(_shared_shapes(p)) | {"scale", "scale_u", "positive", "ar/ready", "ar/updates", "agg/regret",
-                                      "agg/squares", "agg/scale"} | ({"lstm/model"} if net is not None else set())
+                                      "agg/squares", "agg/scale", "agg/meta"} | ({"lstm/model"} if net is not None else set())
     streams = meta.get("streams")
     if not isinstance(streams, list):
         raise ValueError(f"'streams' must be a list, got {type(streams).__name__}")

@@ -144,8 +144,9 @@ class Forecaster:
     ridge
         Prior precision of the autoregression coefficients (shrinks them towards the last value).
     aggregation, discount
-        ``"mlpoly+ewa"`` (ML-Poly one step ahead, EWA beyond), ``"mlpoly"``, ``"ewa"`` or
-        ``"mean"``, and the forgetting of the aggregation's regrets.
+        ``"mlpoly+ewa"`` (ML-Poly one step ahead, EWA beyond: each far horizon mixes EWA on
+        its own losses and on the far horizons' pooled losses, the mixture learned by ML-Poly),
+        ``"mlpoly"``, ``"ewa"`` or ``"mean"``, and the forgetting of the aggregation's regrets.
     experts
         Names of the simple experts to use (a subset of ``SIMPLE``); ``None``: all.
     n_features
@@ -160,7 +161,8 @@ class Forecaster:
     Defaults, chosen on the whole suite of ``bench/bench_forecast.py`` (9 public series, none
     tuned alone; ``bench/RESULTS.md`` has the tables and an ablation): every simple expert,
     autoregressions of orders 2 and 13 in raw and log units (forgetting 0.995, ridge 1),
-    ML-Poly weights one step ahead and EWA weights beyond, the LSTM expert (16 units, Adam
+    ML-Poly weights one step ahead and EWA weights beyond (the far horizons learning from
+    each other's losses too: ``forecasting/aggregation.py``), the LSTM expert (16 units, Adam
     3e-3), season found online once 1.5 cycles show it (the seasonal experts then start as if
     it had been known since the oldest value kept: they are replayed over the history, and
     so are the simple experts' aggregation weights on one stream without features).
@@ -907,7 +909,8 @@ class Forecaster:
                 raise TypeError(f"only str, int or None keys can be saved, got {k!r}")
         arrays: dict[str, np.ndarray] = {
             "scale": self._scale, "scale_u": self._scale_u, "positive": self._positive, "moments": self._moments, "ar/ready": self._P_ready, "ar/updates": self._updates, "agg/weights": self._agg.weights,
-            "agg/regret": self._agg.regret, "agg/squares": self._agg.squares, "agg/scale": self._agg.scale}
+            "agg/regret": self._agg.regret, "agg/squares": self._agg.squares, "agg/scale": self._agg.scale,
+            "agg/meta": self._agg.meta}
         for j in range(len(self._ar)):
             arrays[f"ar/{j}/P"] = self._P[j]
             arrays[f"ar/{j}/W"] = self._W[j]
