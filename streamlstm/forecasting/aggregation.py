@@ -109,6 +109,7 @@ class Aggregator:
         # (row 1) of its two candidates, own losses (column 0) and pooled losses (column 1),
         # shared by the far horizons
         self.meta = np.zeros((2, 2))
+        self._scratch = np.empty((3, n_experts))   # the far horizons' candidates and pooled losses, per update
         # updates per horizon (EWA's learning rate): not saved, the engine derives them from its
         # streams' counts (see Forecaster._aggregator_updates)
         self.updates = np.zeros(horizon, dtype=np.int64)
@@ -132,7 +133,7 @@ class Aggregator:
             return
         if self._far(h):
             _update_far(self.weights, self.regret, self.scale, self.meta, h, forecasts, float(y), self.discount,
-                        self.updates)
+                        self.updates, self._scratch)
             return
         mlpoly = self.rule == "mlpoly" or (self.rule == "mlpoly+ewa" and h == 0)
         _update(self.weights[h], self.regret[h], self.squares[h], self.scale, h, forecasts, float(y),
@@ -171,7 +172,7 @@ class Aggregator:
             return
         for h in range(self.weights.shape[0]):
             if self._far(h):
-                _far_weights(self.weights[h], self.regret, self.meta, h, self.eta(h))
+                _far_weights(self.weights[h], self.regret, self.meta, h, self.eta(h), self._scratch)
                 continue
             mlpoly = self.rule == "mlpoly" or (self.rule == "mlpoly+ewa" and h == 0)
             _weights_from_regrets(self.weights[h], self.regret[h], self.squares[h], mlpoly, self.eta(h))
@@ -260,11 +261,14 @@ def _ewa_losses(losses: np.ndarray, scale: np.ndarray, h: int, forecasts: np.nda
 
 
 @_jit
-def _far_candidates(own: np.ndarray, pooled: np.ndarray, losses: np.ndarray, h: int, eta: float) -> None:
-    """The second level's candidates at far horizon ``h``: EWA weights on the horizon's own
-    cumulated losses and on the mean of the far horizons' (indices 1 .. H-1)."""
+def _far_candidates(scratch: np.ndarray, losses: np.ndarray, h: int, eta: float) -> None:
+    """The second level's candidates at far horizon ``h`` into ``scratch[0]`` and ``scratch[1]``:
+    EWA weights on the horizon's own cumulated losses and on the mean of the far horizons'
+    (indices 1 .. H-1), which goes to ``scratch[2]``."""
     H, n = losses.shape
-    mean = np.zeros(n)
+    own, pooled, mean = scratch[0], scratch[1], scratch[2]
+    for e in range(n):
+        mean[e] = 0.0
     for k in range(1, H):
         for e in range(n):
             mean[e] += losses[k, e]
@@ -288,38 +292,35 @@ def _far_mixture(meta: np.ndarray) -> tuple[float, float]:
 
 
 @_jit
-def _far_weights(weights: np.ndarray, losses: np.ndarray, meta: np.ndarray, h: int, eta: float) -> None:
+def _far_weights(weights: np.ndarray, losses: np.ndarray, meta: np.ndarray, h: int, eta: float,
+                 scratch: np.ndarray) -> None:
     """Far horizon ``h``'s weights: the candidates mixed by the second level."""
-    n = losses.shape[1]
-    own, pooled = np.empty(n), np.empty(n)
-    _far_candidates(own, pooled, losses, h, eta)
+    _far_candidates(scratch, losses, h, eta)
     a, b = _far_mixture(meta)
-    for e in range(n):
-        weights[e] = a * own[e] + b * pooled[e]
+    for e in range(losses.shape[1]):
+        weights[e] = a * scratch[0, e] + b * scratch[1, e]
 
 
 @_jit
 def _update_far(weights: np.ndarray, losses: np.ndarray, scale: np.ndarray, meta: np.ndarray, h: int,
-                forecasts: np.ndarray, y: float, discount: float, updates: np.ndarray) -> None:
+                forecasts: np.ndarray, y: float, discount: float, updates: np.ndarray, scratch: np.ndarray) -> None:
     """A far horizon's update (see the module's notes): the second level learns how the two
     candidates of now would have done against the mixed forecast, then the horizon's losses,
     then its weights; counts the update in ``updates[h]``."""
-    n = losses.shape[1]
     p = _combine(weights[h], forecasts)
-    own, pooled = np.empty(n), np.empty(n)
-    _far_candidates(own, pooled, losses, h, _eta(updates[h], discount))
+    _far_candidates(scratch, losses, h, _eta(updates[h], discount))
     g = 1.0 if p > y else (-1.0 if p < y else 0.0)
     if discount < 1.0:
         for i in range(2):
             for c in range(2):
                 meta[i, c] *= discount
     for c in range(2):
-        r = g * (p - _combine(own if c == 0 else pooled, forecasts))   # > 0: candidate c would have done better
+        r = g * (p - _combine(scratch[c], forecasts))   # > 0: candidate c would have done better
         meta[0, c] += r
         meta[1, c] += r * r
     updates[h] += 1
     _ewa_losses(losses[h], scale, h, forecasts, y, p, discount)
-    _far_weights(weights[h], losses, meta, h, _eta(updates[h], discount))
+    _far_weights(weights[h], losses, meta, h, _eta(updates[h], discount), scratch)
 
 
 @_jit
