@@ -109,7 +109,8 @@ class Aggregator:
         # (row 1) of its two candidates, own losses (column 0) and pooled losses (column 1),
         # shared by the far horizons
         self.meta = np.zeros((2, 2))
-        self._scratch = np.empty((3, n_experts))   # the far horizons' candidates and pooled losses, per update
+        # the far horizons' candidates, pooled losses and second-level weights, per update
+        self._scratch = np.empty((3, max(n_experts, 2)))
         # updates per horizon (EWA's learning rate): not saved, the engine derives them from its
         # streams' counts (see Forecaster._aggregator_updates)
         self.updates = np.zeros(horizon, dtype=np.int64)
@@ -217,16 +218,25 @@ def _update(weights: np.ndarray, regret: np.ndarray, squares: np.ndarray, scale:
     f = np.empty(n)
     for e in range(n):
         f[e] = forecasts[e] if math.isfinite(forecasts[e]) else p
+    _mlpoly_regrets(regret, squares, f, p, y, discount)
+    _weights_from_regrets(weights, regret, squares, True, 0.0)
+
+
+@_jit
+def _mlpoly_regrets(regret: np.ndarray, squares: np.ndarray, f: np.ndarray, p: float, y: float,
+                    discount: float) -> None:
+    """ML-Poly's bookkeeping (discounted first): each forecast ``f[e]``'s regret against the
+    aggregate ``p`` on the linearised absolute loss, and its square."""
+    n = len(f)
     if discount < 1.0:
         for e in range(n):
             regret[e] *= discount
             squares[e] *= discount
     g = 1.0 if p > y else (-1.0 if p < y else 0.0)
     for e in range(n):
-        r = g * (p - f[e])                # > 0: expert e would have done better
+        r = g * (p - f[e])                # > 0: forecast e would have done better
         regret[e] += r
         squares[e] += r * r
-    _weights_from_regrets(weights, regret, squares, True, 0.0)
 
 
 @_jit
@@ -262,11 +272,11 @@ def _ewa_losses(losses: np.ndarray, scale: np.ndarray, h: int, forecasts: np.nda
 
 @_jit
 def _far_candidates(scratch: np.ndarray, losses: np.ndarray, h: int, eta: float) -> None:
-    """The second level's candidates at far horizon ``h`` into ``scratch[0]`` and ``scratch[1]``:
-    EWA weights on the horizon's own cumulated losses and on the mean of the far horizons'
-    (indices 1 .. H-1), which goes to ``scratch[2]``."""
+    """The second level's candidates at far horizon ``h`` into ``scratch[0, :n]`` and
+    ``scratch[1, :n]``: EWA weights on the horizon's own cumulated losses and on the mean of the
+    far horizons' (indices 1 .. H-1), which goes to ``scratch[2, :n]``."""
     H, n = losses.shape
-    own, pooled, mean = scratch[0], scratch[1], scratch[2]
+    own, pooled, mean = scratch[0, :n], scratch[1, :n], scratch[2, :n]
     for e in range(n):
         mean[e] = 0.0
     for k in range(1, H):
@@ -281,24 +291,16 @@ def _far_candidates(scratch: np.ndarray, losses: np.ndarray, h: int, eta: float)
 
 
 @_jit
-def _far_mixture(meta: np.ndarray) -> tuple[float, float]:
-    """ML-Poly's weights of the two candidates from their shared regrets (even when neither has
-    a positive regret)."""
-    a = max(meta[0, 0], 0.0) / max(meta[1, 0], 1e-300)
-    b = max(meta[0, 1], 0.0) / max(meta[1, 1], 1e-300)
-    if a + b > 0.0 and math.isfinite(a + b):
-        return a / (a + b), b / (a + b)
-    return 0.5, 0.5
-
-
-@_jit
 def _far_weights(weights: np.ndarray, losses: np.ndarray, meta: np.ndarray, h: int, eta: float,
                  scratch: np.ndarray) -> None:
-    """Far horizon ``h``'s weights: the candidates mixed by the second level."""
+    """Far horizon ``h``'s weights: the candidates mixed by the second level's ML-Poly weights
+    (even while neither candidate has a positive regret: then half each)."""
     _far_candidates(scratch, losses, h, eta)
-    a, b = _far_mixture(meta)
+    mix = scratch[2, :2]   # the pooled mean is used up
+    mix[0] = mix[1] = 0.5
+    _weights_from_regrets(mix, meta[0], meta[1], True, 0.0)
     for e in range(losses.shape[1]):
-        weights[e] = a * scratch[0, e] + b * scratch[1, e]
+        weights[e] = mix[0] * scratch[0, e] + mix[1] * scratch[1, e]
 
 
 @_jit
@@ -307,17 +309,13 @@ def _update_far(weights: np.ndarray, losses: np.ndarray, scale: np.ndarray, meta
     """A far horizon's update (see the module's notes): the second level learns how the two
     candidates of now would have done against the mixed forecast, then the horizon's losses,
     then its weights; counts the update in ``updates[h]``."""
+    n = losses.shape[1]
     p = _combine(weights[h], forecasts)
     _far_candidates(scratch, losses, h, _eta(updates[h], discount))
-    g = 1.0 if p > y else (-1.0 if p < y else 0.0)
-    if discount < 1.0:
-        for i in range(2):
-            for c in range(2):
-                meta[i, c] *= discount
-    for c in range(2):
-        r = g * (p - _combine(scratch[c], forecasts))   # > 0: candidate c would have done better
-        meta[0, c] += r
-        meta[1, c] += r * r
+    candidates = scratch[2, :2]   # their forecasts (the pooled mean is used up)
+    candidates[0] = _combine(scratch[0, :n], forecasts)
+    candidates[1] = _combine(scratch[1, :n], forecasts)
+    _mlpoly_regrets(meta[0], meta[1], candidates, p, y, discount)
     updates[h] += 1
     _ewa_losses(losses[h], scale, h, forecasts, y, p, discount)
     _far_weights(weights[h], losses, meta, h, _eta(updates[h], discount), scratch)
