@@ -102,7 +102,7 @@ def test_holt_winters_against_reference():
         idx[i % m] = g * y[i] / prior + (1 - g) * idx[i % m]
         trend = b * (new_level - level) + (1 - b) * trend
         level = new_level
-        E.holt_winters_update(state, ind, y[i], i, True)
+        E.holt_winters_update(state, ind, y[i], i, True, E.HW_BETA)
     np.testing.assert_allclose(state, [level, trend], rtol=1e-12)
     out = np.empty(6)
     E.holt_winters_forecast(state, ind, 40, 6, True, out)
@@ -116,9 +116,9 @@ def test_holt_winters_run_is_the_updates_in_turn():
         lev, tr, ind = E.holt_winters_init(y[:5], 5, 5, relative)
         one, one_ind = np.array([lev, tr]), ind.copy()
         for i in range(5, 30):
-            E.holt_winters_update(one, one_ind, y[i], i, relative)
+            E.holt_winters_update(one, one_ind, y[i], i, relative, 0.05)
         run, run_ind = np.array([lev, tr]), ind.copy()
-        E.holt_winters_run(run, run_ind, y[5:], 5, relative)
+        E.holt_winters_run(run, run_ind, y[5:], 5, relative, 0.05)
         assert run.tolist() == one.tolist() and run_ind.tolist() == one_ind.tolist()
 
 
@@ -867,3 +867,25 @@ def test_a_late_expert_is_charged_its_shorter_forecast_when_the_season_is_given(
     for stored, learned in _learned_forecasts(Forecaster(horizon=4, lstm=False), y):
         for h, f in learned.items():
             np.testing.assert_array_equal(f, stored[h])
+
+
+def test_holt_winters_trend_rate_keeps_long_seasons_forecastable():
+    """River's rates are forecastable up to a season of 24 steps; beyond, the trend rate is
+    halved until the discount matrix has no eigenvalue outside the unit circle, and the
+    experts no longer diverge on a half-hourly series with a daily season (they did: levels at
+    1e6 times the data's)."""
+    assert all(E.holt_winters_trend_rate(m) == E.HW_BETA for m in (2, 4, 7, 12, 24))
+    for m in (25, 48, 96, 288):
+        beta = E.holt_winters_trend_rate(m)
+        assert 0.0 < beta < E.HW_BETA and E._forecastable(E.HW_ALPHA, beta, E.HW_GAMMA, E.HW_PHI, m)
+        assert not E._forecastable(E.HW_ALPHA, 2 * beta, E.HW_GAMMA, E.HW_PHI, m)
+    rng = np.random.default_rng(2)
+    t = np.arange(6000)
+    y = 15000 + 8000 * np.sin(2 * np.pi * t / 48) + 2000 * np.sin(2 * np.pi * t / 336) + rng.normal(0, 800, t.size)
+    model = Forecaster(horizon=2, season=48, experts=("last_value", "holt_winters", "holt_winters_log"),
+                       ar_orders=(), lstm=False)
+    for v in y:
+        model.learn_one(float(v))
+    for name in ("holt_winters", "holt_winters_log"):
+        got = model.expert_forecasts()[name]
+        assert np.isfinite(got).all() and np.abs(got - 15000).max() < 30000, name

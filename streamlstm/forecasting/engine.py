@@ -24,6 +24,7 @@ from .experts import (
     holt_winters_forecast,
     holt_winters_init,
     holt_winters_run,
+    holt_winters_trend_rate,
     holt_winters_update,
     lag_changes,
     mean_of_awake,
@@ -545,10 +546,11 @@ class Forecaster:
                     s.known[:] = False
                 seasonal_drift_update(s.profile, s.known, y, last, s.n, s.positive)
             if s.hw_ready:
-                holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive)
+                holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive, holt_winters_trend_rate(s.season))
             if s.hwl_ready:
                 if y > 0.0:
-                    holt_winters_update(s.hwl, s.hwl_indices, math.log(y), s.n, False)
+                    holt_winters_update(s.hwl, s.hwl_indices, math.log(y), s.n, False,
+                                        holt_winters_trend_rate(s.season))
                 else:
                     s.hwl_ready = False
         if y <= 0.0 and s.positive:
@@ -579,13 +581,13 @@ class Forecaster:
         if size >= m:
             level, trend, s.hw_indices = holt_winters_init(v[:m], a0 + m, m, s.positive)
             s.hw[0], s.hw[1] = level, trend
-            holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive)
+            holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive, holt_winters_trend_rate(m))
             s.hw_ready = True
             if s.positive and self._log_hw:
                 lv = np.log(v)
                 level, trend, s.hwl_indices = holt_winters_init(lv[:m], a0 + m, m, False)
                 s.hwl[0], s.hwl[1] = level, trend
-                holt_winters_run(s.hwl, s.hwl_indices, lv[m:], a0 + m, False)
+                holt_winters_run(s.hwl, s.hwl_indices, lv[m:], a0 + m, False, holt_winters_trend_rate(m))
                 s.hwl_ready = True
 
     def _refresh_season(self, s: _Stream) -> None:
