@@ -261,7 +261,7 @@ class _Engine:
             return state, None
         head = _KEY_STATE_HEADER.size
         magic, version, n_bytes = _KEY_STATE_HEADER.unpack_from(state) if len(state) >= head else (b"", 0, 0)
-        if magic != _KEY_STATE_MAGIC or version != 1 or n_bytes != unc.n_bytes or len(state) < head + n_bytes:
+        if magic != _KEY_STATE_MAGIC or version != 1 or n_bytes not in unc.accepted_bytes or len(state) < head + n_bytes:
             raise RuntimeError(f"key {key!r}: its state in Flink does not hold this job's --interval / --anomaly "
                                f"state ({'another layout' if magic == _KEY_STATE_MAGIC else 'none'}: {n_bytes} bytes "
                                f"of it, this job's {unc.n_bytes}); was the job resumed with other options?")
@@ -339,6 +339,10 @@ class _KeyUncertainty:
         self._sizes = [a.size for a in self._parts]
         self.fresh = self.export()
         self.n_bytes = self.fresh.nbytes
+        # a key's floats as this version writes them, or as the version before the
+        # calibrator's candidate scale rates wrote them (``load_checked`` widens those)
+        older = 0 if self.cal is None else 8 * 2 * len(self.cal.calibrator.scale_rates) * (self._sizes[0] // self.cal.calibrator.width)
+        self.accepted_bytes = {self.n_bytes, self.n_bytes - older}
         self._nan = [math.nan, math.nan] * len(self.levels)
 
     def export(self):
@@ -359,9 +363,16 @@ class _KeyUncertainty:
 
         at = 0
         if self.cal is not None:
-            shape = self.cal.calibrator.state.shape
-            self.cal.load([None], {STATE_ARRAY: flat[at:at + self._sizes[0]].reshape(shape)})
-            at += self._sizes[0]
+            cal = self.cal.calibrator
+            rows, steps, width = cal.state.shape
+            # a key written before the calibrator's candidate scale rates: its rows are 2 floats
+            # per rate shorter (``ForecastCalibration.load`` widens them)
+            older = rows * steps * (width - 2 * len(cal.scale_rates))
+            size = older if flat.size == older + sum(self._sizes[1:]) and older != self._sizes[0] else self._sizes[0]
+            if flat.size < size + sum(self._sizes[1:]):
+                raise ValueError(f"a key's interval state holds {flat.size} floats, expected {sum(self._sizes)}")
+            self.cal.load([None], {STATE_ARRAY: flat[at:at + size].reshape(rows, steps, size // (rows * steps))})
+            at += size
         if self.scorer is not None:
             self.scorer.set_key_state(0, flat[at:].reshape(self.scorer.calibrator.state.shape[1:]))
 

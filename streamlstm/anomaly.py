@@ -115,9 +115,11 @@ class AnomalyScorer:
         # row of the scorer's own fields per key; its parameters extended with the scorer's.
         # The scale is clipped at ``clip`` alone (``clip_tail=0``): the scores measured on the
         # NAB dev streams (37.6) are those; with the tail-following clip of the intervals they
-        # were 34.2 (docs/calibration.md)
+        # were 34.2 (docs/calibration.md). One scale rate, ``decay`` (``scale_rates=()``): the
+        # channels' layout (a row each, the scorer's fields in the last) and those scores
+        # stand on it
         self.calibrator = OnlineCalibrator(levels=levels, horizon=4, lr=lr, decay=decay, clip=clip, tail_grid=tail_grid,
-                                           n_keys=n_keys, clip_tail=0.0)
+                                           n_keys=n_keys, clip_tail=0.0, scale_rates=())
         if self.calibrator.width < K.A_WIDTH:
             raise ValueError(f"tail_grid needs at least {K.A_WIDTH - K.F_TRACK} levels, got {len(self.calibrator.tail_grid)}")
         self._n_levels = len(self.calibrator.levels)

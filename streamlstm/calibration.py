@@ -40,6 +40,10 @@ INTEGRATOR_BAND = 0.0
 #: with pooled trackers, a key's scale is shrunk towards the pool's as if the pool's were
 #: this many of the key's own residuals; 0 by default (its ablation in ``docs/calibration.md``)
 SCALE_PRIOR = 0.0
+#: the running scale's candidate forgetting rates (memories of about 100, 33 and 10
+#: residuals), weighed by the likelihood of the residuals under each (``docs/calibration.md``:
+#: what it is worth on 44 series); ``()``: one rate, ``decay``
+SCALE_RATES = (0.01, 0.03, 0.1)
 
 
 def _clip_tail(grid: tuple[float, ...], clip_tail: float) -> int:
@@ -74,7 +78,13 @@ class OnlineCalibrator:
         Larger adapts faster after a shift and tightens the finite-sample coverage bound;
         smaller gives steadier widths.
     decay
-        Rate of the running mean absolute residual (the scale intervals are measured in).
+        Rate of the running mean absolute residual (the scale intervals are measured in)
+        when ``scale_rates`` is empty.
+    scale_rates
+        Candidate rates of that running mean: a mean is kept at each rate, and the scale is
+        their geometric mean weighted by the posterior of each rate (the likelihood of the
+        residuals seen, each under a Laplace law of the scale its candidate had then). Bursts of
+        volatility favour a fast rate, steady residuals a slow one. ``()``: ``decay`` alone.
     clip
         A residual counts at most ``clip`` scales in that running mean (0: no clipping), so a
         single spike does not widen the next ``1/decay`` intervals.
@@ -133,7 +143,8 @@ class OnlineCalibrator:
                  decay: float = 0.02, clip: float = CLIP, tail_grid: Sequence[float] = DEFAULT_TAIL_GRID,
                  n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
                  integrator_saturation: float = INTEGRATOR_SATURATION, integrator_band: float = INTEGRATOR_BAND,
-                 scale_prior: float = SCALE_PRIOR, clip_tail: float = CLIP_TAIL) -> None:
+                 scale_prior: float = SCALE_PRIOR, clip_tail: float = CLIP_TAIL,
+                 scale_rates: Sequence[float] = SCALE_RATES) -> None:
         self.levels = _check_levels(levels)
         if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
             raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
@@ -155,6 +166,15 @@ class OnlineCalibrator:
                 raise ValueError(f"{setting} must be a number >= 0, got {amount!r}")
         if not (np.isfinite(clip_tail) and 0.0 <= clip_tail < 1.0):
             raise ValueError(f"clip_tail must be a tail probability in [0, 1) (0: clip alone), got {clip_tail!r}")
+        try:
+            rates = tuple(float(v) for v in scale_rates)
+        except (TypeError, ValueError):
+            raise ValueError(f"scale_rates must be a sequence of rates in (0, 1], got {scale_rates!r}") from None
+        for v in rates:
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"scale rate {v!r} must lie in (0, 1] (scale_rates={list(rates)})")
+        if len(set(rates)) != len(rates) or len(rates) == 1:
+            raise ValueError(f"scale_rates must hold distinct rates, none or at least two (one: use decay), got {list(rates)}")
         grid = tuple(float(g) for g in tail_grid)
         if len(grid) < 2 or any(not 0.0 < g < 1.0 for g in grid) or any(b >= a for a, b in pairwise(grid)):
             raise ValueError(f"tail_grid must hold at least 2 strictly decreasing probabilities in (0, 1), got {tail_grid!r}")
@@ -168,16 +188,18 @@ class OnlineCalibrator:
         self.integrator_band = float(integrator_band)
         self.scale_prior = float(scale_prior)
         self.clip_tail = float(clip_tail)
+        self.scale_rates = rates
         self.tail_grid = grid
-        J, G = len(self.levels), len(grid)
+        J, G, n_rates = len(self.levels), len(grid), len(rates)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
         unit = NormalDist(0.0, math.sqrt(math.pi / 2.0))
         start = [unit.inv_cdf((1.0 - v) / 2.0) for v in self.levels] + [unit.inv_cdf((1.0 + v) / 2.0) for v in self.levels]
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
         self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), self.integrator_gain,
-                                self.integrator_saturation, INTEGRATOR_LIMIT, self.integrator_band, self.scale_prior, _clip_tail(grid, self.clip_tail), *(1.0 - v for v in self.levels), *grid,
-                                *start], dtype=np.float64)
-        self.width = K.row_width(J, G)
+                                self.integrator_saturation, INTEGRATOR_LIMIT, self.integrator_band, self.scale_prior,
+                                _clip_tail(grid, self.clip_tail), n_rates, *(1.0 - v for v in self.levels), *grid,
+                                *start, *rates], dtype=np.float64)
+        self.width = K.row_width(J, G, n_rates)
         self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
         self._p = np.empty(self.horizon)
         self._lo = np.empty((self.horizon, J))
@@ -321,16 +343,24 @@ class OnlineCalibrator:
         return {"levels": list(self.levels), "horizon": self.horizon, "lr": self.lr, "decay": self.decay, "clip": self.clip,
                 "pooled": self.pooled, "integrator_gain": self.integrator_gain,
                 "integrator_saturation": self.integrator_saturation, "integrator_band": self.integrator_band,
-                "scale_prior": self.scale_prior, "clip_tail": self.clip_tail, "tail_grid": list(self.tail_grid)}
+                "scale_prior": self.scale_prior, "clip_tail": self.clip_tail, "tail_grid": list(self.tail_grid),
+                "scale_rates": list(self.scale_rates)}
 
     def upgrade(self, state: np.ndarray) -> np.ndarray:
-        """A state of these settings saved before the error integrator existed (rows
-        ``2 * len(levels)`` floats shorter) widened with zero integrals; any other state as
-        it is (its shape is checked by the caller)."""
-        J = len(self.levels)
-        if J and state.ndim == 3 and state.shape[2] == self.width - 2 * J:
-            return np.concatenate([state, np.zeros((*state.shape[:2], 2 * J))], axis=2)
-        return state
+        """A state of these settings saved by an older version, widened to this layout; any
+        other state as it is (its shape is checked by the caller):
+
+        * saved before the candidate scale rates (rows ``2 * len(scale_rates)`` floats
+          shorter): each candidate starts at the row's scale, with no evidence yet;
+        * saved before the error integrator too (``2 * len(levels)`` more): zero integrals.
+        """
+        J, R = len(self.levels), len(self.scale_rates)
+        if state.ndim != 3 or state.shape[2] not in {self.width - 2 * R, self.width - 2 * R - 2 * J} - {self.width}:
+            return state
+        if state.shape[2] == self.width - 2 * R - 2 * J:   # before the integrator (and the rates)
+            state = np.concatenate([state, np.zeros((*state.shape[:2], 2 * J))], axis=2)
+        scale = state[..., K.F_SCALE:K.F_SCALE + 1]
+        return np.concatenate([state, np.repeat(scale, R, axis=2), np.zeros((*state.shape[:2], R))], axis=2)
 
     #: the settings :meth:`retune` may change (the state's layout does not depend on them)
     RETUNABLE = frozenset({"lr", "decay", "clip", "integrator_gain", "integrator_saturation", "integrator_band",
@@ -362,6 +392,7 @@ class OnlineCalibrator:
         d.setdefault("integrator_band", INTEGRATOR_BAND)
         d.setdefault("scale_prior", SCALE_PRIOR)
         d.setdefault("clip_tail", CLIP_TAIL)
+        d.setdefault("scale_rates", ())   # pickled before the candidate rates: one rate, as it was
         self.__dict__.update(d)
         fresh = OnlineCalibrator(**self._config())
         self.params, self.width = fresh.params, fresh.width
@@ -375,6 +406,8 @@ class OnlineCalibrator:
     def from_export(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> OnlineCalibrator:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["calibrator_state"]
+        # saved before the candidate scale rates: one rate (decay), as it was saved with
+        meta = {"scale_rates": [], **meta}
         cal = cls(n_keys=max(1, state.shape[0] - bool(meta.get("pooled", False))), **meta)
         state = cal.upgrade(state)
         if state.shape[1:] != cal.state.shape[1:]:

@@ -81,7 +81,7 @@ def test_score_is_the_reference_p_value_mapping() -> None:
     r = rng.standard_t(4, 3000)
     scorer = AnomalyScorer(use_window=False, use_flat=False, holdoff=0)
     cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay,
-                           clip_tail=scorer.calibrator.clip_tail)
+                           clip_tail=scorer.calibrator.clip_tail, scale_rates=scorer.calibrator.scale_rates)
     for n, v in enumerate(r):
         p = cal.update(v)
         expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0) if n >= scorer.warmup else 0.0  # no zero residual
@@ -104,7 +104,8 @@ def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
     y = np.cumsum(rng.normal(size=600))
     fused = AnomalyScorer(levels=[0.8, 0.95])
     plain = AnomalyScorer(levels=[0.8, 0.95])
-    cal = OnlineCalibrator(levels=[0.8, 0.95], lr=fused.calibrator.lr, decay=fused.calibrator.decay)
+    cal = OnlineCalibrator(levels=[0.8, 0.95], lr=fused.calibrator.lr, decay=fused.calibrator.decay,
+                           clip_tail=fused.calibrator.clip_tail, scale_rates=fused.calibrator.scale_rates)
     for t in range(1, 600):
         s, lo, hi = fused.score_and_bounds(y[t], y[t - 1], y[t], level=1)
         assert s == plain.score(y[t], y[t - 1])

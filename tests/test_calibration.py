@@ -37,6 +37,10 @@ class Reference:
         self.gain, self.saturation, self.limit = cal.integrator_gain, cal.integrator_saturation, INTEGRATOR_LIMIT
         self.band = cal.integrator_band
         self.n, self.scale = 0, 0.0
+        # candidate running scales, one per rate, and their Laplace negative log-likelihoods
+        self.rates = np.array(cal.scale_rates)
+        self.scales = np.zeros(len(self.rates))
+        self.evidence = np.zeros(len(self.rates))
         self.lo = np.zeros(J)
         self.hi = np.zeros(J)
         self.tail = np.zeros(len(self.grid))
@@ -108,15 +112,29 @@ class Reference:
         if clip > 0 and self.clip_tail is not None and self.n > 0:
             clip = max(clip, self.tail[self.clip_tail])
         self.n += 1
-        a = abs(r) if self.scale <= 0 or clip == 0 else min(abs(r), clip * self.scale)
-        self.scale += max(self.decay, 1 / self.n) * (a - self.scale)
+        if not len(self.rates):
+            a = abs(r) if self.scale <= 0 or clip == 0 else min(abs(r), clip * self.scale)
+            self.scale += max(self.decay, 1 / self.n) * (a - self.scale)
+            return
+        # each candidate: the clipped residual's Laplace NLL under the scale it had, then learn it
+        a = np.full(len(self.rates), abs(r)) if clip == 0 else np.where(self.scales > 0, np.minimum(abs(r), clip * self.scales), abs(r))
+        known = self.scales > 0
+        self.evidence[known] += np.log(self.scales[known]) + a[known] / self.scales[known]
+        self.scales = self.scales + np.maximum(self.rates, 1 / self.n) * (a - self.scales)
+        known = self.scales > 0
+        if known.any():   # the posterior over the rates, in log scale
+            w = np.exp(-(self.evidence[known] - self.evidence[known].min()))
+            self.scale = float(np.exp(np.sum(w * np.log(self.scales[known])) / np.sum(w)))
+        else:
+            self.scale = 0.0
 
 
-@pytest.mark.parametrize("band", [0.0, 1.5])
-def test_kernels_match_numpy_reference_float64(band: float) -> None:
+@pytest.mark.parametrize("band, rates", [(0.0, None), (1.5, None), (0.0, ()), (1.5, (0.05, 0.5))])
+def test_kernels_match_numpy_reference_float64(band: float, rates: tuple | None) -> None:
     rng = np.random.default_rng(3)
-    r = np.concatenate([[0.0, 0.0], rng.standard_t(3, 600) * 2.0, [40.0, -80.0], rng.normal(size=200)])
-    cal = OnlineCalibrator(levels=LEVELS, integrator_band=band)
+    r = np.concatenate([[0.0, 0.0], rng.standard_t(3, 600) * 2.0, [40.0, -80.0], rng.normal(size=200),
+                        rng.normal(size=200) * 20.0])   # a burst of volatility: the candidates disagree
+    cal = OnlineCalibrator(levels=LEVELS, integrator_band=band, **({} if rates is None else {"scale_rates": rates}))
     ref = Reference(cal)
     for t, value in enumerate(r):
         lo, hi = cal.interval(1.5)
@@ -207,19 +225,75 @@ def test_issued_misses_kernel_matches_numpy_reference_float64() -> None:
 
 def test_intervals_are_nested_and_old_states_load() -> None:
     """A higher level's interval holds a lower level's (even on a two-point residual law, where
-    each level's own bounds may cross); a state saved before the integrator loads (zero integrals)."""
+    each level's own bounds may cross); a state saved before the integrator and the candidate
+    scale rates loads (zero integrals, one rate as it was saved with) and continues as that
+    version did."""
     cal = OnlineCalibrator(levels=[0.5, 0.9, 0.8])
     for r in [-1.0, 1.0] * 200:
         cal.update(r)
     lo, hi = cal.interval(10.0)
     assert lo[1] <= lo[2] <= lo[0] <= 10.0 <= hi[0] <= hi[2] <= hi[1]
-    meta, arrays = cal.export()
+    single = OnlineCalibrator(levels=[0.5, 0.9, 0.8], scale_rates=())   # the layout those versions wrote
+    for r in [-1.0, 1.0] * 200:
+        single.update(r)
+    meta, arrays = single.export()
     J = len(cal.levels)
     old = {"calibrator_state": arrays["calibrator_state"][..., :-2 * J]}
-    old_meta = {k: v for k, v in meta.items() if not k.startswith("integrator")}
+    old_meta = {k: v for k, v in meta.items() if not k.startswith("integrator") and k != "scale_rates"}
     twin = OnlineCalibrator.from_export(old_meta, old)
-    assert twin.state.shape == cal.state.shape and (twin.state[..., -2 * J:] == 0).all()
-    assert np.array_equal(twin.state[..., :-2 * J], cal.state[..., :-2 * J])
+    assert twin.scale_rates == () and twin.state.shape == single.state.shape
+    assert (twin.state[..., -2 * J:] == 0).all()
+    assert np.array_equal(twin.state[..., :-2 * J], single.state[..., :-2 * J])
+    # before the rates only (integrals saved): bit-identical continuation
+    twin = OnlineCalibrator.from_export({k: v for k, v in meta.items() if k != "scale_rates"}, arrays)
+    for r in [0.3, -2.0, 5.0]:
+        assert twin.update(r) == single.update(r)
+    assert np.array_equal(twin.state, single.state)
+
+
+def test_upgrade_gives_an_old_state_the_candidate_scales() -> None:
+    """A state of the default settings saved without the candidate scale rates (what
+    ``Forecaster`` files of earlier versions hold) is widened: each candidate starts at the
+    row's scale, with no evidence; the intervals it gives are those of the old state."""
+    old = OnlineCalibrator(levels=LEVELS, scale_rates=())
+    new = OnlineCalibrator(levels=LEVELS)
+    rng = np.random.default_rng(5)
+    for r in rng.normal(size=300):
+        old.update(float(r))
+    R = len(new.scale_rates)
+    widened = new.upgrade(old.state)
+    assert widened.shape == new.state.shape
+    np.testing.assert_array_equal(widened[..., :old.width], old.state)
+    np.testing.assert_array_equal(widened[..., old.width:old.width + R], np.repeat(old.state[..., 1:2], R, axis=2))
+    assert (widened[..., old.width + R:] == 0).all()
+    new.state = widened
+    np.testing.assert_array_equal(new.interval(2.0), old.interval(2.0))
+    assert new.upgrade(np.zeros((1, 1, 5))).shape == (1, 1, 5)   # anything else: left for the caller's check
+
+
+def test_candidate_scales_follow_a_burst_and_settle_on_steady_residuals() -> None:
+    """The posterior over the candidate rates: steady residuals favour the slowest, whose scale
+    varies least; after volatility comes in bursts the fastest rate weighs most."""
+    rng = np.random.default_rng(11)
+    steady = OnlineCalibrator(levels=[0.9])
+    for r in rng.normal(size=3000):
+        steady.update(float(r))
+    bursts = OnlineCalibrator(levels=[0.9])
+    for block in range(30):
+        for r in rng.normal(size=100) * (10.0 if block % 2 else 1.0):
+            bursts.update(float(r))
+    R = len(steady.scale_rates)
+    c = steady.width - 2 * R
+    slow_first = steady.state[0, 0, c + R:]
+    fast_first = bursts.state[0, 0, c + R:]
+    assert np.argmin(slow_first) == int(np.argmin(steady.scale_rates))   # least NLL: the slowest rate
+    assert np.argmin(fast_first) == int(np.argmax(bursts.scale_rates))   # bursts: the fastest
+
+
+def test_scale_rates_are_checked() -> None:
+    for bad in [(0.0, 0.1), (0.1, 0.1), (0.1,), (0.1, 2.0), "fast", (0.1, float("nan"))]:
+        with pytest.raises(ValueError, match="scale"):
+            OnlineCalibrator(scale_rates=bad)
 
 
 @pytest.mark.parametrize("pooled", [False, True])

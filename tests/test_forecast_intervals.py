@@ -10,7 +10,7 @@ import pytest
 
 from streamlstm import Forecaster, persistence
 from streamlstm.calibration import OnlineCalibrator
-from streamlstm.forecasting.intervals import ENGINE_INTEGRATOR_BAND, ENGINE_INTEGRATOR_SATURATION
+from streamlstm.forecasting.intervals import ENGINE_INTEGRATOR_BAND, ENGINE_INTEGRATOR_SATURATION, ForecastCalibration
 
 LEVELS = (0.8, 0.9, 0.95)
 
@@ -236,6 +236,31 @@ def test_hostile_calibrator_state_is_refused_naming_it() -> None:
         Forecaster.from_bytes(persistence.dumps(kind, meta, bad))
 
 
+def test_a_file_saved_before_the_candidate_scale_rates_loads_and_gives_the_same_intervals() -> None:
+    """Files of the version before the candidate scale rates: their calibrator rows end with
+    the integrals. Each candidate starts at the saved scale (no evidence yet): the next
+    intervals are those the file's version gave."""
+    old_model = Forecaster(horizon=3, interval_levels=[0.8, 0.95], lstm=False)
+    old_model._calibration = ForecastCalibration([0.8, 0.95], 3, integrator_saturation=ENGINE_INTEGRATOR_SATURATION,
+                                                 integrator_band=ENGINE_INTEGRATOR_BAND)
+    old_model._calibration.calibrator = OnlineCalibrator(levels=[0.8, 0.95], horizon=3, pooled=True,
+                                                         integrator_saturation=ENGINE_INTEGRATOR_SATURATION,
+                                                         integrator_band=ENGINE_INTEGRATOR_BAND, scale_rates=())
+    for v in series(80):
+        old_model.learn_one(float(v))
+    twin = Forecaster.from_bytes(old_model.to_bytes())
+    cal = twin._calibration.calibrator
+    assert cal.scale_rates and cal.state.shape[2] == old_model._calibration.calibrator.width + 2 * len(cal.scale_rates)
+    point, lo, hi = twin.forecast_interval()
+    old_point, old_lo, old_hi = old_model.forecast_interval()
+    np.testing.assert_array_equal(point, old_point)
+    np.testing.assert_array_equal(lo, old_lo)
+    np.testing.assert_array_equal(hi, old_hi)
+    for v in series(20, 5):
+        twin.learn_one(float(v))
+    assert np.isfinite(twin.forecast_interval()[1]).all()
+
+
 def test_a_file_saved_before_the_integrator_and_the_issued_record_still_loads() -> None:
     """Files of the previous version: calibrator rows without the integrals, no record of the
     issued forecasts. They load (zero integrals; the next residual of each step is taken
@@ -245,9 +270,13 @@ def test_a_file_saved_before_the_integrator_and_the_issued_record_still_loads() 
         model.learn_one(float(v))
     kind, meta, arrays = persistence.loads(model.to_bytes())
     old = {k: v for k, v in arrays.items() if k != "calibrator/issued"}
-    old["calibrator/state"] = arrays["calibrator/state"][..., :-2]
+    cal = model._calibration.calibrator
+    base = cal.width - 2 * len(cal.levels) - 2 * len(cal.scale_rates)   # without the integrals and the candidate scales
+    old["calibrator/state"] = arrays["calibrator/state"][..., :base]
     twin = Forecaster.from_bytes(persistence.dumps(kind, meta, old))
-    assert np.array_equal(twin._calibration.calibrator.state[..., :-2], model._calibration.calibrator.state[..., :-2])
+    state = twin._calibration.calibrator.state
+    assert np.array_equal(state[..., :base], cal.state[..., :base])
+    assert (state[..., base:base + 2] == 0).all()   # zero integrals
     for v in series(20, 5):
         twin.learn_one(float(v))
     _, lo, hi = twin.forecast_interval()

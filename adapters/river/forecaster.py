@@ -96,7 +96,7 @@ class LSTMForecaster(RiverForecaster):
     >>> [round(v) for v in model.forecast(3)]
     [419, 398, 467]
     >>> [f"{i.lower:.0f}-{i.upper:.0f}" for i in model.forecast(3, with_interval=True)]
-    ['397-436', '377-421', '443-491']
+    ['396-440', '371-425', '440-493']
     """
 
     def __init__(

@@ -3,11 +3,17 @@
 One *tracker row* calibrates one stream of scores (a residual, or any non-negative statistic).
 It is a float64 vector laid out as::
 
-    [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} | ilo_0 .. ilo_{J-1} | ihi_0 .. ihi_{J-1} ]
+    [ n | scale | lo_0 .. lo_{J-1} | hi_0 .. hi_{J-1} | tail_0 .. tail_{G-1} | ilo_0 .. ilo_{J-1} | ihi_0 .. ihi_{J-1}
+      | s_0 .. s_{K-1} | L_0 .. L_{K-1} ]
 
-* ``n`` counts the scores seen, ``scale`` is their running mean absolute value (exponential
-  with rate ``max(decay, 1/n)``, each score clipped to ``clip`` scales): the trackers work
-  on the studentised score ``z = r / scale``, in the stream's own units whatever its scale;
+* ``n`` counts the scores seen, ``scale`` is their running mean absolute value, each score
+  clipped to ``clip`` scales: the trackers work on the studentised score ``z = r / scale``,
+  in the stream's own units whatever its scale. With ``K = 0`` scale rates it is one
+  exponential mean with rate ``max(decay, 1/n)``; with ``K`` rates ``rate_k`` it is the
+  posterior-weighted geometric mean of ``K`` such means ``s_k`` (rates ``max(rate_k, 1/n)``),
+  each weighed by ``exp(-L_k)``, ``L_k`` its cumulated negative log-likelihood of the
+  clipped scores under a Laplace law of scale ``s_k`` (``log s_k + |r| / s_k``): the
+  forgetting rate the residuals themselves favour (see ``step_scale``);
 * ``lo_j`` / ``hi_j`` track the ``a_j/2`` and ``1 - a_j/2`` quantiles of the signed score
   (``a_j = 1 - level_j``) by quantile tracking (online subgradient steps on the pinball loss,
   the "P" part of conformal PID control): ``hi += eta * (1[r > hi] - a_j/2)``;
@@ -18,9 +24,9 @@ It is a float64 vector laid out as::
   tracker plus the saturating integral term ``gain * tan(clamp(I log(n+2) / (csat (n+2))))``,
   and both the tracker and the integral are driven by the misses of that issued bound.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, clip_tail, a_0 .. a_{J-1},
-g_0 .. g_{G-1}, start]``, ``start`` holding the ``2J + G`` tracker values a new row starts from
-(the integrals start at 0).
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, clip_tail, K,
+a_0 .. a_{J-1}, g_0 .. g_{G-1}, start, rate_0 .. rate_{K-1}]``, ``start`` holding the ``2J + G``
+tracker values a new row starts from (the integrals start at 0).
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
 """
 
@@ -35,7 +41,8 @@ from ._jit import jit as _jit
 # row fields
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
-P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_BAND, P_PRIOR, P_CLIP_TAIL, P_LEVELS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_BAND, P_PRIOR, P_CLIP_TAIL = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+P_SCALES, P_LEVELS = 12, 13
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
 # "no issued misses given": the trackers compare the score with their own current bounds
@@ -43,9 +50,22 @@ NO_MISSES = np.full(1, np.nan)
 
 
 @_jit
-def row_width(J, G):
-    """Floats of one tracker row with ``J`` interval levels and ``G`` tail levels."""
-    return F_TRACK + 4 * J + G
+def row_width(J, G, K):
+    """Floats of one tracker row with ``J`` interval levels, ``G`` tail levels and ``K``
+    candidate scale rates."""
+    return F_TRACK + 4 * J + G + 2 * K
+
+
+@_jit
+def candidates_offset(P):
+    """Index of the first candidate scale ``s_0`` in a row (their evidences ``L_k`` follow)."""
+    return F_TRACK + 4 * int(P[P_J]) + int(P[P_G])
+
+
+@_jit
+def rates_offset(P):
+    """Index of the first candidate scale rate in ``P`` (after the levels, grid and start values)."""
+    return P_LEVELS + 3 * int(P[P_J]) + 2 * int(P[P_G])
 
 
 @_jit
@@ -224,9 +244,9 @@ def update_rows(krow, trow, P, r, pooled, misses, levels):
     clip = clip_limit(trow, P)
     if pooled:
         trow[F_N] = m + 1.0
-        step_scale(trow, r, m, P[P_DECAY], clip)
+        step_scale(trow, P, r, m, clip)
     krow[F_N] = n + 1.0
-    step_scale(krow, r, n, P[P_DECAY], clip)
+    step_scale(krow, P, r, n, clip)
 
 
 @_jit
@@ -250,13 +270,46 @@ def clip_limit(trow, P):
 
 
 @_jit
-def step_scale(row, r, n, decay, clip):
+def step_scale(row, P, r, n, clip):
     """Fold ``|r|`` into the row's robust running scale (``n`` scores before it): a residual
     counts at most ``clip`` scales, so one spike does not widen the intervals for the next
-    1/decay events, while a lasting rise still lifts it geometrically (by up to
-    (clip - 1) * rate per event)."""
-    a = abs(r) if row[F_SCALE] <= 0.0 or clip <= 0.0 else min(abs(r), clip * row[F_SCALE])
-    row[F_SCALE] += max(decay, 1.0 / (n + 1.0)) * (a - row[F_SCALE])
+    1/rate events, while a lasting rise still lifts it geometrically (by up to
+    (clip - 1) * rate per event).
+
+    With ``K`` candidate rates, each candidate mean ``s_k`` first adds to its evidence
+    ``L_k`` the negative log-likelihood ``log s_k + a / s_k`` of the clipped score ``a``
+    under a Laplace law of scale ``s_k`` (the scale it had forecast), then learns ``a``; the
+    row's scale is ``exp(sum_k w_k log s_k / sum_k w_k)`` with ``w_k = exp(-L_k)``: Bayes'
+    posterior over the rates, averaged in log scale. A stream whose volatility comes in
+    bursts (a recession in quarterly data) favours a fast rate, a steady one a slow rate
+    (whose intervals are steadier, hence narrower at the same coverage)."""
+    K = int(P[P_SCALES])
+    if K == 0:
+        a = abs(r) if row[F_SCALE] <= 0.0 or clip <= 0.0 else min(abs(r), clip * row[F_SCALE])
+        row[F_SCALE] += max(P[P_DECAY], 1.0 / (n + 1.0)) * (a - row[F_SCALE])
+        return
+    c = candidates_offset(P)
+    q = rates_offset(P)
+    x = abs(r)
+    for k in range(K):
+        s = row[c + k]
+        a = x if s <= 0.0 or clip <= 0.0 else min(x, clip * s)
+        if s > 0.0:
+            row[c + K + k] += math.log(s) + a / s
+        row[c + k] = s + max(P[q + k], 1.0 / (n + 1.0)) * (a - s)
+    low = math.inf
+    for k in range(K):
+        if row[c + k] > 0.0:
+            low = min(low, row[c + K + k])
+    total = 0.0
+    acc = 0.0
+    for k in range(K):
+        s = row[c + k]
+        if s > 0.0:
+            w = math.exp(low - row[c + K + k])
+            total += w
+            acc += w * math.log(s)
+    row[F_SCALE] = math.exp(acc / total) if total > 0.0 else 0.0
 
 
 @_jit
@@ -415,10 +468,9 @@ Q_LONG, Q_WINDOW, Q_DECADES, Q_USE_FLAT, Q_USE_WINDOW, Q_HOLDOFF, Q_WARMUP = 0, 
 
 @_jit
 def scorer_offset(P):
-    """Index of the scorer's first parameter in ``P`` (after the levels, grid and start values)."""
-    J = int(P[P_J])
-    G = int(P[P_G])
-    return P_LEVELS + 3 * J + 2 * G
+    """Index of the scorer's first parameter in ``P`` (after the levels, grid, start values
+    and candidate scale rates)."""
+    return rates_offset(P) + int(P[P_SCALES])
 
 
 @_jit

@@ -80,3 +80,39 @@ def test_uncertainty_state_is_checked_and_options_must_match(tmp_path, model_pat
     # without the options the key state is byte for byte the plain engine's (old savepoints resume)
     assert ServingEngine(model_path, uncertainty={}).process(None, "a,1,0.5,0.5,1.0")[0] == state_plain
     assert state_digest(state_plain) != state_digest(state)
+
+
+@pytest.mark.parametrize("uncertainty", [{"interval": [0.9]}, {"interval": [0.5, 0.95], "anomaly": True}])
+def test_a_key_state_written_before_the_candidate_scale_rates_resumes(tmp_path, model_path, uncertainty):
+    """A key's floats as the version before the calibrator's candidate scale rates wrote them
+    (each calibrator row 2 floats per rate shorter) load, widened: the next row's bounds are
+    those that version's state gives, and the key's state is written back in this layout."""
+    import numpy as np
+
+    from streamlstm.adapters.flink import _KEY_STATE_HEADER, _KEY_STATE_MAGIC
+
+    write_events(tmp_path / "ev.csv", 120, 1, seed=3)
+    lines = (tmp_path / "ev.csv").read_text().splitlines()
+    engine = ServingEngine(model_path, uncertainty=uncertainty)
+    _, states = drive(engine, lines[:100])
+    (key, state), = states.items()
+    unc = engine._unc
+    head = _KEY_STATE_HEADER.size
+    n_bytes = _KEY_STATE_HEADER.unpack_from(state)[2]
+    flat = np.frombuffer(state, dtype="<f8", count=n_bytes // 8, offset=head)
+    cal = unc.cal.calibrator
+    R = len(cal.scale_rates)
+    calib = flat[:unc._sizes[0]].reshape(cal.state.shape)
+    # the old layout: no candidates, the key's running scale as it was
+    old_cal = calib[..., :cal.width - 2 * R]
+    old_flat = np.concatenate([old_cal.reshape(-1), flat[unc._sizes[0]:]])
+    old_state = b"".join((_KEY_STATE_HEADER.pack(_KEY_STATE_MAGIC, 1, old_flat.nbytes), old_flat.tobytes(),
+                          state[head + n_bytes:]))
+    widened = np.concatenate([old_cal, np.repeat(old_cal[..., 1:2], R, axis=2), np.zeros((*old_cal.shape[:2], R))], axis=2)
+    same_scale = np.concatenate([widened.reshape(-1), flat[unc._sizes[0]:]])
+    same_state = b"".join((_KEY_STATE_HEADER.pack(_KEY_STATE_MAGIC, 1, same_scale.nbytes), same_scale.tobytes(),
+                           state[head + n_bytes:]))
+    new_state, out = ServingEngine(model_path, uncertainty=uncertainty).process(old_state, lines[100])
+    assert out == ServingEngine(model_path, uncertainty=uncertainty).process(same_state, lines[100])[1]
+    assert _KEY_STATE_HEADER.unpack_from(new_state)[2] == n_bytes         # written back in this layout
+    assert out.split(",")[3:5] != ["", ""] and key == lines[100].split(",")[0]
