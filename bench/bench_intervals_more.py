@@ -134,7 +134,7 @@ def summary(rows: list[dict]) -> dict:
             "deviation": float(np.mean([(r["coverage"] - r["level"]) / r["tol"] for r in rows])),
             "no_wider": sum(r["no_wider"] for r in rows),
             "series_no_wider": sum(sum(r["no_wider"] for r in rows if r["series"] == s) >= 2 for s in series),
-            "series": len(series), "geo": float(np.exp(np.mean(np.log(ratios))))}
+            "series": len(series), "geo": float(np.exp(np.mean(np.log(ratios)))), "median": float(np.median(ratios))}
 
 
 def main() -> None:
@@ -151,7 +151,7 @@ def main() -> None:
             s = summary(rows)
             print(f"{suite} {'one rate' if ablate else 'default'}: outside {s['outside']}/{s['cases']} "
                   f"(below {s['below']}), no wider {s['no_wider']} cases / {s['series_no_wider']} series, "
-                  f"geo {s['geo']:.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+                  f"geo {s['geo']:.3f} median {s['median']:.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
     lines = ["<!-- intervals-more:start -->",
              "## Prediction intervals on series outside the bench (`bench/bench_intervals_more.py`)", "",
              (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, one run. The forecasting engine's one-step intervals "
@@ -162,14 +162,14 @@ def main() -> None:
              "`scale_rates=()`), as before the candidate rates. Width against River's jackknife around the same "
               "forecasts, matched to our coverage as in `bench/bench_intervals.py`."), "",
              ("| suite | calibrator | cases outside tolerance (below nominal) | mean deviation (× tolerance) "
-              "| no wider than the jackknife: cases / series | width / jackknife's (geometric mean where it reaches our "
-              "coverage) |"),
+              "| no wider than the jackknife: cases / series | width / jackknife's where it reaches our coverage: "
+              "geometric mean, median |"),
              "|---|---|---:|---:|---:|---:|"]
     for (suite, ablate), rows in results.items():
         s = summary(rows)
         lines.append(f"| {suite} | {'one rate (0.02)' if ablate else '**candidate rates (default)**'} | "
                      f"{s['outside']} of {s['cases']} ({s['below']}) | {s['deviation']:+.2f} | "
-                     f"{s['no_wider']} of {s['cases']} / {s['series_no_wider']} of {s['series']} | {s['geo']:.3f} |")
+                     f"{s['no_wider']} of {s['cases']} / {s['series_no_wider']} of {s['series']} | {s['geo']:.3f}, {s['median']:.3f} |")
     lines += ["", "Coverage per series at 0.8 / 0.9 / 0.95 (default, then one rate; * outside the tolerance):", "",
               "| series | rows | default | one rate |", "|---|---:|---|---|"]
     for suite in suites:
