@@ -889,3 +889,39 @@ def test_holt_winters_trend_rate_keeps_long_seasons_forecastable():
     for name in ("holt_winters", "holt_winters_log"):
         got = model.expert_forecasts()[name]
         assert np.isfinite(got).all() and np.abs(got - 15000).max() < 30000, name
+
+
+def test_a_diverged_expert_stays_a_bad_expert(monkeypatch):
+    """An expert whose forecasts run away (here Holt-Winters' multiplied by 1.05 ** n) is
+    clipped to 100 spreads of the values kept: the engine's forecasts stay close to those it
+    makes when that expert is sound. Unclipped, a tiny weight times a huge forecast was the
+    whole forecast (MAE 1e10 and 3e7 here; NYC taxi's one-step MAE 3e27 before Holt-Winters'
+    rates were kept forecastable): ML-Poly's linearised regret rewards a forecast on the right
+    side of the value however far it is."""
+    import streamlstm.forecasting.engine as G
+
+    y = _seasonal_series(400)
+
+    def mae(h):
+        model = Forecaster(horizon=2, season=12, lstm=False)
+        errors = []
+        for i, v in enumerate(y):
+            if i >= 50:
+                errors.append(abs(v - model.forecast()[h]))
+            model.learn_one(v)
+        return float(np.mean(errors)), model
+
+    plain = [mae(h)[0] for h in (0, 1)]
+    sound = G.holt_winters_forecast
+
+    def runaway(state, indices, n, horizon, relative, out):
+        sound(state, indices, n, horizon, relative, out)
+        out *= 1.05 ** n
+
+    monkeypatch.setattr(G, "holt_winters_forecast", runaway)
+    with np.errstate(over="ignore"):
+        for h in (0, 1):
+            diverged, model = mae(h)
+            assert diverged < 1.5 * plain[h], (h, diverged, plain[h])
+    kept = np.asarray(y[-model._capacity:])
+    assert model.expert_forecasts()["holt_winters"].max() <= kept.max() + 100 * max(np.ptp(kept), np.abs(kept).max())

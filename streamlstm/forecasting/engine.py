@@ -26,6 +26,7 @@ from .experts import (
     holt_winters_run,
     holt_winters_trend_rate,
     holt_winters_update,
+    keep_in_range,
     lag_changes,
     mean_of_awake,
     recent_median,
@@ -62,6 +63,7 @@ LOG_WITHOUT_FEATURES = True   # the log autoregressions learn without the exogen
 MEDIAN_CYCLES = 3       # seasons behind the seasonal median
 MEDIAN_WINDOW = 96      # values (at least) behind the recent median
 EARLIER_LOSSES = True   # season given: a late expert's far-horizon loss from its shorter forecasts (_learn_targets)
+SANE_SPREADS = 100.0    # an expert's forecast is kept within this many spreads of the values kept (keep_in_range)
 
 
 def _track_median(tracker: np.ndarray, a: float) -> None:
@@ -701,6 +703,7 @@ class Forecaster:
                 out[:, -1] = self._lstm_predict(key, s, None)
             else:
                 out[:, -1] = ASLEEP
+        keep_in_range(out, s.history, min(s.n, self._capacity), SANE_SPREADS)
 
     def _ar_forecasts(self, s: _Stream, slot: int, out: np.ndarray) -> None:
         """The autoregressions' forecasts (their columns of ``out``) from the inputs kept at
