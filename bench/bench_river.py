@@ -277,10 +277,12 @@ def render(entries, acc, speed, errors, dr_versions, repeats) -> str:
 
 def keep_previous(kept, datasets, acc, speed, errors):
     """Put the rows of the entries ``kept`` (not run now) from the last run saved in
-    ``results_river.json`` into ``acc`` / ``speed``, with a note saying from when; returns that
-    run's deep-river versions."""
+    ``results_river.json`` into ``acc`` / ``speed``, with a note saying when deep-river ran
+    (``deepriver_date``: a run that kept its rows keeps that date too); returns that run's
+    deep-river versions and that date."""
     with open(RESULTS_JSON) as f:
         old = json.load(f)
+    when = old.get("deepriver_date", old["date"])
     for e in kept:
         for ds in datasets:
             r = old["accuracy"].get(f"{e.name} | {ds}")
@@ -288,9 +290,9 @@ def keep_previous(kept, datasets, acc, speed, errors):
                 acc[(e.name, ds)] = r
         if e.name in old.get("speed", {}):
             speed[e.name] = old["speed"][e.name]
-    errors["deep-river"] = (f"its venv is not on this machine: its rows are those of the run of {old['date']} "
+    errors["deep-river"] = (f"its venv is not on this machine: its rows are those of its run of {when} "
                             "(same protocol and series; deep-river does not change with our code)")
-    return old.get("deepriver_versions")
+    return old.get("deepriver_versions"), when
 
 
 def write_section(text: str, path: str = RESULTS_MD):
@@ -317,14 +319,16 @@ def main(argv=None):
         entries = [e for e in entries if not isinstance(e, DeepRiverPeer)]
     datasets = [d for d in args.datasets.split(",") if d]
     acc, speed, errors, drv = collect(entries, datasets, args.repeats)
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    deepriver_date = now if any(isinstance(e, DeepRiverPeer) for e in entries) else None
     if kept:
-        drv = keep_previous(kept, datasets, acc, speed, errors)
+        drv, deepriver_date = keep_previous(kept, datasets, acc, speed, errors)
         entries = [e for e in ENTRIES if e in entries or e in kept]
     text = render(entries, acc, speed, errors, drv, args.repeats)
     print(text)
     if not args.no_write:
         write_section(text)
-        raw = {"date": dt.datetime.now().isoformat(timespec="seconds"),
+        raw = {"date": now, "deepriver_date": deepriver_date,
                "accuracy": {f"{n} | {ds}": r for (n, ds), r in acc.items()},
                "speed": speed, "errors": errors, "deepriver_versions": drv}
         with open(RESULTS_JSON, "w") as f:
