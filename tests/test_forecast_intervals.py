@@ -218,6 +218,7 @@ def test_hostile_calibrator_state_is_refused_naming_it() -> None:
     kind, meta, arrays = persistence.loads(model.to_bytes())
     for mutate, message in ((lambda a: a.__setitem__((0, 0, 0), -1.0), "count"),
                             (lambda a: a.__setitem__((0, 0, 1), -2.0), "scale"),
+                            (lambda a: a.__setitem__((0, 0, a.shape[2] - 4), -2.0), "scale"),   # a candidate scale
                             (lambda a: a.__setitem__((0, 0, 3), math.nan), "non-finite")):
         bad = {k: v.copy() for k, v in arrays.items()}
         mutate(bad["calibrator/state"])
