@@ -875,10 +875,12 @@ def test_holt_winters_trend_rate_keeps_long_seasons_forecastable():
     experts no longer diverge on a half-hourly series with a daily season (they did: levels at
     1e6 times the data's)."""
     assert all(E.holt_winters_trend_rate(m) == E.HW_BETA for m in (2, 4, 7, 12, 24))
-    for m in (25, 48, 96, 288):
+    for m in (25, 48, 96, 128):
         beta = E.holt_winters_trend_rate(m)
         assert 0.0 < beta < E.HW_BETA and E._forecastable(E.HW_ALPHA, beta, E.HW_GAMMA, E.HW_PHI, m)
         assert not E._forecastable(E.HW_ALPHA, 2 * beta, E.HW_GAMMA, E.HW_PHI, m)
+    for m in (129, 288):   # beyond the exact check: the trend is not learned, which is forecastable
+        assert E.holt_winters_trend_rate(m) == 0.0 and E._forecastable(E.HW_ALPHA, 0.0, E.HW_GAMMA, E.HW_PHI, m)
     rng = np.random.default_rng(2)
     t = np.arange(6000)
     y = 15000 + 8000 * np.sin(2 * np.pi * t / 48) + 2000 * np.sin(2 * np.pi * t / 336) + rng.normal(0, 800, t.size)
