@@ -339,10 +339,11 @@ class _KeyUncertainty:
         self._sizes = [a.size for a in self._parts]
         self.fresh = self.export()
         self.n_bytes = self.fresh.nbytes
-        # a key's floats as this version writes them, or as the version before the
-        # calibrator's candidate scale rates wrote them (``load_checked`` widens those)
-        older = 0 if self.cal is None else 8 * 2 * len(self.cal.calibrator.scale_rates) * (self._sizes[0] // self.cal.calibrator.width)
-        self.accepted_bytes = {self.n_bytes, self.n_bytes - older}
+        # the calibrator's floats as the version before its candidate scale rates wrote them
+        # (2 floats per rate fewer in each row; ``load_checked`` widens them): accepted too
+        cal = None if self.cal is None else self.cal.calibrator
+        self._older_cal_size = 0 if cal is None else cal.state.size // cal.width * (cal.width - 2 * len(cal.scale_rates))
+        self.accepted_bytes = {self.n_bytes, self.n_bytes - 8 * (self._sizes[0] - self._older_cal_size)}
         self._nan = [math.nan, math.nan] * len(self.levels)
 
     def export(self):
@@ -363,11 +364,8 @@ class _KeyUncertainty:
 
         at = 0
         if self.cal is not None:
-            cal = self.cal.calibrator
-            rows, steps, width = cal.state.shape
-            # a key written before the calibrator's candidate scale rates: its rows are 2 floats
-            # per rate shorter (``ForecastCalibration.load`` widens them)
-            older = rows * steps * (width - 2 * len(cal.scale_rates))
+            rows, steps, _ = self.cal.calibrator.state.shape
+            older = self._older_cal_size   # a key written before the candidate scale rates
             size = older if flat.size == older + sum(self._sizes[1:]) and older != self._sizes[0] else self._sizes[0]
             if flat.size < size + sum(self._sizes[1:]):
                 raise ValueError(f"a key's interval state holds {flat.size} floats, expected {sum(self._sizes)}")

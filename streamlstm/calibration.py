@@ -346,6 +346,13 @@ class OnlineCalibrator:
                 "scale_prior": self.scale_prior, "clip_tail": self.clip_tail, "tail_grid": list(self.tail_grid),
                 "scale_rates": list(self.scale_rates)}
 
+    @property
+    def candidate_scales(self) -> slice:
+        """The columns of a state row holding the candidate running scales (their evidence
+        follows them, last in the row; empty without ``scale_rates``)."""
+        R = len(self.scale_rates)
+        return slice(self.width - 2 * R, self.width - R)
+
     def upgrade(self, state: np.ndarray) -> np.ndarray:
         """A state of these settings saved by an older version, widened to this layout; any
         other state as it is (its shape is checked by the caller):

@@ -291,15 +291,15 @@ def step_scale(row, P, r, n, clip):
     c = candidates_offset(P)
     q = rates_offset(P)
     x = abs(r)
+    low = math.inf   # the least evidence of a candidate with a scale
     for k in range(K):
         s = row[c + k]
         a = x if s <= 0.0 or clip <= 0.0 else min(x, clip * s)
         if s > 0.0:
             row[c + K + k] += math.log(s) + a / s
-        row[c + k] = s + max(P[q + k], 1.0 / (n + 1.0)) * (a - s)
-    low = math.inf
-    for k in range(K):
-        if row[c + k] > 0.0:
+        s += max(P[q + k], 1.0 / (n + 1.0)) * (a - s)
+        row[c + k] = s
+        if s > 0.0:
             low = min(low, row[c + K + k])
     total = 0.0
     acc = 0.0

@@ -547,12 +547,12 @@ class Forecaster:
                     s.positive = False
                     s.known[:] = False
                 seasonal_drift_update(s.profile, s.known, y, last, s.n, s.positive)
+            trend_rate = holt_winters_trend_rate(s.season) if s.season else 0.0
             if s.hw_ready:
-                holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive, holt_winters_trend_rate(s.season))
+                holt_winters_update(s.hw, s.hw_indices, y, s.n, s.positive, trend_rate)
             if s.hwl_ready:
                 if y > 0.0:
-                    holt_winters_update(s.hwl, s.hwl_indices, math.log(y), s.n, False,
-                                        holt_winters_trend_rate(s.season))
+                    holt_winters_update(s.hwl, s.hwl_indices, math.log(y), s.n, False, trend_rate)
                 else:
                     s.hwl_ready = False
         if y <= 0.0 and s.positive:
@@ -583,13 +583,14 @@ class Forecaster:
         if size >= m:
             level, trend, s.hw_indices = holt_winters_init(v[:m], a0 + m, m, s.positive)
             s.hw[0], s.hw[1] = level, trend
-            holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive, holt_winters_trend_rate(m))
+            trend_rate = holt_winters_trend_rate(m)
+            holt_winters_run(s.hw, s.hw_indices, v[m:], a0 + m, s.positive, trend_rate)
             s.hw_ready = True
             if s.positive and self._log_hw:
                 lv = np.log(v)
                 level, trend, s.hwl_indices = holt_winters_init(lv[:m], a0 + m, m, False)
                 s.hwl[0], s.hwl[1] = level, trend
-                holt_winters_run(s.hwl, s.hwl_indices, lv[m:], a0 + m, False, holt_winters_trend_rate(m))
+                holt_winters_run(s.hwl, s.hwl_indices, lv[m:], a0 + m, False, trend_rate)
                 s.hwl_ready = True
 
     def _refresh_season(self, s: _Stream) -> None:

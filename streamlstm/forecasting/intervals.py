@@ -211,9 +211,7 @@ class ForecastCalibration:
         n, scale = a[..., K.F_N], a[..., K.F_SCALE]
         if not ((n >= 0) & (n <= MAX_STORED_COUNTER) & (n == np.floor(n))).all():
             raise ValueError(f"array {STATE_ARRAY!r}: a residual count is not an integer in [0, {MAX_STORED_COUNTER}]")
-        rates = len(cal.scale_rates)
-        candidates = a[..., cal.width - 2 * rates:cal.width - rates]
-        if not (scale >= 0).all() or not (candidates >= 0).all():
+        if not (scale >= 0).all() or not (a[..., cal.candidate_scales] >= 0).all():
             raise ValueError(f"array {STATE_ARRAY!r}: a residual scale is negative")
         issued = arrays.get(ISSUED_ARRAY)
         if issued is not None:   # absent from files saved before it existed: nothing recorded
