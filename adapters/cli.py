@@ -131,6 +131,7 @@ def main() -> None:
     """Stateful LSTMs that predict and learn one CSV row at a time.
 
     \b
+      streamlstm run series.csv > forecasts.csv             a time column and one value: forecast it a row ahead
       streamlstm run data.csv --target temp > preds.csv     regression: predict temp from the other columns
       streamlstm run --target load --ahead 3 < data.csv     forecasting: the load 3 rows ahead
       streamlstm demo                                       forecast River's WaterFlow series
@@ -143,7 +144,8 @@ def main() -> None:
 # ---------------------------------------------------------------------------- run
 @main.command(context_settings=_CONTEXT)
 @click.argument("input", default="-", metavar="[INPUT]")
-@click.option("-t", "--target", metavar="COL", help="Column to predict (regression) or forecast (--ahead).")
+@click.option("-t", "--target", metavar="COL", help="Column to predict (regression) or forecast (--ahead). Default: "
+              "the only numeric column other than the key, time and --keep columns (a timestamp,value file).")
 @click.option("--features", metavar="A,B,...", help="Comma-separated input columns (\"\" for none). Default: every "
               "numeric column of the first rows other than the target, key, time and --keep columns; a first column "
               "of dates or increasing integers is taken as --time. Which columns became features is said on stderr.")
@@ -164,7 +166,8 @@ def main() -> None:
                    "'error' makes a missing feature a bad row (an empty target is still no label).")
 @click.option("--ahead", default=0, type=click.IntRange(0), metavar="H",
               help="Forecast the target H rows (of the same key) ahead, from its own history plus the "
-                   "features; learn when the true value arrives. 0 (default): regression.")
+                   "features; learn when the true value arrives. 0: regression (the default when other numeric "
+                   "columns exist or --features is given; with none, the default is 1).")
 @click.option("--model", "model_kind", type=click.Choice(["engine", "lstm"]), default=None,
               help="With --ahead: 'engine' (the default) is the core's forecasting engine (streamlstm.Forecaster: "
                    "simple experts, online autoregressions, an LSTM expert, online aggregation; --season...); "
@@ -563,9 +566,11 @@ def _require_matplotlib() -> None:
                        "(or: pip install matplotlib)")
 
 
-def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None, unused: list[str] | None = None) -> str:
+def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None, unused: list[str] | None = None,
+              inferred: list[str] | None = None) -> str:
     """The job in one line on stderr: the task, which columns are features (and, when they
-    were chosen here, the time column found and the columns left out)."""
+    were chosen here, the time column found and the columns left out; the options the
+    columns settled, ``inferred``)."""
     feats = job["features"]
     shown = ", ".join(feats[:12]) + (", ..." if len(feats) > 12 else "")
     if roles is not None:
@@ -588,7 +593,54 @@ def _describe(job: dict[str, Any], learn: bool, roles: Roles | None = None, unus
     if roles is not None and (roles.text or roles.empty):
         left = [repr(c) for c in roles.text] + [f"{c!r} (empty)" for c in roles.empty]
         what += f"; not features: {', '.join(left[:12])}{', ...' if len(left) > 12 else ''} (--keep copies them out)"
+    if inferred:
+        what += f"; {'; '.join(inferred)}"
     return what + ("; learning" if learn else "; inference only")
+
+
+def _open_reader(o: dict[str, Any], delimiter: str | None) -> tuple[RecordReader, list[str], Any]:
+    """The input's reader, its column names and the source it reads."""
+    source = _open_input(o.get("input", "-"))
+    if source == 0 and os.isatty(0) and not o.get("quiet"):
+        _echo("reading CSV from the terminal (a header line first; Ctrl-D ends): give a file or pipe one in")
+    reader = RecordReader(source, delimiter=delimiter)
+    reader.plain_mode = reader.regular  # decode only what is needed before the schema is known
+    return reader, _header(reader, o), source
+
+
+def _infer_job(o: dict[str, Any], explicit: set[str], reader: RecordReader, header: list[str], source: Any
+               ) -> list[str]:
+    """Settle, in ``o``, what the columns leave one reading of, and say so (for stderr).
+
+    * No ``--target``: the only numeric column other than the key, time and kept columns is
+      the target (a ``timestamp,value`` file); with several, or none, it must be named.
+    * No ``--ahead`` (and no ``--features``): when no numeric column is left besides the
+      target, there is nothing to regress it on, so the target is forecast one row ahead
+      from its own history (``--ahead 1``, the forecasting engine).
+    """
+    keep = _names(o.get("keep")) or []
+    base = {c for c in (o.get("key"), o.get("time_col"), *keep) if c}
+    peeked = [fields(r) for _, r in reader.peek_many(20) if not isinstance(r, BadRecord)]
+
+    def numeric(exclude: set[str]) -> list[str]:
+        return column_roles(header, peeked, exclude, find_time=o.get("time_col") is None,
+                            keyed=o.get("key") is not None).features
+
+    notes = []
+    if not o.get("target"):
+        candidates = numeric(base)
+        if len(candidates) != 1:
+            named = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
+            raise CliError("--target COL is required (the column to predict): "
+                           + (f"the numeric columns are {named}" if candidates else
+                              f"no column of the first rows is numeric (columns: {', '.join(header[:12])})"))
+        o["target"] = candidates[0]
+        notes.append(f"target {o['target']!r} (the only numeric column; --target COL to name another)")
+    if not o.get("ahead") and "ahead" not in explicit and o.get("features") is None and o["target"] in header \
+            and not numeric(base | {o["target"]}):
+        o["ahead"] = 1
+        notes.append("1 row ahead (no column to regress the target on; --ahead H for another horizon)")
+    return notes
 
 
 def _engine(o: dict[str, Any], job: dict[str, Any], params: dict[str, Any] | None, learn: bool, saved: Any,
@@ -713,6 +765,14 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
             raise CliError(f"{o['checkpoint']} is a bare model, not a checkpoint of `streamlstm run`")
     elif o.get("load"):
         saved, saved_path = _read_saved(o["load"]), o["load"]
+    # a new job with no --target, or with no feature columns and no --ahead: the columns may
+    # leave one reading, read from the header and first rows before the job is settled
+    opened = None
+    inferred: list[str] = []
+    if saved is None and (not o.get("target") or (not o.get("ahead") and "ahead" not in explicit
+                                                  and o.get("features") is None)):
+        opened = _open_reader(o, delimiter)
+        inferred = _infer_job(o, explicit, *opened)
     job = _job_from_options(o)
     if saved is not None and saved[0] == "streamlstm.cli":
         old = saved[1]["job"]
@@ -770,13 +830,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     else:
         params = _params_from_options(o, job["ahead"])
 
-    # input and header
-    source = _open_input(o.get("input", "-"))
-    if source == 0 and os.isatty(0) and not o.get("quiet"):
-        _echo("reading CSV from the terminal (a header line first; Ctrl-D ends): give a file or pipe one in")
-    reader = RecordReader(source, delimiter=delimiter)
-    reader.plain_mode = reader.regular  # decode only what is needed before the schema is known
-    header = _header(reader, o)
+    reader, header, source = opened or _open_reader(o, delimiter)
     roles = None
     if job["features"] is None:
         exclude = {c for c in (job["target"], job["key"], job["time"], *job["keep"]) if c}
@@ -806,7 +860,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
         if getattr(engine, "store", None) is not None and not job["ahead"]:
             _keyed_block_size(engine.job, o, "block_size" in explicit, resuming, saved_path)
         if not o.get("quiet"):
-            _echo(_describe(job, learn, roles, unused))
+            _echo(_describe(job, learn, roles, unused, inferred))
         engine.warm_up()  # start-up work (loading compiled code), not the first rows
         if schema.compiled:
             from ._fastcsv import warm_up

@@ -228,7 +228,8 @@ BAD_CASES = {
     "missing column": (GOOD, ["--target", "nope"], "column 'nope' (--target) is not in the header", None),
     "missing feature column": (GOOD, ["--features", "x,y"], "column 'y' (feature) is not in the header", None),
     "empty input": ("", [], "the input is empty: expected a CSV header line", None),
-    "header only, no features": ("time,temp\n1,2\n", ["--time", "time"], "no numeric feature columns", None),
+    "header only, no features": ("time,temp\n1,2\n", ["--time", "time", "--ahead", "0"], "no numeric feature columns",
+                                 None),
 }
 
 

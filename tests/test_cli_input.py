@@ -127,6 +127,57 @@ def test_resume_carries_the_imputation_means(tmp_path):
     assert first + rest == whole
 
 
+# ------------------------------------------------- what the columns settle (no --target, no --ahead)
+def test_a_timestamp_value_file_is_forecast_with_no_options(tmp_path):
+    """The file most streams are: a time column and one value. Nothing to regress it on, one
+    column to predict: `streamlstm run FILE` forecasts it one row ahead, and says why."""
+    rng = np.random.default_rng(3)
+    lines = ["timestamp,value"] + [f"2024-01-01 {t // 60:02d}:{t % 60:02d}:00,{10 + np.sin(t / 5) + rng.normal(0, 0.1):.4f}"
+                                   for t in range(120)]
+    plain = tmp_path / "ts.csv"
+    plain.write_text("\n".join(lines) + "\n")
+    keyed = tmp_path / "keyed.csv"
+    keyed.write_text("time,sensor,level\n" + "".join(f"{t},{k},{t * (1 + (k == 'b'))}\n" for t in range(30)
+                                                      for k in "ab"))
+    two = tmp_path / "two.csv"
+    two.write_text("time,a,b\n1,2,3\n2,3,4\n")
+    text = tmp_path / "text.csv"
+    text.write_text("name,city\nx,y\n")
+    res = run_all({
+        "none": (["run", plain], None),
+        "stdin": (["run", "-q"], plain.read_bytes()),
+        "given": (["run", plain, "--target", "value", "--ahead", "1", "-q"], None),
+        "target only": (["run", plain, "--target", "value", "-q"], None),
+        "regression asked": (["run", plain, "--ahead", "0"], None),
+        "keyed": (["run", keyed, "--key", "sensor", "-q"], None),
+        "two numeric": (["run", two], None),
+        "no numeric": (["run", text], None),
+        "checkpointed": (["run", plain, "-q", "--checkpoint", tmp_path / "ck.slstm"], None),
+    })
+    _, out, err = good(res["none"])
+    assert list(rows_of(out)[0]) == ["timestamp", "value", "forecast_value_t", "error", "forecast_value_t+1"]
+    assert "target 'value' (the only numeric column; --target COL to name another)" in err
+    assert "1 row ahead (no column to regress the target on; --ahead H for another horizon)" in err
+    assert "MAE" in err
+    # the same job as the options spelled out, from a file or a pipe
+    assert out == good(res["stdin"])[1] == good(res["given"])[1] == good(res["target only"])[1]
+    code, _, err = res["regression asked"]
+    assert code == 2 and "no numeric feature columns besides the target" in err
+    rows = rows_of(good(res["keyed"])[1])
+    assert list(rows[0]) == ["sensor", "time", "level", "forecast_level_t", "error", "forecast_level_t+1"]
+    # each key forecast from its own history: a climbs by 1 a row, b by 2
+    assert abs(float(rows[-2]["forecast_level_t"]) - 29) < 0.5 and abs(float(rows[-1]["forecast_level_t"]) - 58) < 1
+    code, _, err = res["two numeric"]
+    assert code == 2 and "--target COL is required (the column to predict): the numeric columns are a, b" in err
+    code, _, err = res["no numeric"]
+    assert code == 2 and "no column of the first rows is numeric (columns: name, city)" in err
+    # the settled job is the checkpoint's: resuming needs no options either
+    good(res["checkpointed"])
+    again = good(run_all({"resume": (["run", plain, "-q", "--checkpoint", tmp_path / "ck.slstm", "--resume"], None)
+                          })["resume"])
+    assert again[1] == ""   # every row was consumed: nothing left to answer
+
+
 # ------------------------------------------------------------------ column roles (point 7)
 def test_column_roles_time_detection_text_columns_keep_and_no_features(tmp_path):
     rng = np.random.default_rng(1)

@@ -60,6 +60,8 @@ def folder(tmp_path_factory):
                                                           for t in range(80)))
     r = bash("streamlstm run sensors.csv --target temp --key sensor_id --save model.slstm -q > /dev/null", d)
     assert r.returncode == 0, r.stderr  # for `streamlstm info model.slstm` in the help
+    (d / "series.csv").write_text("timestamp,value\n" + "".join(f"2024-01-{1 + t // 24:02d} {t % 24:02d}:00,"
+                                                                 f"{10 + np.sin(t / 4):.3f}\n" for t in range(96)))
     (d / "nohead.csv").write_text("".join(f"{t};{np.sin(t):.3f};{np.cos(t):.3f}\n" for t in range(30)))
     return d
 
