@@ -70,7 +70,7 @@ _ENGINE_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
     (["--season"], "season", dict(default="auto", show_default=True, metavar="auto|none|N",
                                   help="Engine: the season in rows (of a key), 'none', or 'auto': found online "
                                        "from the autocorrelation of the recent changes (said in the summary).")),
-    (["--max-season"], "max_season", dict(default=48, show_default=True, type=click.IntRange(2),
+    (["--max-season"], "max_season", dict(default=288, show_default=True, type=click.IntRange(2, 1 << 20),
                                           help="Engine: the longest season that --season auto looks for.")),
     (["--lstm-expert/--no-lstm-expert"], "lstm", dict(default=True, show_default=True,
                                                       help="Engine: include the LSTM expert (on the residual of "

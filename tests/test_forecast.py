@@ -523,6 +523,60 @@ def test_no_season_in_noise_or_random_walks(seed):
     assert detect_season(rng.normal(size=200).cumsum()) is None
 
 
+@pytest.mark.parametrize("period", [24, 96, 288])
+def test_a_square_wave_season_is_found_from_the_levels(period):
+    """A daily on/off (two jumps a cycle among hundreds of noisy changes) is invisible to the
+    clipped autocorrelation of the changes; the levels show it (level_season)."""
+    rng = np.random.default_rng(period)
+    t = np.arange(2 * period + 2 + 40)
+    y = np.where(t % period < period * 5 // 12, 20.0, 80.0) + rng.normal(0, 3, size=t.size)
+    from streamlstm.forecasting.season import _autocorrelation, _change_season, level_season
+
+    top = min(period, int((t.size - 1) / 1.5))
+    if period >= 96:
+        assert _change_season(_autocorrelation(y, top, 5.0), top, 0.3) is None   # the changes show nothing
+    assert level_season(y, 288) == period
+    assert detect_season(y, max_season=288) == period
+    assert level_season(y[: 2 * period - 5], 288) == 0   # two whole seasons are needed
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_no_level_season_in_noise_walks_trends_or_autoregressions(seed):
+    rng = np.random.default_rng(100 + seed)
+    e = rng.normal(size=600)
+    ar = np.zeros(600)
+    for i in range(1, 600):
+        ar[i] = 0.95 * ar[i - 1] + e[i]
+    from streamlstm.forecasting.season import level_season
+
+    for y in (e, e.cumsum(), 0.05 * np.arange(600) + e, ar, np.exp(0.01 * np.arange(600)) + 0.1 * e):
+        assert level_season(y, 288) == 0
+
+
+def test_engine_finds_a_daily_season_of_five_minute_values():
+    """288 values a day (the default max_season), a square wave: found after two days, and
+    its seasonal experts then forecast part of each jump (no season: every jump is a surprise)."""
+    rng = np.random.default_rng(5)
+    t = np.arange(4 * 288)
+    y = np.where(t % 288 < 120, 20.0, 80.0) + rng.normal(0, 3, size=t.size)
+    errors = {}
+    for season in ("auto", None):
+        model = Forecaster(lstm=False, season=season)
+        e = []
+        for v in y:
+            e.append(abs(v - model.forecast()[0]))
+            model.learn_one(v)
+        jumps = [d * 288 + j for d in (2, 3) for j in (0, 120)]
+        errors[season] = np.mean([e[i] for i in jumps])
+        if season == "auto":
+            assert model.season_ == 288
+    assert errors[None] > 55 and errors["auto"] < 0.75 * errors[None]   # jumps of 60 (41 against 63)
+    # an older file's max_season of 48 keeps its 400 values and short seasons
+    assert Forecaster(max_season=48)._capacity == 400 and Forecaster()._capacity == 2 * 288 + 2
+    with pytest.raises(ValueError, match="max_season must be an integer in"):
+        Forecaster(max_season=1 << 21)
+
+
 def test_engine_reports_the_season_found():
     t = np.arange(200)
     model = Forecaster(lstm=False)

@@ -66,6 +66,8 @@ HOSTILE = {
     "unknown setting": (_set("param", "bogus", 1), "params"),
     "missing setting": (lambda m, a: m["params"].pop("lstm"), "params"),
     "infinite ridge": (_set("param", "ridge", float("inf")), "ridge"),
+    # the history kept grows with it: 2**62 would ask numpy for exabytes at the next key
+    "max season past the limit": (_set("param", "max_season", 1 << 21), "max_season"),
     "negative count": (_set("stream", "n", -3), "'n'"),
     "string count": (_set("stream", "n", "30"), "'n'"),
     "another season": (_set("stream", "season", 5), "'season'"),

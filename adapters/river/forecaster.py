@@ -103,7 +103,7 @@ class LSTMForecaster(RiverForecaster):
         self,
         horizon: int = 1,
         season: int | str | None = "auto",
-        max_season: int = 48,
+        max_season: int = 288,
         ar_orders: Sequence[int] = (2, 13),
         ar_units: Sequence[str] = ("raw", "log"),
         multi_step: str = "direct",

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._kernels.state_check import MAX_STORED_COUNTER
 from ..model import LSTMState, OnlineLSTM
-from .engine import LSTM_LAGS, SIMPLE, Forecaster, _Stream
+from .engine import LSTM_LAGS, MAX_SEASON_LIMIT, SIMPLE, Forecaster, _Stream
 from .intervals import ISSUED_ARRAY, STATE_ARRAY
 from .lstm_expert import _NOBODY
 
@@ -87,7 +87,7 @@ def _params(raw: Any) -> dict[str, Any]:
         raise ValueError(f"setting 'season' must be an integer >= 2, null or 'auto', got {p['season']!r}")
     if type(p["season"]) is int:
         _int(p["season"], "setting 'season'", 2, 1 << 31)
-    _int(p["max_season"], "setting 'max_season'", 2, 1 << 62)
+    _int(p["max_season"], "setting 'max_season'", 2, MAX_SEASON_LIMIT)
     for name in ("ar_orders", "ar_units", "experts"):
         if not isinstance(p[name], list):
             raise ValueError(f"setting {name!r} must be a list, got {p[name]!r}")

@@ -40,7 +40,7 @@ from .experts import (
 )
 from .intervals import ENGINE_INTEGRATOR_BAND, ENGINE_INTEGRATOR_SATURATION, ForecastCalibration
 from .lstm_expert import _NOBODY, LSTMExpert
-from .season import detect_season
+from .season import LEVEL_CYCLES, detect_season
 
 _KIND = "streamlstm.Forecaster"
 CLIP = 5.0              # robustly scaled changes are clipped to +-5 (a sensor's drop must not rule the fit)
@@ -54,7 +54,10 @@ SEASON_EVERY = 8        # steps between two season detections (``season="auto"``
 SEASON_EVERY_STEP_UNTIL = 64  # ... except over the first values: found a few steps sooner on short series
 REPLAY_SEASON = True    # a season found: the seasonal experts are replayed over the history kept
 REPLAY_WEIGHTS = True   # ... and so are the simple experts' aggregation weights (one stream, no features)
-SEASON_WINDOW = 400     # values the season detection looks at (the latest)
+SEASON_WINDOW = 400     # values the season detection looks at (the latest) ...
+SHORT_SEASONS = 48      # ... for seasons up to this long, every SEASON_EVERY steps; longer ones (up to
+LONG_SEASON_EVERY = 32  # max_season) every this many steps, in the latest LEVEL_CYCLES seasons (_refresh_season)
+MAX_SEASON_LIMIT = 1 << 20   # the largest max_season (the history kept is twice it)
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
           "seasonal_median", "recent_median", "holt_winters_log", "seasonal_mean")
 SEASONAL_MODELS = ("seasonal_drift", "holt_winters", "holt_winters_log")   # what "seasonal_mean" averages
@@ -132,7 +135,10 @@ class Forecaster:
         Season length in steps, ``None`` for none, or ``"auto"`` (default): found online from
         the autocorrelation of the recent changes and refreshed every few steps (``season_``).
     max_season
-        Longest season that ``"auto"`` looks for.
+        Longest season that ``"auto"`` looks for (default 288: a day of 5-minute values). Seasons
+        up to 48 steps are looked for every 8 steps in the latest 400 values, longer ones every
+        32 steps in the latest ``2 * max_season``: a stream keeps ``max(400, 2 * max_season + 2)``
+        values, and a look costs O(``max_season**2``).
     ar_orders
         Lagged changes seen by each autoregression expert (one expert per order).
     ar_units
@@ -193,7 +199,7 @@ class Forecaster:
         self,
         horizon: int = 1,
         season: int | str | None = "auto",
-        max_season: int = 48,
+        max_season: int = 288,
         ar_orders: Sequence[int] = (2, 13),
         ar_units: Sequence[str] = ("raw", "log"),
         multi_step: str = "direct",
@@ -214,8 +220,8 @@ class Forecaster:
         if not (season is None or season == "auto" or (isinstance(season, int) and not isinstance(season, bool)
                                                           and season >= 2)):
             raise ValueError(f"season must be an integer >= 2, None or 'auto', got {season!r}")
-        if not isinstance(max_season, int) or max_season < 2:
-            raise ValueError(f"max_season must be an integer >= 2, got {max_season!r}")
+        if not isinstance(max_season, int) or isinstance(max_season, bool) or not 2 <= max_season <= MAX_SEASON_LIMIT:
+            raise ValueError(f"max_season must be an integer in [2, {MAX_SEASON_LIMIT}], got {max_season!r}")
         orders = tuple(int(k) for k in ar_orders)
         if any(k < 1 for k in orders):
             raise ValueError(f"ar_orders must be integers >= 1, got {ar_orders!r}")
@@ -262,7 +268,7 @@ class Forecaster:
         # Autoregression inputs: [1, level, features, feature changes since the origin, changes]
         self._o = 2 + 2 * self.n_features
         self._d = self._o + self._n_lags
-        self._capacity = max(SEASON_WINDOW if self.season == "auto" else 0,
+        self._capacity = max(max(SEASON_WINDOW, LEVEL_CYCLES * self.max_season + 2) if self.season == "auto" else 0,
                              MEDIAN_CYCLES * (self.season if isinstance(self.season, int) else 4) + 1,
                              self._n_lags + 1, LSTM_LAGS + 1)
         # autoregressions: every order in every unit (the series' own, or log while positive)
@@ -597,7 +603,16 @@ class Forecaster:
         if self.season == "auto":
             if s.n % SEASON_EVERY and s.n > SEASON_EVERY_STEP_UNTIL:
                 return
-            found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season) or 0
+            short = detect_season(s.history[-min(s.n, SEASON_WINDOW):], min(self.max_season, SHORT_SEASONS)) or 0
+            if self.max_season <= SHORT_SEASONS:
+                found = short
+            elif s.n % LONG_SEASON_EVERY == 0:
+                # every season up to max_season, in a longer window: a look costs O(window x
+                # lags), so it is taken less often; it finds the short seasons too, and
+                # prefers the strongest (a spike every 100 values over a ripple of 6)
+                found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season) or short
+            else:
+                found = s.season if s.season > SHORT_SEASONS else short   # a long season stands till the next look
         else:
             found = self.season if isinstance(self.season, int) else 0
         if found != s.season:

@@ -209,14 +209,12 @@ def seasonal_median(history: np.ndarray, n: int, season: int, horizon: int, cycl
     k = min(cycles, avail // season)
     start = size - k * season           # history index of the oldest value used
     first = n - k * season              # its absolute time
-    prof = np.empty(season)
     col = np.empty(k)
-    for p in range(season):
+    for h in range(1, horizon + 1):     # only the phases forecast (a season may be hundreds long)
+        p = (n - 1 + h - first) % season
         for c in range(k):
             col[c] = history[start + c * season + p]
-        prof[p] = np.median(col)
-    for h in range(1, horizon + 1):
-        out[h - 1] = prof[(n - 1 + h - first) % season]
+        out[h - 1] = np.median(col)
 
 
 @_jit
