@@ -655,6 +655,7 @@ class ForecastingEngine(_Engine):
         import numpy as np
 
         from streamlstm import AnomalyScorer, Forecaster, persistence
+        from streamlstm.forecasting.engine import EARLIER_DEFAULTS
 
         self._np = np
         self._persistence = persistence
@@ -673,6 +674,9 @@ class ForecastingEngine(_Engine):
         self.anomaly = bool(anomaly)
         template = Forecaster(horizon=ahead, n_features=n_features, interval_levels=self.levels, **given)
         self.params = template.get_params()     # every setting: a key's forecaster must have these
+        # ... or, for a setting this job leaves at its default, the default of an earlier
+        # version (a savepoint written before it changed: its keys go on as they were made)
+        self._earlier = {k: v for k, v in EARLIER_DEFAULTS.items() if k not in given}
         self._new = lambda: Forecaster(**self.params)
         self._scorer = AnomalyScorer() if self.anomaly else None
         self._no_score = None if self._scorer is None else self._scorer.key_state(0)  # a fresh key's
@@ -716,8 +720,9 @@ class ForecastingEngine(_Engine):
         except (FormatError, KeyError) as exc:
             raise RuntimeError(f"key {key!r}: its state in Flink is not a forecasting engine's key state ({exc}); "
                                "was the job resumed from another engine's savepoint?") from None
-        if model.get_params() != self.params:
-            diff = sorted(k for k in self.params if model.get_params().get(k) != self.params[k])
+        got = model.get_params()
+        diff = sorted(k for k in self.params if got.get(k) != self.params[k])
+        if diff and not all(k in self._earlier and got.get(k) == self._earlier[k] for k in diff):
             raise RuntimeError(f"key {key!r}: its forecaster in Flink has other settings than this job's ({diff}: "
                                f"{[model.get_params().get(k) for k in diff]} vs {[self.params[k] for k in diff]}); "
                                "was the job resumed with other --ahead / --features / --interval options?")

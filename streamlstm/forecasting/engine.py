@@ -58,6 +58,10 @@ SEASON_WINDOW = 400     # values the season detection looks at (the latest) ...
 SHORT_SEASONS = 48      # ... for seasons up to this long, every SEASON_EVERY steps; longer ones (up to
 LONG_SEASON_EVERY = 32  # max_season) every this many steps, in the latest LEVEL_CYCLES seasons (_refresh_season)
 MAX_SEASON_LIMIT = 1 << 20   # the largest max_season (the history kept is twice it)
+#: settings whose default changed, and their default before: a model saved under the old
+#: default keeps it (its params are saved), and a keyed job whose key states were written
+#: under it may resume them (adapters.flink)
+EARLIER_DEFAULTS = {"max_season": 48}
 SIMPLE = ("last_value", "seasonal_naive", "exp_smoothing", "damped_trend", "seasonal_drift", "holt_winters",
           "seasonal_median", "recent_median", "holt_winters_log", "seasonal_mean")
 SEASONAL_MODELS = ("seasonal_drift", "holt_winters", "holt_winters_log")   # what "seasonal_mean" averages

@@ -114,6 +114,35 @@ def test_forecasting_engine_rows_and_state_are_checked():
         ForecastingEngine(1, interval=[1.5])
 
 
+def test_a_savepoint_from_before_a_default_changed_resumes_its_keys_as_they_were_made():
+    """max_season's default went from 48 to 288: key states written under 48 go on with it in a
+    job that leaves max_season at its default (new keys get 288); a job that sets it refuses them."""
+    lines = [f"a,{t},{10 + (t % 7) + 0.1 * t}" for t in range(60)]
+    old_job = ForecastingEngine(1, params={**FAST, "max_season": 48})
+    _, state = drive(old_job, lines[:40])
+    job = ForecastingEngine(1, params=FAST)
+    assert job.params["max_season"] == 288
+    out, _ = drive_from(job, state, lines[40:])
+    assert out == drive_from(old_job, state, lines[40:])[0]          # as the old job would have gone on
+    new_key, _ = job.process(None, "b,1,3.0")
+    assert ForecastingEngine(1, params=FAST)._decode("b", new_key)[0].max_season == 288
+    with pytest.raises(RuntimeError, match=r"other settings.*'max_season'"):
+        ForecastingEngine(1, params={**FAST, "max_season": 288}).process(state["a"], lines[40])
+    with pytest.raises(RuntimeError, match=r"other settings.*'horizon', 'max_season'"):
+        ForecastingEngine(2, params=FAST).process(state["a"], lines[40])
+
+
+def drive_from(engine, state, lines):
+    state = dict(state)
+    out = []
+    for line in lines:
+        key = line.split(",", 1)[0]
+        new, o = engine.process(state.get(key), line)
+        state[key] = new
+        out.append(o)
+    return out, state
+
+
 def test_anomaly_scorer_key_state_round_trip_and_checks():
     rng = np.random.default_rng(3)
     a, b = AnomalyScorer(n_keys=2), AnomalyScorer()
