@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nab_score
 from _results import write_section
 
-from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector
+from streamlstm import Forecaster
+from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector, AnomalyScorer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,24 @@ def windowed_gaussian(values: np.ndarray, window: int = 6400, step: int = 100) -
     return out
 
 
+class EngineBase:
+    """What ``streamlstm run FILE --anomaly`` scores on a ``timestamp,value`` file (the target
+    forecast one row ahead by the engine): the default scorer against ``Forecaster()``'s
+    one-step forecasts."""
+
+    def __init__(self) -> None:
+        self.model = Forecaster()
+        self.scorer = AnomalyScorer()
+        self.started = False
+
+    def score_one(self, y: float) -> float:
+        y_hat = float(self.model.forecast()[0]) if self.started else y
+        self.started = True
+        s = self.scorer.score(y, y_hat)
+        self.model.learn_one(y)
+        return s
+
+
 def run_detector(make: Callable[[], AnomalyDetector], values: np.ndarray) -> np.ndarray:
     det = make()
     return np.array([det.score_one(v) for v in values])
@@ -78,6 +97,8 @@ DETECTORS: list[tuple[str, Callable[[], AnomalyDetector], str]] = [
     ("no hold-off", lambda: AnomalyDetector(holdoff=0),
      "default reporting the evidence of every event (what reporting an incident once is worth)"),
     ("hold-off 300", lambda: AnomalyDetector(holdoff=300), "default with a 3x longer hold-off"),
+    ("calibrated, forecasting-engine base (the CLI's)", EngineBase,
+     "same scorer, forecast = `Forecaster()` one step ahead: what `streamlstm run FILE --anomaly` writes"),
 ]
 
 
