@@ -153,7 +153,7 @@ class ForecastEngine:
         """
         model = self.model
         given = model.season != "auto"
-        how = " (given with --season)" if given else " (found online from the autocorrelation; --season N to set it)"
+        how = " (given with --season)" if given else " (found online in the recent values; --season N to set it)"
         if not self.keyed:
             s = model.season_of(None)
             return (f"season: {s} steps{how}" if s else

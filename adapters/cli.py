@@ -69,7 +69,7 @@ _MODEL_NAMES = [decls[0].split("/")[0].lstrip("-").replace("-", "_") for decls, 
 _ENGINE_OPTIONS: list[tuple[list[str], str, dict[str, Any]]] = [
     (["--season"], "season", dict(default="auto", show_default=True, metavar="auto|none|N",
                                   help="Engine: the season in rows (of a key), 'none', or 'auto': found online "
-                                       "from the autocorrelation of the recent changes (said in the summary).")),
+                                       "in the recent values (said in the summary).")),
     (["--max-season"], "max_season", dict(default=288, show_default=True, type=click.IntRange(2, 1 << 20),
                                           help="Engine: the longest season that --season auto looks for.")),
     (["--lstm-expert/--no-lstm-expert"], "lstm", dict(default=True, show_default=True,

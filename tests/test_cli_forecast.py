@@ -109,7 +109,7 @@ def test_the_season_found_is_said_in_the_summary_and_by_info(tmp_path):
     err = r.stderr.decode()
     assert "the forecasting engine" in err
     assert "numeric columns not used as features by the engine: hum (--features A,B,... to use them)" in err
-    assert "streamlstm: season: 12 steps (found online from the autocorrelation" in err
+    assert "streamlstm: season: 12 steps (found online in the recent values" in err
     info = ok(cli("info", model)).stdout.decode()
     assert "season: 12" in info and "model: forecasting engine" in info and "experts: last_value" in info
     keyed = ok(cli("run", data, "--target", "load", "--time", "time", "--key", "site", "--ahead", "1"))

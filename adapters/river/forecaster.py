@@ -43,8 +43,8 @@ class LSTMForecaster(RiverForecaster):
     horizon
         How many steps ahead the engine forecasts (the largest ``h`` of ``forecast``).
     season, max_season
-        Season length in steps, ``None``, or ``"auto"`` (found online from the autocorrelation,
-        up to ``max_season``; the one in use is ``season_``).
+        Season length in steps, ``None``, or ``"auto"`` (found online in the recent values, up
+        to ``max_season``, by default 288; the one in use is ``season_``).
     ar_orders, ar_units, multi_step, forgetting, ridge
         The online autoregressions: lagged changes per expert, ``"raw"``/``"log"`` units,
         ``"direct"`` or ``"recursive"`` multi-step, the forgetting factor and the prior

@@ -137,7 +137,8 @@ class Forecaster:
         How many steps ahead to forecast (``forecast()`` returns that many values).
     season
         Season length in steps, ``None`` for none, or ``"auto"`` (default): found online from
-        the autocorrelation of the recent changes and refreshed every few steps (``season_``).
+        the autocorrelation of the recent changes, or the dip of the values' differences at a
+        season (:mod:`streamlstm.forecasting.season`), refreshed every few steps (``season_``).
     max_season
         Longest season that ``"auto"`` looks for (default 288: a day of 5-minute values). Seasons
         up to 48 steps are looked for every 8 steps in the latest 400 values, longer ones every
@@ -607,14 +608,15 @@ class Forecaster:
         if self.season == "auto":
             if s.n % SEASON_EVERY and s.n > SEASON_EVERY_STEP_UNTIL:
                 return
-            short = detect_season(s.history[-min(s.n, SEASON_WINDOW):], min(self.max_season, SHORT_SEASONS)) or 0
+            short = detect_season(s.history[-min(s.n, SEASON_WINDOW):], min(self.max_season, SHORT_SEASONS),
+                                  current=s.season) or 0
             if self.max_season <= SHORT_SEASONS:
                 found = short
             elif s.n % LONG_SEASON_EVERY == 0:
                 # every season up to max_season, in a longer window: a look costs O(window x
                 # lags), so it is taken less often; it finds the short seasons too, and
                 # prefers the strongest (a spike every 100 values over a ripple of 6)
-                found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season) or short
+                found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season, current=s.season) or short
             else:
                 found = s.season if s.season > SHORT_SEASONS else short   # a long season stands till the next look
         else:

@@ -57,7 +57,7 @@ def _madogram(values: np.ndarray, top: int) -> np.ndarray:
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
-def level_season(values: np.ndarray, max_season: int) -> int:
+def level_season(values: np.ndarray, max_season: int, current: int = 0) -> int:
     """The season (in steps) that the values' levels show, 0 for none: the lag ``m`` at the
     bottom of the first deep dip of the mean absolute difference ``D(k) = mean |y_t - y_(t-k)|``.
 
@@ -68,7 +68,8 @@ def level_season(values: np.ndarray, max_season: int) -> int:
     largest ``D`` at shorter lags, ``D(m/2)`` is at least ``LEVEL_HALF`` of it (a cycle, not the
     wobble of a trend), the bottom of the dip is seen (the dip ends before the lags looked at
     do) and the window holds ``LEVEL_CYCLES`` seasons. A random walk's ``D`` only grows, noise's
-    is flat: neither dips.
+    is flat: neither dips. The season in use (``current``) stays while it lies in the dip: a
+    bottom one step off, moved by noise or an incident, is not a new season.
 
     >>> t = np.arange(600)
     >>> level_season(np.where(t % 96 < 40, 10.0, 60.0) + np.sin(t), 288)
@@ -92,6 +93,8 @@ def level_season(values: np.ndarray, max_season: int) -> int:
             for j in range(lag, end + 1):
                 if md[j] < md[best]:
                     best = j
+            if lag <= current <= end:
+                best = current
             peak = 0.0
             for j in range(1, best):
                 peak = max(peak, md[j])
@@ -101,7 +104,8 @@ def level_season(values: np.ndarray, max_season: int) -> int:
     return 0
 
 
-def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = ACF_THRESHOLD) -> int | None:
+def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = ACF_THRESHOLD, current: int = 0
+                  ) -> int | None:
     """The season (in steps) of ``values``, or ``None`` when it shows none.
 
     The autocorrelation of the first differences (differencing removes a trend, which would
@@ -111,7 +115,8 @@ def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = A
     with a negative autocorrelation at some shorter lag;
     a multiple of a shorter lag whose peak is nearly as high (within 10%), and whose every
     multiple correlates above ``threshold`` too, yields the shorter. Where the changes show
-    none, the levels may (:func:`level_season`: a square wave's jumps are too few to correlate).
+    none, the levels may (:func:`level_season`: a square wave's jumps are too few to correlate;
+    the season in use, ``current``, stays while it lies in their dip).
 
     >>> t = np.arange(120)
     >>> detect_season(np.sin(2 * np.pi * t / 12) + 0.01 * t)
@@ -130,7 +135,7 @@ def detect_season(values: np.ndarray, max_season: int = 48, threshold: float = A
         return None
     found = _change_season(acf, top, threshold)
     if found is None:
-        found = level_season(v, int(max_season)) or None
+        found = level_season(v, int(max_season), int(current)) or None
     return found
 
 
