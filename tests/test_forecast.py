@@ -538,11 +538,23 @@ def test_a_square_wave_season_is_found_from_the_levels(period):
     assert level_season(y, 288) == period
     assert detect_season(y, max_season=288) == period
     assert level_season(y[: 2 * period - 5], 288) == 0   # two whole seasons are needed
-    # the season in use stays while it lies in the dip (noise moves the bottom by a step; a
-    # dip is a few steps wide at long seasons)
-    if period >= 96:
-        assert level_season(y, 288, current=period - 1) == period - 1
+    # a sharp dip: a first estimate a step off (each step adds a jump's share of D) is corrected
+    assert level_season(y, 288, current=period - 1) == period
     assert level_season(y, 288, current=period // 2) == period
+
+
+def test_a_flat_bottomed_level_season_is_not_changed_by_a_step_of_noise():
+    rng = np.random.default_rng(1)
+    t = np.arange(600)
+    y = 10 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 1, 600)
+    from streamlstm.forecasting.season import _madogram, level_season
+
+    md = _madogram(y, 300)
+    assert md[289] < md[288] < 1.05 * md[289] < md[287]   # noise: the least D is a step past 288
+    assert level_season(y, 288) == 288                     # ... but no season past max_season
+    assert level_season(y, 300) == 289
+    assert level_season(y, 300, current=288) == 288        # within 5% of the least: it stays
+    assert level_season(y, 300, current=280) == 289        # out of the flat bottom: the least
 
 
 @pytest.mark.parametrize("seed", range(8))

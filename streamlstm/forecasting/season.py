@@ -13,6 +13,7 @@ ACF_THRESHOLD = 0.3     # the autocorrelation at the season's lag must exceed th
 LEVEL_DIP = 0.15        # level season: values a season apart differ by at most this share of the most ...
 LEVEL_HALF = 0.8        # ... values half a season apart differ by at least this share of it ...
 LEVEL_CYCLES = 2        # ... and the window holds this many seasons (see level_season)
+LEVEL_KEEP = 1.05       # the season in use stays while its D is within 5% of the dip's least
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -68,8 +69,11 @@ def level_season(values: np.ndarray, max_season: int, current: int = 0) -> int:
     largest ``D`` at shorter lags, ``D(m/2)`` is at least ``LEVEL_HALF`` of it (a cycle, not the
     wobble of a trend), the bottom of the dip is seen (the dip ends before the lags looked at
     do) and the window holds ``LEVEL_CYCLES`` seasons. A random walk's ``D`` only grows, noise's
-    is flat: neither dips. The season in use (``current``) stays while it lies in the dip: a
-    bottom one step off, moved by noise or an incident, is not a new season.
+    is flat: neither dips. The season in use (``current``) stays while it lies in the dip
+    with a ``D`` within ``LEVEL_KEEP`` of the least: where the bottom is flat (a smooth cycle)
+    noise moves it by a step or two, and the season is not changed for that; where it is
+    sharp (a square wave: each step off adds a jump's share, 4% of ``D`` per step at 288),
+    a first estimate a step off is corrected.
 
     >>> t = np.arange(600)
     >>> level_season(np.where(t % 96 < 40, 10.0, 60.0) + np.sin(t), 288)
@@ -89,11 +93,13 @@ def level_season(values: np.ndarray, max_season: int, current: int = 0) -> int:
                 end += 1
             if end == room:
                 return 0   # no bottom seen
-            best = lag
-            for j in range(lag, end + 1):
+            if lag > max_season:
+                return 0
+            best = lag   # the least D of the dip up to max_season (noise may put its bottom a step past)
+            for j in range(lag, min(end, max_season) + 1):
                 if md[j] < md[best]:
                     best = j
-            if lag <= current <= end:
+            if lag <= current <= end and md[current] <= LEVEL_KEEP * md[best]:
                 best = current
             peak = 0.0
             for j in range(1, best):
