@@ -608,8 +608,7 @@ def _open_reader(o: dict[str, Any], delimiter: str | None) -> tuple[RecordReader
     return reader, _header(reader, o), source
 
 
-def _infer_job(o: dict[str, Any], explicit: set[str], reader: RecordReader, header: list[str], source: Any
-               ) -> list[str]:
+def _infer_job(o: dict[str, Any], explicit: set[str], reader: RecordReader, header: list[str]) -> list[str]:
     """Settle, in ``o``, what the columns leave one reading of, and say so (for stderr).
 
     * No ``--target``: the only numeric column other than the key, time and kept columns is
@@ -772,7 +771,7 @@ def _run(o: dict[str, Any], explicit: set[str], stream: Any = None, collect: boo
     if saved is None and (not o.get("target") or (not o.get("ahead") and "ahead" not in explicit
                                                   and o.get("features") is None)):
         opened = _open_reader(o, delimiter)
-        inferred = _infer_job(o, explicit, *opened)
+        inferred = _infer_job(o, explicit, opened[0], opened[1])
     job = _job_from_options(o)
     if saved is not None and saved[0] == "streamlstm.cli":
         old = saved[1]["job"]
