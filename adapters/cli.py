@@ -621,13 +621,10 @@ def _infer_job(o: dict[str, Any], explicit: set[str], reader: RecordReader, head
     base = {c for c in (o.get("key"), o.get("time_col"), *keep) if c}
     peeked = [fields(r) for _, r in reader.peek_many(20) if not isinstance(r, BadRecord)]
 
-    def numeric(exclude: set[str]) -> list[str]:
-        return column_roles(header, peeked, exclude, find_time=o.get("time_col") is None,
-                            keyed=o.get("key") is not None).features
-
+    candidates = column_roles(header, peeked, base, find_time=o.get("time_col") is None,
+                              keyed=o.get("key") is not None).features
     notes = []
     if not o.get("target"):
-        candidates = numeric(base)
         if len(candidates) != 1:
             named = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
             raise CliError("--target COL is required (the column to predict): "
@@ -636,7 +633,7 @@ def _infer_job(o: dict[str, Any], explicit: set[str], reader: RecordReader, head
         o["target"] = candidates[0]
         notes.append(f"target {o['target']!r} (the only numeric column; --target COL to name another)")
     if not o.get("ahead") and "ahead" not in explicit and o.get("features") is None and o["target"] in header \
-            and not numeric(base | {o["target"]}):
+            and not [c for c in candidates if c != o["target"]]:
         o["ahead"] = 1
         notes.append("1 row ahead (no column to regress the target on; --ahead H for another horizon)")
     return notes

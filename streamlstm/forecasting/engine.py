@@ -608,17 +608,17 @@ class Forecaster:
         if self.season == "auto":
             if s.n % SEASON_EVERY and s.n > SEASON_EVERY_STEP_UNTIL:
                 return
-            short = detect_season(s.history[-min(s.n, SEASON_WINDOW):], min(self.max_season, SHORT_SEASONS),
-                                  current=s.season) or 0
-            if self.max_season <= SHORT_SEASONS:
-                found = short
-            elif s.n % LONG_SEASON_EVERY == 0:
+            found = 0
+            if self.max_season > SHORT_SEASONS and s.n % LONG_SEASON_EVERY == 0:
                 # every season up to max_season, in a longer window: a look costs O(window x
                 # lags), so it is taken less often; it finds the short seasons too, and
                 # prefers the strongest (a spike every 100 values over a ripple of 6)
-                found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season, current=s.season) or short
-            else:
-                found = s.season if s.season > SHORT_SEASONS else short   # a long season stands till the next look
+                found = detect_season(s.history[-min(s.n, self._capacity):], self.max_season, current=s.season) or 0
+            elif s.season > SHORT_SEASONS:
+                found = s.season   # a long season stands till the next long look
+            if not found:
+                found = detect_season(s.history[-min(s.n, SEASON_WINDOW):], min(self.max_season, SHORT_SEASONS),
+                                      current=s.season) or 0
         else:
             found = self.season if isinstance(self.season, int) else 0
         if found != s.season:
