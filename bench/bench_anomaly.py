@@ -65,9 +65,9 @@ class EngineBase:
     forecast one row ahead by the engine): the default scorer against ``Forecaster()``'s
     one-step forecasts."""
 
-    def __init__(self) -> None:
+    def __init__(self, **scorer: float) -> None:
         self.model = Forecaster()
-        self.scorer = AnomalyScorer()
+        self.scorer = AnomalyScorer(**scorer)
         self.started = False
 
     def score_one(self, y: float) -> float:
@@ -97,8 +97,12 @@ DETECTORS: list[tuple[str, Callable[[], AnomalyDetector], str]] = [
     ("no hold-off", lambda: AnomalyDetector(holdoff=0),
      "default reporting the evidence of every event (what reporting an incident once is worth)"),
     ("hold-off 300", lambda: AnomalyDetector(holdoff=300), "default with a 3x longer hold-off"),
+    ("tail trackers in steps of lr (as before)", lambda: AnomalyDetector(tail_lr=0.0),
+     "default with the p-values' tail trackers stepping `lr` scales instead of log steps (`tail_lr=0`): what the log steps are worth"),
     ("calibrated, forecasting-engine base (the CLI's)", EngineBase,
      "same scorer, forecast = `Forecaster()` one step ahead: what `streamlstm run FILE --anomaly` writes"),
+    ("forecasting-engine base, tail trackers in steps of lr", lambda: EngineBase(tail_lr=0.0),
+     "the CLI's detector as it was before the log steps"),
 ]
 
 

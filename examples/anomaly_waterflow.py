@@ -23,8 +23,8 @@ DEFAULT_THRESHOLD = 0.5 (a tail probability of 1e-5) are alerts; every hour is l
     python examples/anomaly_waterflow.py                      # plot in <temp dir>/streamlstm-examples/
     python examples/anomaly_waterflow.py --out plots/a.png    # under 10 seconds; says where the plot went
 
-What it prints (seed 42): the three drops flagged (scores 1.0), the small peak not (0.12: a
-tail probability of about 0.06, not rare enough), 4 hours flagged, none outside the segments
+What it prints (seed 42): the three drops flagged (scores 1.0), the small peak not (0.13: a
+tail probability of about 0.05, not rare enough), 3 hours flagged, none outside the segments
 (the scorer learns a stream's first 10 non-zero residuals before it scores).
 """
 

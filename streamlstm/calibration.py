@@ -44,6 +44,12 @@ SCALE_PRIOR = 0.0
 #: residuals), weighed by the likelihood of the residuals under each (``docs/calibration.md``:
 #: what it is worth on 44 series); ``()``: one rate, ``decay``
 SCALE_RATES = (0.01, 0.03, 0.1)
+#: step of the tail trackers (the p-values' quantiles of ``|z|``) in log units; 0: steps of
+#: ``lr`` scales. The intervals' calibrator keeps 0: its scale's clip follows the 1% tracker
+#: (``CLIP_TAIL``), and with log steps that clip rose after every burst (WaterFlow's
+#: intervals 36-42% wider at the same coverage). The anomaly scorer, which clips at ``clip``
+#: alone, takes log steps (``anomaly.TAIL_LR``)
+TAIL_LR = 0.0
 
 
 def _clip_tail(grid: tuple[float, ...], clip_tail: float) -> int:
@@ -113,6 +119,13 @@ class OnlineCalibrator:
     tail_grid
         Decreasing tail probabilities at which ``|residual|`` quantiles are tracked; p-values
         interpolate between them and extrapolate an exponential tail below the last.
+    tail_lr
+        Step of those tail trackers in log units: each tracks the quantile of ``log |z|``,
+        so an exceedance lifts it by ``exp(tail_lr (1 - g))`` and a value within lowers it by
+        ``exp(-tail_lr g)``. The steps grow with the tail: a stream whose ordinary errors
+        include spikes 30 scales out learns that tail within a few dozen spikes (steps of
+        ``lr`` scales took hundreds, and every spike meanwhile had a p-value near 0). ``0``
+        (default): steps of ``lr`` scales; the anomaly scorer uses 0.1.
     n_keys
         Streams calibrated side by side (state rows); grows with :meth:`add_keys`.
     pooled
@@ -144,7 +157,7 @@ class OnlineCalibrator:
                  n_keys: int = 1, pooled: bool = False, integrator_gain: float = INTEGRATOR_GAIN,
                  integrator_saturation: float = INTEGRATOR_SATURATION, integrator_band: float = INTEGRATOR_BAND,
                  scale_prior: float = SCALE_PRIOR, clip_tail: float = CLIP_TAIL,
-                 scale_rates: Sequence[float] = SCALE_RATES) -> None:
+                 scale_rates: Sequence[float] = SCALE_RATES, tail_lr: float = TAIL_LR) -> None:
         self.levels = _check_levels(levels)
         if len(self.levels) > 31:   # the kernels keep one round's misses as bits of an int64
             raise ValueError(f"at most 31 interval levels, got {len(self.levels)}")
@@ -164,6 +177,8 @@ class OnlineCalibrator:
         for setting, amount in (("integrator_band", integrator_band), ("scale_prior", scale_prior)):
             if not (np.isfinite(amount) and amount >= 0.0):
                 raise ValueError(f"{setting} must be a number >= 0, got {amount!r}")
+        if not (np.isfinite(tail_lr) and tail_lr >= 0.0):
+            raise ValueError(f"tail_lr must be a number >= 0 (0: steps of lr), got {tail_lr!r}")
         if not (np.isfinite(clip_tail) and 0.0 <= clip_tail < 1.0):
             raise ValueError(f"clip_tail must be a tail probability in [0, 1) (0: clip alone), got {clip_tail!r}")
         try:
@@ -189,6 +204,7 @@ class OnlineCalibrator:
         self.scale_prior = float(scale_prior)
         self.clip_tail = float(clip_tail)
         self.scale_rates = rates
+        self.tail_lr = float(tail_lr)
         self.tail_grid = grid
         J, G, n_rates = len(self.levels), len(grid), len(rates)
         # a new row starts from a Gaussian residual's quantiles, in mean-absolute units
@@ -197,7 +213,8 @@ class OnlineCalibrator:
         start += [unit.inv_cdf(1.0 - g / 2.0) for g in grid]
         self.params = np.array([self.lr, self.decay, J, G, self.clip, float(self.pooled), self.integrator_gain,
                                 self.integrator_saturation, INTEGRATOR_LIMIT, self.integrator_band, self.scale_prior,
-                                _clip_tail(grid, self.clip_tail), n_rates, *(1.0 - v for v in self.levels), *grid,
+                                _clip_tail(grid, self.clip_tail), n_rates, self.tail_lr,
+                                *(1.0 - v for v in self.levels), *grid,
                                 *start, *rates], dtype=np.float64)
         self.width = K.row_width(J, G, n_rates)
         self.state = np.zeros((int(n_keys) + self.pooled, self.horizon, self.width))
@@ -344,7 +361,7 @@ class OnlineCalibrator:
                 "pooled": self.pooled, "integrator_gain": self.integrator_gain,
                 "integrator_saturation": self.integrator_saturation, "integrator_band": self.integrator_band,
                 "scale_prior": self.scale_prior, "clip_tail": self.clip_tail, "tail_grid": list(self.tail_grid),
-                "scale_rates": list(self.scale_rates)}
+                "scale_rates": list(self.scale_rates), "tail_lr": self.tail_lr}
 
     @property
     def candidate_scales(self) -> slice:
@@ -371,7 +388,7 @@ class OnlineCalibrator:
 
     #: the settings :meth:`retune` may change (the state's layout does not depend on them)
     RETUNABLE = frozenset({"lr", "decay", "clip", "integrator_gain", "integrator_saturation", "integrator_band",
-                           "scale_prior", "clip_tail"})
+                           "scale_prior", "clip_tail", "tail_lr"})
 
     def retune(self, **settings: float) -> None:
         """Change settings that leave the state's layout alone (``RETUNABLE``), keeping the
@@ -400,6 +417,7 @@ class OnlineCalibrator:
         d.setdefault("scale_prior", SCALE_PRIOR)
         d.setdefault("clip_tail", CLIP_TAIL)
         d.setdefault("scale_rates", ())   # pickled before the candidate rates: one rate, as it was
+        d.setdefault("tail_lr", 0.0)      # pickled before the log-step tail trackers: steps of lr, as it was
         self.__dict__.update(d)
         fresh = OnlineCalibrator(**self._config())
         self.params, self.width = fresh.params, fresh.width
@@ -414,7 +432,8 @@ class OnlineCalibrator:
         """Rebuild from :meth:`export`'s parts, bit-identical."""
         state = arrays["calibrator_state"]
         # saved before the candidate scale rates: one rate (decay), as it was saved with
-        meta = {"scale_rates": [], **meta}
+        # ... and before the log-step tail trackers: steps of lr
+        meta = {"scale_rates": [], "tail_lr": 0.0, **meta}
         cal = cls(n_keys=max(1, state.shape[0] - bool(meta.get("pooled", False))), **meta)
         state = cal.upgrade(state)
         if state.shape[1:] != cal.state.shape[1:]:

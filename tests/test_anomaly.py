@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector, AnomalyScorer
+from streamlstm.anomaly import DEFAULT_THRESHOLD, TAIL_LR, AnomalyDetector, AnomalyScorer
 
 
 def stream(n: int = 4000, seed: int = 0) -> np.ndarray:
@@ -46,6 +46,43 @@ def test_flat_line_where_there_was_variation() -> None:
     assert s[400:3000].max() < DEFAULT_THRESHOLD
 
 
+def test_recurring_spikes_become_ordinary_and_a_larger_one_still_alerts() -> None:
+    """The tail trackers take log steps (``TAIL_LR``): a spike 30 noise units out every 50
+    events is learned as part of the stream within a few dozen of them (the last alert at the
+    27th). With steps of ``lr`` scales (``tail_lr=0``) the trackers crawl towards it and the
+    spikes kept alerting (up to the 72nd of 76)."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=4200)
+    y[200:4000:50] += 30.0
+    y[4100] += 300.0                           # ten times the usual spike: new
+    new, old = AnomalyScorer(), AnomalyScorer(tail_lr=0.0)
+    s = np.array([new.score(v, 0.0) for v in y])
+    s_old = np.array([old.score(v, 0.0) for v in y])
+    spikes = np.arange(200, 4000, 50)
+    assert s[spikes[40:]].max() < DEFAULT_THRESHOLD <= s_old[spikes[40:]].max()
+    assert s[4100] >= DEFAULT_THRESHOLD
+    ordinary = np.setdiff1d(np.arange(300, 4200), np.append(spikes, 4100))
+    assert s[ordinary].max() < DEFAULT_THRESHOLD
+
+
+def test_a_scorer_saved_before_log_steps_continues_with_steps_of_lr() -> None:
+    """A file written before ``tail_lr`` existed (no such setting in it) continues as that
+    version scored: steps of ``lr`` scales."""
+    from streamlstm import persistence
+
+    y = stream(600)
+    old = AnomalyScorer(tail_lr=0.0)
+    for v in y[:300]:
+        old.score(v, 0.0)
+    meta, arrays = old.export()
+    del meta["tail_lr"]
+    twin = AnomalyScorer.from_export(meta, arrays)
+    assert twin.calibrator.tail_lr == 0.0
+    assert [old.score(v, 0.0) for v in y[300:]] == [twin.score(v, 0.0) for v in y[300:]]
+    blob = persistence.dumps(AnomalyScorer.kind, *AnomalyScorer().export())
+    assert AnomalyScorer.from_export(*persistence.loads(blob)[1:]).calibrator.tail_lr == TAIL_LR > 0.0
+
+
 def test_block_equals_single_and_keys_are_independent() -> None:
     rng = np.random.default_rng(2)
     keys = rng.integers(0, 3, 900)
@@ -81,7 +118,8 @@ def test_score_is_the_reference_p_value_mapping() -> None:
     r = rng.standard_t(4, 3000)
     scorer = AnomalyScorer(use_window=False, use_flat=False, holdoff=0)
     cal = OnlineCalibrator(levels=(), lr=scorer.calibrator.lr, decay=scorer.calibrator.decay,
-                           clip_tail=scorer.calibrator.clip_tail, scale_rates=scorer.calibrator.scale_rates)
+                           clip_tail=scorer.calibrator.clip_tail, scale_rates=scorer.calibrator.scale_rates,
+                           tail_lr=scorer.calibrator.tail_lr)
     for n, v in enumerate(r):
         p = cal.update(v)
         expected = min(1.0, -np.log10(max(p, 1e-300)) / 10.0) if n >= scorer.warmup else 0.0  # no zero residual
@@ -93,6 +131,8 @@ def test_bad_settings_are_named() -> None:
         AnomalyDetector(base="mean")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="holdoff must be an integer >= 0"):
         AnomalyScorer(holdoff=-1)
+    with pytest.raises(ValueError, match="tail_lr must be a number >= 0"):
+        AnomalyScorer(tail_lr=-0.1)
     with pytest.raises(ValueError, match="not a finite number"):
         AnomalyDetector().score_one(float("nan"))
 
@@ -105,7 +145,8 @@ def test_score_and_bounds_equals_score_then_calibrator_interval() -> None:
     fused = AnomalyScorer(levels=[0.8, 0.95])
     plain = AnomalyScorer(levels=[0.8, 0.95])
     cal = OnlineCalibrator(levels=[0.8, 0.95], lr=fused.calibrator.lr, decay=fused.calibrator.decay,
-                           clip_tail=fused.calibrator.clip_tail, scale_rates=fused.calibrator.scale_rates)
+                           clip_tail=fused.calibrator.clip_tail, scale_rates=fused.calibrator.scale_rates,
+                           tail_lr=fused.calibrator.tail_lr)
     for t in range(1, 600):
         s, lo, hi = fused.score_and_bounds(y[t], y[t - 1], y[t], level=1)
         assert s == plain.score(y[t], y[t - 1])
@@ -189,6 +230,7 @@ def test_full_score_matches_numpy_reference_float64() -> None:
     scorer = AnomalyScorer(use_flat=True, holdoff=20)
     cal = scorer.calibrator
     resid, window, flat = Reference(cal), Reference(cal), Reference(cal)
+    flat.tail_lr = 0.0                         # a run's length takes steps of lr (events), never log steps
     surprise = long = run = peak = age = informed = 0.0
     prev_y = 0.0
     rng = np.random.default_rng(8)

@@ -23,7 +23,7 @@ class Reference:
     """The calibrator written again from its equations (docs/calibration.md), one stream."""
 
     def __init__(self, cal: OnlineCalibrator) -> None:
-        self.lr, self.decay = cal.lr, cal.decay
+        self.lr, self.decay, self.tail_lr = cal.lr, cal.decay, cal.tail_lr
         self.alpha = np.array([1.0 - v for v in cal.levels])
         self.grid = np.array(cal.tail_grid)
         J = len(self.alpha)
@@ -107,7 +107,11 @@ class Reference:
             self.lo = self.lo - eta_levels * miss_lo
             self.hi = self.hi + eta_levels * miss_hi
             self.i_lo, self.i_hi = self.i_lo + miss_lo, self.i_hi + miss_hi
-            self.tail = self.tail + eta * ((abs(z) > self.tail) - self.grid)
+            step = (abs(z) > self.tail) - self.grid
+            if self.tail_lr > 0:   # quantile tracking of log |z| (trackers floored at 1e-6 scales)
+                self.tail = np.array([max(t, 1e-6) * math.exp(self.tail_lr * d) for t, d in zip(self.tail, step)])
+            else:
+                self.tail = self.tail + eta * step
         clip = self.clip
         if clip > 0 and self.clip_tail is not None and self.n > 0:
             clip = max(clip, self.tail[self.clip_tail])
@@ -129,12 +133,14 @@ class Reference:
             self.scale = 0.0
 
 
-@pytest.mark.parametrize("band, rates", [(0.0, None), (1.5, None), (0.0, ()), (1.5, (0.05, 0.5))])
-def test_kernels_match_numpy_reference_float64(band: float, rates: tuple | None) -> None:
+@pytest.mark.parametrize("band, rates, tail_lr", [(0.0, None, None), (1.5, None, None), (0.0, (), None),
+                                                  (1.5, (0.05, 0.5), None), (0.0, None, 0.0), (0.0, (), 0.5)])
+def test_kernels_match_numpy_reference_float64(band: float, rates: tuple | None, tail_lr: float | None) -> None:
     rng = np.random.default_rng(3)
     r = np.concatenate([[0.0, 0.0], rng.standard_t(3, 600) * 2.0, [40.0, -80.0], rng.normal(size=200),
                         rng.normal(size=200) * 20.0])   # a burst of volatility: the candidates disagree
-    cal = OnlineCalibrator(levels=LEVELS, integrator_band=band, **({} if rates is None else {"scale_rates": rates}))
+    cal = OnlineCalibrator(levels=LEVELS, integrator_band=band, **({} if rates is None else {"scale_rates": rates}),
+                           **({} if tail_lr is None else {"tail_lr": tail_lr}))
     ref = Reference(cal)
     for t, value in enumerate(r):
         lo, hi = cal.interval(1.5)

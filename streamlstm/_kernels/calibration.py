@@ -18,13 +18,15 @@ It is a float64 vector laid out as::
   (``a_j = 1 - level_j``) by quantile tracking (online subgradient steps on the pinball loss,
   the "P" part of conformal PID control): ``hi += eta * (1[r > hi] - a_j/2)``;
 * ``tail_k`` tracks the ``1 - g_k`` quantile of ``|r|`` for a fixed grid of tail
-  probabilities ``g_k``; the p-value of a new score interpolates ``log g`` between them;
+  probabilities ``g_k``, by the same steps on ``log |z|`` (``tail_lr > 0``: multiplicative
+  steps) or on ``|z|`` (``tail_lr = 0``: steps of ``lr``); the p-value of a new score
+  interpolates ``log g`` between them;
 * ``ilo_j`` / ``ihi_j`` integrate the coverage errors of the issued bounds,
   ``sum(miss - a_j/2)`` (the "I" part of conformal PID control); the issued bound is the
   tracker plus the saturating integral term ``gain * tan(clamp(I log(n+2) / (csat (n+2))))``,
   and both the tracker and the integral are driven by the misses of that issued bound.
 
-The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, clip_tail, K,
+The parameter vector ``P`` is ``[lr, decay, J, G, clip, pooled, gain, csat, limit, band, prior, clip_tail, K, tail_lr,
 a_0 .. a_{J-1}, g_0 .. g_{G-1}, start, rate_0 .. rate_{K-1}]``, ``start`` holding the ``2J + G``
 tracker values a new row starts from (the integrals start at 0).
 State of many keys and horizon steps is one 3-D array ``S[key, step, :]``.
@@ -42,7 +44,10 @@ from ._jit import jit as _jit
 F_N, F_SCALE, F_TRACK = 0, 1, 2
 # parameter fields
 P_LR, P_DECAY, P_J, P_G, P_CLIP, P_POOL, P_GAIN, P_CSAT, P_LIMIT, P_BAND, P_PRIOR, P_CLIP_TAIL = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
-P_SCALES, P_LEVELS = 12, 13
+P_SCALES, P_TAIL_LR, P_LEVELS = 12, 13, 14
+# the least a tail tracker falls to in log steps (in scales): a stream of exact forecasts
+# pulls its trackers down geometrically, and they must still climb back in a few dozen steps
+TAIL_FLOOR = 1e-6
 # smallest p-value reported: keeps -log10(p) finite (the score saturates long before)
 P_FLOOR = 1e-300
 # "no issued misses given": the trackers compare the score with their own current bounds
@@ -155,6 +160,8 @@ def tail_p_value(row, P, a):
             return 1.0
         return 1.0 - (1.0 - g0) * a / t_prev
     g_prev = g0
+    first = max(G - 3, 0)
+    t_first = t_prev
     for k in range(1, G):
         g_k = P[P_LEVELS + J + k]
         t_k = max(row[t_off + k], t_prev)
@@ -162,13 +169,14 @@ def tail_p_value(row, P, a):
             # t_prev < a <= t_k, so t_k > t_prev
             w = (a - t_prev) / (t_k - t_prev)
             return math.exp((1.0 - w) * math.log(g_prev) + w * math.log(g_k))
+        if k == first:
+            t_first = t_k
         t_prev = t_k
         g_prev = g_k
     # beyond the last tracker: an exponential tail whose rate is that of the last decade
-    # of trackers (their spread per unit of log-probability); nothing seen yet beyond it
-    # with a flat tracked tail means the value lies outside everything seen
-    g_first = P[P_LEVELS + J + max(G - 3, 0)]
-    t_first = max(row[t_off + max(G - 3, 0)], 0.0)
+    # of the (monotone) curve (its spread per unit of log-probability); nothing seen yet
+    # beyond it with a flat tracked tail means the value lies outside everything seen
+    g_first = P[P_LEVELS + J + first]
     spread = (t_prev - t_first) / math.log(g_first / g_prev) if g_first > g_prev else 0.0
     if spread <= 0.0:
         spread = 1.0  # a tail with no spread yet: decay by e per scale unit
@@ -206,19 +214,20 @@ def normalised_by(scale, r):
 @_jit
 def update_row(row, P, r):
     """Fold the score ``r`` into a row holding its own trackers (see ``update_rows``)."""
-    update_rows(row, row, P, r, False, NO_MISSES, True)
+    update_rows(row, row, P, r, False, NO_MISSES, True, P[P_TAIL_LR])
 
 
 @_jit
-def update_row_tails(row, P, r):
+def update_row_tails(row, P, r, tail_lr):
     """``update_row`` of a row whose interval trackers are never read (only its p-values):
     its level trackers and integrals are left alone (the anomaly scorer's window and flat
-    channels; half the per-event cost of the levels)."""
-    update_rows(row, row, P, r, False, NO_MISSES, False)
+    channels; half the per-event cost of the levels); its tail trackers take log steps of
+    ``tail_lr`` (0: steps of ``lr``)."""
+    update_rows(row, row, P, r, False, NO_MISSES, False, tail_lr)
 
 
 @_jit
-def update_rows(krow, trow, P, r, pooled, misses, levels):
+def update_rows(krow, trow, P, r, pooled, misses, levels, tail_lr):
     """Fold the score ``r`` of a key (row ``krow``: count and scale) into the trackers of
     ``trow`` (the key's own row, or the pool row shared by all keys when ``pooled``).
 
@@ -239,7 +248,7 @@ def update_rows(krow, trow, P, r, pooled, misses, levels):
         for i in range(2 * J + G):
             trow[F_TRACK + i] = P[P_LEVELS + J + G + i]
     if krow[F_SCALE] > 0.0 or r == 0.0:
-        step_trackers(trow, P, normalised_by(key_scale(krow, trow, P), r), m, misses, levels)
+        step_trackers(trow, P, normalised_by(key_scale(krow, trow, P), r), m, misses, levels, tail_lr)
     # else: no scale yet to studentise ``r`` with; it only sets the scale
     clip = clip_limit(trow, P)
     if pooled:
@@ -313,9 +322,10 @@ def step_scale(row, P, r, n, clip):
 
 
 @_jit
-def step_trackers(row, P, z, n, misses, levels):
+def step_trackers(row, P, z, n, misses, levels, tail_lr):
     """One quantile-tracking step of every tracker of the row on the studentised score ``z``
-    (``misses``: see ``update_rows``; ``levels`` False: the tail trackers only)."""
+    (``misses``: see ``update_rows``; ``levels`` False: the tail trackers only; ``tail_lr``:
+    see ``OnlineCalibrator``)."""
     J = int(P[P_J])
     G = int(P[P_G])
     a = abs(z)
@@ -350,7 +360,13 @@ def step_trackers(row, P, z, n, misses, levels):
     t_off = F_TRACK + 2 * J
     for k in range(G):
         g = P[P_LEVELS + J + k]
-        row[t_off + k] += eta * ((1.0 if a > row[t_off + k] else 0.0) - g)
+        step = (1.0 if a > row[t_off + k] else 0.0) - g
+        if tail_lr > 0.0:
+            # quantile tracking of log |z|: steps in proportion to the quantile, so a tail of
+            # spikes 30 scales out is learned in a few dozen of them, not hundreds
+            row[t_off + k] = max(row[t_off + k], TAIL_FLOOR) * math.exp(tail_lr * step)
+        else:
+            row[t_off + k] += eta * step
 
 
 @_jit
@@ -377,7 +393,7 @@ def observe(S, P, key, residuals, p_out):
             continue
         trow = S[pool, s] if pooled else S[key, s]
         p_out[s] = key_p_value(S[key, s], trow, P, r)
-        update_rows(S[key, s], trow, P, r, pooled, NO_MISSES, True)
+        update_rows(S[key, s], trow, P, r, pooled, NO_MISSES, True, P[P_TAIL_LR])
 
 
 @_jit
@@ -390,7 +406,7 @@ def observe_issued(S, P, key, residuals, misses):
     for s in range(residuals.shape[0]):
         r = residuals[s]
         if not math.isnan(r):
-            update_rows(S[key, s], S[pool, s] if pooled else S[key, s], P, r, pooled, misses[s], True)
+            update_rows(S[key, s], S[pool, s] if pooled else S[key, s], P, r, pooled, misses[s], True, P[P_TAIL_LR])
 
 
 @_jit
@@ -441,7 +457,7 @@ def observe_one(S, P, key, r):
     krow = S[key, 0]
     trow = S[S.shape[0] - 1, 0] if P[P_POOL] != 0.0 else krow
     p = key_p_value(krow, trow, P, r)
-    update_rows(krow, trow, P, r, P[P_POOL] != 0.0, NO_MISSES, True)
+    update_rows(krow, trow, P, r, P[P_POOL] != 0.0, NO_MISSES, True, P[P_TAIL_LR])
     return p
 
 
@@ -505,7 +521,7 @@ def anomaly_step(S, P, key, y, y_hat):
         surprise = -math.log(max(p, P_FLOOR))
         row[A_SURPRISE] += P[q + Q_WINDOW] * (surprise - row[A_SURPRISE])
         pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
-        update_row_tails(S[key, C_WINDOW], P, row[A_SURPRISE])
+        update_row_tails(S[key, C_WINDOW], P, row[A_SURPRISE], P[P_TAIL_LR])
         channels += 1.0
         best = min(best, pw)
     if n > 0.0:
@@ -522,7 +538,9 @@ def anomaly_step(S, P, key, y, y_hat):
             flat_row = S[key, C_FLAT]
             flat_row[F_SCALE] = 1.0
             pf = tail_p_value(flat_row, P, row[A_RUN])
-            update_row_tails(flat_row, P, row[A_RUN])
+            # a run's length counts in events, however long: steps of lr, never log steps
+            # (they would follow a frozen sensor's run up and call it ordinary within ~30 events)
+            update_row_tails(flat_row, P, row[A_RUN], 0.0)
             flat_row[F_SCALE] = 1.0
             channels += 1.0
             best = min(best, pf)
