@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nab_score
 from _results import write_section
 
-from streamlstm import Forecaster
-from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector, AnomalyScorer
+from streamlstm.anomaly import DEFAULT_THRESHOLD, AnomalyDetector
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,24 +59,6 @@ def windowed_gaussian(values: np.ndarray, window: int = 6400, step: int = 100) -
     return out
 
 
-class EngineBase:
-    """What ``streamlstm run FILE --anomaly`` scores on a ``timestamp,value`` file (the target
-    forecast one row ahead by the engine): the default scorer against ``Forecaster()``'s
-    one-step forecasts."""
-
-    def __init__(self, **scorer: float) -> None:
-        self.model = Forecaster()
-        self.scorer = AnomalyScorer(**scorer)
-        self.started = False
-
-    def score_one(self, y: float) -> float:
-        y_hat = float(self.model.forecast()[0]) if self.started else y
-        self.started = True
-        s = self.scorer.score(y, y_hat)
-        self.model.learn_one(y)
-        return s
-
-
 def run_detector(make: Callable[[], AnomalyDetector], values: np.ndarray) -> np.ndarray:
     det = make()
     return np.array([det.score_one(v) for v in values])
@@ -99,9 +80,9 @@ DETECTORS: list[tuple[str, Callable[[], AnomalyDetector], str]] = [
     ("hold-off 300", lambda: AnomalyDetector(holdoff=300), "default with a 3x longer hold-off"),
     ("tail trackers in steps of lr (as before)", lambda: AnomalyDetector(tail_lr=0.0),
      "default with the p-values' tail trackers stepping `lr` scales instead of log steps (`tail_lr=0`): what the log steps are worth"),
-    ("calibrated, forecasting-engine base (the CLI's)", EngineBase,
-     "same scorer, forecast = `Forecaster()` one step ahead: what `streamlstm run FILE --anomaly` writes"),
-    ("forecasting-engine base, tail trackers in steps of lr", lambda: EngineBase(tail_lr=0.0),
+    ("calibrated, forecasting-engine base (the CLI's)", lambda: AnomalyDetector(base="engine"),
+     "`AnomalyDetector(base=\"engine\")`: same scorer, forecast = `Forecaster()` one step ahead: what `streamlstm run FILE --anomaly` writes, row for row"),
+    ("forecasting-engine base, tail trackers in steps of lr", lambda: AnomalyDetector(base="engine", tail_lr=0.0),
      "the CLI's detector as it was before the log steps"),
 ]
 

@@ -84,6 +84,25 @@ def test_cli_forecasts_equal_the_core_engine_fed_the_same_rows(tmp_path, keyed, 
             assert mine[i]["forecast_load_t"] == mine[i - H][f"forecast_load_t+{H}"]
 
 
+def test_cli_anomaly_scores_equal_the_core_detector_with_the_engine_base(tmp_path):
+    """``streamlstm run FILE --anomaly`` on a ``timestamp,value`` file writes, row for row,
+    what ``AnomalyDetector(base="engine")`` scores (the first row has no forecast: no score)."""
+    from streamlstm.anomaly import AnomalyDetector
+
+    rng = np.random.default_rng(5)
+    values = 10.0 + np.sin(np.arange(400) / 6.0) + 0.1 * rng.normal(size=400)
+    values[300] += 4.0
+    path = tmp_path / "series.csv"
+    path.write_text("timestamp,value\n" + "".join(f"2024-01-01T{i // 60:02d}:{i % 60:02d},{v!r}\n"
+                                                   for i, v in enumerate(values.tolist())))
+    got = column(ok(cli("run", path, "--anomaly", "-q")).stdout, "anomaly_score")
+    det = AnomalyDetector(base="engine")
+    want = [det.score_one(v) for v in values]
+    assert math.isnan(got[0]) and want[0] == 0.0
+    assert got[1:] == want[1:]
+    assert max(want) >= 0.5 and int(np.argmax(want)) == 300
+
+
 def test_engine_options_reach_the_engine_and_match_its_parameters(tmp_path):
     from streamlstm.adapters import cli as cli_mod
 

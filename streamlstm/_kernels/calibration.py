@@ -520,10 +520,16 @@ def anomaly_step(S, P, key, y, y_hat):
     if P[q + Q_USE_WINDOW] != 0.0:
         surprise = -math.log(max(p, P_FLOOR))
         row[A_SURPRISE] += P[q + Q_WINDOW] * (surprise - row[A_SURPRISE])
-        pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
-        update_row_tails(S[key, C_WINDOW], P, row[A_SURPRISE], P[P_TAIL_LR])
-        channels += 1.0
-        best = min(best, pw)
+        # the residual p-values of the warm-up are guesses (a scale from a residual or two):
+        # their surprisals do not teach the window channel. Learned from the first ones, its
+        # scale could start near 0 (a first residual's p-value is 1, the next ones' near 1)
+        # and, clipped at ``clip`` scales, not catch up for dozens of events, calling the
+        # first ordinary averages after the warm-up extreme
+        if informed >= P[q + Q_WARMUP]:
+            pw = tail_p_value(S[key, C_WINDOW], P, abs(normalised(S[key, C_WINDOW], row[A_SURPRISE])))
+            update_row_tails(S[key, C_WINDOW], P, row[A_SURPRISE], P[P_TAIL_LR])
+            channels += 1.0
+            best = min(best, pw)
     if n > 0.0:
         change = abs(y - row[A_PREV_Y])
         row[A_LONG] += max(P[q + Q_LONG], 1.0 / n) * (change - row[A_LONG])
