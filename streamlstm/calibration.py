@@ -47,7 +47,7 @@ SCALE_RATES = (0.01, 0.03, 0.1)
 #: step of the tail trackers (the p-values' quantiles of ``|z|``) in log units; 0: steps of
 #: ``lr`` scales. The intervals' calibrator keeps 0: its scale's clip follows the 1% tracker
 #: (``CLIP_TAIL``), and with log steps that clip rose after every burst (WaterFlow's
-#: intervals 36-42% wider at the same coverage). The anomaly scorer, which clips at ``clip``
+#: intervals 31-42% wider at about the same coverage). The anomaly scorer, which clips at ``clip``
 #: alone, takes log steps (``anomaly.TAIL_LR``)
 TAIL_LR = 0.0
 
