@@ -384,19 +384,17 @@ class AnomalyDetector:
         y = float(y)
         if not np.isfinite(y):
             raise ValueError(f"value {y!r} is not a finite number")
-        if self.base == "engine":
-            if self.last is None:   # no forecast of a stream's first value: learned, not scored
-                self.model.learn_one(y)
-                self.last = y
-                return 0.0
-            s = self.scorer.score(y, float(self.model.forecast()[0]))
+        if self.last is None and self.base == "engine":   # no forecast of a first value: learned, not scored
             self.model.learn_one(y)
             self.last = y
-            return s
+            return 0.0
         if self.last is None:
             y_hat = y
         elif self.model is None:
             y_hat = self.last
+        elif self.base == "engine":
+            y_hat = float(self.model.forecast()[0])
+            self.model.learn_one(y)
         else:
             self._x[0] = self.last
             y_hat = float(self.model.learn_one(self._x, y))

@@ -125,7 +125,7 @@ class OnlineCalibrator:
         ``exp(-tail_lr g)``. The steps grow with the tail: a stream whose ordinary errors
         include spikes 30 scales out learns that tail within a few dozen spikes (steps of
         ``lr`` scales took hundreds, and every spike meanwhile had a p-value near 0). ``0``
-        (default): steps of ``lr`` scales; the anomaly scorer uses 0.1.
+        (default): steps of ``lr`` scales; the anomaly scorer uses ``anomaly.TAIL_LR`` (0.05).
     n_keys
         Streams calibrated side by side (state rows); grows with :meth:`add_keys`.
     pooled

@@ -45,11 +45,11 @@ def _autocorrelation(values: np.ndarray, top: int, clip: float) -> np.ndarray:
 
 @njit(cache=True, error_model="numpy", nogil=True)
 def _madogram(values: np.ndarray, top: int) -> np.ndarray:
-    """The mean absolute difference of ``values`` at lags 0 .. ``top + 1`` (0 where the window
+    """The mean absolute difference of ``values`` at lags 0 .. ``top`` (0 where the window
     is too short)."""
     n = len(values)
-    md = np.zeros(top + 2)
-    for lag in range(1, min(top + 2, n)):
+    md = np.zeros(top + 1)
+    for lag in range(1, min(top + 1, n)):
         acc = 0.0
         for i in range(lag, n):
             acc += abs(values[i] - values[i - lag])
